@@ -1,0 +1,142 @@
+"""The application core that every part of ``bot/`` works through.
+
+One ``Core`` per process holds the configuration, the session factory, the clock, the
+message catalogue, the working-hours calendar and the metrics. Channels reach it through
+the functions of ``bot/`` (intake, status, lifecycle), never through ``storage/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.clock import Clock, SystemClock
+from bot.config import Config
+from bot.deadlines import WorkingCalendar
+from bot.metrics import Metrics
+from bot.texts import Catalogue
+from storage import db
+from storage.models import Setting, Staff, Unit
+
+
+def calendar_from(config: Config) -> WorkingCalendar:
+    """The working-hours calendar the configuration describes."""
+    d = config.deadlines
+    return WorkingCalendar.from_config(
+        timezone=config.service.timezone,
+        working_hours=d.working_hours,
+        working_days=d.working_days,
+        holidays_country=d.holidays_country,
+        extra_days_off=d.extra_days_off,
+        extra_working_days=d.extra_working_days,
+    )
+
+
+@dataclass
+class Core:
+    """What the application needs at hand: config, store, clock, texts, calendar, metrics."""
+
+    config: Config
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    clock: Clock
+    texts: Catalogue
+    calendar: WorkingCalendar
+    metrics: Metrics
+    # Set after a commit that queued messages, so the dispatcher need not wait for its poll.
+    outbox_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    unit_ids: dict[str, int] = field(default_factory=dict)
+    unit_names: dict[int, tuple[str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, config: Config, clock: Clock | None = None, metrics: Metrics | None = None) -> Core:
+        """A core for this configuration; call ``start`` before use."""
+        engine = db.create_engine(
+            config.storage.url, busy_timeout_ms=config.storage.busy_timeout_ms, pool_size=config.storage.pool_size
+        )
+        return cls(
+            config=config,
+            engine=engine,
+            sessions=db.sessionmaker(engine),
+            clock=clock or SystemClock(),
+            texts=Catalogue(config.service.default_language),
+            calendar=calendar_from(config),
+            metrics=metrics or Metrics(),
+        )
+
+    async def start(self, upgrade: bool | None = None) -> None:
+        """Migrate the schema (unless configured not to) and sync units and staff from config."""
+        if self.config.storage.auto_upgrade if upgrade is None else upgrade:
+            await db.upgrade(self.engine)
+        await self.sync_directory()
+
+    async def close(self) -> None:
+        """Release the database connections."""
+        await self.engine.dispose()
+
+    async def sync_directory(self) -> None:
+        """Make the units and staff tables match the configuration (by slug; never deletes)."""
+        async with self.sessions() as session, session.begin():
+            units = {u.slug: u for u in (await session.scalars(select(Unit))).all()}
+            for unit_config in self.config.units:
+                unit = units.get(unit_config.slug)
+                if unit is None:
+                    unit = Unit(slug=unit_config.slug)
+                    session.add(unit)
+                    units[unit.slug] = unit
+                unit.name, unit.name_en, unit.active = unit_config.name, unit_config.name_en, True
+            configured = {u.slug for u in self.config.units}
+            for slug, unit in units.items():
+                # Complaints keep pointing at a unit removed from config, so it stays, inactive.
+                if slug not in configured:
+                    unit.active = False
+            await session.flush()
+            staff = {s.slug: s for s in (await session.scalars(select(Staff))).all()}
+            for member_config in self.config.staff:
+                member = staff.get(member_config.slug)
+                if member is None:
+                    member = Staff(slug=member_config.slug)
+                    session.add(member)
+                member.name = member_config.name
+                member.unit_id = units[member_config.unit].id
+                member.role = member_config.role
+                member.email = member_config.email
+                member.active = True
+                if member_config.telegram_chat_id is not None:
+                    member.telegram_chat_id = member_config.telegram_chat_id
+            for slug, member in staff.items():
+                if slug not in {m.slug for m in self.config.staff}:
+                    member.active = False
+        self.unit_ids = {slug: unit.id for slug, unit in units.items()}
+        self.unit_names = {unit.id: (unit.name, unit.name_en or unit.name) for unit in units.values()}
+
+    async def shared_key(self, name: str) -> bytes:
+        """A random key made once and kept in the store, the same for every process."""
+        async with self.sessions() as session, session.begin():
+            await session.execute(db.insert_ignoring_conflicts(session, Setting).values(
+                key=name, value=secrets.token_hex(32)))
+            value = await session.scalar(select(Setting.value).where(Setting.key == name))
+        return bytes.fromhex(value)
+
+    def unit_name(self, unit_id: int, language: str) -> str:
+        """A unit's name in the citizen's language."""
+        vi, en = self.unit_names.get(unit_id, ("", ""))
+        return en if language == "en" else vi
+
+    def format_time(self, moment: datetime | None, language: str) -> str:
+        """A time as citizens read it, in the service's time zone."""
+        if moment is None:
+            return "-"
+        local = moment.astimezone(self.config.tz)
+        if language == "en":
+            return local.strftime("%d %b %Y, %H:%M")
+        return local.strftime("%H:%M ngày %d/%m/%Y")
+
+    def track_url(self, code: str) -> str:
+        """The public status page of a complaint."""
+        return f"{self.config.web.public_url.rstrip('/')}/track/{code}"

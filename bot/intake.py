@@ -1,0 +1,202 @@
+"""Intake: one ``Inbound`` from any channel becomes a stored complaint or a follow-up.
+
+The steps, in one transaction: dedupe on (channel, channel message id), enforced by a
+unique constraint so two concurrent deliveries still store one message; thread onto an
+existing complaint when the message names one of the sender's tracking codes or replies
+to one of our messages; otherwise file a new complaint with a fresh tracking code,
+assign it to its unit, set its deadlines, queue the acknowledgement and record the
+audit event. The channel acknowledges its sender only after this returns (committed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import tracking
+from bot.core import Core
+from bot.lifecycle import queue_to_citizen
+from channels.base import Inbound
+from storage.db import insert_ignoring_conflicts
+from storage.models import Attachment, Complaint, Contact, Event, Message, OutboxMessage
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["created", "followup", "duplicate"]
+CLOSED_STATUSES = ("resolved", "closed")
+# A unique-constraint race (a concurrent delivery, or a tracking-code collision) is
+# retried from the start; more than a few in a row means something else is wrong.
+ATTEMPTS = 4
+
+
+class IntakeError(ValueError):
+    """The message cannot be taken as it is (empty, unknown category); says why."""
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    """What intake did with a message, for the channel's answer to its sender."""
+
+    outcome: Outcome
+    tracking_code: str
+    complaint_id: int
+    language: str
+    unit: str
+    due: datetime | None
+
+
+async def receive(core: Core, inbound: Inbound) -> IntakeResult:
+    """Store an inbound message and queue what it causes; return once committed."""
+    if not inbound.text.strip() and not inbound.attachments:
+        raise IntakeError("empty message")
+    if inbound.category is not None and core.config.category(inbound.category) is None:
+        raise IntakeError(f"unknown category {inbound.category!r}")
+    for attempt in range(ATTEMPTS):
+        try:
+            async with core.sessions() as session, session.begin():
+                result = await _receive(core, session, inbound)
+            break
+        except IntegrityError:
+            if attempt == ATTEMPTS - 1:
+                raise
+            log.info("intake retry after a concurrent write", extra={"fields": {"channel": inbound.channel}})
+    core.metrics.messages_received.labels(inbound.channel, result.outcome).inc()
+    if result.outcome == "created":
+        core.metrics.complaints_received.labels(inbound.channel).inc()
+    if result.outcome != "duplicate":
+        core.outbox_ready.set()
+    log.info("message received", extra={"fields": {"channel": inbound.channel, "outcome": result.outcome,
+                                                   "code": result.tracking_code}})
+    return result
+
+
+def _result(core: Core, outcome: Outcome, complaint: Complaint) -> IntakeResult:
+    return IntakeResult(outcome, complaint.tracking_code, complaint.id, complaint.language,
+                        core.unit_name(complaint.unit_id, complaint.language), complaint.first_response_due)
+
+
+async def _receive(core: Core, session: AsyncSession, inbound: Inbound) -> IntakeResult:
+    now = core.clock.now()
+    if inbound.external_id is not None:
+        existing = await session.scalar(
+            select(Complaint).join(Message, Message.complaint_id == Complaint.id)
+            .where(Message.channel == inbound.channel, Message.external_id == inbound.external_id)
+        )
+        if existing is not None:
+            return _result(core, "duplicate", existing)
+    language = core.texts.language(inbound.language)
+    contacts = [(inbound.channel, inbound.sender)] if inbound.sender else []
+    contacts += [pair for pair in inbound.reply_to if pair[1]]
+    contact_ids = [await _contact_id(session, now, channel, address, inbound.sender_name, language)
+                   for channel, address in contacts[:2]]
+    complaint = await _thread_target(core, session, inbound, contact_ids)
+    if complaint is not None:
+        await _follow_up(core, session, now, complaint, inbound)
+        return _result(core, "followup", complaint)
+    complaint = await _file(core, session, now, inbound, language, contact_ids)
+    return _result(core, "created", complaint)
+
+
+async def _contact_id(session: AsyncSession, now: datetime, channel: str, address: str,
+                      name: str | None, language: str) -> int:
+    await session.execute(insert_ignoring_conflicts(session, Contact).values(
+        channel=channel, address=address, display_name=name, language=language, created_at=now))
+    return await session.scalar(select(Contact.id).where(Contact.channel == channel, Contact.address == address))
+
+
+async def _thread_target(core: Core, session: AsyncSession, inbound: Inbound,
+                         contact_ids: list[int]) -> Complaint | None:
+    """The complaint this message continues, if it names or replies to one of the sender's."""
+    if inbound.in_reply_to:
+        replied = await session.scalar(
+            select(Complaint).join(OutboxMessage, OutboxMessage.complaint_id == Complaint.id)
+            .where(OutboxMessage.channel == inbound.channel, OutboxMessage.external_id.in_(inbound.in_reply_to))
+        )
+        if replied is not None:
+            return replied
+    prefix = core.config.service.tracking_prefix
+    codes = list(inbound.tracking_codes)
+    for text in (inbound.subject or "", inbound.text):
+        codes += tracking.find_codes(text, prefix)
+    if not codes or not contact_ids:
+        return None
+    # A code alone does not join a stranger's message to someone else's complaint: the
+    # answer would go to the other person. A stranger's message becomes a new complaint.
+    return await session.scalar(
+        select(Complaint).where(
+            Complaint.tracking_code.in_(codes),
+            or_(Complaint.contact_id.in_(contact_ids), Complaint.alternate_contact_id.in_(contact_ids)),
+        ).order_by(Complaint.created_at.desc()).limit(1)
+    )
+
+
+async def _store_message(session: AsyncSession, now: datetime, complaint: Complaint, inbound: Inbound) -> Message:
+    message = Message(complaint_id=complaint.id, direction="in", channel=inbound.channel,
+                      external_id=inbound.external_id, text=inbound.text, subject=inbound.subject,
+                      public=False, created_at=now)
+    session.add(message)
+    await session.flush()
+    for item in inbound.attachments:
+        session.add(Attachment(
+            message_id=message.id, filename=item.filename[:255], content_type=item.content_type[:127],
+            size=len(item.data), sha256=hashlib.sha256(item.data).hexdigest() if item.data else None,
+            data=item.data or None, reference=item.reference,
+        ))
+    return message
+
+
+async def _file(core: Core, session: AsyncSession, now: datetime, inbound: Inbound, language: str,
+                contact_ids: list[int]) -> Complaint:
+    config = core.config
+    unit_slug = config.routing.default_unit
+    first_due = core.calendar.add_working_hours(now, config.deadlines.first_response_hours)
+    complaint = Complaint(
+        tracking_code=tracking.new_code(config.service.tracking_prefix),
+        contact_id=contact_ids[0] if contact_ids else None,
+        alternate_contact_id=contact_ids[1] if len(contact_ids) > 1 else None,
+        channel=inbound.channel, language=language, subject=(inbound.subject or None) and inbound.subject[:300],
+        text=inbound.text, category=inbound.category, area=inbound.area,
+        latitude=inbound.location.latitude if inbound.location else None,
+        longitude=inbound.location.longitude if inbound.location else None,
+        unit_id=core.unit_ids[unit_slug], routing_reason=f"default unit {unit_slug}", status="new",
+        created_at=now, updated_at=now, first_response_due=first_due,
+        resolution_due=core.calendar.add_working_hours(now, config.deadlines.resolution_hours),
+    )
+    session.add(complaint)
+    await session.flush()
+    await _store_message(session, now, complaint, inbound)
+    session.add(Event(complaint_id=complaint.id, at=now, actor="citizen", kind="created",
+                      detail={"channel": inbound.channel, "unit": unit_slug, "reason": complaint.routing_reason,
+                              "first_response_due": first_due.isoformat()}))
+    await queue_to_citizen(core, session, now, complaint, f"ack:{complaint.tracking_code}", "citizen.acknowledgement",
+                            subject_key="citizen.acknowledgement_subject", subject=inbound.subject,
+                            due=core.format_time(first_due, language))
+    return complaint
+
+
+async def _follow_up(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, inbound: Inbound) -> None:
+    message = await _store_message(session, now, complaint, inbound)
+    complaint.updated_at = now
+    session.add(Event(complaint_id=complaint.id, at=now, actor="citizen", kind="followup",
+                      detail={"channel": inbound.channel, "message_id": message.id}))
+    if complaint.status in CLOSED_STATUSES:
+        previous = complaint.status
+        complaint.status = "reopened"
+        complaint.resolved_at = None
+        complaint.first_response_at = None
+        complaint.first_response_due = core.calendar.add_working_hours(
+            now, core.config.deadlines.first_response_hours)
+        complaint.resolution_due = core.calendar.add_working_hours(now, core.config.deadlines.resolution_hours)
+        session.add(Event(complaint_id=complaint.id, at=now, actor="citizen", kind="reopened",
+                          detail={"from": previous, "first_response_due": complaint.first_response_due.isoformat()}))
+        await queue_to_citizen(core, session, now, complaint, f"reopened:{message.id}", "citizen.reopened",
+                                due=core.format_time(complaint.first_response_due, complaint.language))
+    else:
+        await queue_to_citizen(core, session, now, complaint, f"followup:{message.id}", "citizen.followup_received")

@@ -1,0 +1,204 @@
+"""The outbox: every outgoing message is queued in the store, then sent by a dispatcher.
+
+A state change and the messages it causes are written in one transaction (``enqueue``);
+the dispatcher claims due rows, sends each through its channel's ``Sender``, retries
+transient failures with exponential backoff and gives up on permanent ones, recording
+why. Each row is sent at most once: a claim marks it ``sending`` with a lease, and rows
+are claimed with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (SQLite has one writer at a
+time, so the claiming UPDATE is atomic there). A row whose lease ran out was being sent
+when its process died: whether it left is unknown, so it is marked failed, not re-sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.core import Core
+from channels.base import Outgoing, PermanentDeliveryError, Sender, TransientDeliveryError
+from storage.db import insert_ignoring_conflicts
+from storage.models import OutboxMessage
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(minutes=10)
+
+
+async def enqueue(
+    session: AsyncSession,
+    now: datetime,
+    *,
+    key: str,
+    channel: str,
+    recipient: str,
+    text: str,
+    language: str,
+    complaint_id: int | None = None,
+    subject: str | None = None,
+    in_reply_to: Sequence[str] = (),
+    metadata: Mapping | None = None,
+) -> None:
+    """Queue one message in the caller's transaction; a key already queued is left alone."""
+    payload = {"text": text, "language": language, "subject": subject,
+               "in_reply_to": list(in_reply_to), "metadata": dict(metadata or {})}
+    await session.execute(
+        insert_ignoring_conflicts(session, OutboxMessage).values(
+            key=key, channel=channel, recipient=recipient, complaint_id=complaint_id, payload=payload,
+            status="queued", attempts=0, next_attempt_at=now, created_at=now,
+        )
+    )
+
+
+def backoff(attempts: int, base: float, cap: float, retry_after: float | None = None) -> float:
+    """Seconds to wait before the next try: exponential with jitter, at least retry_after."""
+    delay = min(cap, base * 2 ** max(0, attempts - 1))
+    delay = delay * random.uniform(0.8, 1.2)  # jitter: many failures at once must not retry at once
+    return max(delay, retry_after or 0.0)
+
+
+def _outgoing(row: OutboxMessage) -> Outgoing:
+    payload = row.payload
+    return Outgoing(
+        channel=row.channel, recipient=row.recipient, text=payload["text"], key=row.key,
+        subject=payload.get("subject"), in_reply_to=tuple(payload.get("in_reply_to") or ()),
+        language=payload.get("language") or "vi", metadata=payload.get("metadata") or {},
+    )
+
+
+class Dispatcher:
+    """Sends queued outbox messages through the channels' senders."""
+
+    def __init__(self, core: Core, senders: Mapping[str, Sender]):
+        self.core = core
+        self.senders = dict(senders)
+        self._stopping = asyncio.Event()
+
+    async def claim(self, limit: int | None = None) -> list[OutboxMessage]:
+        """Claim due messages for the channels this process can send on."""
+        if not self.senders:
+            return []
+        now = self.core.clock.now()
+        token = str(uuid.uuid4())
+        limit = limit or self.core.config.outbox.batch_size
+        async with self.core.sessions() as session, session.begin():
+            due = (
+                select(OutboxMessage.id)
+                .where(OutboxMessage.status == "queued", OutboxMessage.next_attempt_at <= now,
+                       OutboxMessage.channel.in_(list(self.senders)))
+                .order_by(OutboxMessage.next_attempt_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_(due.scalar_subquery()), OutboxMessage.status == "queued")
+                .values(status="sending", claim_token=token, lease_until=now + LEASE,
+                        attempts=OutboxMessage.attempts + 1)
+                .execution_options(synchronize_session=False)
+            )
+            rows = (await session.scalars(
+                select(OutboxMessage).where(OutboxMessage.claim_token == token).order_by(OutboxMessage.id)
+            )).all()
+        return list(rows)
+
+    async def expire_leases(self) -> int:
+        """Mark failed the messages whose sender died mid-send (unknown if they left)."""
+        now = self.core.clock.now()
+        async with self.core.sessions() as session, session.begin():
+            result = await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.status == "sending", OutboxMessage.lease_until < now)
+                .values(status="failed", last_error="interrupted while sending; not retried to avoid a duplicate")
+                .execution_options(synchronize_session=False)
+            )
+        if result.rowcount:
+            log.warning("outbox leases expired", extra={"fields": {"count": result.rowcount}})
+        return result.rowcount
+
+    async def send_one(self, row: OutboxMessage) -> str:
+        """Send one claimed message and record the outcome: sent, retry or failed."""
+        config = self.core.config.outbox
+        values: dict = {"claim_token": None, "lease_until": None}
+        try:
+            external_id = await asyncio.wait_for(
+                self.senders[row.channel].send(_outgoing(row)), timeout=config.send_timeout_seconds
+            )
+        except PermanentDeliveryError as error:
+            result, values["status"], values["last_error"] = "failed", "failed", f"permanent: {error}"[:2000]
+        except Exception as error:  # transient by default: a bug in a sender must not drop mail
+            retry_after = error.retry_after if isinstance(error, TransientDeliveryError) else None
+            reason = str(error) or type(error).__name__
+            values["last_error"] = reason[:2000]
+            if row.attempts >= config.max_attempts:
+                result, values["status"] = "failed", "failed"
+                values["last_error"] = f"gave up after {row.attempts} attempts: {reason}"[:2000]
+            else:
+                result, values["status"] = "retry", "queued"
+                delay = backoff(row.attempts, config.backoff_base_seconds, config.backoff_max_seconds, retry_after)
+                values["next_attempt_at"] = self.core.clock.now() + timedelta(seconds=delay)
+        else:
+            result, values["status"] = "sent", "sent"
+            values["external_id"], values["sent_at"], values["last_error"] = external_id, self.core.clock.now(), None
+        async with self.core.sessions() as session, session.begin():
+            await session.execute(
+                update(OutboxMessage).where(OutboxMessage.id == row.id).values(**values)
+                .execution_options(synchronize_session=False)
+            )
+        self.core.metrics.outbox_sends.labels(row.channel, result).inc()
+        log.log(logging.INFO if result == "sent" else logging.WARNING, "outbox send",
+                extra={"fields": {"id": row.id, "key": row.key, "channel": row.channel, "result": result,
+                                  "attempt": row.attempts, "error": values.get("last_error")}})
+        return result
+
+    async def run_once(self) -> int:
+        """Claim and send one batch; return how many were claimed."""
+        await self.expire_leases()
+        rows = await self.claim()
+        # One message at a time per process keeps within the providers' rate limits.
+        for row in rows:
+            await self.send_one(row)
+        return len(rows)
+
+    async def run(self) -> None:
+        """Dispatch until stopped; wake on the core's signal or every poll interval."""
+        poll = self.core.config.outbox.poll_seconds
+        while not self._stopping.is_set():
+            try:
+                claimed = await self.run_once()
+            except Exception:
+                log.exception("outbox dispatch failed; retrying")
+                claimed = 0
+            if claimed:
+                continue
+            self.core.outbox_ready.clear()
+            waiters = [asyncio.ensure_future(self.core.outbox_ready.wait()),
+                       asyncio.ensure_future(self._stopping.wait())]
+            await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+
+    def stop(self) -> None:
+        """Finish the message being sent, then stop; queued messages stay queued."""
+        self._stopping.set()
+
+
+async def refresh_gauges(core: Core) -> None:
+    """Read the outbox's state from the store into the metrics gauges."""
+    async with core.sessions() as session:
+        counts = dict((await session.execute(
+            select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status))).all())
+        oldest = await session.scalar(
+            select(func.min(OutboxMessage.created_at)).where(OutboxMessage.status == "queued"))
+    for status in ("queued", "sending", "sent", "failed"):
+        core.metrics.outbox_messages.labels(status).set(counts.get(status, 0))
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=core.clock.now().tzinfo)
+    age = (core.clock.now() - oldest).total_seconds() if oldest else 0.0
+    core.metrics.outbox_oldest_queued_age.set(max(0.0, age))

@@ -1,0 +1,252 @@
+"""The one store: every complaint, message, attachment and status change.
+
+SQLAlchemy 2 declarative models shared by SQLite and PostgreSQL. Times are stored as
+timezone-aware UTC. Constraints carry the guarantees the service makes: one message per
+(channel, external id), one tracking code per complaint, one outbox row per key, one
+digest per (unit, kind, period).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# BigInteger ids on PostgreSQL; SQLite only autoincrements INTEGER PRIMARY KEY.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp that goes in and comes out timezone-aware in UTC on every database.
+
+    SQLite has no time zone type; without this, times read back naive and comparisons
+    with aware times fail.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use the injected clock")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Unit(Base):
+    """A body responsible for complaints: a ward, a district department, a desk."""
+
+    __tablename__ = "units"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    name_en: Mapped[str] = mapped_column(String(200), default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Staff(Base):
+    """An officer, unit head or administrator."""
+
+    __tablename__ = "staff"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"))
+    role: Mapped[str] = mapped_column(String(16))  # agent | head | admin
+    telegram_chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    email: Mapped[str | None] = mapped_column(String(320))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Contact(Base):
+    """One way to reach a citizen: a phone, an email address, a Telegram chat."""
+
+    __tablename__ = "contacts"
+    __table_args__ = (UniqueConstraint("channel", "address"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(String(320))
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    language: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime]
+
+
+class Complaint(Base):
+    """A citizen's complaint or feedback (phản ánh, kiến nghị) and where it stands."""
+
+    __tablename__ = "complaints"
+    __table_args__ = (
+        Index("ix_complaints_open_first_response_due", "status", "first_response_due"),
+        Index("ix_complaints_unit_created", "unit_id", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    tracking_code: Mapped[str] = mapped_column(String(24), unique=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
+    alternate_contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+    channel: Mapped[str] = mapped_column(String(16))
+    language: Mapped[str] = mapped_column(String(8))
+    subject: Mapped[str | None] = mapped_column(String(300))
+    text: Mapped[str] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(String(64))
+    area: Mapped[str | None] = mapped_column(String(200))
+    latitude: Mapped[float | None] = mapped_column(Float)
+    longitude: Mapped[float | None] = mapped_column(Float)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"))
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    routing_reason: Mapped[str] = mapped_column(String(300), default="")
+    # new | assigned | answered | resolved | reopened | closed
+    status: Mapped[str] = mapped_column(String(16), default="new")
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    first_response_due: Mapped[datetime | None]
+    resolution_due: Mapped[datetime | None]
+    first_response_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    # The deadline an apology was last sent for: one apology per missed deadline.
+    apologised_for_due: Mapped[datetime | None]
+    escalation_count: Mapped[int] = mapped_column(Integer, default=0)
+    reminded_for_due: Mapped[datetime | None]
+    rating: Mapped[int | None] = mapped_column(Integer)
+    rating_comment: Mapped[str | None] = mapped_column(Text)
+    rated_at: Mapped[datetime | None]
+
+    contact: Mapped[Contact | None] = relationship(foreign_keys=[contact_id], lazy="raise")
+    unit: Mapped[Unit] = relationship(lazy="raise")
+
+
+class Message(Base):
+    """One message on a complaint: from the citizen, to the citizen, or an internal note."""
+
+    __tablename__ = "messages"
+    __table_args__ = (UniqueConstraint("channel", "external_id"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    complaint_id: Mapped[int] = mapped_column(ForeignKey("complaints.id"), index=True)
+    direction: Mapped[str] = mapped_column(String(8))  # in | out | note
+    channel: Mapped[str] = mapped_column(String(16))
+    # The channel's own id: dedupes retried deliveries, and finds what a reply answers.
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    author_staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    text: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str | None] = mapped_column(String(300))
+    public: Mapped[bool] = mapped_column(Boolean, default=False)  # shown on the status page
+    created_at: Mapped[datetime]
+
+
+class Attachment(Base):
+    """A file that came with a message; bytes in the store or a reference to them."""
+
+    __tablename__ = "attachments"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(127))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    data: Mapped[bytes | None] = mapped_column(LargeBinary)
+    reference: Mapped[str | None] = mapped_column(String(1000))
+
+
+class RoutingRule(Base):
+    """A rule that sends matching complaints to a unit."""
+
+    __tablename__ = "routing_rules"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"))
+    priority: Mapped[int] = mapped_column(Integer, default=100)
+    source: Mapped[str] = mapped_column(String(16), default="config")  # config | db
+    keywords: Mapped[list[Any]] = mapped_column(default=list)
+    areas: Mapped[list[Any]] = mapped_column(default=list)
+    categories: Mapped[list[Any]] = mapped_column(default=list)
+    channels: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class Event(Base):
+    """The audit trail: every change to a complaint, who made it and when."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    complaint_id: Mapped[int | None] = mapped_column(ForeignKey("complaints.id"), index=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(100))  # system | citizen | staff:<slug>
+    kind: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class OutboxMessage(Base):
+    """A message waiting to be sent, or the record of how its sending ended."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    recipient: Mapped[str] = mapped_column(String(320))
+    complaint_id: Mapped[int | None] = mapped_column(ForeignKey("complaints.id"), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column()  # text, subject, thread hints, language
+    status: Mapped[str] = mapped_column(String(12), default="queued")  # queued | sending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    claim_token: Mapped[str | None] = mapped_column(String(36))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+
+class DigestRun(Base):
+    """A digest sent to a unit head for one period; the unique key makes it once only."""
+
+    __tablename__ = "digest_runs"
+    __table_args__ = (UniqueConstraint("unit_id", "kind", "period_start"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # daily | weekly
+    period_start: Mapped[datetime]
+    period_end: Mapped[datetime]
+    created_at: Mapped[datetime]
+
+
+class Setting(Base):
+    """Values the service generates once and shares between processes (the CSRF key)."""
+
+    __tablename__ = "settings"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,182 @@
+"""Shared fixtures: a real database (a SQLite file, or a PostgreSQL database made for the
+test and dropped after it) and the real service on a free port.
+
+Set FEEDBACK_TEST_POSTGRES to an admin URL (``postgresql://postgres@127.0.0.1:5432/postgres``)
+to run the whole suite on PostgreSQL; without it the suite runs on SQLite files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+
+from bot.app import build_app
+from bot.clock import FrozenClock
+from bot.config import Config, parse_config
+from bot.core import Core
+from channels.web import routes
+from storage import db
+
+POSTGRES_ADMIN_URL = os.environ.get("FEEDBACK_TEST_POSTGRES")
+# A Monday morning in Hà Nội (01:00 UTC = 08:00 local), far from any public holiday.
+MONDAY_MORNING = datetime(2026, 11, 2, 1, 0, tzinfo=timezone.utc)
+
+
+def _plain_pg_url(url: str) -> str:
+    return re.sub(r"^postgresql\+asyncpg://", "postgresql://", url)
+
+
+@dataclass
+class PostgresTemplate:
+    """A migrated PostgreSQL database that each test's database is copied from."""
+
+    admin_url: str
+    name: str
+
+    def url_for(self, database: str) -> str:
+        base = _plain_pg_url(self.admin_url).rsplit("/", 1)[0]
+        return f"{base}/{database}".replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> PostgresTemplate | None:
+    """Create and migrate a template database once per session; drop it at the end."""
+    if not POSTGRES_ADMIN_URL:
+        yield None
+        return
+    template = PostgresTemplate(POSTGRES_ADMIN_URL, f"fi_tmpl_{uuid.uuid4().hex[:10]}")
+
+    async def create() -> None:
+        admin = await asyncpg.connect(_plain_pg_url(POSTGRES_ADMIN_URL))
+        try:
+            await admin.execute(f'CREATE DATABASE "{template.name}"')
+        finally:
+            await admin.close()
+        engine = db.create_engine(template.url_for(template.name))
+        try:
+            await db.upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    async def drop() -> None:
+        admin = await asyncpg.connect(_plain_pg_url(POSTGRES_ADMIN_URL))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{template.name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+    yield template
+    asyncio.run(drop())
+
+
+@pytest.fixture
+async def database_url(tmp_path: Path, postgres_template: PostgresTemplate | None) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test: a SQLite file or a PostgreSQL database."""
+    if postgres_template is None:
+        yield f"sqlite+aiosqlite:///{tmp_path / 'feedback.db'}"
+        return
+    name = f"fi_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(_plain_pg_url(postgres_template.admin_url))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template.name}"')
+    finally:
+        await admin.close()
+    yield postgres_template.url_for(name)
+    admin = await asyncpg.connect(_plain_pg_url(postgres_template.admin_url))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def merge(base: dict, extra: dict) -> dict:
+    """Deep-merge two configuration dicts (extra wins)."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+@pytest.fixture
+def make_config(database_url: str) -> Callable[..., Config]:
+    """Build a Config on the test's database, with overrides as nested dicts."""
+
+    def make(overrides: dict | None = None, environ: dict | None = None) -> Config:
+        data = merge({"storage": {"url": database_url}, "web": {"port": 0},
+                      "outbox": {"poll_seconds": 0.05, "backoff_base_seconds": 1}}, overrides or {})
+        return parse_config(data, environ or {})
+
+    return make
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    """A clock frozen on a working Monday morning in Hà Nội."""
+    return FrozenClock(MONDAY_MORNING)
+
+
+@pytest.fixture
+async def core(make_config: Callable[..., Config], clock: FrozenClock) -> AsyncIterator[Core]:
+    """A started Core on the test's database with the default configuration."""
+    core = Core.build(make_config(), clock=clock)
+    await core.start()
+    yield core
+    await core.close()
+
+
+@dataclass
+class RunningService:
+    """The real service listening on a free port."""
+
+    url: str
+    app: web.Application
+
+    @property
+    def core(self) -> Core:
+        return self.app[routes.CORE]
+
+    def client(self) -> aiohttp.ClientSession:
+        """An HTTP client that keeps cookies like a browser (also for 127.0.0.1)."""
+        return aiohttp.ClientSession(self.url, cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def start_service(config: Config, **kwargs) -> tuple[RunningService, web.AppRunner]:
+    """Start build_app(config) on 127.0.0.1 and a free port."""
+    app = build_app(config, **kwargs)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return RunningService(f"http://127.0.0.1:{port}", app), runner
+
+
+@pytest.fixture
+async def service(make_config: Callable[..., Config], clock: FrozenClock) -> AsyncIterator[RunningService]:
+    """The service with default configuration on a free port, on the frozen clock."""
+    running, runner = await start_service(make_config(), clock=clock)
+    yield running
+    await runner.cleanup()
+
+
+FORM_FIELDS = re.compile(r'name="(csrf_token|submission_id)" value="([^"]*)"')
+
+
+async def get_form(client: aiohttp.ClientSession, path: str = "/") -> dict[str, str]:
+    """GET the form as a browser would and return its hidden fields."""
+    async with client.get(path) as response:
+        assert response.status == 200
+        page = await response.text()
+    return dict(FORM_FIELDS.findall(page))
