@@ -15,12 +15,13 @@ import re
 import sys
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import IO
 
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
 
-__all__ = ["mask_phone", "mask_email", "mask_personal_data", "MaskingFormatter",
-           "configure_logging"]
+__all__ = ("mask_phone", "mask_email", "mask_personal_data", "MaskingFormatter",
+           "configure_logging")
 
 _MIN_SECRET_LENGTH = 4
 
@@ -43,10 +44,9 @@ _PHONE = (
 _PERSONAL_DATA_RE = re.compile(rf"(?P<email>{_EMAIL})|(?P<phone>{_PHONE})")
 
 # Every character str.splitlines() breaks on, so a log reader sees one event per line.
-_LINE_BREAKS = {"\n": "\\n", "\r": "\\r", "\v": "\\v", "\f": "\\f", "\x1c": "\\x1c",
-                "\x1d": "\\x1d", "\x1e": "\\x1e", "\x85": "\\x85", "\u2028": "\\u2028",
-                "\u2029": "\\u2029"}
-_ESCAPE_LINE_BREAKS = str.maketrans(_LINE_BREAKS)
+_ESCAPE_LINE_BREAKS = MappingProxyType(str.maketrans({
+    "\n": "\\n", "\r": "\\r", "\v": "\\v", "\f": "\\f", "\x1c": "\\x1c", "\x1d": "\\x1d",
+    "\x1e": "\\x1e", "\x85": "\\x85", "\u2028": "\\u2028", "\u2029": "\\u2029"}))
 
 
 def _country_code_length(digits: str) -> int:
@@ -155,6 +155,15 @@ class MaskingFormatter(logging.Formatter):
 class _IntakeHandler(logging.StreamHandler):
     """The root handler configure_logging() installs, recognisable when it runs again."""
 
+    def handleError(self, record: logging.LogRecord) -> None:
+        """Report a record that could not be logged, without its unmasked arguments."""
+        # logging's default prints the raw message and arguments to stderr, phone numbers
+        # included; say only where the broken call is.
+        if logging.raiseExceptions and sys.stderr:
+            error = sys.exc_info()[0]
+            sys.stderr.write(f"--- logging error: {getattr(error, '__name__', error)} for a record "
+                             f"from {record.name} at {record.pathname}:{record.lineno} ---\n")
+
 
 def configure_logging(level: str = "INFO", secrets: Iterable[str] = (),
                       stream: IO[str] | None = None) -> None:
@@ -172,3 +181,5 @@ def configure_logging(level: str = "INFO", secrets: Iterable[str] = (),
     handler.setFormatter(MaskingFormatter(secrets))
     root.addHandler(handler)
     root.setLevel(numeric)
+    # Alembic announces each of its plugins at INFO on every start: noise, not events.
+    logging.getLogger("alembic.runtime.plugins").setLevel(max(numeric, logging.WARNING))

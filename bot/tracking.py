@@ -1,10 +1,12 @@
 """Tracking codes that citizens quote back to follow up on a complaint.
 
-A code looks like ``PA-7KQ4-M9XD``: the configured prefix, then seven random characters and
+A code looks like ``PA-7KQ4-M9XS``: the configured prefix, then seven random characters and
 one check character, shown in two groups of four. Citizens read codes aloud over the phone
 and type them on keypads, so the alphabet leaves out characters that are easy to confuse
-(0/O, 1/I/L) and, as Crockford's base 32 does, U. The seven characters
-come from :mod:`secrets`, so a code cannot be guessed from the codes issued before it.
+(0/O, 1/I/L) and, as Crockford's base 32 does, U. The seven characters come from
+:mod:`secrets`, so a code cannot be guessed from the codes issued before it. Issued codes
+always mix letters and digits, which lets :func:`find_codes` trust a bare ``7KQ4-M9XS`` in
+free text without taking ``3823-4567`` (a landline) or ``BACK-SEAT`` for a code.
 
 The check character is a weighted sum modulo 31, not 30. With an even modulus no choice
 of weights can catch every adjacent transposition: every weight must be odd to catch
@@ -20,8 +22,9 @@ from __future__ import annotations
 import re
 import secrets
 import unicodedata
+from types import MappingProxyType
 
-__all__ = ["ALPHABET", "TrackingCodeError", "new_code", "normalise", "is_valid", "find_codes"]
+__all__ = ("ALPHABET", "TrackingCodeError", "new_code", "normalise", "is_valid", "find_codes")
 
 ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -29,7 +32,7 @@ _BODY_LENGTH = 7
 _CODE_LENGTH = _BODY_LENGTH + 1
 _MODULUS = 31
 _WEIGHTS = tuple(range(_CODE_LENGTH, 1, -1))  # 8..2 for the body; the check character weighs 1
-_VALUES = {char: value for value, char in enumerate(ALPHABET)}
+_VALUES = MappingProxyType({char: value for value, char in enumerate(ALPHABET)})
 _DIGITS = frozenset("23456789")
 _PREFIX_RE = re.compile(r"[A-Z]{1,4}")
 # Hyphen, non-breaking hyphen, figure dash, en dash, em dash, minus: phones and word
@@ -62,7 +65,7 @@ def _format(prefix: str, chars: str) -> str:
 
 
 def new_code(prefix: str) -> str:
-    """A fresh random tracking code such as ``PA-7KQ4-M9XD``."""
+    """A fresh random tracking code such as ``PA-7KQ4-M9XS``."""
     _check_prefix(prefix)
     while True:
         body = "".join(secrets.choice(ALPHABET) for _ in range(_BODY_LENGTH))
@@ -103,7 +106,7 @@ def normalise(text: str, prefix: str) -> str:
             body_length -= len(prefix)
         raise TrackingCodeError(
             f"a tracking code has {_CODE_LENGTH} characters after {prefix}- "
-            f"(like {_format(prefix, '7KQ4M9XD')}), this one has {body_length}")
+            f"(like {_format(prefix, '7KQ4M9XS')}), this one has {body_length}")
     for char in chars:
         if char not in _VALUES:
             raise TrackingCodeError(f"{char!r} is not used in tracking codes ({_NOT_USED})")
@@ -150,6 +153,9 @@ def find_codes(text: str, prefix: str) -> list[str]:
             chars = (match["c"] + match["d"]).upper()
             if _DIGITS.isdisjoint(chars) or _DIGITS.issuperset(chars):
                 continue
+        # IGNORECASE also lets a few non-ASCII look-alikes through; they are not codes.
+        if not all(char in _VALUES for char in chars):
+            continue
         if _check_value(chars[:-1]) != _VALUES[chars[-1]]:
             continue
         code = _format(prefix, chars)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import sys
 
 import pytest
 
@@ -22,13 +23,11 @@ def restore_logging():
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield
+    # Only handlers configure_logging() installed: pytest's own come and go per test phase.
     for handler in list(root.handlers):
-        if handler not in handlers:
+        if handler not in handlers and type(handler).__module__ == "bot.logs":
             root.removeHandler(handler)
             handler.close()
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
     root.setLevel(level)
 
 
@@ -42,6 +41,7 @@ def output():
 
 
 def lines(stream: io.StringIO) -> list[str]:
+    """The lines written to ``stream`` so far."""
     return stream.getvalue().splitlines()
 
 
@@ -142,7 +142,7 @@ def test_timestamp_is_utc_with_milliseconds():
     record = logging.makeLogRecord({"msg": "x", "levelname": "INFO", "name": "n",
                                     "created": 1795600800.123456, "msecs": 123.456})
     line = MaskingFormatter().format(record)
-    assert line == "2026-11-26T08:40:00.123Z INFO n x"
+    assert line == "2026-11-25T10:00:00.123Z INFO n x"
 
 
 def test_phone_in_args_is_masked(output):
@@ -173,16 +173,14 @@ def test_exception_traceback_is_masked_and_on_one_line(output):
     assert "912345678" not in line and "tran.b" not in line
 
 
-def test_exception_text_is_not_cached_unmasked_on_the_record(output):
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logging.getLogger().addHandler(handler)
+def test_exception_text_is_not_cached_unmasked_on_the_record():
     try:
         raise RuntimeError(PHONE)
     except RuntimeError:
-        logging.getLogger("x").exception("boom")
-    assert records and records[0].exc_text is None
+        record = logging.getLogger("x").makeRecord("x", logging.ERROR, __file__, 1, "boom", (),
+                                                   sys.exc_info())
+    assert MASKED_PHONE in MaskingFormatter().format(record)
+    assert record.exc_text is None
 
 
 def test_secrets_are_replaced(output):
@@ -242,10 +240,15 @@ def test_one_line_per_event(output):
 
 
 def test_formatter_works_with_caplog(caplog):
+    # pytest reuses its capture handler across tests, so its formatter is put back.
+    previous = caplog.handler.formatter
     caplog.handler.setFormatter(MaskingFormatter(["hunter22"]))
-    with caplog.at_level(logging.INFO):
-        logging.getLogger("bot.x").info("pw hunter22 from %s", "0912345678")
-    assert caplog.text.rstrip("\n").endswith("INFO bot.x pw *** from 091* *** 678")
+    try:
+        with caplog.at_level(logging.INFO):
+            logging.getLogger("bot.x").info("pw hunter22 from %s", "0912345678")
+        assert caplog.text.rstrip("\n").endswith("INFO bot.x pw *** from 091* *** 678")
+    finally:
+        caplog.handler.setFormatter(previous)
 
 
 # --- configure_logging -----------------------------------------------------------------------
@@ -269,14 +272,27 @@ def test_configure_logging_is_idempotent_and_replaces_only_its_own_handler():
     root = logging.getLogger()
     foreign = logging.NullHandler()
     root.addHandler(foreign)
-    first, second = io.StringIO(), io.StringIO()
-    configure_logging(stream=first)
-    configure_logging(stream=second, secrets=["topsecret"])
-    ours = [h for h in root.handlers if isinstance(h.formatter, MaskingFormatter)]
-    assert len(ours) == 1 and foreign in root.handlers
-    logging.getLogger("x").info("topsecret")
+    try:
+        first, second = io.StringIO(), io.StringIO()
+        configure_logging(stream=first)
+        configure_logging(stream=second, secrets=["topsecret"])
+        ours = [h for h in root.handlers if type(h).__module__ == "bot.logs"]
+        assert len(ours) == 1 and foreign in root.handlers
+        logging.getLogger("x").info("topsecret")
+    finally:
+        root.removeHandler(foreign)
     assert first.getvalue() == ""
     assert lines(second)[0].endswith("INFO x ***")
+
+
+def test_broken_log_call_does_not_print_raw_arguments(capsys, output):
+    [handler] = [h for h in logging.getLogger().handlers if type(h).__module__ == "bot.logs"]
+    record = logging.getLogger("bot.sms").makeRecord(
+        "bot.sms", logging.INFO, "sms.py", 7, "from %d", (PHONE,), None)
+    handler.handle(record)  # "%d" with a string: the message cannot be built
+    err = capsys.readouterr().err
+    assert "logging error: TypeError for a record from bot.sms at sms.py:7" in err
+    assert "912345678" not in err and output.getvalue() == ""
 
 
 def test_configure_logging_defaults_to_stderr(capsys):

@@ -1,0 +1,183 @@
+"""Intake: dedupe, threading, new complaints and reopening, on a real database."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import func, select, update
+
+from bot import intake
+from bot.tracking import find_codes
+from channels.base import Attachment, Inbound
+from storage.models import Attachment as StoredAttachment
+from storage.models import Complaint, Event, Message, OutboxMessage
+
+TEXT = "Mất điện cả khu tập thể từ sáng, đề nghị kiểm tra gấp."
+PHONE = "+84912345678"
+
+
+def sms(core, text=TEXT, sender=PHONE, external_id="SM1", **kwargs) -> Inbound:
+    return Inbound(channel="sms", external_id=external_id, sender=sender, text=text,
+                   received_at=core.clock.now(), **kwargs)
+
+
+async def rows(core, model, *where):
+    async with core.sessions() as session:
+        return (await session.scalars(select(model).where(*where).order_by(model.id))).all()
+
+
+async def test_new_complaint_is_filed_with_code_unit_deadline_and_acknowledgement(core):
+    result = await intake.receive(core, sms(core))
+    assert result.outcome == "created"
+    assert find_codes(result.tracking_code, "PA") == [result.tracking_code]
+    [complaint] = await rows(core, Complaint)
+    assert complaint.tracking_code == result.tracking_code
+    assert complaint.unit_id == core.unit_ids["tiep-nhan"]
+    assert complaint.status == "new"
+    # Filed Monday 08:00 in Hà Nội; 16 working hours later is Tuesday 17:00 (10:00 UTC).
+    assert complaint.first_response_due == datetime(2026, 11, 3, 10, 0, tzinfo=timezone.utc)
+    [ack] = await rows(core, OutboxMessage)
+    assert (ack.channel, ack.recipient, ack.status) == ("sms", PHONE, "queued")
+    assert result.tracking_code in ack.payload["text"] and "17:00 ngày 03/11/2026" in ack.payload["text"]
+    assert [e.kind for e in await rows(core, Event)] == ["created"]
+
+
+async def test_english_citizen_is_acknowledged_in_english(core):
+    result = await intake.receive(core, sms(core, language="en-GB"))
+    [ack] = await rows(core, OutboxMessage)
+    assert result.language == "en"
+    assert ack.payload["text"].startswith("We have received your complaint")
+
+
+async def test_a_retried_delivery_stores_nothing_new(core):
+    first = await intake.receive(core, sms(core))
+    again = await intake.receive(core, sms(core, text="the same delivery, retried"))
+    assert again.outcome == "duplicate" and again.tracking_code == first.tracking_code
+    assert len(await rows(core, Complaint)) == 1
+    assert len(await rows(core, Message)) == 1
+    assert len(await rows(core, OutboxMessage)) == 1
+
+
+async def test_concurrent_deliveries_of_one_message_store_one(core):
+    results = await asyncio.gather(*(intake.receive(core, sms(core)) for _ in range(8)))
+    assert {r.tracking_code for r in results} == {results[0].tracking_code}
+    assert sorted(r.outcome for r in results) == ["created"] + ["duplicate"] * 7
+    assert len(await rows(core, Complaint)) == 1
+    assert len(await rows(core, OutboxMessage)) == 1
+
+
+async def test_same_message_id_on_another_channel_is_another_message(core):
+    await intake.receive(core, sms(core, external_id="42"))
+    other = await intake.receive(core, Inbound(channel="email", external_id="42", sender="a@example.vn",
+                                               text=TEXT, received_at=core.clock.now()))
+    assert other.outcome == "created"
+    assert len(await rows(core, Complaint)) == 2
+
+
+async def test_a_message_naming_the_senders_code_is_a_follow_up(core):
+    first = await intake.receive(core, sms(core))
+    core.clock.advance(hours=1)
+    later = await intake.receive(core, sms(core, text=f"tt {first.tracking_code.lower()} van chua co dien",
+                                           external_id="SM2"))
+    assert later.outcome == "followup" and later.tracking_code == first.tracking_code
+    assert len(await rows(core, Complaint)) == 1
+    assert [m.text for m in await rows(core, Message)][1].startswith("tt ")
+    keys = [m.key for m in await rows(core, OutboxMessage)]
+    assert keys[0] == f"ack:{first.tracking_code}" and keys[1].startswith("followup:")
+    assert [e.kind for e in await rows(core, Event)] == ["created", "followup"]
+
+
+async def test_a_code_in_an_email_subject_threads(core):
+    mail = dict(channel="email", sender="dan@example.vn", received_at=core.clock.now())
+    first = await intake.receive(core, Inbound(external_id="<a@x>", text=TEXT, subject="Mất điện", **mail))
+    reply = await intake.receive(core, Inbound(external_id="<b@x>", text="Vẫn mất điện.",
+                                               subject=f"Re: [{first.tracking_code}] Mất điện", **mail))
+    assert reply.outcome == "followup" and reply.tracking_code == first.tracking_code
+
+
+async def test_a_strangers_message_naming_a_code_is_a_new_complaint(core):
+    first = await intake.receive(core, sms(core))
+    stranger = await intake.receive(core, sms(core, sender="+84987654321", external_id="SM9",
+                                              text=f"Tôi cũng bị như {first.tracking_code}, mất điện."))
+    assert stranger.outcome == "created" and stranger.tracking_code != first.tracking_code
+
+
+async def test_a_reply_to_one_of_our_messages_threads(core):
+    first = await intake.receive(core, sms(core))
+    async with core.sessions() as session, session.begin():
+        # What the dispatcher records once the gateway accepted the acknowledgement.
+        await session.execute(update(OutboxMessage).values(status="sent", external_id="gw-77"))
+    reply = await intake.receive(core, sms(core, text="Cảm ơn, bổ sung: cả ngõ 5.", external_id="SM3",
+                                           in_reply_to=("gw-77",)))
+    assert reply.outcome == "followup" and reply.tracking_code == first.tracking_code
+
+
+async def test_a_follow_up_to_a_resolved_complaint_reopens_it(core):
+    first = await intake.receive(core, sms(core))
+    async with core.sessions() as session, session.begin():
+        await session.execute(update(Complaint).values(status="resolved", resolved_at=core.clock.now()))
+    core.clock.advance(days=3)  # Thursday 08:00
+    again = await intake.receive(core, sms(core, text=f"{first.tracking_code} lại mất điện rồi", external_id="SM4"))
+    assert again.outcome == "followup"
+    [complaint] = await rows(core, Complaint)
+    assert complaint.status == "reopened" and complaint.resolved_at is None
+    # A new first-response deadline from the reopening: Thursday 08:00 + 16 h = Friday 17:00.
+    assert complaint.first_response_due == datetime(2026, 11, 6, 10, 0, tzinfo=timezone.utc)
+    events = await rows(core, Event)
+    assert [e.kind for e in events] == ["created", "followup", "reopened"]
+    assert events[-1].detail["from"] == "resolved"
+    assert (await rows(core, OutboxMessage))[-1].key.startswith("reopened:")
+
+
+async def test_an_anonymous_web_complaint_queues_nothing(core):
+    result = await intake.receive(core, Inbound(channel="web", external_id="f" * 32, sender=None, text=TEXT,
+                                                received_at=core.clock.now()))
+    assert result.outcome == "created"
+    assert await rows(core, OutboxMessage) == []
+    [complaint] = await rows(core, Complaint)
+    assert complaint.contact_id is None
+
+
+async def test_web_citizen_with_phone_and_email_gets_answers_by_the_first(core):
+    await intake.receive(core, Inbound(channel="web", external_id="a" * 32, sender=None, text=TEXT,
+                                       received_at=core.clock.now(),
+                                       reply_to=(("sms", PHONE), ("email", "an@example.vn"))))
+    [complaint] = await rows(core, Complaint)
+    assert complaint.alternate_contact_id is not None
+    [ack] = await rows(core, OutboxMessage)
+    assert (ack.channel, ack.recipient) == ("sms", PHONE)
+
+
+async def test_attachments_are_stored_with_their_checksum(core):
+    photo = Attachment("ngap.jpg", "image/jpeg", b"\xff\xd8\xff\xe0fake-jpeg")
+    await intake.receive(core, sms(core, attachments=(photo,)))
+    [stored] = await rows(core, StoredAttachment)
+    assert (stored.filename, stored.size, stored.data) == ("ngap.jpg", len(photo.data), photo.data)
+    assert len(stored.sha256) == 64
+
+
+@pytest.mark.parametrize("inbound_kwargs, reason", [
+    ({"text": "   "}, "empty message"),
+    ({"category": "no-such-thing"}, "unknown category"),
+])
+async def test_intake_refuses_what_it_cannot_take(core, inbound_kwargs, reason):
+    with pytest.raises(intake.IntakeError, match=reason):
+        await intake.receive(core, sms(core, **inbound_kwargs))
+    assert await rows(core, Complaint) == []
+
+
+async def test_tracking_codes_are_unique_and_not_sequential(core):
+    codes = [(await intake.receive(core, sms(core, external_id=f"S{i}"))).tracking_code for i in range(30)]
+    assert len(set(codes)) == 30
+    # Neighbours share no common prefix beyond chance: not a counter.
+    assert len({code[:6] for code in codes}) > 10
+
+
+async def test_received_metrics_count_new_complaints_per_channel(core):
+    await intake.receive(core, sms(core))
+    await intake.receive(core, sms(core))  # retry: not a new complaint
+    exposition = core.metrics.exposition().decode()
+    assert 'feedback_intake_complaints_received_total{channel="sms"} 1.0' in exposition
+    assert 'feedback_intake_messages_received_total{channel="sms",outcome="duplicate"} 1.0' in exposition

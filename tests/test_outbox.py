@@ -1,0 +1,234 @@
+"""The outbox dispatcher against a sender that talks HTTP to a local fake gateway.
+
+The fake gateway is a real aiohttp server on a free port that answers as scripted
+(500, 400, 200, or a slow 200); the sender maps HTTP answers to delivery errors the way
+the real gateway senders do: 5xx and connection errors are transient, 4xx permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import timedelta
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy import select
+
+from bot import outbox
+from bot.config import Config
+from bot.core import Core
+from bot.outbox import Dispatcher
+from channels.base import Outgoing, PermanentDeliveryError, TransientDeliveryError
+from storage.models import OutboxMessage
+
+
+class FakeGateway:
+    """A local HTTP endpoint standing in for an SMS operator's API."""
+
+    def __init__(self, script: list[int] | None = None, delay: float = 0.0):
+        self.script = list(script or [])
+        self.delay = delay
+        self.received: list[dict] = []
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        status = self.script.pop(0) if self.script else 200
+        if status == 200:
+            self.received.append(body)
+            return web.json_response({"id": f"gw-{len(self.received)}"})
+        return web.json_response({"error": "scripted"}, status=status)
+
+    async def start(self) -> FakeGateway:
+        app = web.Application()
+        app.router.add_post("/messages", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}/messages"
+        return self
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+class HttpSender:
+    """Sends outgoing messages as JSON POSTs, as the generic SMS gateway does."""
+
+    channel = "sms"
+
+    def __init__(self, url: str):
+        self.url = url
+
+    async def send(self, message: Outgoing) -> str | None:
+        try:
+            async with aiohttp.ClientSession() as http, http.post(
+                self.url, json={"to": message.recipient, "text": message.text, "key": message.key}
+            ) as response:
+                if response.status >= 500:
+                    raise TransientDeliveryError(f"gateway answered {response.status}")
+                if response.status >= 400:
+                    raise PermanentDeliveryError(f"gateway refused: {response.status}")
+                return (await response.json())["id"]
+        except aiohttp.ClientConnectionError as error:
+            raise TransientDeliveryError(f"cannot reach gateway: {error}") from error
+
+
+async def queue(core: Core, count: int = 1, channel: str = "sms") -> None:
+    async with core.sessions() as session, session.begin():
+        for i in range(count):
+            await outbox.enqueue(session, core.clock.now(), key=f"test:{channel}:{i}", channel=channel,
+                                 recipient=f"+8491234{i:04d}", text=f"Tin nhắn {i}", language="vi")
+
+
+async def stored(core: Core) -> list[OutboxMessage]:
+    async with core.sessions() as session:
+        return (await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))).all()
+
+
+async def test_a_transient_failure_is_retried_after_backoff_then_sent(core):
+    gateway = await FakeGateway(script=[500]).start()
+    try:
+        dispatcher = Dispatcher(core, {"sms": HttpSender(gateway.url)})
+        await queue(core)
+        assert await dispatcher.run_once() == 1
+        [row] = await stored(core)
+        assert (row.status, row.attempts, row.last_error) == ("queued", 1, "gateway answered 500")
+        wait = (row.next_attempt_at - core.clock.now()).total_seconds()
+        base = core.config.outbox.backoff_base_seconds
+        assert 0.8 * base <= wait <= 1.2 * base
+        # Not due yet: nothing is claimed before the backoff has passed.
+        assert await dispatcher.run_once() == 0
+        core.clock.advance(seconds=wait + 0.01)
+        assert await dispatcher.run_once() == 1
+        [row] = await stored(core)
+        assert (row.status, row.attempts, row.external_id, row.last_error) == ("sent", 2, "gw-1", None)
+        assert gateway.received == [{"to": "+84912340000", "text": "Tin nhắn 0", "key": "test:sms:0"}]
+    finally:
+        await gateway.stop()
+
+
+async def test_backoff_grows_exponentially_and_is_capped():
+    delays = [outbox.backoff(attempt, 30, 3600) for attempt in range(1, 10)]
+    assert 24 <= delays[0] <= 36 and 48 <= delays[1] <= 72 and 96 <= delays[2] <= 144
+    assert all(d <= 3600 * 1.2 for d in delays) and delays[-1] >= 3600 * 0.8
+    assert outbox.backoff(1, 30, 3600, retry_after=500) == 500
+
+
+async def test_a_permanent_failure_gives_up_with_the_reason(core):
+    gateway = await FakeGateway(script=[400]).start()
+    try:
+        await queue(core)
+        await Dispatcher(core, {"sms": HttpSender(gateway.url)}).run_once()
+        [row] = await stored(core)
+        assert row.status == "failed" and row.last_error == "permanent: gateway refused: 400"
+        assert gateway.received == []
+    finally:
+        await gateway.stop()
+
+
+async def test_an_unreachable_gateway_is_retried_until_attempts_run_out(make_config, clock):
+    gateway = await FakeGateway().start()
+    url = gateway.url
+    await gateway.stop()  # connection refused from now on
+    core = Core.build(make_config({"outbox": {"max_attempts": 3}}), clock=clock)
+    await core.start()
+    try:
+        await queue(core)
+        dispatcher = Dispatcher(core, {"sms": HttpSender(url)})
+        for _ in range(3):
+            assert await dispatcher.run_once() == 1
+            clock.advance(hours=2)
+        [row] = await stored(core)
+        assert row.status == "failed" and row.attempts == 3
+        assert row.last_error.startswith("gave up after 3 attempts: cannot reach gateway")
+        assert await dispatcher.run_once() == 0
+    finally:
+        await core.close()
+
+
+async def test_messages_for_a_channel_without_a_sender_stay_queued(core):
+    await queue(core, channel="email")
+    assert await Dispatcher(core, {"sms": HttpSender("http://127.0.0.1:9/")}).run_once() == 0
+    [row] = await stored(core)
+    assert (row.status, row.attempts) == ("queued", 0)
+
+
+async def test_enqueue_with_a_key_already_queued_adds_nothing(core):
+    await queue(core)
+    await queue(core)
+    assert len(await stored(core)) == 1
+
+
+async def test_a_message_whose_sender_died_is_not_sent_again(core):
+    gateway = await FakeGateway().start()
+    try:
+        await queue(core)
+        dispatcher = Dispatcher(core, {"sms": HttpSender(gateway.url)})
+        [claimed] = await dispatcher.claim()  # ... and the process dies before sending
+        core.clock.advance(outbox.LEASE + timedelta(seconds=1))
+        assert await dispatcher.run_once() == 0
+        [row] = await stored(core)
+        assert row.status == "failed" and "interrupted" in row.last_error
+        assert gateway.received == []
+    finally:
+        await gateway.stop()
+
+
+async def test_two_dispatchers_send_each_message_exactly_once(make_config, clock):
+    """Two processes' dispatchers on one database (each with its own engine and pool)."""
+    gateway = await FakeGateway(delay=0.01).start()
+    config: Config = make_config({"outbox": {"batch_size": 5}})
+    cores = [Core.build(config, clock=clock) for _ in range(2)]
+    for core in cores:
+        await core.start()
+    try:
+        await queue(cores[0], count=60)
+        dispatchers = [Dispatcher(core, {"sms": HttpSender(gateway.url)}) for core in cores]
+
+        async def drain(dispatcher: Dispatcher) -> int:
+            sent = 0
+            while claimed := await dispatcher.run_once():
+                sent += claimed
+            return sent
+
+        shares = await asyncio.gather(*(drain(d) for d in dispatchers))
+        assert sum(shares) == 60
+        assert Counter(body["key"] for body in gateway.received) == {f"test:sms:{i}": 1 for i in range(60)}
+        assert {row.status for row in await stored(cores[0])} == {"sent"}
+    finally:
+        for core in cores:
+            await core.close()
+        await gateway.stop()
+
+
+async def test_the_running_dispatcher_wakes_on_commit_and_stops_cleanly(core):
+    gateway = await FakeGateway().start()
+    try:
+        dispatcher = Dispatcher(core, {"sms": HttpSender(gateway.url)})
+        task = asyncio.create_task(dispatcher.run())
+        await queue(core, count=3)
+        core.outbox_ready.set()
+        for _ in range(200):
+            if len(gateway.received) == 3:
+                break
+            await asyncio.sleep(0.01)
+        dispatcher.stop()
+        await asyncio.wait_for(task, timeout=5)
+        assert len(gateway.received) == 3
+    finally:
+        await gateway.stop()
+
+
+async def test_gauges_report_the_queue_from_the_store(core):
+    await queue(core, count=2)
+    core.clock.advance(seconds=90)
+    await outbox.refresh_gauges(core)
+    text = core.metrics.exposition().decode()
+    assert 'feedback_intake_outbox_messages{status="queued"} 2.0' in text
+    assert "feedback_intake_outbox_oldest_queued_age_seconds 90.0" in text
