@@ -1,0 +1,43 @@
+"""The message catalogue: both languages complete, same parameters, the charter recognisable."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.texts import LANGUAGES, Catalogue, placeholders
+
+
+@pytest.fixture(scope="module")
+def catalogue() -> Catalogue:
+    return Catalogue()
+
+
+def test_every_language_has_every_key_with_the_same_parameters(catalogue):
+    vietnamese = catalogue.texts["vi"]
+    for language in LANGUAGES:
+        texts = catalogue.texts[language]
+        assert set(texts) == set(vietnamese), language
+        for key, template in texts.items():
+            assert placeholders(template) == placeholders(vietnamese[key]), (language, key)
+
+
+def test_every_status_has_a_label(catalogue):
+    for status in ("new", "assigned", "answered", "resolved", "reopened", "closed"):
+        assert catalogue.get("vi", f"status.{status}") != catalogue.get("en", f"status.{status}")
+
+
+def test_the_charter_speaks_in_the_texts(catalogue):
+    assert catalogue.get("vi", "citizen.apology", code="PA-1", due="x").startswith(
+        "Chúng tôi xin lỗi vì đã để Quý ông/bà chờ đợi.")
+    assert "Kính chào" in catalogue.get("vi", "citizen.greeting", service="UBND")
+    ack = catalogue.get("vi", "citizen.acknowledgement", code="PA-7KQ4-M9XS", unit="Phường Dịch Vọng",
+                        due="17:00 ngày 03/11/2026", track_url="https://x/track/PA-7KQ4-M9XS")
+    assert "PA-7KQ4-M9XS" in ack and "Phường Dịch Vọng" in ack and "17:00 ngày 03/11/2026" in ack
+    assert "1 (rất không hài lòng)" in catalogue.get("vi", "citizen.survey", code="PA-1")
+
+
+@pytest.mark.parametrize("requested, chosen", [
+    ("en", "en"), ("en-US", "en"), ("EN_gb", "en"), ("vi-VN", "vi"), ("fr", "vi"), (None, "vi"), ("", "vi"),
+])
+def test_language_choice_falls_back_to_the_default(catalogue, requested, chosen):
+    assert catalogue.language(requested) == chosen
