@@ -204,6 +204,31 @@ class WorkingCalendar:
             total += min(finish, end) - max(begin, start)
         return total / timedelta(hours=1)
 
+    def subtract_working_hours(self, end: datetime, hours: float) -> datetime:
+        """Return the UTC moment `hours` working hours before `end` (for reminders)."""
+        _require_aware(end, "end")
+        if isinstance(hours, bool) or not isinstance(hours, (int, float)):
+            raise ValueError(f"hours must be a number, got {hours!r}")
+        if not math.isfinite(hours) or hours < 0:
+            raise ValueError(f"hours must be a finite number >= 0, got {hours!r}")
+        cursor = end.astimezone(UTC)
+        remaining = timedelta(hours=hours)
+        if not remaining:
+            return cursor
+        day = cursor.astimezone(self.timezone).date()
+        for _ in range(_MAX_IDLE_DAYS):
+            if self.is_working_day(day):
+                for local_start, local_end in reversed(self.working_hours):
+                    begin = datetime.combine(day, local_start, tzinfo=self.timezone).astimezone(UTC)
+                    finish = min(datetime.combine(day, local_end, tzinfo=self.timezone).astimezone(UTC), cursor)
+                    if begin >= finish:
+                        continue
+                    if remaining <= finish - begin:
+                        return finish - remaining
+                    remaining -= finish - begin
+            day -= timedelta(days=1)
+        raise ValueError(f"calendar has no working time within {_MAX_IDLE_DAYS} days before {end.isoformat()}")
+
     def next_working_moment(self, moment: datetime) -> datetime:
         """Return the first UTC moment at or after `moment` that lies inside working time."""
         return self.add_working_hours(moment, 0)
