@@ -20,6 +20,7 @@ from bot.clock import Clock
 from bot.config import Config, secret
 from bot.core import Core
 from bot.outbox import Dispatcher
+from bot.scheduler import Scheduler
 from channels.base import Sender
 from channels.web import routes
 
@@ -29,7 +30,7 @@ DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 
 
 def build_app(config: Config, *, clock: Clock | None = None, senders: Mapping[str, Sender] | None = None,
-              run_dispatcher: bool = True) -> web.Application:
+              run_dispatcher: bool = True, run_scheduler: bool = True) -> web.Application:
     """The whole service as one aiohttp application, not yet started."""
     app = web.Application(client_max_size=config.web.max_body_bytes, middlewares=[routes.pages_for_errors])
     core = Core.build(config, clock=clock)
@@ -52,8 +53,17 @@ def build_app(config: Config, *, clock: Clock | None = None, senders: Mapping[st
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=config.outbox.send_timeout_seconds + 5)
 
+    async def scheduler(app: web.Application) -> AsyncIterator[None]:
+        jobs = Scheduler(core)
+        if run_scheduler:
+            jobs.start()
+        yield
+        if run_scheduler:
+            await jobs.stop()
+
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(dispatcher)
+    app.cleanup_ctx.append(scheduler)
     routes.add_routes(app)
     return app
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 
@@ -60,6 +61,69 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_core(args: argparse.Namespace, work) -> int:
+    """Run work(core) on a started core (migrated and synced as `serve` would)."""
+    config = _load(args.config)
+    configure_logging("WARNING", secrets=secret_values(config))
+    from bot.core import Core
+
+    async def run() -> int:
+        core = Core.build(config)
+        try:
+            await core.start()
+            return await work(core)
+        finally:
+            await core.close()
+
+    return asyncio.run(run())
+
+
+def _route_test(args: argparse.Namespace) -> int:
+    from bot import routing
+
+    async def work(core) -> int:
+        async with core.sessions() as session:
+            rules = await routing.load_rules(session)
+        decision = routing.route(rules, core.config.routing.default_unit, text=args.text, area=args.area,
+                                 category=args.category, channel=args.channel, subject=args.subject)
+        unit = core.config.unit(decision.unit)
+        print(f"unit:   {decision.unit} ({unit.name if unit else '?'})")
+        print(f"reason: {decision.reason}")
+        return 0
+
+    return _with_core(args, work)
+
+
+def _rules(args: argparse.Namespace) -> int:
+    from bot import routing
+
+    def split(values: list[str] | None) -> list[str]:
+        return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+
+    async def work(core) -> int:
+        async with core.sessions() as session, session.begin():
+            try:
+                if args.rules_command == "add":
+                    rule_id = await routing.add_rule(
+                        session, unit=args.unit, keywords=split(args.keyword), areas=split(args.area),
+                        categories=split(args.category), channels=split(args.channel), priority=args.priority)
+                    print(f"added rule {rule_id}")
+                elif args.rules_command == "remove":
+                    await routing.remove_rule(session, args.id)
+                    print(f"removed rule {args.id}")
+            except routing.RuleError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 1
+            for rule in await routing.load_rules(session):
+                if args.rules_command == "list":
+                    criteria = {k: list(getattr(rule, k)) for k in ("keywords", "areas", "categories", "channels")
+                                if getattr(rule, k)}
+                    print(f"{rule.priority:>6}  {rule.name:<14} -> {rule.unit}  {criteria}")
+        return 0
+
+    return _with_core(args, work)
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line, with --help for every subcommand."""
     top = argparse.ArgumentParser(
@@ -85,6 +149,33 @@ def parser() -> argparse.ArgumentParser:
                                      description="Migrate the database schema to the newest version.")
     upgrade.add_argument("--config", metavar="FILE", help=config_help)
     upgrade.set_defaults(run=_db_upgrade)
+
+    route_test = commands.add_parser("route-test", help="show which unit a text would go to, and why",
+                                     description="Show which unit a complaint would be routed to, and why.")
+    route_test.add_argument("text", help="the complaint's text")
+    route_test.add_argument("--subject", help="a subject line (email)")
+    route_test.add_argument("--area", help="ward/district as the citizen wrote it")
+    route_test.add_argument("--category", help="category slug")
+    route_test.add_argument("--channel", default="web", help="channel it arrived on (default: web)")
+    route_test.add_argument("--config", metavar="FILE", help=config_help)
+    route_test.set_defaults(run=_route_test)
+
+    rules = commands.add_parser("rules", help="list, add or remove admins' routing rules",
+                                description="Routing rules kept in the database (config rules live in the file).")
+    rules_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
+    rules_list = rules_commands.add_parser("list", help="list every rule in priority order")
+    rules_add = rules_commands.add_parser("add", help="add a rule; repeat or comma-separate values")
+    rules_add.add_argument("--unit", required=True, help="unit slug the rule routes to")
+    rules_add.add_argument("--keyword", action="append", help="keyword or phrase (diacritics optional)")
+    rules_add.add_argument("--area", action="append", help="ward or district name")
+    rules_add.add_argument("--category", action="append", help="category slug")
+    rules_add.add_argument("--channel", action="append", help="channel name (web, sms, email, telegram, open311)")
+    rules_add.add_argument("--priority", type=int, default=1000, help="lower runs first (config rules: 10, 20, ...)")
+    rules_remove = rules_commands.add_parser("remove", help="remove an admin rule by id")
+    rules_remove.add_argument("id", type=int)
+    for sub in (rules_list, rules_add, rules_remove):
+        sub.add_argument("--config", metavar="FILE", help=config_help)
+        sub.set_defaults(run=_rules)
     return top
 
 

@@ -12,16 +12,20 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot import routing
 from bot.clock import Clock, SystemClock
 from bot.config import Config
 from bot.deadlines import WorkingCalendar
 from bot.metrics import Metrics
 from bot.texts import Catalogue
 from storage import db
-from storage.models import Setting, Staff, Unit
+from storage.models import RoutingRule, Setting, Staff, Unit
+
+# Rules admins add with the CLI reach running processes within this many seconds.
+RULES_TTL = 30.0
 
 
 def calendar_from(config: Config) -> WorkingCalendar:
@@ -52,6 +56,7 @@ class Core:
     outbox_ready: asyncio.Event = field(default_factory=asyncio.Event)
     unit_ids: dict[str, int] = field(default_factory=dict)
     unit_names: dict[int, tuple[str, str]] = field(default_factory=dict)
+    _rules: tuple[float, list[routing.Rule]] | None = None
 
     @classmethod
     def build(cls, config: Config, clock: Clock | None = None, metrics: Metrics | None = None) -> Core:
@@ -112,6 +117,13 @@ class Core:
             for slug, member in staff.items():
                 if slug not in {m.slug for m in self.config.staff}:
                     member.active = False
+            # Config rules are replaced as a whole; rules admins added (source "db") stay.
+            await session.execute(delete(RoutingRule).where(RoutingRule.source == "config"))
+            for rule in routing.rules_from_config(self.config.routing.rules):
+                session.add(RoutingRule(unit_id=units[rule.unit].id, priority=rule.priority, source="config",
+                                        keywords=list(rule.keywords), areas=list(rule.areas),
+                                        categories=list(rule.categories), channels=list(rule.channels)))
+        self._rules = None
         self.unit_ids = {slug: unit.id for slug, unit in units.items()}
         self.unit_names = {unit.id: (unit.name, unit.name_en or unit.name) for unit in units.values()}
 
@@ -122,6 +134,40 @@ class Core:
                 key=name, value=secrets.token_hex(32)))
             value = await session.scalar(select(Setting.value).where(Setting.key == name))
         return bytes.fromhex(value)
+
+    async def routing_rules(self, session: AsyncSession) -> list[routing.Rule]:
+        """The routing rules, read from the store at most every RULES_TTL seconds."""
+        loop_time = asyncio.get_running_loop().time()
+        if self._rules is None or loop_time - self._rules[0] > RULES_TTL:
+            self._rules = (loop_time, await routing.load_rules(session))
+        return self._rules[1]
+
+    def forget_rules(self) -> None:
+        """Read the routing rules afresh on next use (after an admin changed them)."""
+        self._rules = None
+
+    def deadline_hours(self, unit: str, category: str | None) -> tuple[float, float]:
+        """Working hours to the first response and to resolution, for a unit and category.
+
+        The most specific override wins: unit and category, then category, then unit.
+        """
+        d = self.config.deadlines
+        best = None
+        for override in d.overrides:
+            if override.unit not in (None, unit) or override.category not in (None, category):
+                continue
+            rank = (override.unit is not None) + 2 * (override.category is not None)
+            if best is None or rank > best[0]:
+                best = (rank, override)
+        if best is None:
+            return d.first_response_hours, d.resolution_hours
+        override = best[1]
+        return (override.first_response_hours or d.first_response_hours,
+                override.resolution_hours or d.resolution_hours)
+
+    def unit_slug(self, unit_id: int) -> str:
+        """The slug of a unit known by its id."""
+        return next((slug for slug, id_ in self.unit_ids.items() if id_ == unit_id), "")
 
     def unit_name(self, unit_id: int, language: str) -> str:
         """A unit's name in the citizen's language."""

@@ -20,9 +20,10 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import tracking
+from bot import routing, tracking
 from bot.core import Core
 from bot.lifecycle import queue_to_citizen
+from bot.sweep import schedule_checks
 from channels.base import Inbound
 from storage.db import insert_ignoring_conflicts
 from storage.models import Attachment, Complaint, Contact, Event, Message, OutboxMessage
@@ -155,8 +156,11 @@ async def _store_message(session: AsyncSession, now: datetime, complaint: Compla
 async def _file(core: Core, session: AsyncSession, now: datetime, inbound: Inbound, language: str,
                 contact_ids: list[int]) -> Complaint:
     config = core.config
-    unit_slug = config.routing.default_unit
-    first_due = core.calendar.add_working_hours(now, config.deadlines.first_response_hours)
+    decision = routing.route(await core.routing_rules(session), config.routing.default_unit, text=inbound.text,
+                             subject=inbound.subject, area=inbound.area, category=inbound.category,
+                             channel=inbound.channel)
+    first_hours, resolution_hours = core.deadline_hours(decision.unit, inbound.category)
+    first_due = core.calendar.add_working_hours(now, first_hours)
     complaint = Complaint(
         tracking_code=tracking.new_code(config.service.tracking_prefix),
         contact_id=contact_ids[0] if contact_ids else None,
@@ -165,19 +169,21 @@ async def _file(core: Core, session: AsyncSession, now: datetime, inbound: Inbou
         text=inbound.text, category=inbound.category, area=inbound.area,
         latitude=inbound.location.latitude if inbound.location else None,
         longitude=inbound.location.longitude if inbound.location else None,
-        unit_id=core.unit_ids[unit_slug], routing_reason=f"default unit {unit_slug}", status="new",
+        unit_id=core.unit_ids[decision.unit], routing_reason=decision.reason[:300], status="new",
         created_at=now, updated_at=now, first_response_due=first_due,
-        resolution_due=core.calendar.add_working_hours(now, config.deadlines.resolution_hours),
+        resolution_due=core.calendar.add_working_hours(now, resolution_hours),
     )
+    schedule_checks(core, complaint)
     session.add(complaint)
     await session.flush()
     await _store_message(session, now, complaint, inbound)
     session.add(Event(complaint_id=complaint.id, at=now, actor="citizen", kind="created",
-                      detail={"channel": inbound.channel, "unit": unit_slug, "reason": complaint.routing_reason,
-                              "first_response_due": first_due.isoformat()}))
+                      detail={"channel": inbound.channel, "first_response_due": first_due.isoformat()}))
+    session.add(Event(complaint_id=complaint.id, at=now, actor="system", kind="routed",
+                      detail={"unit": decision.unit, "reason": decision.reason, "rule": decision.rule}))
     await queue_to_citizen(core, session, now, complaint, f"ack:{complaint.tracking_code}", "citizen.acknowledgement",
-                            subject_key="citizen.acknowledgement_subject", subject=inbound.subject,
-                            due=core.format_time(first_due, language))
+                           subject_key="citizen.acknowledgement_subject", subject=inbound.subject,
+                           due=core.format_time(first_due, language))
     return complaint
 
 
@@ -191,9 +197,10 @@ async def _follow_up(core: Core, session: AsyncSession, now: datetime, complaint
         complaint.status = "reopened"
         complaint.resolved_at = None
         complaint.first_response_at = None
-        complaint.first_response_due = core.calendar.add_working_hours(
-            now, core.config.deadlines.first_response_hours)
-        complaint.resolution_due = core.calendar.add_working_hours(now, core.config.deadlines.resolution_hours)
+        first_hours, resolution_hours = core.deadline_hours(core.unit_slug(complaint.unit_id), complaint.category)
+        complaint.first_response_due = core.calendar.add_working_hours(now, first_hours)
+        complaint.resolution_due = core.calendar.add_working_hours(now, resolution_hours)
+        schedule_checks(core, complaint)
         session.add(Event(complaint_id=complaint.id, at=now, actor="citizen", kind="reopened",
                           detail={"from": previous, "first_response_due": complaint.first_response_due.isoformat()}))
         await queue_to_citizen(core, session, now, complaint, f"reopened:{message.id}", "citizen.reopened",

@@ -1,11 +1,16 @@
 """Status changes of a complaint and the messages each one causes.
 
 Every change is written with its audit event and the messages it causes to the citizen
-in one transaction; the messages go out through the outbox on the citizen's channel.
+in one transaction ("Khách cần, được thông báo": assigned, answered, resolved, reopened,
+passed to another unit); the messages go out through the outbox on the citizen's own
+channel. Staff commands (Telegram, CLI) call these functions and nothing lower.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
@@ -13,11 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import outbox
 from bot.core import Core
-from storage.models import Complaint, Contact, Event, Message, Staff
+from bot.sweep import FINISHED, schedule_checks
+from storage.models import Complaint, Contact, Event, Message, Staff, Unit
 
 
 class LifecycleError(ValueError):
-    """A status change that cannot be made (unknown complaint or officer)."""
+    """A status change that cannot be made (unknown complaint, officer or unit; wrong state)."""
 
 
 async def queue_to_citizen(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, key: str,
@@ -40,29 +46,140 @@ async def queue_to_citizen(core: Core, session: AsyncSession, now: datetime, com
                          complaint_id=complaint.id, subject=mail_subject)
 
 
-async def answer(core: Core, tracking_code: str, staff_slug: str, text: str) -> Message:
-    """Record an officer's public answer and send it to the citizen on their channel."""
-    if not text.strip():
-        raise LifecycleError("empty answer")
+@dataclass
+class _Change:
+    session: AsyncSession
+    complaint: Complaint
+    actor: Staff | None
+    now: datetime
+
+    @property
+    def actor_name(self) -> str:
+        return f"staff:{self.actor.slug}" if self.actor else "system"
+
+    def event(self, kind: str, **detail: object) -> None:
+        self.session.add(Event(complaint_id=self.complaint.id, at=self.now, actor=self.actor_name, kind=kind,
+                               detail=detail))
+
+
+@asynccontextmanager
+async def _change(core: Core, tracking_code: str, staff_slug: str | None) -> AsyncIterator[_Change]:
+    """One transaction on one complaint, locked against concurrent changes."""
     now = core.clock.now()
     async with core.sessions() as session, session.begin():
         complaint = await session.scalar(
             select(Complaint).where(Complaint.tracking_code == tracking_code).with_for_update())
         if complaint is None:
             raise LifecycleError(f"no complaint {tracking_code}")
-        officer = await session.scalar(select(Staff).where(Staff.slug == staff_slug))
+        actor = None
+        if staff_slug is not None:
+            actor = await session.scalar(select(Staff).where(Staff.slug == staff_slug, Staff.active.is_(True)))
+            if actor is None:
+                raise LifecycleError(f"no staff member {staff_slug}")
+        change = _Change(session, complaint, actor, now)
+        yield change
+        complaint.updated_at = now
+        schedule_checks(core, complaint)
+    core.outbox_ready.set()
+
+
+async def assign(core: Core, tracking_code: str, staff_slug: str, by: str | None = None) -> None:
+    """Give a complaint to an officer of its unit (an officer claiming it, or a head assigning)."""
+    async with _change(core, tracking_code, by or staff_slug) as change:
+        complaint = change.complaint
+        officer = await change.session.scalar(select(Staff).where(Staff.slug == staff_slug,
+                                                                  Staff.active.is_(True)))
         if officer is None:
             raise LifecycleError(f"no staff member {staff_slug}")
-        message = Message(complaint_id=complaint.id, direction="out", channel="staff", author_staff_id=officer.id,
-                          text=text, public=True, created_at=now)
-        session.add(message)
-        await session.flush()
+        if complaint.status in FINISHED:
+            raise LifecycleError(f"complaint {tracking_code} is {complaint.status}")
         previous = complaint.status
-        complaint.status = "answered"
-        complaint.updated_at = now
-        complaint.first_response_at = complaint.first_response_at or now
-        session.add(Event(complaint_id=complaint.id, at=now, actor=f"staff:{staff_slug}", kind="answered",
-                          detail={"from": previous, "message_id": message.id}))
-        await queue_to_citizen(core, session, now, complaint, f"answer:{message.id}", "citizen.answer", text=text)
-    core.outbox_ready.set()
+        complaint.assignee_id = officer.id
+        if complaint.status in ("new", "reopened"):
+            complaint.status = "assigned"
+        change.event("assigned", officer=officer.slug, **{"from": previous})
+        if previous == "new":
+            await queue_to_citizen(core, change.session, change.now, complaint, f"assigned:{complaint.id}",
+                                   "citizen.status_changed",
+                                   status=core.texts.get(complaint.language, "status.assigned"))
+
+
+async def reassign(core: Core, tracking_code: str, unit_slug: str, by: str | None = None,
+                   restart_deadlines: bool = True) -> None:
+    """Pass a complaint to another unit; deadlines are recomputed and the citizen told."""
+    async with _change(core, tracking_code, by) as change:
+        complaint = change.complaint
+        unit = await change.session.scalar(select(Unit).where(Unit.slug == unit_slug, Unit.active.is_(True)))
+        if unit is None:
+            raise LifecycleError(f"no unit {unit_slug}")
+        if unit.id == complaint.unit_id:
+            raise LifecycleError(f"complaint {tracking_code} is already with {unit_slug}")
+        previous = core.unit_slug(complaint.unit_id)
+        complaint.unit_id, complaint.assignee_id = unit.id, None
+        if complaint.status == "assigned":
+            complaint.status = "new"
+        old_due = complaint.first_response_due
+        first_hours, resolution_hours = core.deadline_hours(unit_slug, complaint.category)
+        start = change.now if restart_deadlines else complaint.created_at
+        if complaint.first_response_at is None:
+            complaint.first_response_due = core.calendar.add_working_hours(start, first_hours)
+        complaint.resolution_due = core.calendar.add_working_hours(start, resolution_hours)
+        complaint.routing_reason = f"reassigned from {previous} by {change.actor_name}"[:300]
+        change.event("reassigned", **{"from": previous, "to": unit_slug,
+                                      "first_response_due": {"from": old_due and old_due.isoformat(),
+                                                             "to": complaint.first_response_due.isoformat()}})
+        await queue_to_citizen(core, change.session, change.now, complaint,
+                               f"reassigned:{complaint.id}:{change.now.isoformat()}", "citizen.reassigned",
+                               due=core.format_time(complaint.first_response_due, complaint.language))
+
+
+async def answer(core: Core, tracking_code: str, staff_slug: str, text: str) -> Message:
+    """Record an officer's public answer and send it to the citizen on their channel."""
+    if not text.strip():
+        raise LifecycleError("empty answer")
+    async with _change(core, tracking_code, staff_slug) as change:
+        complaint = change.complaint
+        message = Message(complaint_id=complaint.id, direction="out", channel="staff",
+                          author_staff_id=change.actor.id, text=text, public=True, created_at=change.now)
+        change.session.add(message)
+        await change.session.flush()
+        previous = complaint.status
+        if complaint.status not in FINISHED:
+            complaint.status = "answered"
+        complaint.first_response_at = complaint.first_response_at or change.now
+        complaint.assignee_id = complaint.assignee_id or change.actor.id
+        change.event("answered", message_id=message.id, **{"from": previous})
+        await queue_to_citizen(core, change.session, change.now, complaint, f"answer:{message.id}",
+                               "citizen.answer", text=text)
+    return message
+
+
+async def resolve(core: Core, tracking_code: str, staff_slug: str, text: str | None = None) -> None:
+    """Close a complaint as resolved (with a final answer if given) and tell the citizen."""
+    if text and text.strip():
+        await answer(core, tracking_code, staff_slug, text)
+    async with _change(core, tracking_code, staff_slug) as change:
+        complaint = change.complaint
+        if complaint.status in FINISHED:
+            raise LifecycleError(f"complaint {tracking_code} is already {complaint.status}")
+        previous = complaint.status
+        complaint.status = "resolved"
+        complaint.resolved_at = change.now
+        complaint.first_response_at = complaint.first_response_at or change.now
+        change.event("resolved", **{"from": previous})
+        await queue_to_citizen(core, change.session, change.now, complaint,
+                               f"resolved:{complaint.id}:{change.now.isoformat()}", "citizen.status_changed",
+                               status=core.texts.get(complaint.language, "status.resolved"))
+
+
+async def note(core: Core, tracking_code: str, staff_slug: str, text: str) -> Message:
+    """Add an internal note: kept in the history, never shown or sent to the citizen."""
+    if not text.strip():
+        raise LifecycleError("empty note")
+    async with _change(core, tracking_code, staff_slug) as change:
+        message = Message(complaint_id=change.complaint.id, direction="note", channel="staff",
+                          author_staff_id=change.actor.id, text=text, public=False, created_at=change.now)
+        change.session.add(message)
+        await change.session.flush()
+        change.event("note", message_id=message.id)
     return message

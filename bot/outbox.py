@@ -46,14 +46,20 @@ async def enqueue(
     metadata: Mapping | None = None,
 ) -> None:
     """Queue one message in the caller's transaction; a key already queued is left alone."""
-    payload = {"text": text, "language": language, "subject": subject,
-               "in_reply_to": list(in_reply_to), "metadata": dict(metadata or {})}
-    await session.execute(
-        insert_ignoring_conflicts(session, OutboxMessage).values(
-            key=key, channel=channel, recipient=recipient, complaint_id=complaint_id, payload=payload,
-            status="queued", attempts=0, next_attempt_at=now, created_at=now,
-        )
-    )
+    await enqueue_many(session, now, [dict(key=key, channel=channel, recipient=recipient, text=text,
+                                           language=language, complaint_id=complaint_id, subject=subject,
+                                           in_reply_to=in_reply_to, metadata=metadata)])
+
+
+async def enqueue_many(session: AsyncSession, now: datetime, messages: Sequence[Mapping]) -> None:
+    """Queue many messages in one statement; keys already queued are left alone."""
+    if not messages:
+        return
+    rows = [dict(key=m["key"], channel=m["channel"], recipient=m["recipient"], complaint_id=m.get("complaint_id"),
+                 payload={"text": m["text"], "language": m["language"], "subject": m.get("subject"),
+                          "in_reply_to": list(m.get("in_reply_to") or ()), "metadata": dict(m.get("metadata") or {})},
+                 status="queued", attempts=0, next_attempt_at=now, created_at=now) for m in messages]
+    await session.execute(insert_ignoring_conflicts(session, OutboxMessage), rows)
 
 
 def backoff(attempts: int, base: float, cap: float, retry_after: float | None = None) -> float:

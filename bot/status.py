@@ -51,10 +51,9 @@ async def public_status(core: Core, code: str) -> PublicStatus | None:
         replies = (await session.scalars(
             select(Message).where(Message.complaint_id == complaint.id, Message.public.is_(True))
             .order_by(Message.created_at, Message.id))).all()
-    slug = next((s for s, i in core.unit_ids.items() if i == complaint.unit_id), "")
     vi, en = core.unit_names.get(complaint.unit_id, ("", ""))
     return PublicStatus(
-        code=complaint.tracking_code, status=complaint.status, unit_slug=slug, unit_name=vi, unit_name_en=en,
+        code=complaint.tracking_code, status=complaint.status, unit_slug=core.unit_slug(complaint.unit_id), unit_name=vi, unit_name_en=en,
         category=complaint.category, created_at=complaint.created_at,
         first_response_due=complaint.first_response_due, resolution_due=complaint.resolution_due,
         replies=tuple(PublicReply(m.created_at, m.text) for m in replies),

@@ -112,10 +112,7 @@ class Complaint(Base):
     """A citizen's complaint or feedback (phản ánh, kiến nghị) and where it stands."""
 
     __tablename__ = "complaints"
-    __table_args__ = (
-        Index("ix_complaints_open_first_response_due", "status", "first_response_due"),
-        Index("ix_complaints_unit_created", "unit_id", "created_at"),
-    )
+    __table_args__ = (Index("ix_complaints_unit_created", "unit_id", "created_at"),)
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     tracking_code: Mapped[str] = mapped_column(String(24), unique=True)
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
@@ -139,10 +136,16 @@ class Complaint(Base):
     resolution_due: Mapped[datetime | None]
     first_response_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
-    # The deadline an apology was last sent for: one apology per missed deadline.
-    apologised_for_due: Mapped[datetime | None]
-    escalation_count: Mapped[int] = mapped_column(Integer, default=0)
+    # When the sweep must next look at this complaint (a reminder or a deadline), or
+    # None when nothing is pending: the sweep reads only rows due by this index.
+    next_check_at: Mapped[datetime | None] = mapped_column(index=True)
+    # Marks that make each reminder, apology and escalation happen once per deadline:
+    # each holds the deadline it was done for.
     reminded_for_due: Mapped[datetime | None]
+    apologised_for_due: Mapped[datetime | None]
+    resolution_reminded_for_due: Mapped[datetime | None]
+    resolution_escalated_for_due: Mapped[datetime | None]
+    escalation_count: Mapped[int] = mapped_column(Integer, default=0)
     rating: Mapped[int | None] = mapped_column(Integer)
     rating_comment: Mapped[str | None] = mapped_column(Text)
     rated_at: Mapped[datetime | None]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from bot import intake
 from bot.tracking import find_codes
@@ -41,7 +41,9 @@ async def test_new_complaint_is_filed_with_code_unit_deadline_and_acknowledgemen
     [ack] = await rows(core, OutboxMessage)
     assert (ack.channel, ack.recipient, ack.status) == ("sms", PHONE, "queued")
     assert result.tracking_code in ack.payload["text"] and "17:00 ngày 03/11/2026" in ack.payload["text"]
-    assert [e.kind for e in await rows(core, Event)] == ["created"]
+    created, routed = await rows(core, Event)
+    assert (created.kind, routed.kind) == ("created", "routed")
+    assert routed.detail == {"unit": "tiep-nhan", "reason": "default unit (no rule matched)", "rule": None}
 
 
 async def test_english_citizen_is_acknowledged_in_english(core):
@@ -86,7 +88,7 @@ async def test_a_message_naming_the_senders_code_is_a_follow_up(core):
     assert [m.text for m in await rows(core, Message)][1].startswith("tt ")
     keys = [m.key for m in await rows(core, OutboxMessage)]
     assert keys[0] == f"ack:{first.tracking_code}" and keys[1].startswith("followup:")
-    assert [e.kind for e in await rows(core, Event)] == ["created", "followup"]
+    assert [e.kind for e in await rows(core, Event)] == ["created", "routed", "followup"]
 
 
 async def test_a_code_in_an_email_subject_threads(core):
@@ -126,7 +128,7 @@ async def test_a_follow_up_to_a_resolved_complaint_reopens_it(core):
     # A new first-response deadline from the reopening: Thursday 08:00 + 16 h = Friday 17:00.
     assert complaint.first_response_due == datetime(2026, 11, 6, 10, 0, tzinfo=timezone.utc)
     events = await rows(core, Event)
-    assert [e.kind for e in events] == ["created", "followup", "reopened"]
+    assert [e.kind for e in events] == ["created", "routed", "followup", "reopened"]
     assert events[-1].detail["from"] == "resolved"
     assert (await rows(core, OutboxMessage))[-1].key.startswith("reopened:")
 

@@ -1,0 +1,230 @@
+"""The deadline sweep: reminders before deadlines, and an apology and an escalation when
+one is missed ("Khách chờ, được xin lỗi").
+
+Each complaint carries ``next_check_at``, the next moment it needs attention, kept by
+``schedule_checks`` whenever its deadlines or marks change. A sweep reads only the rows
+whose moment has come, through that column's index, so a sweep with nothing due costs
+one index probe however large the store. Rows are claimed with ``FOR UPDATE SKIP
+LOCKED`` (PostgreSQL; SQLite has one writer at a time), and each action is written in
+one transaction with the mark that makes it happen once: the outbox message, the mark
+holding the deadline it was done for, and the audit event. After downtime the first
+sweep finds every row whose moment passed and does, once, what is due now: a complaint
+whose deadline passed while the service was down gets its apology, not a late reminder.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import outbox
+from bot.core import Core
+from storage.models import Complaint, Contact, Event, Staff
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+UNANSWERED = ("new", "assigned", "reopened")
+FINISHED = ("resolved", "closed")
+
+
+def schedule_checks(core: Core, complaint: Complaint) -> None:
+    """Set ``next_check_at``: the earliest pending reminder or deadline, or None."""
+    complaint.next_check_at = min(_pending(core, complaint).values(), default=None)
+
+
+def _pending(core: Core, complaint: Complaint) -> dict[str, datetime]:
+    """What the complaint is still owed, and when: reminder or deadline, per deadline."""
+    if complaint.status in FINISHED:
+        return {}
+    remind = core.config.deadlines.remind_before_hours
+    pending: dict[str, datetime] = {}
+    due = complaint.first_response_due
+    if complaint.first_response_at is None and due is not None and complaint.apologised_for_due != due:
+        if remind and complaint.reminded_for_due != due:
+            pending["remind"] = core.calendar.subtract_working_hours(due, remind)
+        pending["apologise"] = due
+    due = complaint.resolution_due
+    if complaint.resolved_at is None and due is not None and complaint.resolution_escalated_for_due != due:
+        if remind and complaint.resolution_reminded_for_due != due:
+            pending["remind_resolution"] = core.calendar.subtract_working_hours(due, remind)
+        pending["escalate_resolution"] = due
+    return pending
+
+
+@dataclass
+class _Directory:
+    """Staff by unit, loaded once per sweep: who to remind and who to escalate to."""
+
+    by_id: dict[int, Staff] = field(default_factory=dict)
+    agents: dict[int, list[Staff]] = field(default_factory=lambda: defaultdict(list))
+    heads: dict[int, list[Staff]] = field(default_factory=lambda: defaultdict(list))
+    admins: list[Staff] = field(default_factory=list)
+
+    @classmethod
+    async def load(cls, session: AsyncSession) -> _Directory:
+        directory = cls()
+        for member in (await session.scalars(select(Staff).where(Staff.active.is_(True)))).all():
+            directory.by_id[member.id] = member
+            {"agent": directory.agents[member.unit_id], "head": directory.heads[member.unit_id],
+             "admin": directory.admins}[member.role].append(member)
+        return directory
+
+    def assignees(self, complaint: Complaint) -> list[Staff]:
+        member = self.by_id.get(complaint.assignee_id) if complaint.assignee_id else None
+        return [member] if member else self.agents[complaint.unit_id] or self.heads[complaint.unit_id]
+
+    def heads_of(self, complaint: Complaint) -> list[Staff]:
+        return self.heads[complaint.unit_id] or self.admins
+
+
+def staff_address(member: Staff) -> tuple[str, str] | None:
+    """Where a staff member gets messages: their Telegram chat, else their email."""
+    if member.telegram_chat_id is not None:
+        return "telegram", str(member.telegram_chat_id)
+    if member.email:
+        return "email", member.email
+    return None
+
+
+@dataclass
+class SweepResult:
+    """What one sweep did, for logs, tests and benchmarks."""
+
+    checked: int = 0
+    reminders: int = 0
+    apologies: int = 0
+    escalations: int = 0
+
+
+class _Batch:
+    """The messages and events one batch of complaints causes, written together."""
+
+    def __init__(self, core: Core, now: datetime, directory: _Directory, contacts: dict[int, Contact]):
+        self.core, self.now, self.directory, self.contacts = core, now, directory, contacts
+        self.messages: list[dict] = []
+        self.events: list[Event] = []
+
+    def _summary(self, complaint: Complaint) -> str:
+        text = " ".join(complaint.text.split())
+        return text if len(text) <= 200 else text[:199] + "…"
+
+    def to_staff(self, members: list[Staff], key: str, text_key: str, complaint: Complaint, **params: object) -> int:
+        language = self.core.config.service.default_language
+        assignee = self.directory.by_id.get(complaint.assignee_id) if complaint.assignee_id else None
+        fields = dict(code=complaint.tracking_code, unit=self.core.unit_name(complaint.unit_id, language),
+                      summary=self._summary(complaint),
+                      assignee=assignee.name if assignee else self.core.texts.get(language, "staff.nobody"), **params)
+        sent = 0
+        for member in members:
+            address = staff_address(member)
+            if address is None:
+                continue
+            self.messages.append(dict(key=f"{key}:{member.id}", channel=address[0], recipient=address[1],
+                                      text=self.core.texts.get(language, text_key, **fields), language=language,
+                                      complaint_id=complaint.id))
+            sent += 1
+        return sent
+
+    def to_citizen(self, key: str, text_key: str, complaint: Complaint, **params: str) -> None:
+        contact = self.contacts.get(complaint.contact_id) if complaint.contact_id else None
+        if contact is None:
+            return  # an anonymous web citizen sees the new expected time on the status page
+        language = complaint.language
+        self.messages.append(dict(
+            key=key, channel=contact.channel, recipient=contact.address, language=language,
+            complaint_id=complaint.id, text=self.core.texts.get(
+                language, text_key, code=complaint.tracking_code, unit=self.core.unit_name(complaint.unit_id, language),
+                track_url=self.core.track_url(complaint.tracking_code), **params)))
+
+    def event(self, complaint: Complaint, kind: str, **detail: object) -> None:
+        self.events.append(Event(complaint_id=complaint.id, at=self.now, actor="system", kind=kind, detail=detail))
+
+
+def _act(batch: _Batch, complaint: Complaint, result: SweepResult) -> None:
+    """Do, once, what is due now for one complaint, and set the marks that say it is done."""
+    core, now = batch.core, batch.now
+    fmt = lambda moment: core.format_time(moment, complaint.language)  # noqa: E731
+    staff_fmt = lambda moment: core.format_time(moment, core.config.service.default_language)  # noqa: E731
+    pending = _pending(core, complaint)
+    missed = pending.get("apologise")
+    if missed is not None and missed <= now:
+        new_due = core.calendar.add_working_hours(now, core.config.deadlines.extension_hours)
+        complaint.apologised_for_due = complaint.reminded_for_due = missed
+        complaint.first_response_due = new_due
+        complaint.escalation_count += 1
+        stamp = missed.isoformat()
+        batch.to_citizen(f"apology:{complaint.id}:{stamp}", "citizen.apology", complaint, due=fmt(new_due))
+        heads = batch.directory.heads_of(complaint)
+        told = batch.to_staff(heads, f"escalation:{complaint.id}:{stamp}", "staff.escalation", complaint,
+                              due=staff_fmt(missed), new_due=staff_fmt(new_due), count=complaint.escalation_count)
+        batch.event(complaint, "apologised", missed_due=stamp, new_due=new_due.isoformat())
+        batch.event(complaint, "escalated", missed_due=stamp, count=complaint.escalation_count,
+                    heads=[h.slug for h in heads], notified=told)
+        result.apologies += 1
+        result.escalations += 1
+    elif "remind" in pending and pending["remind"] <= now:
+        due = complaint.first_response_due
+        complaint.reminded_for_due = due
+        members = batch.directory.assignees(complaint)
+        batch.to_staff(members, f"reminder:{complaint.id}:{due.isoformat()}", "staff.reminder", complaint,
+                       due=staff_fmt(due))
+        batch.event(complaint, "reminded", due=due.isoformat(), staff=[m.slug for m in members])
+        result.reminders += 1
+    missed = pending.get("escalate_resolution")
+    if missed is not None and missed <= now:
+        complaint.resolution_escalated_for_due = complaint.resolution_reminded_for_due = missed
+        heads = batch.directory.heads_of(complaint)
+        batch.to_staff(heads, f"resolution-overdue:{complaint.id}:{missed.isoformat()}", "staff.resolution_overdue",
+                       complaint, due=staff_fmt(missed))
+        batch.event(complaint, "escalated", missed_resolution_due=missed.isoformat(), heads=[h.slug for h in heads])
+        result.escalations += 1
+    elif "remind_resolution" in pending and pending["remind_resolution"] <= now:
+        due = complaint.resolution_due
+        complaint.resolution_reminded_for_due = due
+        members = batch.directory.assignees(complaint)
+        batch.to_staff(members, f"reminder-resolution:{complaint.id}:{due.isoformat()}", "staff.reminder_resolution",
+                       complaint, due=staff_fmt(due))
+        batch.event(complaint, "reminded", resolution_due=due.isoformat(), staff=[m.slug for m in members])
+        result.reminders += 1
+    schedule_checks(core, complaint)
+
+
+async def sweep(core: Core, batch_size: int = BATCH) -> SweepResult:
+    """Process every complaint whose next check has come; return what was done."""
+    result = SweepResult()
+    seen: set[int] = set()
+    while True:
+        now = core.clock.now()
+        async with core.sessions() as session, session.begin():
+            complaints = (await session.scalars(
+                select(Complaint).where(Complaint.next_check_at <= now)
+                .order_by(Complaint.next_check_at).limit(batch_size)
+                .with_for_update(skip_locked=True)
+            )).all()
+            # A complaint still due after being handled (a reminder falling due at once
+            # after an apology) is taken again; a batch of nothing but such rows ends it.
+            if not complaints or seen.issuperset(c.id for c in complaints):
+                break
+            seen.update(c.id for c in complaints)
+            contact_ids = {c.contact_id for c in complaints if c.contact_id}
+            contacts = {c.id: c for c in (await session.scalars(
+                select(Contact).where(Contact.id.in_(contact_ids)))).all()} if contact_ids else {}
+            batch = _Batch(core, now, await _Directory.load(session), contacts)
+            for complaint in complaints:
+                _act(batch, complaint, result)
+            session.add_all(batch.events)
+            await outbox.enqueue_many(session, now, batch.messages)
+        result.checked += len(complaints)
+        if batch.messages:
+            core.outbox_ready.set()
+        if len(complaints) < batch_size:
+            break
+    if result.checked:
+        log.info("sweep", extra={"fields": vars(result)})
+    return result

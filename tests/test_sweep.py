@@ -1,0 +1,263 @@
+"""The deadline sweep on a real database with an injected clock: reminders, apologies
+exactly once per missed deadline, escalation to the unit head, catch-up after downtime."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import select, text
+
+from bot import intake, lifecycle
+from bot.clock import FrozenClock
+from bot.core import Core
+from bot.sweep import sweep
+from channels.base import Inbound
+from storage.models import Complaint, Event, OutboxMessage
+
+HANOI = ZoneInfo("Asia/Ho_Chi_Minh")
+PHONE = "+84912345678"
+STAFF = {
+    "units": [{"slug": "tiep-nhan", "name": "Bộ phận tiếp nhận"}, {"slug": "dien-luc", "name": "Điện lực Cầu Giấy"}],
+    "staff": [
+        {"slug": "truong", "name": "Trần Trưởng", "unit": "tiep-nhan", "role": "head", "telegram_chat_id": 1001},
+        {"slug": "an", "name": "Lê An", "unit": "tiep-nhan", "role": "agent", "telegram_chat_id": 1002},
+        {"slug": "binh", "name": "Phạm Bình", "unit": "tiep-nhan", "role": "agent", "email": "binh@example.gov.vn"},
+        {"slug": "dl-head", "name": "Hoàng Điện", "unit": "dien-luc", "role": "head", "telegram_chat_id": 2001},
+    ],
+    "deadlines": {"first_response_hours": 16, "resolution_hours": 80, "remind_before_hours": 2,
+                  "extension_hours": 8},
+}
+
+
+def local(*args) -> datetime:
+    return datetime(*args, tzinfo=HANOI)
+
+
+@pytest.fixture
+async def staffed(make_config, clock) -> Core:
+    core = Core.build(make_config(STAFF), clock=clock)
+    await core.start()
+    yield core
+    await core.close()
+
+
+async def file(core: Core, external_id: str = "SM1", sender: str | None = PHONE, **kwargs) -> str:
+    channel = "sms" if sender else "web"
+    result = await intake.receive(core, Inbound(channel=channel, external_id=external_id, sender=sender,
+                                                text="Đèn đường hỏng trước số 5 ngõ 12.",
+                                                received_at=core.clock.now(), **kwargs))
+    return result.tracking_code
+
+
+async def outbox_rows(core: Core) -> list[OutboxMessage]:
+    async with core.sessions() as session:
+        return (await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))).all()
+
+
+async def kinds(core: Core) -> list[str]:
+    async with core.sessions() as session:
+        return (await session.scalars(select(Event.kind).order_by(Event.id))).all()
+
+
+async def complaint(core: Core, code: str) -> Complaint:
+    async with core.sessions() as session:
+        return await session.scalar(select(Complaint).where(Complaint.tracking_code == code))
+
+
+async def test_reminder_then_one_apology_and_escalation_per_missed_deadline(staffed):
+    core, clock = staffed, staffed.clock
+    code = await file(core)  # Monday 2 Nov 08:00; due Tuesday 17:00; reminder Tuesday 15:00
+    assert (await complaint(core, code)).first_response_due == local(2026, 11, 3, 17, 0)
+    clock.set(local(2026, 11, 2, 9, 0))
+    assert (await sweep(core)).checked == 0
+
+    clock.set(local(2026, 11, 3, 15, 30))
+    assert (await sweep(core)).reminders == 1
+    reminders = [m for m in await outbox_rows(core) if m.key.startswith("reminder:")]
+    # No assignee yet: the unit's agents are reminded, each on their own channel.
+    assert sorted((m.channel, m.recipient) for m in reminders) == [("email", "binh@example.gov.vn"),
+                                                                   ("telegram", "1002")]
+    assert code in reminders[0].payload["text"] and "17:00 ngày 03/11/2026" in reminders[0].payload["text"]
+    assert (await sweep(core)).checked == 0  # reminded once
+
+    clock.set(local(2026, 11, 3, 17, 1))
+    first = await sweep(core)
+    assert (first.apologies, first.escalations) == (1, 1)
+    assert (await sweep(core)).checked == 0  # exactly once
+    rows = await outbox_rows(core)
+    [apology] = [m for m in rows if m.key.startswith("apology:")]
+    assert (apology.channel, apology.recipient) == ("sms", PHONE)
+    assert apology.payload["text"].startswith("Chúng tôi xin lỗi vì đã để Quý ông/bà chờ đợi.")
+    # The new expected time: 8 working hours from Tuesday 17:01 is Wednesday 17:00.
+    assert "17:00 ngày 04/11/2026" in apology.payload["text"]
+    [escalation] = [m for m in rows if m.key.startswith("escalation:")]
+    assert (escalation.channel, escalation.recipient) == ("telegram", "1001")
+    stored = await complaint(core, code)
+    assert stored.first_response_due == local(2026, 11, 4, 17, 0) and stored.escalation_count == 1
+
+    # The new deadline is missed as well: a second apology and a second escalation.
+    clock.set(local(2026, 11, 4, 17, 30))
+    await sweep(core)
+    rows = await outbox_rows(core)
+    assert len([m for m in rows if m.key.startswith("apology:")]) == 2
+    assert len([m for m in rows if m.key.startswith("escalation:")]) == 2
+    assert (await complaint(core, code)).escalation_count == 2
+    assert (await kinds(core)).count("apologised") == 2
+
+
+async def test_an_answer_in_time_means_no_apology(staffed):
+    core, clock = staffed, staffed.clock
+    code = await file(core)
+    clock.set(local(2026, 11, 3, 10, 0))
+    await lifecycle.answer(core, code, "an", "Chúng tôi đã báo Công ty chiếu sáng, sẽ thay bóng trong tuần.")
+    clock.set(local(2026, 11, 5, 10, 0))
+    result = await sweep(core)
+    assert result.apologies == 0 and result.reminders == 0
+    assert not [m for m in await outbox_rows(core) if m.key.startswith(("apology:", "reminder:"))]
+
+
+async def test_after_downtime_the_first_sweep_apologises_once_without_a_late_reminder(staffed):
+    core, clock = staffed, staffed.clock
+    codes = [await file(core, external_id=f"SM{i}", sender=f"+8491234{i:04d}") for i in range(5)]
+    clock.set(local(2026, 11, 6, 10, 0))  # the service was down from Monday to Friday
+    result = await sweep(core)
+    assert (result.checked, result.apologies, result.reminders) == (5, 5, 0)
+    assert (await sweep(core)).checked == 0
+    keys = [m.key for m in await outbox_rows(core)]
+    assert not [k for k in keys if k.startswith("reminder:")]
+    assert len([k for k in keys if k.startswith("apology:")]) == len(codes)
+
+
+async def test_resolution_deadline_escalates_to_the_head_without_apologising(staffed):
+    core, clock = staffed, staffed.clock
+    code = await file(core)
+    await lifecycle.answer(core, code, "an", "Đã tiếp nhận, đang xử lý.")
+    # 80 working hours from Monday 2 Nov 08:00 (Tuesday 24 Nov is a public holiday).
+    due = (await complaint(core, code)).resolution_due
+    clock.set(due + timedelta(minutes=5))
+    result = await sweep(core)
+    assert (result.apologies, result.escalations) == (0, 1)
+    rows = await outbox_rows(core)
+    assert [m.recipient for m in rows if m.key.startswith("resolution-overdue:")] == ["1001"]
+    assert not [m for m in rows if m.key.startswith("apology:")]
+    assert (await sweep(core)).checked == 0
+
+
+async def test_a_resolved_complaint_is_left_alone(staffed):
+    core, clock = staffed, staffed.clock
+    code = await file(core)
+    await lifecycle.resolve(core, code, "an", "Đã thay bóng đèn.")
+    assert (await complaint(core, code)).next_check_at is None
+    clock.advance(days=30)
+    assert (await sweep(core)).checked == 0
+
+
+async def test_anonymous_citizen_gets_no_message_but_the_head_is_told(staffed):
+    core, clock = staffed, staffed.clock
+    await file(core, external_id="f" * 32, sender=None)
+    clock.set(local(2026, 11, 4, 9, 0))
+    result = await sweep(core)
+    assert result.apologies == 1
+    rows = await outbox_rows(core)
+    assert [m.key.split(":")[0] for m in rows] == ["escalation"]
+
+
+async def test_friday_afternoon_complaint_with_eight_hours_is_due_monday(make_config):
+    clock = FrozenClock(local(2026, 11, 20, 16, 30))
+    core = Core.build(make_config({"deadlines": {"first_response_hours": 8}}), clock=clock)
+    await core.start()
+    try:
+        code = await file(core)
+        assert (await complaint(core, code)).first_response_due == local(2026, 11, 23, 16, 30)
+    finally:
+        await core.close()
+
+
+async def test_a_complaint_filed_on_the_eve_of_tet_is_due_after_tet(make_config):
+    clock = FrozenClock(local(2027, 2, 3, 16, 0))  # Wednesday; Tết holidays 4-10 February 2027
+    core = Core.build(make_config({"deadlines": {"first_response_hours": 8}}), clock=clock)
+    await core.start()
+    try:
+        code = await file(core)
+        assert (await complaint(core, code)).first_response_due == local(2027, 2, 11, 16, 0)
+    finally:
+        await core.close()
+
+
+async def test_reassignment_recomputes_deadlines_records_it_and_tells_the_citizen(make_config, clock):
+    config = make_config({**STAFF, "deadlines": {**STAFF["deadlines"], "overrides": [
+        {"unit": "dien-luc", "first_response_hours": 4}]}})
+    core = Core.build(config, clock=clock)
+    await core.start()
+    try:
+        code = await file(core)
+        clock.set(local(2026, 11, 2, 10, 0))
+        await lifecycle.reassign(core, code, "dien-luc", by="truong")
+        stored = await complaint(core, code)
+        assert stored.unit_id == core.unit_ids["dien-luc"]
+        assert stored.first_response_due == local(2026, 11, 2, 15, 0)  # 4 working hours from 10:00
+        assert (await kinds(core))[-1] == "reassigned"
+        [told] = [m for m in await outbox_rows(core) if m.key.startswith("reassigned:")]
+        assert "Điện lực Cầu Giấy" in told.payload["text"]
+        # The new unit's head is the one told when it is missed.
+        clock.set(local(2026, 11, 2, 15, 30))
+        await sweep(core)
+        assert [m.recipient for m in await outbox_rows(core) if m.key.startswith("escalation:")] == ["2001"]
+    finally:
+        await core.close()
+
+
+async def test_two_processes_sweeping_at_once_apologise_exactly_once(make_config, clock):
+    config = make_config(STAFF)
+    cores = [Core.build(config, clock=clock) for _ in range(2)]
+    for core in cores:
+        await core.start()
+    try:
+        for i in range(60):
+            await file(cores[0], external_id=f"SM{i}", sender=f"+8491234{i:04d}")
+        clock.set(local(2026, 11, 4, 9, 0))
+        results = await asyncio.gather(*(sweep(core, batch_size=7) for core in cores))
+        assert sum(r.apologies for r in results) == 60
+        assert (await kinds(cores[0])).count("apologised") == 60
+        apologies = [m for m in await outbox_rows(cores[0]) if m.key.startswith("apology:")]
+        assert len(apologies) == 60 and len({m.recipient for m in apologies}) == 60
+    finally:
+        for core in cores:
+            await core.close()
+
+
+async def test_the_nothing_due_sweep_reads_an_index(staffed):
+    core = staffed
+    async with core.engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            plan = (await connection.execute(text(
+                "EXPLAIN QUERY PLAN SELECT * FROM complaints WHERE next_check_at <= '2026-01-01' "
+                "ORDER BY next_check_at LIMIT 500"))).all()
+            assert "ix_complaints_next_check_at" in " ".join(str(row[-1]) for row in plan)
+        else:
+            await connection.execute(text("SET enable_seqscan = off"))
+            plan = (await connection.execute(text(
+                "EXPLAIN SELECT * FROM complaints WHERE next_check_at <= '2026-01-01' "
+                "ORDER BY next_check_at LIMIT 500"))).scalars().all()
+            assert "ix_complaints_next_check_at" in " ".join(plan)
+
+
+async def test_the_scheduler_in_the_running_service_sends_the_apology(make_config, clock):
+    from tests.conftest import start_service
+
+    running, runner = await start_service(make_config({**STAFF, "scheduler": {"sweep_seconds": 0.05}}),
+                                          clock=clock)
+    try:
+        code = await file(running.core)
+        clock.set(local(2026, 11, 4, 9, 0))
+        for _ in range(100):
+            if any(m.key.startswith("apology:") for m in await outbox_rows(running.core)):
+                break
+            await asyncio.sleep(0.05)
+        assert [m.key for m in await outbox_rows(running.core) if m.key.startswith("apology:")]
+        assert (await complaint(running.core, code)).escalation_count == 1
+    finally:
+        await runner.cleanup()
