@@ -155,7 +155,7 @@ class RunningService:
 async def start_service(config: Config, **kwargs) -> tuple[RunningService, web.AppRunner]:
     """Start build_app(config) on 127.0.0.1 and a free port."""
     app = build_app(config, **kwargs)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, lingering_time=1)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -29,4 +29,6 @@ def is_valid(key: bytes, nonce: str | None, token: str | None) -> bool:
     """True when the form's token matches the cookie's nonce (compared in constant time)."""
     if not nonce or not token or len(nonce) > 200:
         return False
-    return hmac.compare_digest(token_for(key, nonce), token)
+    # As bytes: compare_digest refuses str with non-ASCII characters (TypeError), and a
+    # posted token may hold anything.
+    return hmac.compare_digest(token_for(key, nonce).encode(), token.encode("utf-8", "replace"))

@@ -49,11 +49,34 @@ def _language(request: web.Request, core: Core) -> str:
     requested = request.query.get("lang")
     if requested in core.texts.texts:
         return requested
-    for part in request.headers.get("Accept-Language", "").split(","):
-        tag = part.split(";")[0].strip().lower().split("-")[0]
+    for tag in _accepted_languages(request.headers.get("Accept-Language", "")):
         if tag in core.texts.texts:
             return tag
     return core.config.service.default_language
+
+
+def _accepted_languages(header: str) -> list[str]:
+    """The primary language tags of an Accept-Language header, most wanted first (q=0 left out)."""
+    weighted = []
+    for position, part in enumerate(header.split(",")[:20]):
+        tag, _, params = part.partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if quality > 0:
+            weighted.append((-quality, position, tag.strip().lower().split("-")[0]))
+    return [tag for _, _, tag in sorted(weighted)]
+
+
+def _local_path(request: web.Request) -> str:
+    """The request's path, safe to link to: "//evil.example/x" (or "/\\evil.example") would
+    be a link to another site, so leading slashes and backslashes collapse to one."""
+    return "/" + request.path.lstrip("/\\")
 
 
 def _render(request: web.Request, template: str, language: str, status_code: int = 200,
@@ -63,7 +86,7 @@ def _render(request: web.Request, template: str, language: str, status_code: int
     other = "en" if language == "vi" else "vi"
     page = env.get_template(template).render(
         t=core.texts.table(language, "web."), lang=language, other_lang=other,
-        switch_url=f"{request.path}?{urlencode({'lang': other})}",
+        switch_url=f"{_local_path(request)}?{urlencode({'lang': other})}",
         service_name=core.config.service.name_en if language == "en" else core.config.service.name,
         **context,
     )
@@ -114,7 +137,7 @@ async def submit_form(request: web.Request) -> web.Response:
         posted = await request.post()
     except web.HTTPRequestEntityTooLarge:
         return _error_page(request, 413, too_large, language)
-    except ValueError:
+    except (ValueError, LookupError):  # LookupError: a charset Python does not know
         return _error_page(request, 400, core.texts.get(language, "web.error_bad_request"), language)
     fields = {k: v for k, v in posted.items() if isinstance(v, str)}
     if fields.get("lang") in core.texts.texts:
@@ -170,7 +193,8 @@ async def track(request: web.Request) -> web.Response:
     except tracking.TrackingCodeError as error:
         return _error_page(request, 400, core.texts.get(language, "web.error_bad_code", reason=str(error)), language)
     if code != raw:
-        raise web.HTTPMovedPermanently(f"/track/{code}?{request.query_string}")
+        query = f"?{request.query_string}" if request.query_string else ""
+        raise web.HTTPMovedPermanently(f"/track/{code}{query}")
     found = await status.public_status(core, code)
     if found is None:
         return _error_page(request, 404, core.texts.get(language, "web.error_not_found", code=code), language)
@@ -232,7 +256,9 @@ async def pages_for_errors(request: web.Request, handler) -> web.StreamResponse:
     try:
         response = await handler(request)
     except web.HTTPException as error:
-        if error.status < 400:
+        if error.status < 400:  # a redirect: answer it, with the same headers
+            for name, value in SECURITY_HEADERS.items():
+                error.headers.setdefault(name, value)
             raise
         response = _http_error(request, error.status, error.reason)
     except Exception:
