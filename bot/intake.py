@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import or_, select
@@ -30,7 +30,7 @@ from storage.models import Attachment, Complaint, Contact, Event, Message, Outbo
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["created", "followup", "duplicate"]
+Outcome = Literal["created", "followup", "duplicate", "ignored"]
 CLOSED_STATUSES = ("resolved", "closed")
 # A unique-constraint race (a concurrent delivery, or a tracking-code collision) is
 # retried from the start; more than a few in a row means something else is wrong.
@@ -46,8 +46,8 @@ class IntakeResult:
     """What intake did with a message, for the channel's answer to its sender."""
 
     outcome: Outcome
-    tracking_code: str
-    complaint_id: int
+    tracking_code: str | None  # None when an automated message was recorded on no complaint
+    complaint_id: int | None
     language: str
     unit: str
     due: datetime | None
@@ -71,14 +71,16 @@ async def receive(core: Core, inbound: Inbound) -> IntakeResult:
     core.metrics.messages_received.labels(inbound.channel, result.outcome).inc()
     if result.outcome == "created":
         core.metrics.complaints_received.labels(inbound.channel).inc()
-    if result.outcome != "duplicate":
+    if result.outcome in ("created", "followup"):
         core.outbox_ready.set()
     log.info("message received", extra={"fields": {"channel": inbound.channel, "outcome": result.outcome,
-                                                   "code": result.tracking_code}})
+                                                   "code": result.tracking_code or "-"}})
     return result
 
 
-def _result(core: Core, outcome: Outcome, complaint: Complaint) -> IntakeResult:
+def _result(core: Core, outcome: Outcome, complaint: Complaint | None, language: str = "vi") -> IntakeResult:
+    if complaint is None:
+        return IntakeResult(outcome, None, None, language, "", None)
     return IntakeResult(outcome, complaint.tracking_code, complaint.id, complaint.language,
                         core.unit_name(complaint.unit_id, complaint.language), complaint.first_response_due)
 
@@ -86,18 +88,21 @@ def _result(core: Core, outcome: Outcome, complaint: Complaint) -> IntakeResult:
 async def _receive(core: Core, session: AsyncSession, inbound: Inbound) -> IntakeResult:
     now = core.clock.now()
     if inbound.external_id is not None:
-        existing = await session.scalar(
-            select(Complaint).join(Message, Message.complaint_id == Complaint.id)
+        existing = (await session.execute(
+            select(Message.id, Complaint).outerjoin(Complaint, Message.complaint_id == Complaint.id)
             .where(Message.channel == inbound.channel, Message.external_id == inbound.external_id)
-        )
+        )).first()
         if existing is not None:
-            return _result(core, "duplicate", existing)
+            return _result(core, "duplicate", existing[1])
     language = core.texts.language(inbound.language)
     contacts = [(inbound.channel, inbound.sender)] if inbound.sender else []
     contacts += [pair for pair in inbound.reply_to if pair[1]]
     contact_ids = [await _contact_id(session, now, channel, address, inbound.sender_name, language)
                    for channel, address in contacts[:2]]
-    complaint = await _thread_target(core, session, inbound, contact_ids)
+    complaint = await _thread_target(core, session, now, inbound, contact_ids)
+    if inbound.automated:
+        await _record_automated(session, now, complaint, inbound)
+        return _result(core, "ignored", complaint, language)
     if complaint is not None:
         await _follow_up(core, session, now, complaint, inbound)
         return _result(core, "followup", complaint)
@@ -112,13 +117,17 @@ async def _contact_id(session: AsyncSession, now: datetime, channel: str, addres
     return await session.scalar(select(Contact.id).where(Contact.channel == channel, Contact.address == address))
 
 
-async def _thread_target(core: Core, session: AsyncSession, inbound: Inbound,
+async def _thread_target(core: Core, session: AsyncSession, now: datetime, inbound: Inbound,
                          contact_ids: list[int]) -> Complaint | None:
-    """The complaint this message continues, if it names or replies to one of the sender's."""
+    """The complaint this message continues: one it replies to, or one of the sender's it names."""
     if inbound.in_reply_to:
         replied = await session.scalar(
             select(Complaint).join(OutboxMessage, OutboxMessage.complaint_id == Complaint.id)
             .where(OutboxMessage.channel == inbound.channel, OutboxMessage.external_id.in_(inbound.in_reply_to))
+            .limit(1)
+        ) or await session.scalar(
+            select(Complaint).join(Message, Message.complaint_id == Complaint.id)
+            .where(Message.channel == inbound.channel, Message.external_id.in_(inbound.in_reply_to)).limit(1)
         )
         if replied is not None:
             return replied
@@ -126,22 +135,43 @@ async def _thread_target(core: Core, session: AsyncSession, inbound: Inbound,
     codes = list(inbound.tracking_codes)
     for text in (inbound.subject or "", inbound.text):
         codes += tracking.find_codes(text, prefix)
-    if not codes or not contact_ids:
+    if not contact_ids:
         return None
-    # A code alone does not join a stranger's message to someone else's complaint: the
-    # answer would go to the other person. A stranger's message becomes a new complaint.
-    return await session.scalar(
-        select(Complaint).where(
-            Complaint.tracking_code.in_(codes),
-            or_(Complaint.contact_id.in_(contact_ids), Complaint.alternate_contact_id.in_(contact_ids)),
-        ).order_by(Complaint.created_at.desc()).limit(1)
-    )
+    if codes:
+        # A code alone does not join a stranger's message to someone else's complaint: the
+        # answer would go to the other person. A stranger's message becomes a new complaint.
+        return await session.scalar(
+            select(Complaint).where(
+                Complaint.tracking_code.in_(codes),
+                or_(Complaint.contact_id.in_(contact_ids), Complaint.alternate_contact_id.in_(contact_ids)),
+            ).order_by(Complaint.created_at.desc()).limit(1)
+        )
+    window = core.config.sms.followup_window_hours
+    if inbound.channel == "sms" and window > 0:
+        # SMS has no reply threading: a text soon after from the same phone continues the
+        # open conversation rather than starting a new complaint.
+        return await session.scalar(
+            select(Complaint).where(
+                Complaint.contact_id == contact_ids[0], Complaint.status.not_in(CLOSED_STATUSES),
+                Complaint.updated_at >= now - timedelta(hours=window),
+            ).order_by(Complaint.updated_at.desc()).limit(1)
+        )
+    return None
 
 
-async def _store_message(session: AsyncSession, now: datetime, complaint: Complaint, inbound: Inbound) -> Message:
-    message = Message(complaint_id=complaint.id, direction="in", channel=inbound.channel,
+async def _record_automated(session: AsyncSession, now: datetime, complaint: Complaint | None,
+                            inbound: Inbound) -> None:
+    """Keep a machine's message (on its complaint if it threads) and answer nothing."""
+    message = await _store_message(session, now, complaint, inbound)
+    session.add(Event(complaint_id=complaint.id if complaint else None, at=now, actor="system",
+                      kind="automated_message", detail={"channel": inbound.channel, "message_id": message.id}))
+
+
+async def _store_message(session: AsyncSession, now: datetime, complaint: Complaint | None,
+                         inbound: Inbound) -> Message:
+    message = Message(complaint_id=complaint.id if complaint else None, direction="in", channel=inbound.channel,
                       external_id=inbound.external_id, text=inbound.text, subject=inbound.subject,
-                      public=False, created_at=now)
+                      sender=inbound.sender, automated=inbound.automated, public=False, created_at=now)
     session.add(message)
     await session.flush()
     for item in inbound.attachments:

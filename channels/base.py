@@ -53,6 +53,9 @@ class Inbound:
     # Where answers go when not to the sender, best first, as (channel, address): a web-form
     # citizen may leave a phone ("sms") and an email address ("email").
     reply_to: tuple[tuple[str, str], ...] = ()
+    # Sent by a machine (a bounce, an auto-reply, a mailer-daemon): recorded, never
+    # answered, so two robots never write to each other forever (RFC 3834).
+    automated: bool = False
 
 
 @dataclass(frozen=True)

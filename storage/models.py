@@ -160,7 +160,8 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (UniqueConstraint("channel", "external_id"),)
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    complaint_id: Mapped[int] = mapped_column(ForeignKey("complaints.id"), index=True)
+    # None for a message recorded but belonging to no complaint (an unthreaded bounce).
+    complaint_id: Mapped[int | None] = mapped_column(ForeignKey("complaints.id"), index=True)
     direction: Mapped[str] = mapped_column(String(8))  # in | out | note
     channel: Mapped[str] = mapped_column(String(16))
     # The channel's own id: dedupes retried deliveries, and finds what a reply answers.
@@ -168,6 +169,8 @@ class Message(Base):
     author_staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     text: Mapped[str] = mapped_column(Text)
     subject: Mapped[str | None] = mapped_column(String(300))
+    sender: Mapped[str | None] = mapped_column(String(320))  # address it came from (inbound)
+    automated: Mapped[bool] = mapped_column(Boolean, default=False)
     public: Mapped[bool] = mapped_column(Boolean, default=False)  # shown on the status page
     created_at: Mapped[datetime]
 

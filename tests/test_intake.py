@@ -99,6 +99,49 @@ async def test_a_code_in_an_email_subject_threads(core):
     assert reply.outcome == "followup" and reply.tracking_code == first.tracking_code
 
 
+async def test_a_text_soon_after_from_the_same_phone_continues_the_open_complaint(core):
+    first = await intake.receive(core, sms(core))
+    core.clock.advance(hours=20)
+    soon = await intake.receive(core, sms(core, text="Bổ sung: cả dãy nhà số lẻ.", external_id="SM2"))
+    assert soon.outcome == "followup" and soon.tracking_code == first.tracking_code
+    core.clock.advance(days=5)  # past the 72-hour window: a new complaint
+    later = await intake.receive(core, sms(core, text="Đèn đường lại hỏng.", external_id="SM3"))
+    assert later.outcome == "created" and later.tracking_code != first.tracking_code
+
+
+async def test_a_text_after_resolution_without_a_code_is_a_new_complaint(core):
+    first = await intake.receive(core, sms(core))
+    async with core.sessions() as session, session.begin():
+        await session.execute(update(Complaint).values(status="resolved", resolved_at=core.clock.now()))
+    again = await intake.receive(core, sms(core, text="Ổ gà trước cổng chợ.", external_id="SM2"))
+    assert again.outcome == "created" and again.tracking_code != first.tracking_code
+
+
+async def test_an_automated_message_is_recorded_and_never_answered(core):
+    mail = dict(channel="email", sender="mailer-daemon@example.vn", received_at=core.clock.now(), automated=True)
+    bounce = await intake.receive(core, Inbound(external_id="<bounce1@x>", text="Delivery failed", **mail))
+    assert (bounce.outcome, bounce.tracking_code) == ("ignored", None)
+    assert await rows(core, Complaint) == [] and await rows(core, OutboxMessage) == []
+    [message] = await rows(core, Message)
+    assert message.complaint_id is None and message.automated
+    again = await intake.receive(core, Inbound(external_id="<bounce1@x>", text="Delivery failed", **mail))
+    assert again.outcome == "duplicate" and len(await rows(core, Message)) == 1
+
+
+async def test_an_auto_reply_to_our_message_joins_the_complaint_silently(core):
+    mail = dict(channel="email", sender="dan@example.vn", received_at=core.clock.now())
+    first = await intake.receive(core, Inbound(external_id="<a@x>", text=TEXT, **mail))
+    async with core.sessions() as session, session.begin():
+        await session.execute(update(OutboxMessage).values(status="sent", external_id="<ack@feedback>"))
+        await session.execute(update(Complaint).values(status="resolved"))
+    auto = await intake.receive(core, Inbound(external_id="<ooo@x>", text="Tôi đang đi vắng.", automated=True,
+                                              in_reply_to=("<ack@feedback>",), **mail))
+    assert auto.outcome == "ignored" and auto.tracking_code == first.tracking_code
+    [complaint] = await rows(core, Complaint)
+    assert complaint.status == "resolved"  # not reopened by a robot
+    assert len(await rows(core, OutboxMessage)) == 1  # nothing answered
+
+
 async def test_a_strangers_message_naming_a_code_is_a_new_complaint(core):
     first = await intake.receive(core, sms(core))
     stranger = await intake.receive(core, sms(core, sender="+84987654321", external_id="SM9",
@@ -171,7 +214,8 @@ async def test_intake_refuses_what_it_cannot_take(core, inbound_kwargs, reason):
 
 
 async def test_tracking_codes_are_unique_and_not_sequential(core):
-    codes = [(await intake.receive(core, sms(core, external_id=f"S{i}"))).tracking_code for i in range(30)]
+    codes = [(await intake.receive(core, sms(core, external_id=f"S{i}", sender=f"+8491234{i:04d}"))).tracking_code
+             for i in range(30)]
     assert len(set(codes)) == 30
     # Neighbours share no common prefix beyond chance: not a counter.
     assert len({code[:6] for code in codes}) > 10

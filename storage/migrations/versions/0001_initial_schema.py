@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 17:11:22.644867
+Create Date: 2026-11-25 17:28:49.111869
 """
 
 from alembic import op
@@ -136,13 +136,15 @@ def upgrade() -> None:
 
     op.create_table('messages',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('complaint_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('complaint_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('direction', sa.String(length=8), nullable=False),
     sa.Column('channel', sa.String(length=16), nullable=False),
     sa.Column('external_id', sa.String(length=255), nullable=True),
     sa.Column('author_staff_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('text', sa.Text(), nullable=False),
     sa.Column('subject', sa.String(length=300), nullable=True),
+    sa.Column('sender', sa.String(length=320), nullable=True),
+    sa.Column('automated', sa.Boolean(), nullable=False),
     sa.Column('public', sa.Boolean(), nullable=False),
     sa.Column('created_at', storage.models.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['author_staff_id'], ['staff.id'], name=op.f('fk_messages_author_staff_id_staff')),
