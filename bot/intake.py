@@ -212,7 +212,6 @@ async def _file(core: Core, session: AsyncSession, now: datetime, inbound: Inbou
     session.add(Event(complaint_id=complaint.id, at=now, actor="system", kind="routed",
                       detail={"unit": decision.unit, "reason": decision.reason, "rule": decision.rule}))
     await queue_to_citizen(core, session, now, complaint, f"ack:{complaint.tracking_code}", "citizen.acknowledgement",
-                           subject_key="citizen.acknowledgement_subject", subject=inbound.subject,
                            due=core.format_time(first_due, language))
     return complaint
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import outbox
+from bot import messages, outbox
 from bot.core import Core
 from bot.sweep import FINISHED, schedule_checks
 from storage.models import Complaint, Contact, Event, Message, Staff, Unit
@@ -27,23 +27,14 @@ class LifecycleError(ValueError):
 
 
 async def queue_to_citizen(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, key: str,
-                           text_key: str, subject_key: str | None = None, subject: str | None = None,
-                           **params: str) -> None:
+                           text_key: str, **params: str) -> None:
     """Queue a catalogue text to the complaint's citizen, if they left a way to reach them."""
     if complaint.contact_id is None:
         return  # an anonymous web citizen reads everything on the status page
     contact = await session.get(Contact, complaint.contact_id)
-    language = complaint.language
-    fields = dict(code=complaint.tracking_code, unit=core.unit_name(complaint.unit_id, language),
-                  track_url=core.track_url(complaint.tracking_code), **params)
-    mail_subject = None
-    if subject_key:
-        mail_subject = core.texts.get(language, subject_key, **fields)
-        if subject:
-            mail_subject = f"[{complaint.tracking_code}] {subject}"[:300]
-    await outbox.enqueue(session, now, key=key, channel=contact.channel, recipient=contact.address,
-                         text=core.texts.get(language, text_key, **fields), language=language,
-                         complaint_id=complaint.id, subject=mail_subject)
+    thread = (await messages.thread_ids(session, [complaint.id])).get(complaint.id)
+    await outbox.enqueue_many(session, now, [messages.to_citizen(core, complaint, contact, key, text_key, thread,
+                                                                 **params)])
 
 
 @dataclass

@@ -22,7 +22,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import outbox
+from bot import messages, outbox
 from bot.core import Core
 from storage.models import Complaint, Contact, Event, Staff
 
@@ -105,8 +105,9 @@ class SweepResult:
 class _Batch:
     """The messages and events one batch of complaints causes, written together."""
 
-    def __init__(self, core: Core, now: datetime, directory: _Directory, contacts: dict[int, Contact]):
-        self.core, self.now, self.directory, self.contacts = core, now, directory, contacts
+    def __init__(self, core: Core, now: datetime, directory: _Directory, contacts: dict[int, Contact],
+                 threads: dict[int, list[str]]):
+        self.core, self.now, self.directory, self.contacts, self.threads = core, now, directory, contacts, threads
         self.messages: list[dict] = []
         self.events: list[Event] = []
 
@@ -135,12 +136,8 @@ class _Batch:
         contact = self.contacts.get(complaint.contact_id) if complaint.contact_id else None
         if contact is None:
             return  # an anonymous web citizen sees the new expected time on the status page
-        language = complaint.language
-        self.messages.append(dict(
-            key=key, channel=contact.channel, recipient=contact.address, language=language,
-            complaint_id=complaint.id, text=self.core.texts.get(
-                language, text_key, code=complaint.tracking_code, unit=self.core.unit_name(complaint.unit_id, language),
-                track_url=self.core.track_url(complaint.tracking_code), **params)))
+        self.messages.append(messages.to_citizen(self.core, complaint, contact, key, text_key,
+                                                 self.threads.get(complaint.id), **params))
 
     def event(self, complaint: Complaint, kind: str, **detail: object) -> None:
         self.events.append(Event(complaint_id=complaint.id, at=self.now, actor="system", kind=kind, detail=detail))
@@ -215,7 +212,10 @@ async def sweep(core: Core, batch_size: int = BATCH) -> SweepResult:
             contact_ids = {c.contact_id for c in complaints if c.contact_id}
             contacts = {c.id: c for c in (await session.scalars(
                 select(Contact).where(Contact.id.in_(contact_ids)))).all()} if contact_ids else {}
-            batch = _Batch(core, now, await _Directory.load(session), contacts)
+            threads = await messages.thread_ids(
+                session, [c.id for c in complaints if c.contact_id in contacts and contacts[c.contact_id].channel
+                          in messages.THREADED_CHANNELS])
+            batch = _Batch(core, now, await _Directory.load(session), contacts, threads)
             for complaint in complaints:
                 _act(batch, complaint, result)
             session.add_all(batch.events)

@@ -50,7 +50,18 @@ async def test_english_citizen_is_acknowledged_in_english(core):
     result = await intake.receive(core, sms(core, language="en-GB"))
     [ack] = await rows(core, OutboxMessage)
     assert result.language == "en"
-    assert ack.payload["text"].startswith("We have received your complaint")
+    assert ack.payload["text"].startswith(f"Complaint {result.tracking_code} received. Answer due: 03 Nov 2026, 17:00")
+
+
+async def test_an_email_citizen_gets_the_full_text_with_the_code_in_the_subject(core):
+    await intake.receive(core, Inbound(channel="email", external_id="<m1@example.vn>", sender="dan@example.vn",
+                                       subject="Mất điện", text=TEXT, received_at=core.clock.now()))
+    [ack] = await rows(core, OutboxMessage)
+    [complaint] = await rows(core, Complaint)
+    assert ack.payload["text"].startswith("Chúng tôi đã tiếp nhận phản ánh của Quý ông/bà.")
+    assert ack.payload["subject"] == f"[{complaint.tracking_code}] Mất điện"
+    assert ack.payload["in_reply_to"] == ["<m1@example.vn>"]
+    assert ack.payload["metadata"] == {"code": complaint.tracking_code}
 
 
 async def test_a_retried_delivery_stores_nothing_new(core):

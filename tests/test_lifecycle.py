@@ -87,7 +87,7 @@ async def test_an_english_citizen_is_told_in_english(staffed):
     code = await file(core, language="en")
     await lifecycle.resolve(core, code, "an", "The drain was cleared this afternoon.")
     told = await sent_to_citizen(core)
-    assert told[-2][1] == f"Bộ phận tiếp nhận answers complaint {code}:\nThe drain was cleared this afternoon."
+    assert told[-2][1] == f"{code}: The drain was cleared this afternoon."
     assert told[-1][1] == f"Complaint {code}: Resolved."
 
 
