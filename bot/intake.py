@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import routing, tracking
 from bot.core import Core
-from bot.lifecycle import queue_to_citizen
+from bot.lifecycle import notify_staff, queue_to_citizen
 from bot.sweep import schedule_checks
 from channels.base import Inbound
 from storage.db import insert_ignoring_conflicts
@@ -213,6 +213,7 @@ async def _file(core: Core, session: AsyncSession, now: datetime, inbound: Inbou
                       detail={"unit": decision.unit, "reason": decision.reason, "rule": decision.rule}))
     await queue_to_citizen(core, session, now, complaint, f"ack:{complaint.tracking_code}", "citizen.acknowledgement",
                            due=core.format_time(first_due, language))
+    await notify_staff(core, session, now, complaint, f"new:{complaint.tracking_code}", "staff.new_complaint")
     return complaint
 
 
@@ -221,6 +222,9 @@ async def _follow_up(core: Core, session: AsyncSession, now: datetime, complaint
     complaint.updated_at = now
     session.add(Event(complaint_id=complaint.id, at=now, actor="citizen", kind="followup",
                       detail={"channel": inbound.channel, "message_id": message.id}))
+    # Khách phàn nàn, phải lắng nghe: what the citizen adds reaches whoever works on it.
+    await notify_staff(core, session, now, complaint, f"followup-staff:{message.id}", "staff.followup",
+                       text=inbound.text or "-")
     if complaint.status in CLOSED_STATUSES:
         previous = complaint.status
         complaint.status = "reopened"

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import messages, outbox
 from bot.core import Core
+from bot.directory import StaffDirectory, to_staff
 from bot.sweep import FINISHED, schedule_checks
 from storage.models import Complaint, Contact, Event, Message, Staff, Unit
 
@@ -35,6 +36,14 @@ async def queue_to_citizen(core: Core, session: AsyncSession, now: datetime, com
     thread = (await messages.thread_ids(session, [complaint.id])).get(complaint.id)
     await outbox.enqueue_many(session, now, [messages.to_citizen(core, complaint, contact, key, text_key, thread,
                                                                  **params)])
+
+
+async def notify_staff(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, key: str,
+                       text_key: str, **params: object) -> None:
+    """Tell the people working on a complaint (assignee, else the unit's officers) about it."""
+    directory = await StaffDirectory.load(session)
+    await outbox.enqueue_many(session, now, to_staff(core, directory, directory.assignees(complaint), key, text_key,
+                                                     complaint, **params))
 
 
 @dataclass
@@ -122,6 +131,8 @@ async def reassign(core: Core, tracking_code: str, unit_slug: str, by: str | Non
         await queue_to_citizen(core, change.session, change.now, complaint,
                                f"reassigned:{complaint.id}:{change.now.isoformat()}", "citizen.reassigned",
                                due=core.format_time(complaint.first_response_due, complaint.language))
+        await notify_staff(core, change.session, change.now, complaint,
+                           f"reassigned-staff:{complaint.id}:{change.now.isoformat()}", "staff.reassigned_in")
 
 
 async def answer(core: Core, tracking_code: str, staff_slug: str, text: str) -> Message:

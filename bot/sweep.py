@@ -15,8 +15,7 @@ whose deadline passed while the service was down gets its apology, not a late re
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
@@ -24,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import messages, outbox
 from bot.core import Core
+from bot.directory import StaffDirectory, to_staff
 from storage.models import Complaint, Contact, Event, Staff
 
 log = logging.getLogger(__name__)
@@ -58,41 +58,6 @@ def _pending(core: Core, complaint: Complaint) -> dict[str, datetime]:
 
 
 @dataclass
-class _Directory:
-    """Staff by unit, loaded once per sweep: who to remind and who to escalate to."""
-
-    by_id: dict[int, Staff] = field(default_factory=dict)
-    agents: dict[int, list[Staff]] = field(default_factory=lambda: defaultdict(list))
-    heads: dict[int, list[Staff]] = field(default_factory=lambda: defaultdict(list))
-    admins: list[Staff] = field(default_factory=list)
-
-    @classmethod
-    async def load(cls, session: AsyncSession) -> _Directory:
-        directory = cls()
-        for member in (await session.scalars(select(Staff).where(Staff.active.is_(True)))).all():
-            directory.by_id[member.id] = member
-            {"agent": directory.agents[member.unit_id], "head": directory.heads[member.unit_id],
-             "admin": directory.admins}[member.role].append(member)
-        return directory
-
-    def assignees(self, complaint: Complaint) -> list[Staff]:
-        member = self.by_id.get(complaint.assignee_id) if complaint.assignee_id else None
-        return [member] if member else self.agents[complaint.unit_id] or self.heads[complaint.unit_id]
-
-    def heads_of(self, complaint: Complaint) -> list[Staff]:
-        return self.heads[complaint.unit_id] or self.admins
-
-
-def staff_address(member: Staff) -> tuple[str, str] | None:
-    """Where a staff member gets messages: their Telegram chat, else their email."""
-    if member.telegram_chat_id is not None:
-        return "telegram", str(member.telegram_chat_id)
-    if member.email:
-        return "email", member.email
-    return None
-
-
-@dataclass
 class SweepResult:
     """What one sweep did, for logs, tests and benchmarks."""
 
@@ -105,32 +70,16 @@ class SweepResult:
 class _Batch:
     """The messages and events one batch of complaints causes, written together."""
 
-    def __init__(self, core: Core, now: datetime, directory: _Directory, contacts: dict[int, Contact],
+    def __init__(self, core: Core, now: datetime, directory: StaffDirectory, contacts: dict[int, Contact],
                  threads: dict[int, list[str]]):
         self.core, self.now, self.directory, self.contacts, self.threads = core, now, directory, contacts, threads
         self.messages: list[dict] = []
         self.events: list[Event] = []
 
-    def _summary(self, complaint: Complaint) -> str:
-        text = " ".join(complaint.text.split())
-        return text if len(text) <= 200 else text[:199] + "…"
-
     def to_staff(self, members: list[Staff], key: str, text_key: str, complaint: Complaint, **params: object) -> int:
-        language = self.core.config.service.default_language
-        assignee = self.directory.by_id.get(complaint.assignee_id) if complaint.assignee_id else None
-        fields = dict(code=complaint.tracking_code, unit=self.core.unit_name(complaint.unit_id, language),
-                      summary=self._summary(complaint),
-                      assignee=assignee.name if assignee else self.core.texts.get(language, "staff.nobody"), **params)
-        sent = 0
-        for member in members:
-            address = staff_address(member)
-            if address is None:
-                continue
-            self.messages.append(dict(key=f"{key}:{member.id}", channel=address[0], recipient=address[1],
-                                      text=self.core.texts.get(language, text_key, **fields), language=language,
-                                      complaint_id=complaint.id))
-            sent += 1
-        return sent
+        messages = to_staff(self.core, self.directory, members, key, text_key, complaint, **params)
+        self.messages.extend(messages)
+        return len(messages)
 
     def to_citizen(self, key: str, text_key: str, complaint: Complaint, **params: str) -> None:
         contact = self.contacts.get(complaint.contact_id) if complaint.contact_id else None
@@ -215,7 +164,7 @@ async def sweep(core: Core, batch_size: int = BATCH) -> SweepResult:
             threads = await messages.thread_ids(
                 session, [c.id for c in complaints if c.contact_id in contacts and contacts[c.contact_id].channel
                           in messages.THREADED_CHANNELS])
-            batch = _Batch(core, now, await _Directory.load(session), contacts, threads)
+            batch = _Batch(core, now, await StaffDirectory.load(session), contacts, threads)
             for complaint in complaints:
                 _act(batch, complaint, result)
             session.add_all(batch.events)

@@ -108,6 +108,23 @@ async def test_reminder_then_one_apology_and_escalation_per_missed_deadline(staf
     assert (await kinds(core)).count("apologised") == 2
 
 
+async def test_officers_are_told_of_a_new_complaint_and_of_what_the_citizen_adds(staffed):
+    core = staffed
+    code = await file(core)
+    rows = await outbox_rows(core)
+    told = sorted((m.channel, m.recipient) for m in rows if m.key.startswith("new:"))
+    assert told == [("email", "binh@example.gov.vn"), ("telegram", "1002")]
+    new = next(m for m in rows if m.key.startswith("new:"))
+    assert new.payload["metadata"] == {"code": code, "audience": "staff", "kind": "new_complaint"}
+    assert "Đèn đường hỏng trước số 5 ngõ 12." in new.payload["text"]
+    await lifecycle.assign(core, code, "an")
+    await intake.receive(core, Inbound(channel="sms", external_id="SM2", sender=PHONE, text=f"{code} thêm: cột số 7",
+                                       received_at=core.clock.now()))
+    followups = [m for m in await outbox_rows(core) if m.key.startswith("followup-staff:")]
+    assert [(m.channel, m.recipient) for m in followups] == [("telegram", "1002")]  # the assignee only
+    assert followups[0].payload["text"].endswith(f"{code} thêm: cột số 7")
+
+
 async def test_an_answer_in_time_means_no_apology(staffed):
     core, clock = staffed, staffed.clock
     code = await file(core)
@@ -162,7 +179,9 @@ async def test_anonymous_citizen_gets_no_message_but_the_head_is_told(staffed):
     result = await sweep(core)
     assert result.apologies == 1
     rows = await outbox_rows(core)
-    assert [m.key.split(":")[0] for m in rows] == ["escalation"]
+    # Officers were told of the new complaint; the citizen, who left no address, gets nothing.
+    assert [m.key.split(":")[0] for m in rows] == ["new", "new", "escalation"]
+    assert {m.channel for m in rows} == {"telegram", "email"}
 
 
 async def test_friday_afternoon_complaint_with_eight_hours_is_due_monday(make_config):
