@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from aiohttp import web
 
@@ -27,6 +28,15 @@ from channels.web import routes
 log = logging.getLogger(__name__)
 
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+
+# The channels beside the web form, each on when its configuration says so. A channel's
+# module has `setup(app, core) -> {channel name: Sender}`: it adds its routes and its
+# lifecycles (servers, client sessions) to the app and returns its senders.
+CHANNELS: tuple[tuple[str, Callable[[Config], bool]], ...] = (
+    ("channels.sms", lambda config: bool(config.sms.gateways)),
+    ("channels.email", lambda config: config.email.enabled),
+    ("channels.telegram", lambda config: config.telegram.enabled),
+)
 
 
 def build_app(config: Config, *, clock: Clock | None = None, senders: Mapping[str, Sender] | None = None,
@@ -44,8 +54,15 @@ def build_app(config: Config, *, clock: Clock | None = None, senders: Mapping[st
         yield
         await core.close()
 
+    app.cleanup_ctx.append(database)
+    channel_senders: dict[str, Sender] = {}
+    for module, enabled in CHANNELS:
+        if enabled(config):
+            channel_senders.update(importlib.import_module(module).setup(app, core))
+    channel_senders.update(senders or {})
+
     async def dispatcher(app: web.Application) -> AsyncIterator[None]:
-        app[DISPATCHER] = Dispatcher(core, senders or {})
+        app[DISPATCHER] = Dispatcher(core, channel_senders)
         task = asyncio.create_task(app[DISPATCHER].run(), name="outbox-dispatcher") if run_dispatcher else None
         yield
         app[DISPATCHER].stop()
@@ -61,7 +78,6 @@ def build_app(config: Config, *, clock: Clock | None = None, senders: Mapping[st
         if run_scheduler:
             await jobs.stop()
 
-    app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(dispatcher)
     app.cleanup_ctx.append(scheduler)
     routes.add_routes(app)

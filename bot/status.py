@@ -58,3 +58,13 @@ async def public_status(core: Core, code: str) -> PublicStatus | None:
         first_response_due=complaint.first_response_due, resolution_due=complaint.resolution_due,
         replies=tuple(PublicReply(m.created_at, m.text) for m in replies),
     )
+
+
+def status_text(core: Core, found: PublicStatus, language: str, channel: str = "web") -> str:
+    """One complaint's status as a short message (an SMS "TT <code>" answer, a chat reply)."""
+    from bot.messages import citizen_text
+
+    return citizen_text(core, channel, language, "citizen.status_reply", code=found.code,
+                        status=core.texts.get(language, f"status.{found.status}"),
+                        unit=found.unit_name_en if language == "en" else found.unit_name,
+                        due=core.format_time(found.first_response_due, language))

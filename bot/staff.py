@@ -1,0 +1,257 @@
+"""Staff commands, the same whatever channel an officer uses: claim, reply, note, reassign,
+resolve, list their work, read a whole case; and linking a Telegram chat to a staff member.
+
+Every command is authorised here, not in the channel: an officer (agent) acts only on
+their unit's complaints; a unit head on their unit's, and may pass them to any unit; an
+admin on all. A citizen is no staff member, so every command refuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import lifecycle
+from bot.core import Core
+from bot.sweep import FINISHED
+from storage.models import Attachment, Complaint, Message, Setting, Staff
+
+LINK_CODE_LIFETIME = timedelta(hours=24)
+LINK_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+class NotAllowed(PermissionError):
+    """The person may not do this (not staff, or not their unit's complaint)."""
+
+
+@dataclass(frozen=True)
+class Officer:
+    """A staff member as commands see them."""
+
+    id: int
+    slug: str
+    name: str
+    role: str
+    unit_id: int
+    telegram_chat_id: int | None
+
+
+@dataclass(frozen=True)
+class CaseSummary:
+    """One line of a work list."""
+
+    code: str
+    status: str
+    unit_id: int
+    first_response_due: datetime | None
+    overdue: bool
+    summary: str
+
+
+@dataclass(frozen=True)
+class CaseMessage:
+    """One message in a case's history."""
+
+    at: datetime
+    direction: str  # in | out | note
+    channel: str
+    text: str
+    author: str | None
+    attachments: tuple[tuple[int, str, str, int], ...]  # id, filename, content type, size
+
+
+@dataclass(frozen=True)
+class Case:
+    """A whole complaint for the officer: text, channel, status, deadlines, history."""
+
+    code: str
+    status: str
+    channel: str
+    unit_id: int
+    assignee: str | None
+    category: str | None
+    area: str | None
+    created_at: datetime
+    first_response_due: datetime | None
+    resolution_due: datetime | None
+    latitude: float | None
+    longitude: float | None
+    messages: tuple[CaseMessage, ...]
+
+
+def _officer(member: Staff) -> Officer:
+    return Officer(member.id, member.slug, member.name, member.role, member.unit_id, member.telegram_chat_id)
+
+
+async def by_telegram_chat(core: Core, chat_id: int) -> Officer | None:
+    """The active staff member linked to this Telegram chat, if any."""
+    async with core.sessions() as session:
+        member = await session.scalar(select(Staff).where(Staff.telegram_chat_id == chat_id,
+                                                          Staff.active.is_(True)))
+    return _officer(member) if member else None
+
+
+async def by_slug(core: Core, slug: str) -> Officer | None:
+    """The active staff member with this slug, if any."""
+    async with core.sessions() as session:
+        member = await session.scalar(select(Staff).where(Staff.slug == slug, Staff.active.is_(True)))
+    return _officer(member) if member else None
+
+
+async def _complaint_for(session: AsyncSession, officer: Officer, code: str) -> Complaint:
+    complaint = await session.scalar(select(Complaint).where(Complaint.tracking_code == code))
+    if complaint is None:
+        raise lifecycle.LifecycleError(f"no complaint {code}")
+    if officer.role != "admin" and complaint.unit_id != officer.unit_id:
+        raise NotAllowed(f"{code} belongs to another unit")
+    return complaint
+
+
+async def authorise(core: Core, officer: Officer | None, code: str) -> None:
+    """Raise NotAllowed unless this officer may act on this complaint."""
+    if officer is None:
+        raise NotAllowed("staff only")
+    async with core.sessions() as session:
+        await _complaint_for(session, officer, code)
+
+
+async def claim(core: Core, officer: Officer | None, code: str) -> None:
+    """The officer takes the complaint."""
+    await authorise(core, officer, code)
+    await lifecycle.assign(core, code, officer.slug)
+
+
+async def reply(core: Core, officer: Officer | None, code: str, text: str) -> None:
+    """Answer the citizen, on the citizen's own channel."""
+    await authorise(core, officer, code)
+    await lifecycle.answer(core, code, officer.slug, text)
+
+
+async def note(core: Core, officer: Officer | None, code: str, text: str) -> None:
+    """Add an internal note."""
+    await authorise(core, officer, code)
+    await lifecycle.note(core, code, officer.slug, text)
+
+
+async def resolve(core: Core, officer: Officer | None, code: str, text: str | None = None) -> None:
+    """Resolve the complaint, with a last answer if given."""
+    await authorise(core, officer, code)
+    await lifecycle.resolve(core, code, officer.slug, text)
+
+
+async def reassign(core: Core, officer: Officer | None, code: str, unit_slug: str) -> None:
+    """Pass the complaint to another unit (agents, heads and admins of its current unit)."""
+    await authorise(core, officer, code)
+    await lifecycle.reassign(core, code, unit_slug, by=officer.slug)
+
+
+async def _summaries(core: Core, query) -> list[CaseSummary]:
+    now = core.clock.now()
+    async with core.sessions() as session:
+        rows = (await session.scalars(query.order_by(Complaint.first_response_due).limit(50))).all()
+    return [CaseSummary(c.tracking_code, c.status, c.unit_id, c.first_response_due,
+                        bool(c.first_response_due and c.first_response_due <= now and c.first_response_at is None),
+                        " ".join(c.text.split())[:80]) for c in rows]
+
+
+async def mine(core: Core, officer: Officer | None) -> list[CaseSummary]:
+    """The officer's open complaints, soonest deadline first."""
+    if officer is None:
+        raise NotAllowed("staff only")
+    return await _summaries(core, select(Complaint).where(Complaint.assignee_id == officer.id,
+                                                          Complaint.status.not_in(FINISHED)))
+
+
+async def overdue(core: Core, officer: Officer | None) -> list[CaseSummary]:
+    """Unanswered complaints past their deadline: the unit's, or all for an admin."""
+    if officer is None:
+        raise NotAllowed("staff only")
+    query = select(Complaint).where(Complaint.status.not_in(FINISHED), Complaint.first_response_at.is_(None),
+                                    Complaint.first_response_due <= core.clock.now())
+    if officer.role != "admin":
+        query = query.where(Complaint.unit_id == officer.unit_id)
+    return await _summaries(core, query)
+
+
+async def case(core: Core, officer: Officer | None, code: str) -> Case:
+    """The whole case for an officer who may see it."""
+    if officer is None:
+        raise NotAllowed("staff only")
+    async with core.sessions() as session:
+        complaint = await _complaint_for(session, officer, code)
+        rows = (await session.execute(
+            select(Message, Staff.name).outerjoin(Staff, Staff.id == Message.author_staff_id)
+            .where(Message.complaint_id == complaint.id).order_by(Message.created_at, Message.id))).all()
+        files = (await session.execute(
+            select(Attachment.message_id, Attachment.id, Attachment.filename, Attachment.content_type, Attachment.size)
+            .where(Attachment.message_id.in_([m.id for m, _ in rows])))).all() if rows else []
+        assignee = await session.get(Staff, complaint.assignee_id) if complaint.assignee_id else None
+    by_message: dict[int, list[tuple[int, str, str, int]]] = {}
+    for message_id, *details in files:
+        by_message.setdefault(message_id, []).append(tuple(details))
+    return Case(
+        code=complaint.tracking_code, status=complaint.status, channel=complaint.channel, unit_id=complaint.unit_id,
+        assignee=assignee.name if assignee else None, category=complaint.category, area=complaint.area,
+        created_at=complaint.created_at, first_response_due=complaint.first_response_due,
+        resolution_due=complaint.resolution_due, latitude=complaint.latitude, longitude=complaint.longitude,
+        messages=tuple(CaseMessage(m.created_at, m.direction, m.channel, m.text, name,
+                                   tuple(by_message.get(m.id, ()))) for m, name in rows),
+    )
+
+
+async def attachment(core: Core, officer: Officer | None, attachment_id: int) -> tuple[str, str, bytes | None, str | None]:
+    """An attachment's (filename, content type, bytes, reference) for an officer who may see its case."""
+    if officer is None:
+        raise NotAllowed("staff only")
+    async with core.sessions() as session:
+        found = (await session.execute(
+            select(Attachment, Complaint.tracking_code).join(Message, Message.id == Attachment.message_id)
+            .join(Complaint, Complaint.id == Message.complaint_id).where(Attachment.id == attachment_id))).first()
+        if found is None:
+            raise lifecycle.LifecycleError(f"no attachment {attachment_id}")
+        item, code = found
+        await _complaint_for(session, officer, code)
+    return item.filename, item.content_type, item.data, item.reference
+
+
+def _link_key(code: str) -> str:
+    return "link:" + hashlib.sha256(code.encode()).hexdigest()[:48]
+
+
+async def link_code(core: Core, staff_slug: str) -> str:
+    """A one-time code the staff member sends as ``/link CODE`` to link their chat (24 hours)."""
+    code = "".join(secrets.choice(LINK_ALPHABET) for _ in range(8))
+    expires = core.clock.now() + LINK_CODE_LIFETIME
+    async with core.sessions() as session, session.begin():
+        member = await session.scalar(select(Staff).where(Staff.slug == staff_slug, Staff.active.is_(True)))
+        if member is None:
+            raise lifecycle.LifecycleError(f"no staff member {staff_slug}")
+        # Only the code's hash is kept: a copy of the database does not let anyone link.
+        session.add(Setting(key=_link_key(code), value=f"{member.id} {expires.isoformat()}"))
+    return code
+
+
+async def link(core: Core, code: str, telegram_chat_id: int) -> Officer | None:
+    """Link a chat to the staff member a valid, unused code was made for; None if invalid."""
+    normal = "".join(code.split()).upper()
+    now = core.clock.now()
+    async with core.sessions() as session, session.begin():
+        stored = await session.get(Setting, _link_key(normal), with_for_update=True)
+        if stored is None:
+            return None
+        member_id, expires = stored.value.split(" ", 1)
+        await session.delete(stored)  # one use, valid or expired
+        if datetime.fromisoformat(expires) < now:
+            return None
+        # A chat belongs to one staff member: unlink it from anyone who had it.
+        await session.execute(update(Staff).where(Staff.telegram_chat_id == telegram_chat_id)
+                              .values(telegram_chat_id=None))
+        member = await session.get(Staff, int(member_id))
+        member.telegram_chat_id = telegram_chat_id
+    return _officer(member)
+
