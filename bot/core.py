@@ -24,7 +24,8 @@ from bot.texts import Catalogue
 from storage import db
 from storage.models import RoutingRule, Setting, Staff, Unit
 
-# Rules admins add with the CLI reach running processes within this many seconds.
+# Rules admins add with the CLI, and staff linking their chats, reach running processes
+# within this many seconds.
 RULES_TTL = 30.0
 
 
@@ -57,6 +58,7 @@ class Core:
     unit_ids: dict[str, int] = field(default_factory=dict)
     unit_names: dict[int, tuple[str, str]] = field(default_factory=dict)
     _rules: tuple[float, list[routing.Rule]] | None = None
+    _staff: tuple[float, object] | None = None
 
     @classmethod
     def build(cls, config: Config, clock: Clock | None = None, metrics: Metrics | None = None) -> Core:
@@ -123,7 +125,7 @@ class Core:
                 session.add(RoutingRule(unit_id=units[rule.unit].id, priority=rule.priority, source="config",
                                         keywords=list(rule.keywords), areas=list(rule.areas),
                                         categories=list(rule.categories), channels=list(rule.channels)))
-        self._rules = None
+        self.forget_rules()
         self.unit_ids = {slug: unit.id for slug, unit in units.items()}
         self.unit_names = {unit.id: (unit.name, unit.name_en or unit.name) for unit in units.values()}
 
@@ -143,8 +145,18 @@ class Core:
         return self._rules[1]
 
     def forget_rules(self) -> None:
-        """Read the routing rules afresh on next use (after an admin changed them)."""
+        """Read the routing rules and the staff afresh on next use (after an admin changed them)."""
         self._rules = None
+        self._staff = None
+
+    async def staff_directory(self, session: AsyncSession):
+        """Active staff by unit and role, read from the store at most every RULES_TTL seconds."""
+        from bot.directory import StaffDirectory
+
+        loop_time = asyncio.get_running_loop().time()
+        if self._staff is None or loop_time - self._staff[0] > RULES_TTL:
+            self._staff = (loop_time, await StaffDirectory.load(session))
+        return self._staff[1]
 
     def deadline_hours(self, unit: str, category: str | None) -> tuple[float, float]:
         """Working hours to the first response and to resolution, for a unit and category.

@@ -16,16 +16,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import or_, select
+from sqlalchemy import insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import routing, tracking
+from bot import messages, outbox, routing, tracking
 from bot.core import Core
+from bot.directory import to_staff
 from bot.lifecycle import notify_staff, queue_to_citizen
 from bot.sweep import schedule_checks
 from channels.base import Inbound
-from storage.db import insert_ignoring_conflicts
+from storage.db import upsert
 from storage.models import Attachment, Complaint, Contact, Event, Message, OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,9 @@ async def receive(core: Core, inbound: Inbound) -> IntakeResult:
     for attempt in range(ATTEMPTS):
         try:
             async with core.sessions() as session, session.begin():
-                result = await _receive(core, session, inbound)
+                # The unique (channel, external id) constraint catches a redelivery; look
+                # first only when retrying after it fired, to keep the common path short.
+                result = await _receive(core, session, inbound, check_duplicate=attempt > 0)
             break
         except IntegrityError:
             if attempt == ATTEMPTS - 1:
@@ -85,9 +88,9 @@ def _result(core: Core, outcome: Outcome, complaint: Complaint | None, language:
                         core.unit_name(complaint.unit_id, complaint.language), complaint.first_response_due)
 
 
-async def _receive(core: Core, session: AsyncSession, inbound: Inbound) -> IntakeResult:
+async def _receive(core: Core, session: AsyncSession, inbound: Inbound, check_duplicate: bool) -> IntakeResult:
     now = core.clock.now()
-    if inbound.external_id is not None:
+    if inbound.external_id is not None and check_duplicate:
         existing = (await session.execute(
             select(Message.id, Complaint).outerjoin(Complaint, Message.complaint_id == Complaint.id)
             .where(Message.channel == inbound.channel, Message.external_id == inbound.external_id)
@@ -97,8 +100,9 @@ async def _receive(core: Core, session: AsyncSession, inbound: Inbound) -> Intak
     language = core.texts.language(inbound.language)
     contacts = [(inbound.channel, inbound.sender)] if inbound.sender else []
     contacts += [pair for pair in inbound.reply_to if pair[1]]
+    contacts = contacts[:2]
     contact_ids = [await _contact_id(session, now, channel, address, inbound.sender_name, language)
-                   for channel, address in contacts[:2]]
+                   for channel, address in contacts]
     complaint = await _thread_target(core, session, now, inbound, contact_ids)
     if inbound.automated:
         await _record_automated(session, now, complaint, inbound)
@@ -106,15 +110,18 @@ async def _receive(core: Core, session: AsyncSession, inbound: Inbound) -> Intak
     if complaint is not None:
         await _follow_up(core, session, now, complaint, inbound)
         return _result(core, "followup", complaint)
-    complaint = await _file(core, session, now, inbound, language, contact_ids)
+    complaint = await _file(core, session, now, inbound, language, contact_ids, contacts)
     return _result(core, "created", complaint)
 
 
 async def _contact_id(session: AsyncSession, now: datetime, channel: str, address: str,
                       name: str | None, language: str) -> int:
-    await session.execute(insert_ignoring_conflicts(session, Contact).values(
-        channel=channel, address=address, display_name=name, language=language, created_at=now))
-    return await session.scalar(select(Contact.id).where(Contact.channel == channel, Contact.address == address))
+    statement = upsert(session, Contact).values(
+        channel=channel, address=address, display_name=name, language=language, created_at=now)
+    # A no-op update on conflict, so that RETURNING gives the id of an existing contact too.
+    statement = statement.on_conflict_do_update(index_elements=["channel", "address"],
+                                                set_={"channel": statement.excluded.channel})
+    return await session.scalar(statement.returning(Contact.id))
 
 
 async def _thread_target(core: Core, session: AsyncSession, now: datetime, inbound: Inbound,
@@ -162,29 +169,27 @@ async def _thread_target(core: Core, session: AsyncSession, now: datetime, inbou
 async def _record_automated(session: AsyncSession, now: datetime, complaint: Complaint | None,
                             inbound: Inbound) -> None:
     """Keep a machine's message (on its complaint if it threads) and answer nothing."""
-    message = await _store_message(session, now, complaint, inbound)
+    message_id = await _store_message(session, now, complaint, inbound)
     session.add(Event(complaint_id=complaint.id if complaint else None, at=now, actor="system",
-                      kind="automated_message", detail={"channel": inbound.channel, "message_id": message.id}))
+                      kind="automated_message", detail={"channel": inbound.channel, "message_id": message_id}))
 
 
 async def _store_message(session: AsyncSession, now: datetime, complaint: Complaint | None,
-                         inbound: Inbound) -> Message:
-    message = Message(complaint_id=complaint.id if complaint else None, direction="in", channel=inbound.channel,
-                      external_id=inbound.external_id, text=inbound.text, subject=inbound.subject,
-                      sender=inbound.sender, automated=inbound.automated, public=False, created_at=now)
-    session.add(message)
-    await session.flush()
-    for item in inbound.attachments:
-        session.add(Attachment(
-            message_id=message.id, filename=item.filename[:255], content_type=item.content_type[:127],
+                         inbound: Inbound) -> int:
+    message_id = await session.scalar(insert(Message).values(
+        complaint_id=complaint.id if complaint else None, direction="in", channel=inbound.channel,
+        external_id=inbound.external_id, text=inbound.text, subject=inbound.subject, sender=inbound.sender,
+        automated=inbound.automated, public=False, created_at=now).returning(Message.id))
+    if inbound.attachments:
+        await session.execute(insert(Attachment), [dict(
+            message_id=message_id, filename=item.filename[:255], content_type=item.content_type[:127],
             size=len(item.data), sha256=hashlib.sha256(item.data).hexdigest() if item.data else None,
-            data=item.data or None, reference=item.reference,
-        ))
-    return message
+            data=item.data or None, reference=item.reference) for item in inbound.attachments])
+    return message_id
 
 
 async def _file(core: Core, session: AsyncSession, now: datetime, inbound: Inbound, language: str,
-                contact_ids: list[int]) -> Complaint:
+                contact_ids: list[int], contacts: list[tuple[str, str]]) -> Complaint:
     config = core.config
     decision = routing.route(await core.routing_rules(session), config.routing.default_unit, text=inbound.text,
                              subject=inbound.subject, area=inbound.area, category=inbound.category,
@@ -204,26 +209,39 @@ async def _file(core: Core, session: AsyncSession, now: datetime, inbound: Inbou
         resolution_due=core.calendar.add_working_hours(now, resolution_hours),
     )
     schedule_checks(core, complaint)
-    session.add(complaint)
-    await session.flush()
+    # A Core INSERT, not an ORM flush: intake is the hot path. Columns left None take
+    # their defaults.
+    values = {column.key: getattr(complaint, column.key) for column in Complaint.__table__.columns
+              if getattr(complaint, column.key) is not None}
+    complaint.id = await session.scalar(insert(Complaint).values(**values).returning(Complaint.id))
     await _store_message(session, now, complaint, inbound)
-    session.add(Event(complaint_id=complaint.id, at=now, actor="citizen", kind="created",
-                      detail={"channel": inbound.channel, "first_response_due": first_due.isoformat()}))
-    session.add(Event(complaint_id=complaint.id, at=now, actor="system", kind="routed",
-                      detail={"unit": decision.unit, "reason": decision.reason, "rule": decision.rule}))
-    await queue_to_citizen(core, session, now, complaint, f"ack:{complaint.tracking_code}", "citizen.acknowledgement",
-                           due=core.format_time(first_due, language))
-    await notify_staff(core, session, now, complaint, f"new:{complaint.tracking_code}", "staff.new_complaint")
+    await session.execute(insert(Event), [
+        dict(complaint_id=complaint.id, at=now, actor="citizen", kind="created",
+             detail={"channel": inbound.channel, "first_response_due": first_due.isoformat()}),
+        dict(complaint_id=complaint.id, at=now, actor="system", kind="routed",
+             detail={"unit": decision.unit, "reason": decision.reason, "rule": decision.rule}),
+    ])
+    queued = []
+    if contacts:
+        channel, address = contacts[0]
+        contact = Contact(id=contact_ids[0], channel=channel, address=address, language=language)
+        thread = [inbound.external_id] if inbound.external_id and channel in messages.THREADED_CHANNELS else []
+        queued.append(messages.to_citizen(core, complaint, contact, f"ack:{complaint.tracking_code}",
+                                          "citizen.acknowledgement", thread, due=core.format_time(first_due, language)))
+    directory = await core.staff_directory(session)
+    queued += to_staff(core, directory, directory.assignees(complaint), f"new:{complaint.tracking_code}",
+                       "staff.new_complaint", complaint)
+    await outbox.enqueue_many(session, now, queued)
     return complaint
 
 
 async def _follow_up(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, inbound: Inbound) -> None:
-    message = await _store_message(session, now, complaint, inbound)
+    message_id = await _store_message(session, now, complaint, inbound)
     complaint.updated_at = now
     session.add(Event(complaint_id=complaint.id, at=now, actor="citizen", kind="followup",
-                      detail={"channel": inbound.channel, "message_id": message.id}))
+                      detail={"channel": inbound.channel, "message_id": message_id}))
     # Khách phàn nàn, phải lắng nghe: what the citizen adds reaches whoever works on it.
-    await notify_staff(core, session, now, complaint, f"followup-staff:{message.id}", "staff.followup",
+    await notify_staff(core, session, now, complaint, f"followup-staff:{message_id}", "staff.followup",
                        text=inbound.text or "-")
     if complaint.status in CLOSED_STATUSES:
         previous = complaint.status
@@ -236,7 +254,7 @@ async def _follow_up(core: Core, session: AsyncSession, now: datetime, complaint
         schedule_checks(core, complaint)
         session.add(Event(complaint_id=complaint.id, at=now, actor="citizen", kind="reopened",
                           detail={"from": previous, "first_response_due": complaint.first_response_due.isoformat()}))
-        await queue_to_citizen(core, session, now, complaint, f"reopened:{message.id}", "citizen.reopened",
+        await queue_to_citizen(core, session, now, complaint, f"reopened:{message_id}", "citizen.reopened",
                                 due=core.format_time(complaint.first_response_due, complaint.language))
     else:
-        await queue_to_citizen(core, session, now, complaint, f"followup:{message.id}", "citizen.followup_received")
+        await queue_to_citizen(core, session, now, complaint, f"followup:{message_id}", "citizen.followup_received")

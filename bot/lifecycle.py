@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import messages, outbox
 from bot.core import Core
-from bot.directory import StaffDirectory, to_staff
+from bot.directory import to_staff
 from bot.sweep import FINISHED, schedule_checks
 from storage.models import Complaint, Contact, Event, Message, Staff, Unit
 
@@ -33,7 +33,9 @@ async def queue_to_citizen(core: Core, session: AsyncSession, now: datetime, com
     if complaint.contact_id is None:
         return  # an anonymous web citizen reads everything on the status page
     contact = await session.get(Contact, complaint.contact_id)
-    thread = (await messages.thread_ids(session, [complaint.id])).get(complaint.id)
+    thread = None
+    if contact.channel in messages.THREADED_CHANNELS:
+        thread = (await messages.thread_ids(session, [complaint.id])).get(complaint.id)
     await outbox.enqueue_many(session, now, [messages.to_citizen(core, complaint, contact, key, text_key, thread,
                                                                  **params)])
 
@@ -41,7 +43,7 @@ async def queue_to_citizen(core: Core, session: AsyncSession, now: datetime, com
 async def notify_staff(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, key: str,
                        text_key: str, **params: object) -> None:
     """Tell the people working on a complaint (assignee, else the unit's officers) about it."""
-    directory = await StaffDirectory.load(session)
+    directory = await core.staff_directory(session)
     await outbox.enqueue_many(session, now, to_staff(core, directory, directory.assignees(complaint), key, text_key,
                                                      complaint, **params))
 

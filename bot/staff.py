@@ -253,5 +253,6 @@ async def link(core: Core, code: str, telegram_chat_id: int) -> Officer | None:
                               .values(telegram_chat_id=None))
         member = await session.get(Staff, int(member_id))
         member.telegram_chat_id = telegram_chat_id
+    core.forget_rules()  # this process sees the new chat at once; others within RULES_TTL
     return _officer(member)
 

@@ -25,13 +25,21 @@ MIGRATION_LOCK = 0x46_49_4E_54  # "FINT"
 
 
 def create_engine(url: str, *, busy_timeout_ms: int = 5000, pool_size: int = 5) -> AsyncEngine:
-    """An async engine for the configured URL, with the pragmas the service relies on."""
+    """An async engine for the configured URL, with the pragmas the service relies on.
+
+    ``pool_size`` applies to PostgreSQL; SQLite always uses a single connection.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=60)
+        # One connection: SQLite has one writer at a time anyway, and a second connection
+        # waiting for the write lock sleeps in SQLite's busy handler (backing off up to
+        # 100 ms a try) instead of queueing in the event loop. Measured with
+        # bench/intake.py: the same throughput, half the p99 latency. Other processes on
+        # the same file still wait through busy_timeout.
+        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
         _configure_sqlite(engine, busy_timeout_ms)
         return engine
     return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
@@ -59,11 +67,15 @@ def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+def upsert(session: AsyncSession, table: Any) -> Any:
+    """The database's own INSERT, which has ``on_conflict_do_nothing/do_update`` on either database."""
+    module = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    return module.insert(table)
+
+
 def insert_ignoring_conflicts(session: AsyncSession, table: Any) -> Any:
     """An INSERT that silently skips rows violating a unique constraint, on either database."""
-    dialect = session.bind.dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(table).on_conflict_do_nothing()
+    return upsert(session, table).on_conflict_do_nothing()
 
 
 def _alembic_config(connection: Any) -> AlembicConfig:
