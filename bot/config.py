@@ -247,6 +247,9 @@ class SmsGatewayConfig(_Section):
     api_url: str = ""
     secret_env: EnvName
     account_sid: str = ""
+    # Android only: the app's API login (Basic auth). The webhook signing key stays in secret_env.
+    username: str = ""
+    password_env: OptionalEnvName = None
 
     @field_validator("api_url")
     @classmethod
@@ -281,6 +284,13 @@ class SmsGatewayConfig(_Section):
                 problems.append(("api_url", f"required for kind {self.kind!r}: where the service sends messages"))
             if self.account_sid:
                 problems.append(("account_sid", "only used by kind 'twilio'"))
+        if self.kind != "android":
+            for key in ("username", "password_env"):
+                if getattr(self, key):
+                    problems.append((key, "only used by kind 'android' (the app's API login)"))
+        elif self.username and not re.fullmatch(r"[^\s:]{1,128}", self.username):
+            # Basic auth puts "user:password" in one header: a colon or a space would split it wrongly.
+            problems.append(("username", "must be the app's user name, without spaces or ':'"))
         if problems:
             raise _Problems(problems)
         return self
@@ -290,11 +300,27 @@ class SmsGatewayConfig(_Section):
         """The gateway's API base URL, with Twilio's public API when api_url is empty."""
         return self.api_url or (TWILIO_API_URL if self.kind == "twilio" else "")
 
+    @property
+    def api_username(self) -> str:
+        """The Android app's API user name: "sms" (the app's own default) when not set."""
+        return self.username or "sms"
+
+    @property
+    def api_password_env(self) -> str:
+        """Where the Android app's API password is: password_env, else the signing key's variable."""
+        return self.password_env or self.secret_env
+
 
 class SmsConfig(_Section):
     gateways: list[SmsGatewayConfig] = []
     followup_window_hours: float = Field(72.0, ge=0)
     ascii_only: bool = False
+    # Outgoing texts longer than this many SMS parts are shortened, ending with the status link.
+    max_segments: int = Field(4, ge=1, le=10)
+    # Webhook bodies above this are refused: a 10-part SMS is far below it, a flood is not.
+    max_body_bytes: int = Field(8192, ge=1024, le=65536)
+    # How far a signed webhook's timestamp (Android's X-Timestamp) may be from our clock.
+    signature_max_age_seconds: int = Field(300, ge=10, le=3600)
 
 
 class TelegramConfig(_Section):
@@ -544,6 +570,11 @@ class DigestsConfig(_Section):
         return value
 
 
+class SatisfactionConfig(_Section):
+    survey_window_days: float = Field(7.0, gt=0)
+    reopen_on_low_rating: bool = True
+
+
 def _default_units() -> list[UnitConfig]:
     return [UnitConfig(slug="tiep-nhan", name="Bộ phận tiếp nhận", name_en="Reception desk")]
 
@@ -589,6 +620,7 @@ class Config(_Section):
     scheduler: SchedulerConfig = SchedulerConfig()
     outbox: OutboxConfig = OutboxConfig()
     digests: DigestsConfig = DigestsConfig()
+    satisfaction: SatisfactionConfig = SatisfactionConfig()
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -755,6 +787,7 @@ def _secret_problems(config: Config, environ: Mapping[str, str]) -> list[str]:
     needed: list[tuple[str, str | None]] = [("web.csrf_secret_env", config.web.csrf_secret_env)]
     for i, gateway in enumerate(config.sms.gateways):
         needed.append((f"sms.gateways[{i}].secret_env", gateway.secret_env))
+        needed.append((f"sms.gateways[{i}].password_env", gateway.password_env))
     if config.email.enabled:
         needed.append(("email.relay_username_env", config.email.relay_username_env))
         needed.append(("email.relay_password_env", config.email.relay_password_env))

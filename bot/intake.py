@@ -20,7 +20,7 @@ from sqlalchemy import insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import messages, outbox, routing, tracking
+from bot import messages, outbox, routing, satisfaction, tracking
 from bot.core import Core
 from bot.directory import to_staff
 from bot.lifecycle import notify_staff, queue_to_citizen
@@ -31,7 +31,7 @@ from storage.models import Attachment, Complaint, Contact, Event, Message, Outbo
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["created", "followup", "duplicate", "ignored"]
+Outcome = Literal["created", "followup", "duplicate", "ignored", "rated"]
 CLOSED_STATUSES = ("resolved", "closed")
 # A unique-constraint race (a concurrent delivery, or a tracking-code collision) is
 # retried from the start; more than a few in a row means something else is wrong.
@@ -74,7 +74,7 @@ async def receive(core: Core, inbound: Inbound) -> IntakeResult:
     core.metrics.messages_received.labels(inbound.channel, result.outcome).inc()
     if result.outcome == "created":
         core.metrics.complaints_received.labels(inbound.channel).inc()
-    if result.outcome in ("created", "followup"):
+    if result.outcome in ("created", "followup", "rated"):
         core.outbox_ready.set()
     log.info("message received", extra={"fields": {"channel": inbound.channel, "outcome": result.outcome,
                                                    "code": result.tracking_code or "-"}})
@@ -103,6 +103,14 @@ async def _receive(core: Core, session: AsyncSession, inbound: Inbound, check_du
     contacts = contacts[:2]
     contact_ids = [await _contact_id(session, now, channel, address, inbound.sender_name, language)
                    for channel, address in contacts]
+    reply = None if inbound.automated else satisfaction.parse_reply(inbound.text)
+    if reply is not None:
+        # "5" after a survey is a rating, not a new complaint.
+        rated = await satisfaction.awaiting_rating(session, core, contact_ids, now)
+        if rated is not None:
+            await _store_message(session, now, rated, inbound)
+            await satisfaction.record(core, session, now, rated, reply[0], reply[1], via=inbound.channel)
+            return _result(core, "rated", rated)
     complaint = await _thread_target(core, session, now, inbound, contact_ids)
     if inbound.automated:
         await _record_automated(session, now, complaint, inbound)

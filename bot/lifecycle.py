@@ -174,6 +174,9 @@ async def resolve(core: Core, tracking_code: str, staff_slug: str, text: str | N
         await queue_to_citizen(core, change.session, change.now, complaint,
                                f"resolved:{complaint.id}:{change.now.isoformat()}", "citizen.status_changed",
                                status=core.texts.get(complaint.language, "status.resolved"))
+        # Khách về, được hài lòng: ask how the answer was.
+        await queue_to_citizen(core, change.session, change.now, complaint,
+                               f"survey:{complaint.id}:{change.now.isoformat()}", "citizen.survey")
 
 
 async def note(core: Core, tracking_code: str, staff_slug: str, text: str) -> Message:

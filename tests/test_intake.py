@@ -61,7 +61,7 @@ async def test_an_email_citizen_gets_the_full_text_with_the_code_in_the_subject(
     assert ack.payload["text"].startswith("Chúng tôi đã tiếp nhận phản ánh của Quý ông/bà.")
     assert ack.payload["subject"] == f"[{complaint.tracking_code}] Mất điện"
     assert ack.payload["in_reply_to"] == ["<m1@example.vn>"]
-    assert ack.payload["metadata"] == {"code": complaint.tracking_code}
+    assert ack.payload["metadata"] == {"code": complaint.tracking_code, "kind": "acknowledgement"}
 
 
 async def test_a_retried_delivery_stores_nothing_new(core):

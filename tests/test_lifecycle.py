@@ -58,10 +58,11 @@ async def test_claim_answer_resolve_each_tell_the_citizen(staffed):
     resolved = await stored(core, code)
     assert resolved.status == "resolved" and resolved.resolved_at == core.clock.now()
     told = await sent_to_citizen(core)
-    assert [kind for kind, _ in told] == ["ack", "assigned", "answer", "resolved"]
+    assert [kind for kind, _ in told] == ["ack", "assigned", "answer", "resolved", "survey"]
     assert told[1][1] == f"Phản ánh {code}: Đang xử lý."
     assert told[2][1].endswith("Đội thoát nước sẽ nạo vét trong chiều nay.")
     assert told[3][1] == f"Phản ánh {code}: Đã giải quyết."
+    assert told[4][1].startswith(f"Phản ánh {code} đã giải quyết. Xin đánh giá: nhắn 1")
     async with core.sessions() as session:
         events = (await session.scalars(select(Event).where(Event.kind.in_(("assigned", "answered", "resolved")))
                                         .order_by(Event.id))).all()
@@ -87,8 +88,9 @@ async def test_an_english_citizen_is_told_in_english(staffed):
     code = await file(core, language="en")
     await lifecycle.resolve(core, code, "an", "The drain was cleared this afternoon.")
     told = await sent_to_citizen(core)
-    assert told[-2][1] == f"{code}: The drain was cleared this afternoon."
-    assert told[-1][1] == f"Complaint {code}: Resolved."
+    assert told[-3][1] == f"{code}: The drain was cleared this afternoon."
+    assert told[-2][1] == f"Complaint {code}: Resolved."
+    assert told[-1][1].startswith(f"Complaint {code} resolved. Please rate us")
 
 
 @pytest.mark.parametrize("action, message", [

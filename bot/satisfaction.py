@@ -1,0 +1,93 @@
+"""Satisfaction ("Khách về, được hài lòng"): the citizen rates the answer from 1 to 5.
+
+A rating comes as a button (Telegram), a reply that is just a digit with an optional
+comment (SMS, email, chat), or a form on the status page. One rating counts per
+complaint: a later one replaces it, and the audit trail keeps both. A low rating (1 or
+2) reopens the complaint for the unit head's review when the configuration says so.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import outbox
+from bot.core import Core
+from bot.directory import to_staff
+from bot.lifecycle import LifecycleError, queue_to_citizen
+from bot.sweep import schedule_checks
+from storage.models import Complaint, Event
+
+# "5", "2. chưa xử lý triệt để", "1 - tệ", "4, cán bộ nhiệt tình": a digit alone, or a
+# digit, a separator, then a comment. A digit followed by words ("5 giờ chiều vẫn mất
+# điện") is a new message, not a rating: taking it as one would lose a complaint.
+_REPLY = re.compile(r"^\s*([1-5])\s*(?:[.,:;/)\-–]\s*(.*))?$", re.DOTALL)
+LOW = 2
+
+
+class RatingError(ValueError):
+    """A rating that cannot be recorded (out of range, complaint not resolved)."""
+
+
+def parse_reply(text: str) -> tuple[int, str | None] | None:
+    """(rating, comment) when a message is a rating reply, else None."""
+    match = _REPLY.match(text or "")
+    if not match:
+        return None
+    comment = (match.group(2) or "").strip()
+    return int(match.group(1)), comment or None
+
+
+async def awaiting_rating(session: AsyncSession, core: Core, contact_ids: list[int], now: datetime) -> Complaint | None:
+    """The contact's complaint most recently resolved within the survey window, if any."""
+    if not contact_ids:
+        return None
+    window = timedelta(days=core.config.satisfaction.survey_window_days)
+    return await session.scalar(
+        select(Complaint).where(
+            or_(Complaint.contact_id.in_(contact_ids), Complaint.alternate_contact_id.in_(contact_ids)),
+            Complaint.status.in_(("resolved", "closed")), Complaint.resolved_at >= now - window,
+        ).order_by(Complaint.resolved_at.desc()).limit(1).with_for_update())
+
+
+async def record(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, rating: int,
+                 comment: str | None, via: str) -> None:
+    """Store a rating in the caller's transaction, with its event, thanks and consequences."""
+    if not 1 <= rating <= 5:
+        raise RatingError("a rating is a whole number from 1 to 5")
+    if complaint.status not in ("resolved", "closed") and complaint.rated_at is None:
+        raise RatingError(f"complaint {complaint.tracking_code} is not resolved yet")
+    previous = complaint.rating
+    complaint.rating, complaint.rating_comment, complaint.rated_at = rating, comment, now
+    complaint.updated_at = now
+    session.add(Event(complaint_id=complaint.id, at=now, actor="citizen", kind="rated",
+                      detail={"rating": rating, "previous": previous, "via": via, "comment": bool(comment)}))
+    await queue_to_citizen(core, session, now, complaint, f"rated:{complaint.id}:{now.isoformat()}",
+                           "citizen.rating_thanks", rating=str(rating))
+    if rating <= LOW and core.config.satisfaction.reopen_on_low_rating and complaint.status in ("resolved", "closed"):
+        first_hours, resolution_hours = core.deadline_hours(core.unit_slug(complaint.unit_id), complaint.category)
+        complaint.status, complaint.resolved_at, complaint.first_response_at = "reopened", None, None
+        complaint.first_response_due = core.calendar.add_working_hours(now, first_hours)
+        complaint.resolution_due = core.calendar.add_working_hours(now, resolution_hours)
+        session.add(Event(complaint_id=complaint.id, at=now, actor="system", kind="reopened",
+                          detail={"reason": "low rating", "rating": rating}))
+        directory = await core.staff_directory(session)
+        await outbox.enqueue_many(session, now, to_staff(
+            core, directory, directory.heads_of(complaint), f"low-rating:{complaint.id}:{now.isoformat()}",
+            "staff.low_rating", complaint, rating=rating, comment=comment or "-"))
+    schedule_checks(core, complaint)
+
+
+async def rate(core: Core, code: str, rating: int, comment: str | None = None, via: str = "web") -> None:
+    """Rate a resolved complaint by its tracking code (the status page, a survey link, a button)."""
+    now = core.clock.now()
+    async with core.sessions() as session, session.begin():
+        complaint = await session.scalar(
+            select(Complaint).where(Complaint.tracking_code == code).with_for_update())
+        if complaint is None:
+            raise LifecycleError(f"no complaint {code}")
+        await record(core, session, now, complaint, rating, comment[:2000] if comment else None, via)
+    core.outbox_ready.set()
