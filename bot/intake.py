@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import messages, outbox, routing, satisfaction, tracking
 from bot.core import Core
 from bot.directory import to_staff
-from bot.lifecycle import notify_staff, queue_to_citizen
+from bot.lifecycle import notify_staff, queue_to_citizen, reopen
 from bot.sweep import schedule_checks
 from channels.base import Inbound
 from storage.db import upsert
@@ -252,16 +252,7 @@ async def _follow_up(core: Core, session: AsyncSession, now: datetime, complaint
     await notify_staff(core, session, now, complaint, f"followup-staff:{message_id}", "staff.followup",
                        text=inbound.text or "-")
     if complaint.status in CLOSED_STATUSES:
-        previous = complaint.status
-        complaint.status = "reopened"
-        complaint.resolved_at = None
-        complaint.first_response_at = None
-        first_hours, resolution_hours = core.deadline_hours(core.unit_slug(complaint.unit_id), complaint.category)
-        complaint.first_response_due = core.calendar.add_working_hours(now, first_hours)
-        complaint.resolution_due = core.calendar.add_working_hours(now, resolution_hours)
-        schedule_checks(core, complaint)
-        session.add(Event(complaint_id=complaint.id, at=now, actor="citizen", kind="reopened",
-                          detail={"from": previous, "first_response_due": complaint.first_response_due.isoformat()}))
+        reopen(core, session, now, complaint, "citizen")
         await queue_to_citizen(core, session, now, complaint, f"reopened:{message_id}", "citizen.reopened",
                                 due=core.format_time(complaint.first_response_due, complaint.language))
     else:

@@ -48,6 +48,21 @@ async def notify_staff(core: Core, session: AsyncSession, now: datetime, complai
                                                      complaint, **params))
 
 
+def reopen(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, actor: str,
+           **detail: object) -> None:
+    """Open a finished complaint again with fresh deadlines (caller's transaction)."""
+    previous = complaint.status
+    first_hours, resolution_hours = core.deadline_hours(core.unit_slug(complaint.unit_id), complaint.category)
+    complaint.status, complaint.resolved_at, complaint.first_response_at = "reopened", None, None
+    complaint.first_response_due = core.calendar.add_working_hours(now, first_hours)
+    complaint.resolution_due = core.calendar.add_working_hours(now, resolution_hours)
+    complaint.updated_at = now
+    schedule_checks(core, complaint)
+    session.add(Event(complaint_id=complaint.id, at=now, actor=actor, kind="reopened",
+                      detail={"from": previous, "first_response_due": complaint.first_response_due.isoformat(),
+                              **detail}))
+
+
 @dataclass
 class _Change:
     session: AsyncSession

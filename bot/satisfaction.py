@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import outbox
 from bot.core import Core
 from bot.directory import to_staff
-from bot.lifecycle import LifecycleError, queue_to_citizen
+from bot.lifecycle import LifecycleError, queue_to_citizen, reopen
 from bot.sweep import schedule_checks
 from storage.models import Complaint, Event
 
@@ -68,12 +68,7 @@ async def record(core: Core, session: AsyncSession, now: datetime, complaint: Co
     await queue_to_citizen(core, session, now, complaint, f"rated:{complaint.id}:{now.isoformat()}",
                            "citizen.rating_thanks", rating=str(rating))
     if rating <= LOW and core.config.satisfaction.reopen_on_low_rating and complaint.status in ("resolved", "closed"):
-        first_hours, resolution_hours = core.deadline_hours(core.unit_slug(complaint.unit_id), complaint.category)
-        complaint.status, complaint.resolved_at, complaint.first_response_at = "reopened", None, None
-        complaint.first_response_due = core.calendar.add_working_hours(now, first_hours)
-        complaint.resolution_due = core.calendar.add_working_hours(now, resolution_hours)
-        session.add(Event(complaint_id=complaint.id, at=now, actor="system", kind="reopened",
-                          detail={"reason": "low rating", "rating": rating}))
+        reopen(core, session, now, complaint, "system", reason="low rating", rating=rating)
         directory = await core.staff_directory(session)
         await outbox.enqueue_many(session, now, to_staff(
             core, directory, directory.heads_of(complaint), f"low-rating:{complaint.id}:{now.isoformat()}",

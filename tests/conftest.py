@@ -136,6 +136,22 @@ async def core(make_config: Callable[..., Config], clock: FrozenClock) -> AsyncI
     await core.close()
 
 
+@pytest.fixture
+async def make_core(make_config: Callable[..., Config], clock: FrozenClock) -> AsyncIterator[Callable]:
+    """Build and start Cores with configuration overrides; all are closed after the test."""
+    started: list[Core] = []
+
+    async def make(overrides: dict | None = None, clock_: FrozenClock | None = None) -> Core:
+        core = Core.build(make_config(overrides), clock=clock_ or clock)
+        await core.start()
+        started.append(core)
+        return core
+
+    yield make
+    for core in started:
+        await core.close()
+
+
 @dataclass
 class RunningService:
     """The real service listening on a free port."""

@@ -18,11 +18,8 @@ STAFF = {
 
 
 @pytest.fixture
-async def staffed(make_config, clock) -> Core:
-    core = Core.build(make_config(STAFF), clock=clock)
-    await core.start()
-    yield core
-    await core.close()
+async def staffed(make_core) -> Core:
+    return await make_core(STAFF)
 
 
 async def file(core: Core, language: str = "vi") -> str:

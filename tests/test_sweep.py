@@ -37,11 +37,8 @@ def local(*args) -> datetime:
 
 
 @pytest.fixture
-async def staffed(make_config, clock) -> Core:
-    core = Core.build(make_config(STAFF), clock=clock)
-    await core.start()
-    yield core
-    await core.close()
+async def staffed(make_core) -> Core:
+    return await make_core(STAFF)
 
 
 async def file(core: Core, external_id: str = "SM1", sender: str | None = PHONE, **kwargs) -> str:
