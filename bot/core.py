@@ -59,6 +59,7 @@ class Core:
     unit_names: dict[int, tuple[str, str]] = field(default_factory=dict)
     _rules: tuple[float, list[routing.Rule]] | None = None
     _staff: tuple[float, object] | None = None
+    _intake_writer: object | None = None
 
     @classmethod
     def build(cls, config: Config, clock: Clock | None = None, metrics: Metrics | None = None) -> Core:
@@ -143,6 +144,15 @@ class Core:
         if self._rules is None or loop_time - self._rules[0] > RULES_TTL:
             self._rules = (loop_time, await routing.load_rules(session))
         return self._rules[1]
+
+    @property
+    def intake_writer(self):
+        """The group-commit writer for intake (one per process)."""
+        from bot.intake import IntakeWriter
+
+        if self._intake_writer is None:
+            self._intake_writer = IntakeWriter(self)
+        return self._intake_writer
 
     def forget_rules(self) -> None:
         """Read the routing rules and the staff afresh on next use (after an admin changed them)."""

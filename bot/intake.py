@@ -1,22 +1,30 @@
 """Intake: one ``Inbound`` from any channel becomes a stored complaint or a follow-up.
 
 The steps, in one transaction: dedupe on (channel, channel message id), enforced by a
-unique constraint so two concurrent deliveries still store one message; thread onto an
-existing complaint when the message names one of the sender's tracking codes or replies
-to one of our messages; otherwise file a new complaint with a fresh tracking code,
-assign it to its unit, set its deadlines, queue the acknowledgement and record the
-audit event. The channel acknowledges its sender only after this returns (committed).
+unique constraint so two concurrent deliveries still store one message; a rating reply
+after a survey is a rating; a message that replies to one of our messages, names one of
+the sender's tracking codes, or (SMS) comes soon after from the same phone joins that
+complaint; anything else is a new complaint with a fresh tracking code, routed to its
+unit with its deadlines, acknowledged through the outbox, told to the officers, and
+recorded in the audit trail. The channel answers its sender only after this returns
+(committed).
+
+Messages arriving together are written together (group commit, ``IntakeWriter``): one
+transaction and multi-row INSERTs for the batch, so a burst costs about as many round
+trips to the database as one message. SQLite has one writer at a time, and per-message
+transactions made intake wait on each other's round trips.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import insert, or_, select
+from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,6 +44,8 @@ CLOSED_STATUSES = ("resolved", "closed")
 # A unique-constraint race (a concurrent delivery, or a tracking-code collision) is
 # retried from the start; more than a few in a row means something else is wrong.
 ATTEMPTS = 4
+# Messages written in one transaction at most; more wait for the next one.
+BATCH = 64
 
 
 class IntakeError(ValueError):
@@ -60,17 +70,79 @@ async def receive(core: Core, inbound: Inbound) -> IntakeResult:
         raise IntakeError("empty message")
     if inbound.category is not None and core.config.category(inbound.category) is None:
         raise IntakeError(f"unknown category {inbound.category!r}")
+    return await core.intake_writer.submit(inbound)
+
+
+class IntakeWriter:
+    """Writes the messages waiting at a moment in one transaction, one batch at a time."""
+
+    def __init__(self, core: Core):
+        self.core = core
+        self.waiting: list[tuple[Inbound, asyncio.Future]] = []
+        self.task: asyncio.Task | None = None
+
+    async def submit(self, inbound: Inbound) -> IntakeResult:
+        """Queue one message for the next batch and wait until it is committed."""
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((inbound, future))
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._write(), name="intake-writer")
+        # Shielded: a caller that goes away (a client hanging up) does not cancel the
+        # batch; its message is stored all the same, and a retry finds it.
+        result = await asyncio.shield(future)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def _write(self) -> None:
+        while self.waiting:
+            batch, self.waiting = self.waiting[:BATCH], self.waiting[BATCH:]
+            try:
+                results = await receive_batch(self.core, [inbound for inbound, _ in batch])
+            except Exception as error:  # every waiter hears of it; the next batch goes on
+                log.exception("intake batch failed")
+                results = [error] * len(batch)
+            for (_, future), result in zip(batch, results):
+                if not future.done():
+                    future.set_result(result)
+
+
+async def receive_batch(core: Core, inbounds: list[Inbound]) -> list[IntakeResult | Exception]:
+    """Store messages that arrived together in one transaction; results in the same order.
+
+    When the batch hits a unique constraint (a concurrent redelivery on another process, a
+    tracking-code collision) it is rolled back and each message is taken alone, retried a
+    few times, so one message's trouble never costs another its place.
+    """
+    try:
+        async with core.sessions() as session, session.begin():
+            results: list[IntakeResult | Exception] = list(await _receive_many(core, session, inbounds))
+    except IntegrityError:
+        if len(inbounds) > 1:
+            log.info("intake batch split after a concurrent write", extra={"fields": {"size": len(inbounds)}})
+        results = [await _receive_alone(core, inbound) for inbound in inbounds]
+    for inbound, result in zip(inbounds, results):
+        if isinstance(result, IntakeResult):
+            _after_commit(core, inbound, result)
+    return results
+
+
+async def _receive_alone(core: Core, inbound: Inbound) -> IntakeResult | Exception:
     for attempt in range(ATTEMPTS):
         try:
             async with core.sessions() as session, session.begin():
-                # The unique (channel, external id) constraint catches a redelivery; look
-                # first only when retrying after it fired, to keep the common path short.
-                result = await _receive(core, session, inbound, check_duplicate=attempt > 0)
-            break
-        except IntegrityError:
+                [result] = await _receive_many(core, session, [inbound])
+            return result
+        except IntegrityError as error:
             if attempt == ATTEMPTS - 1:
-                raise
+                return error
             log.info("intake retry after a concurrent write", extra={"fields": {"channel": inbound.channel}})
+        except Exception as error:  # handed to the waiting channel, which answers its sender
+            return error
+    raise AssertionError("unreachable")
+
+
+def _after_commit(core: Core, inbound: Inbound, result: IntakeResult) -> None:
     core.metrics.messages_received.labels(inbound.channel, result.outcome).inc()
     if result.outcome == "created":
         core.metrics.complaints_received.labels(inbound.channel).inc()
@@ -78,7 +150,6 @@ async def receive(core: Core, inbound: Inbound) -> IntakeResult:
         core.outbox_ready.set()
     log.info("message received", extra={"fields": {"channel": inbound.channel, "outcome": result.outcome,
                                                    "code": result.tracking_code or "-"}})
-    return result
 
 
 def _result(core: Core, outcome: Outcome, complaint: Complaint | None, language: str = "vi") -> IntakeResult:
@@ -88,48 +159,109 @@ def _result(core: Core, outcome: Outcome, complaint: Complaint | None, language:
                         core.unit_name(complaint.unit_id, complaint.language), complaint.first_response_due)
 
 
-async def _receive(core: Core, session: AsyncSession, inbound: Inbound, check_duplicate: bool) -> IntakeResult:
+async def _receive_many(core: Core, session: AsyncSession, inbounds: list[Inbound]) -> list[IntakeResult]:
+    """Take a batch of messages in the caller's transaction."""
     now = core.clock.now()
-    if inbound.external_id is not None and check_duplicate:
-        existing = (await session.execute(
-            select(Message.id, Complaint).outerjoin(Complaint, Message.complaint_id == Complaint.id)
-            .where(Message.channel == inbound.channel, Message.external_id == inbound.external_id)
-        )).first()
-        if existing is not None:
-            return _result(core, "duplicate", existing[1])
-    language = core.texts.language(inbound.language)
-    contacts = [(inbound.channel, inbound.sender)] if inbound.sender else []
-    contacts += [pair for pair in inbound.reply_to if pair[1]]
-    contacts = contacts[:2]
-    contact_ids = [await _contact_id(session, now, channel, address, inbound.sender_name, language)
-                   for channel, address in contacts]
-    reply = None if inbound.automated else satisfaction.parse_reply(inbound.text)
-    if reply is not None:
-        # "5" after a survey is a rating, not a new complaint.
-        rated = await satisfaction.awaiting_rating(session, core, contact_ids, now)
-        if rated is not None:
-            await _store_message(session, now, rated, inbound)
-            await satisfaction.record(core, session, now, rated, reply[0], reply[1], via=inbound.channel)
-            return _result(core, "rated", rated)
-    complaint = await _thread_target(core, session, now, inbound, contact_ids)
-    if inbound.automated:
-        await _record_automated(session, now, complaint, inbound)
-        return _result(core, "ignored", complaint, language)
-    if complaint is not None:
-        await _follow_up(core, session, now, complaint, inbound)
-        return _result(core, "followup", complaint)
-    complaint = await _file(core, session, now, inbound, language, contact_ids, contacts)
-    return _result(core, "created", complaint)
+    keys = {(i.channel, i.external_id) for i in inbounds if i.external_id is not None}
+    existing: dict[tuple[str, str], Complaint | None] = {}
+    if keys:
+        rows = (await session.execute(
+            select(Message.channel, Message.external_id, Complaint)
+            .outerjoin(Complaint, Message.complaint_id == Complaint.id)
+            .where(or_(*(and_(Message.channel == c, Message.external_id == e) for c, e in keys))))).all()
+        existing = {(channel, external_id): complaint for channel, external_id, complaint in rows}
+    contact_pairs = [_contacts_of(inbound) for inbound in inbounds]
+    contact_ids = await _contact_ids(session, now, inbounds, contact_pairs)
+    results: list[IntakeResult | None] = [None] * len(inbounds)
+    first_of: dict[tuple[str, str], int] = {}
+    new: list[int] = []
+    for index, inbound in enumerate(inbounds):
+        key = (inbound.channel, inbound.external_id)
+        if inbound.external_id is not None and key in existing:
+            results[index] = _result(core, "duplicate", existing[key])
+            continue
+        if inbound.external_id is not None and key in first_of:
+            continue  # the same delivery twice in one batch: answered below, from the first
+        if inbound.external_id is not None:
+            first_of[key] = index
+        if _plain_new(core, inbound, contact_pairs[index]):
+            new.append(index)
+        else:
+            results[index] = await _receive_one(core, session, now, inbound, contact_pairs[index], contact_ids)
+    if new:
+        filed = await _file_many(core, session, now, [inbounds[i] for i in new], [contact_pairs[i] for i in new],
+                                 contact_ids)
+        for index, complaint in zip(new, filed):
+            results[index] = _result(core, "created", complaint)
+    for index, inbound in enumerate(inbounds):
+        if results[index] is None:
+            results[index] = replace(results[first_of[(inbound.channel, inbound.external_id)]], outcome="duplicate")
+    return results
 
 
-async def _contact_id(session: AsyncSession, now: datetime, channel: str, address: str,
-                      name: str | None, language: str) -> int:
-    statement = upsert(session, Contact).values(
-        channel=channel, address=address, display_name=name, language=language, created_at=now)
+def _contacts_of(inbound: Inbound) -> list[tuple[str, str]]:
+    """Where answers go, best first: the sender, then what a form gave; two at most."""
+    pairs = [(inbound.channel, inbound.sender)] if inbound.sender else []
+    pairs += [pair for pair in inbound.reply_to if pair[1]]
+    return list(dict.fromkeys(pairs))[:2]
+
+
+def _plain_new(core: Core, inbound: Inbound, contacts: list[tuple[str, str]]) -> bool:
+    """True for a message that can only be a new complaint, so needs no look-up first."""
+    if inbound.automated or inbound.in_reply_to or inbound.tracking_codes:
+        return False
+    if inbound.channel == "sms" and core.config.sms.followup_window_hours > 0 and contacts:
+        return False
+    if contacts and satisfaction.parse_reply(inbound.text) is not None:
+        return False
+    prefix = core.config.service.tracking_prefix
+    return not (tracking.find_codes(inbound.subject or "", prefix) or tracking.find_codes(inbound.text, prefix))
+
+
+async def _contact_ids(session: AsyncSession, now: datetime, inbounds: list[Inbound],
+                       pairs: list[list[tuple[str, str]]]) -> dict[tuple[str, str], int]:
+    """Find or create every contact of a batch in one statement; ids by (channel, address)."""
+    rows: dict[tuple[str, str], dict] = {}
+    for inbound, contacts in zip(inbounds, pairs):
+        language = (inbound.language or "").split("-")[0].lower()
+        for channel, address in contacts:
+            rows.setdefault((channel, address), dict(
+                channel=channel, address=address, display_name=inbound.sender_name,
+                language=language if language in ("vi", "en") else "vi", created_at=now))
+    if not rows:
+        return {}
+    statement = upsert(session, Contact)
     # A no-op update on conflict, so that RETURNING gives the id of an existing contact too.
     statement = statement.on_conflict_do_update(index_elements=["channel", "address"],
                                                 set_={"channel": statement.excluded.channel})
-    return await session.scalar(statement.returning(Contact.id))
+    found = await session.execute(statement.returning(Contact.channel, Contact.address, Contact.id,
+                                                      sort_by_parameter_order=True), list(rows.values()))
+    return {(channel, address): id_ for channel, address, id_ in found.all()}
+
+
+async def _receive_one(core: Core, session: AsyncSession, now: datetime, inbound: Inbound,
+                       contacts: list[tuple[str, str]], contact_ids: dict[tuple[str, str], int]) -> IntakeResult:
+    """A message that may be a rating, a follow-up or a machine's: look before filing."""
+    ids = [contact_ids[pair] for pair in contacts]
+    reply = None if inbound.automated else satisfaction.parse_reply(inbound.text)
+    if reply is not None:
+        # "5" after a survey is a rating, not a new complaint.
+        rated = await satisfaction.awaiting_rating(session, core, ids, now)
+        if rated is not None:
+            await _store_messages(session, now, [rated], [inbound])
+            await satisfaction.record(core, session, now, rated, reply[0], reply[1], via=inbound.channel)
+            return _result(core, "rated", rated)
+    complaint = await _thread_target(core, session, now, inbound, ids)
+    if inbound.automated:
+        [message_id] = await _store_messages(session, now, [complaint], [inbound])
+        session.add(Event(complaint_id=complaint.id if complaint else None, at=now, actor="system",
+                          kind="automated_message", detail={"channel": inbound.channel, "message_id": message_id}))
+        return _result(core, "ignored", complaint, core.texts.language(inbound.language))
+    if complaint is not None:
+        await _follow_up(core, session, now, complaint, inbound)
+        return _result(core, "followup", complaint)
+    [complaint] = await _file_many(core, session, now, [inbound], [contacts], contact_ids)
+    return _result(core, "created", complaint)
 
 
 async def _thread_target(core: Core, session: AsyncSession, now: datetime, inbound: Inbound,
@@ -174,77 +306,88 @@ async def _thread_target(core: Core, session: AsyncSession, now: datetime, inbou
     return None
 
 
-async def _record_automated(session: AsyncSession, now: datetime, complaint: Complaint | None,
-                            inbound: Inbound) -> None:
-    """Keep a machine's message (on its complaint if it threads) and answer nothing."""
-    message_id = await _store_message(session, now, complaint, inbound)
-    session.add(Event(complaint_id=complaint.id if complaint else None, at=now, actor="system",
-                      kind="automated_message", detail={"channel": inbound.channel, "message_id": message_id}))
 
 
-async def _store_message(session: AsyncSession, now: datetime, complaint: Complaint | None,
-                         inbound: Inbound) -> int:
-    message_id = await session.scalar(insert(Message).values(
-        complaint_id=complaint.id if complaint else None, direction="in", channel=inbound.channel,
-        external_id=inbound.external_id, text=inbound.text, subject=inbound.subject, sender=inbound.sender,
-        automated=inbound.automated, public=False, created_at=now).returning(Message.id))
-    if inbound.attachments:
-        await session.execute(insert(Attachment), [dict(
-            message_id=message_id, filename=item.filename[:255], content_type=item.content_type[:127],
-            size=len(item.data), sha256=hashlib.sha256(item.data).hexdigest() if item.data else None,
-            data=item.data or None, reference=item.reference) for item in inbound.attachments])
-    return message_id
+async def _store_messages(session: AsyncSession, now: datetime, complaints: list[Complaint | None],
+                          inbounds: list[Inbound]) -> list[int]:
+    """Insert the citizens' messages (and their attachments); return their ids."""
+    message_ids = (await session.scalars(
+        insert(Message).returning(Message.id, sort_by_parameter_order=True),
+        [dict(complaint_id=complaint.id if complaint else None, direction="in", channel=inbound.channel,
+              external_id=inbound.external_id, text=inbound.text, subject=inbound.subject, sender=inbound.sender,
+              automated=inbound.automated, public=False, created_at=now)
+         for complaint, inbound in zip(complaints, inbounds)])).all()
+    files = [dict(message_id=message_id, filename=item.filename[:255], content_type=item.content_type[:127],
+                  size=len(item.data), sha256=hashlib.sha256(item.data).hexdigest() if item.data else None,
+                  data=item.data or None, reference=item.reference)
+             for message_id, inbound in zip(message_ids, inbounds) for item in inbound.attachments]
+    if files:
+        await session.execute(insert(Attachment), files)
+    return list(message_ids)
 
 
-async def _file(core: Core, session: AsyncSession, now: datetime, inbound: Inbound, language: str,
-                contact_ids: list[int], contacts: list[tuple[str, str]]) -> Complaint:
+async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds: list[Inbound],
+                     contacts: list[list[tuple[str, str]]], contact_ids: dict[tuple[str, str], int]) -> list[Complaint]:
+    """File new complaints: route, set deadlines, insert, acknowledge, tell the officers.
+
+    Multi-row Core INSERTs, not ORM flushes: intake is the hot path, and a batch costs
+    about as many round trips to the database as one complaint.
+    """
     config = core.config
-    decision = routing.route(await core.routing_rules(session), config.routing.default_unit, text=inbound.text,
-                             subject=inbound.subject, area=inbound.area, category=inbound.category,
-                             channel=inbound.channel)
-    first_hours, resolution_hours = core.deadline_hours(decision.unit, inbound.category)
-    first_due = core.calendar.add_working_hours(now, first_hours)
-    complaint = Complaint(
-        tracking_code=tracking.new_code(config.service.tracking_prefix),
-        contact_id=contact_ids[0] if contact_ids else None,
-        alternate_contact_id=contact_ids[1] if len(contact_ids) > 1 else None,
-        channel=inbound.channel, language=language, subject=(inbound.subject or None) and inbound.subject[:300],
-        text=inbound.text, category=inbound.category, area=inbound.area,
-        latitude=inbound.location.latitude if inbound.location else None,
-        longitude=inbound.location.longitude if inbound.location else None,
-        unit_id=core.unit_ids[decision.unit], routing_reason=decision.reason[:300], status="new",
-        created_at=now, updated_at=now, first_response_due=first_due,
-        resolution_due=core.calendar.add_working_hours(now, resolution_hours),
-    )
-    schedule_checks(core, complaint)
-    # A Core INSERT, not an ORM flush: intake is the hot path. Columns left None take
-    # their defaults.
-    values = {column.key: getattr(complaint, column.key) for column in Complaint.__table__.columns
-              if getattr(complaint, column.key) is not None}
-    complaint.id = await session.scalar(insert(Complaint).values(**values).returning(Complaint.id))
-    await _store_message(session, now, complaint, inbound)
-    await session.execute(insert(Event), [
-        dict(complaint_id=complaint.id, at=now, actor="citizen", kind="created",
-             detail={"channel": inbound.channel, "first_response_due": first_due.isoformat()}),
-        dict(complaint_id=complaint.id, at=now, actor="system", kind="routed",
-             detail={"unit": decision.unit, "reason": decision.reason, "rule": decision.rule}),
-    ])
-    queued = []
-    if contacts:
-        channel, address = contacts[0]
-        contact = Contact(id=contact_ids[0], channel=channel, address=address, language=language)
-        thread = [inbound.external_id] if inbound.external_id and channel in messages.THREADED_CHANNELS else []
-        queued.append(messages.to_citizen(core, complaint, contact, f"ack:{complaint.tracking_code}",
-                                          "citizen.acknowledgement", thread, due=core.format_time(first_due, language)))
+    rules = await core.routing_rules(session)
+    complaints, decisions = [], []
+    for inbound, pairs in zip(inbounds, contacts):
+        decision = routing.route(rules, config.routing.default_unit, text=inbound.text, subject=inbound.subject,
+                                 area=inbound.area, category=inbound.category, channel=inbound.channel)
+        first_hours, resolution_hours = core.deadline_hours(decision.unit, inbound.category)
+        ids = [contact_ids[pair] for pair in pairs]
+        complaint = Complaint(
+            tracking_code=tracking.new_code(config.service.tracking_prefix),
+            contact_id=ids[0] if ids else None, alternate_contact_id=ids[1] if len(ids) > 1 else None,
+            channel=inbound.channel, language=core.texts.language(inbound.language),
+            subject=(inbound.subject or None) and inbound.subject[:300],
+            text=inbound.text, category=inbound.category, area=inbound.area,
+            latitude=inbound.location.latitude if inbound.location else None,
+            longitude=inbound.location.longitude if inbound.location else None,
+            unit_id=core.unit_ids[decision.unit], routing_reason=decision.reason[:300], status="new",
+            created_at=now, updated_at=now, escalation_count=0,
+            first_response_due=core.calendar.add_working_hours(now, first_hours),
+            resolution_due=core.calendar.add_working_hours(now, resolution_hours),
+        )
+        schedule_checks(core, complaint)
+        complaints.append(complaint)
+        decisions.append(decision)
+    columns = [c.key for c in Complaint.__table__.columns if c.key != "id"]
+    ids = (await session.scalars(insert(Complaint).returning(Complaint.id, sort_by_parameter_order=True),
+                                 [{k: getattr(c, k) for k in columns} for c in complaints])).all()
+    for complaint, id_ in zip(complaints, ids):
+        complaint.id = id_
+    await _store_messages(session, now, complaints, inbounds)
+    events, queued = [], []
     directory = await core.staff_directory(session)
-    queued += to_staff(core, directory, directory.assignees(complaint), f"new:{complaint.tracking_code}",
-                       "staff.new_complaint", complaint)
+    for complaint, decision, inbound, pairs in zip(complaints, decisions, inbounds, contacts):
+        events += [
+            dict(complaint_id=complaint.id, at=now, actor="citizen", kind="created",
+                 detail={"channel": inbound.channel, "first_response_due": complaint.first_response_due.isoformat()}),
+            dict(complaint_id=complaint.id, at=now, actor="system", kind="routed",
+                 detail={"unit": decision.unit, "reason": decision.reason, "rule": decision.rule}),
+        ]
+        if pairs:
+            channel, address = pairs[0]
+            contact = Contact(id=complaint.contact_id, channel=channel, address=address)
+            thread = [inbound.external_id] if inbound.external_id and channel in messages.THREADED_CHANNELS else []
+            queued.append(messages.to_citizen(
+                core, complaint, contact, f"ack:{complaint.tracking_code}", "citizen.acknowledgement", thread,
+                due=core.format_time(complaint.first_response_due, complaint.language)))
+        queued += to_staff(core, directory, directory.assignees(complaint), f"new:{complaint.tracking_code}",
+                           "staff.new_complaint", complaint)
+    await session.execute(insert(Event), events)
     await outbox.enqueue_many(session, now, queued)
-    return complaint
+    return complaints
 
 
 async def _follow_up(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, inbound: Inbound) -> None:
-    message_id = await _store_message(session, now, complaint, inbound)
+    [message_id] = await _store_messages(session, now, [complaint], [inbound])
     complaint.updated_at = now
     session.add(Event(complaint_id=complaint.id, at=now, actor="citizen", kind="followup",
                       detail={"channel": inbound.channel, "message_id": message_id}))

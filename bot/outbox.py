@@ -29,6 +29,7 @@ from storage.models import OutboxMessage
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=10)
+LEASE_CHECK = timedelta(minutes=1)
 
 
 async def enqueue(
@@ -85,6 +86,7 @@ class Dispatcher:
         self.core = core
         self.senders = dict(senders)
         self._stopping = asyncio.Event()
+        self._leases_checked: datetime | None = None
 
     async def claim(self, limit: int | None = None) -> list[OutboxMessage]:
         """Claim due messages for the channels this process can send on."""
@@ -165,7 +167,12 @@ class Dispatcher:
 
     async def run_once(self) -> int:
         """Claim and send one batch; return how many were claimed."""
-        await self.expire_leases()
+        now = self.core.clock.now()
+        # Expired leases are rare (a process died mid-send): look once a minute, not on
+        # every wake-up, since each look is a write transaction.
+        if self._leases_checked is None or now - self._leases_checked >= LEASE_CHECK:
+            await self.expire_leases()
+            self._leases_checked = now
         rows = await self.claim()
         # One message at a time per process keeps within the providers' rate limits.
         for row in rows:
@@ -175,6 +182,10 @@ class Dispatcher:
     async def run(self) -> None:
         """Dispatch until stopped; wake on the core's signal or every poll interval."""
         poll = self.core.config.outbox.poll_seconds
+        if not self.senders:
+            # No channel to send on in this process: its messages wait in the outbox.
+            await self._stopping.wait()
+            return
         while not self._stopping.is_set():
             try:
                 claimed = await self.run_once()
