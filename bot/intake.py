@@ -110,17 +110,21 @@ class IntakeWriter:
 async def receive_batch(core: Core, inbounds: list[Inbound]) -> list[IntakeResult | Exception]:
     """Store messages that arrived together in one transaction; results in the same order.
 
-    When the batch hits a unique constraint (a concurrent redelivery on another process, a
-    tracking-code collision) it is rolled back and each message is taken alone, retried a
-    few times, so one message's trouble never costs another its place.
+    When the batch fails (a unique constraint hit by a concurrent redelivery on another
+    process or a tracking-code collision, or one message that cannot be stored) it is
+    rolled back and each message is taken alone, with retries after a unique-constraint
+    race, so one message's trouble never costs another its place.
     """
     try:
         async with core.sessions() as session, session.begin():
             results: list[IntakeResult | Exception] = list(await _receive_many(core, session, inbounds))
-    except IntegrityError:
-        if len(inbounds) > 1:
-            log.info("intake batch split after a concurrent write", extra={"fields": {"size": len(inbounds)}})
-        results = [await _receive_alone(core, inbound) for inbound in inbounds]
+    except Exception as error:  # noqa: BLE001 - whatever it was, it must not fail the others
+        if len(inbounds) == 1 and not isinstance(error, IntegrityError):
+            results = [error]
+        else:
+            log.info("intake batch taken one by one", extra={"fields": {"size": len(inbounds),
+                                                                         "error": type(error).__name__}})
+            results = [await _receive_alone(core, inbound) for inbound in inbounds]
     for inbound, result in zip(inbounds, results):
         if isinstance(result, IntakeResult):
             _after_commit(core, inbound, result)

@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import messages, outbox
@@ -74,7 +74,7 @@ class _Batch:
                  threads: dict[int, list[str]]):
         self.core, self.now, self.directory, self.contacts, self.threads = core, now, directory, contacts, threads
         self.messages: list[dict] = []
-        self.events: list[Event] = []
+        self.events: list[dict] = []
 
     def to_staff(self, members: list[Staff], key: str, text_key: str, complaint: Complaint, **params: object) -> int:
         messages = to_staff(self.core, self.directory, members, key, text_key, complaint, **params)
@@ -89,7 +89,7 @@ class _Batch:
                                                  self.threads.get(complaint.id), **params))
 
     def event(self, complaint: Complaint, kind: str, **detail: object) -> None:
-        self.events.append(Event(complaint_id=complaint.id, at=self.now, actor="system", kind=kind, detail=detail))
+        self.events.append(dict(complaint_id=complaint.id, at=self.now, actor="system", kind=kind, detail=detail))
 
 
 def _act(batch: _Batch, complaint: Complaint, result: SweepResult) -> None:
@@ -167,7 +167,9 @@ async def sweep(core: Core, batch_size: int = BATCH) -> SweepResult:
             batch = _Batch(core, now, await StaffDirectory.load(session), contacts, threads)
             for complaint in complaints:
                 _act(batch, complaint, result)
-            session.add_all(batch.events)
+            # One multi-row INSERT: ORM objects would cost one statement per event on SQLite.
+            if batch.events:
+                await session.execute(insert(Event), batch.events)
             await outbox.enqueue_many(session, now, batch.messages)
         result.checked += len(complaints)
         if batch.messages:
