@@ -37,6 +37,11 @@ class PublicStatus:
     replies: tuple[PublicReply, ...]
 
 
+def code_problem(core: Core, error: tracking.TrackingCodeError, language: str) -> str:
+    """What is wrong with a tracking code, in the citizen's language."""
+    return core.texts.get(language, f"tracking.{error.reason}", **error.params)
+
+
 def parse_code(core: Core, text: str) -> str:
     """The tracking code in normal form; raises tracking.TrackingCodeError saying what is wrong."""
     return tracking.normalise(text, core.config.service.tracking_prefix)

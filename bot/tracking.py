@@ -43,7 +43,16 @@ _NOT_USED = "0, 1, I, L, O and U are never used"
 
 
 class TrackingCodeError(ValueError):
-    """A text that is not a tracking code; the message says what is wrong with it."""
+    """A text that is not a tracking code; the message says what is wrong with it.
+
+    ``reason`` and ``params`` name the problem for the message catalogue (``tracking.*``),
+    so a citizen reads it in their own language.
+    """
+
+    def __init__(self, message: str, reason: str, **params: object):
+        super().__init__(message)
+        self.reason = reason
+        self.params = params
 
 
 def _check_prefix(prefix: str) -> None:
@@ -87,10 +96,10 @@ def normalise(text: str, prefix: str) -> str:
     text = unicodedata.normalize("NFKC", text).strip()
     groups = [group for group in _SEPARATORS_RE.split(text) if group]
     if not groups:
-        raise TrackingCodeError("the tracking code is empty")
+        raise TrackingCodeError("the tracking code is empty", "empty")
     for char in "".join(groups):
         if not (char.isascii() and char.isalnum()):
-            raise TrackingCodeError(f"{char!r} is not used in tracking codes")
+            raise TrackingCodeError(f"{char!r} is not used in tracking codes", "character", character=char)
     compact = "".join(groups).upper()
     if len(compact) == len(prefix) + _CODE_LENGTH and compact.startswith(prefix):
         chars = compact[len(prefix):]
@@ -100,20 +109,24 @@ def normalise(text: str, prefix: str) -> str:
         first = groups[0].upper()
         if (len(groups) > 1 and first.isalpha() and len(first) <= 4
                 and len(compact) - len(first) == _CODE_LENGTH):
-            raise TrackingCodeError(f"tracking codes start with {prefix}-, not {first}-")
+            raise TrackingCodeError(f"tracking codes start with {prefix}-, not {first}-", "prefix",
+                                    prefix=prefix, given=first)
         body_length = len(compact)
         if body_length > _CODE_LENGTH and compact.startswith(prefix):
             body_length -= len(prefix)
+        example = _format(prefix, "7KQ4M9XS")
         raise TrackingCodeError(
             f"a tracking code has {_CODE_LENGTH} characters after {prefix}- "
-            f"(like {_format(prefix, '7KQ4M9XS')}), this one has {body_length}")
+            f"(like {example}), this one has {body_length}", "length",
+            prefix=prefix, expected=_CODE_LENGTH, example=example, given=body_length)
     for char in chars:
         if char not in _VALUES:
-            raise TrackingCodeError(f"{char!r} is not used in tracking codes ({_NOT_USED})")
+            raise TrackingCodeError(f"{char!r} is not used in tracking codes ({_NOT_USED})", "character",
+                                    character=char)
     if _check_value(chars[:-1]) != _VALUES[chars[-1]]:
         raise TrackingCodeError(
             f"{_format(prefix, chars)} is not a valid tracking code: the check character does "
-            "not match, probably a typo")
+            "not match, probably a typo", "typo", code=_format(prefix, chars))
     return _format(prefix, chars)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.texts import LANGUAGES, Catalogue, placeholders
+from bot.tracking import TrackingCodeError, normalise
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +42,18 @@ def test_the_charter_speaks_in_the_texts(catalogue):
 ])
 def test_language_choice_falls_back_to_the_default(catalogue, requested, chosen):
     assert catalogue.language(requested) == chosen
+
+
+@pytest.mark.parametrize("text, reason, vietnamese", [
+    ("", "empty", "chưa nhập mã phản ánh."),
+    ("PA-7KQ4-M9X0", "character", "ký tự '0' không có trong mã phản ánh (mã không dùng 0, O, 1, I, L, U)."),
+    ("HN-7KQ4-M9XS", "prefix", "mã phản ánh bắt đầu bằng PA-, không phải HN-."),
+    ("PA-7KQ4-M9X", "length", "mã phản ánh có 8 ký tự sau PA- (ví dụ PA-7KQ4-M9XS); mã này có 7."),
+    ("PA-7KQ4-M9XT", "typo", "PA-7KQ4-M9XT không phải mã phản ánh hợp lệ, có thể gõ nhầm một ký tự."),
+])
+def test_a_bad_tracking_code_is_explained_in_the_citizens_language(catalogue, text, reason, vietnamese):
+    with pytest.raises(TrackingCodeError) as caught:
+        normalise(text, "PA")
+    assert caught.value.reason == reason
+    assert catalogue.get("vi", f"tracking.{reason}", **caught.value.params) == vietnamese
+    assert catalogue.get("en", f"tracking.{reason}", **caught.value.params) != vietnamese
