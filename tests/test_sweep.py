@@ -4,7 +4,7 @@ exactly once per missed deadline, escalation to the unit head, catch-up after do
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
