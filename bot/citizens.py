@@ -8,6 +8,7 @@ import json
 
 from sqlalchemy import or_, select
 
+from bot import outbox
 from bot.core import Core
 from bot.status import PublicStatus, public_status
 from storage.db import insert_ignoring_conflicts
@@ -59,6 +60,15 @@ async def set_language(core: Core, channel: str, address: str, language: str) ->
         await session.execute(Complaint.__table__.update()
                               .where(Complaint.contact_id == contact.id).values(language=language))
     return language
+
+
+async def reply(core: Core, channel: str, address: str, text: str, *, key: str, language: str,
+                metadata: dict | None = None) -> None:
+    """Queue an answer that belongs to no complaint (a status query's reply) to a citizen."""
+    async with core.sessions() as session, session.begin():
+        await outbox.enqueue(session, core.clock.now(), key=key, channel=channel, recipient=address, text=text,
+                             language=language, metadata=metadata)
+    core.outbox_ready.set()
 
 
 def _draft_key(channel: str, address: str) -> str:

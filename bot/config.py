@@ -184,6 +184,13 @@ class WebConfig(_Section):
     max_body_bytes: int = Field(1_048_576, ge=4096)
     csrf_secret_env: OptionalEnvName = None
     shutdown_timeout_seconds: float = Field(10.0, ge=0)
+    # Photos and documents a citizen attaches on the web form (JPEG, PNG, WebP, PDF),
+    # counted apart from max_body_bytes: 0 attachments turns the file field off.
+    max_attachments: int = Field(3, ge=0, le=10)
+    max_attachment_bytes: int = Field(5_242_880, ge=1024, le=52_428_800)
+    # Width x height: a small file can claim a huge picture (a decompression bomb). At most
+    # what Pillow itself opens without calling the image a bomb.
+    max_image_pixels: int = Field(50_000_000, ge=10_000, le=89_000_000)
 
     @field_validator("public_url")
     @classmethod
@@ -198,6 +205,17 @@ class WebConfig(_Section):
         return value.rstrip("/") if path != parts.path else value
 
 
+# What a citizen may attach to a complaint by email: photos, video and voice notes from
+# phones, PDFs and office documents. Not archives or programs, which staff cannot check.
+ATTACHMENT_TYPES = (
+    "image/jpeg", "image/png", "image/gif", "image/webp", "image/heic", "image/heif",
+    "application/pdf", "text/plain", "video/mp4", "video/quicktime", "video/3gpp",
+    "audio/mpeg", "audio/mp4", "audio/aac", "audio/amr", "audio/ogg", "audio/wav",
+    "application/msword", "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.ms-excel", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+)
+
+
 class EmailConfig(_Section):
     enabled: bool = False
     host: str = Field("127.0.0.1", min_length=1)
@@ -210,6 +228,30 @@ class EmailConfig(_Section):
     relay_username_env: OptionalEnvName = None
     relay_password_env: OptionalEnvName = None
     max_message_bytes: int = Field(10_485_760, ge=1024)
+    relay_ca_file: str = ""
+    rate_limit_messages: int = Field(30, ge=0)
+    rate_limit_window_seconds: float = Field(3600.0, gt=0)
+    max_attachments: int = Field(10, ge=0)
+    max_attachment_bytes: int = Field(5_242_880, ge=1)
+    attachment_types: list[str] = list(ATTACHMENT_TYPES)
+
+    @field_validator("attachment_types")
+    @classmethod
+    def _media_types(cls, value: list[str]) -> list[str]:
+        problems = [(f"[{i}]", f"{kind[:60]!r} is not a lowercase media type such as 'image/jpeg' or 'image/*'")
+                    for i, kind in enumerate(value)
+                    if not re.fullmatch(r"[a-z0-9][a-z0-9!#$&^_.+-]*/(\*|[a-z0-9][a-z0-9!#$&^_.+-]*)", kind)]
+        if problems:
+            raise _Problems(problems)
+        return value
+
+    @field_validator("relay_ca_file")
+    @classmethod
+    def _ca_file(cls, value: str) -> str:
+        if value and not Path(value).is_file():
+            raise ValueError(f"no file {value[:200]!r} (a PEM file of the certificate authorities to trust, "
+                             "or \"\" for the system's)")
+        return value
 
     @field_validator("accept_domains")
     @classmethod
@@ -234,9 +276,17 @@ class EmailConfig(_Section):
 
     @model_validator(mode="after")
     def _relay_login(self) -> EmailConfig:
+        problems: list[tuple[str, str]] = []
         if bool(self.relay_username_env) != bool(self.relay_password_env):
             missing = "relay_password_env" if self.relay_username_env else "relay_username_env"
-            raise _Problems([(missing, "relay_username_env and relay_password_env go together: set both or neither")])
+            problems.append((missing, "relay_username_env and relay_password_env go together: set both or neither"))
+        domain = self.from_address.rpartition("@")[2].lower()
+        if self.enabled and domain not in self.accept_domains:
+            # Citizens answer the address our mail comes from; their replies must reach this server.
+            problems.append(("from_address", f"must be at one of accept_domains, so that citizens' replies come "
+                                             f"back to this server; {domain!r} is not listed"))
+        if problems:
+            raise _Problems(problems)
         return self
 
 
@@ -551,7 +601,9 @@ def _cron_problem(expression: str) -> str | None:
 
 
 class DigestsConfig(_Section):
-    schedule: str = "0 8 * * 1-5"
+    # Names, not numbers, for the days: they read the same in every cron dialect.
+    schedule: str = "0 8 * * mon-fri"
+    weekly_schedule: str = "0 8 * * mon"  # "" turns the weekly digest off
     channels: list[Literal["telegram", "email"]] = ["telegram", "email"]
 
     @field_validator("schedule")
@@ -561,6 +613,11 @@ class DigestsConfig(_Section):
         if problem:
             raise ValueError(problem)
         return value
+
+    @field_validator("weekly_schedule")
+    @classmethod
+    def _weekly_crontab(cls, value: str) -> str:
+        return value and cls._crontab(value)
 
     @field_validator("channels")
     @classmethod
@@ -859,6 +916,7 @@ def secret_values(config: Config, environ: Mapping[str, str] | None = None) -> l
     names = [config.web.csrf_secret_env, config.email.relay_password_env, config.email.relay_username_env,
              config.telegram.token_env, config.telegram.webhook_secret_env]
     names += [g.secret_env for g in config.sms.gateways]
+    names += [g.password_env for g in config.sms.gateways if g.password_env]
     values = [value for value in (secret(name, environ) for name in names) if value]
     keys = secret(config.open311.api_keys_env, environ)
     if keys:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import and_, insert, or_, select
+from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -231,13 +231,15 @@ async def _contact_ids(session: AsyncSession, now: datetime, inbounds: list[Inbo
         for channel, address in contacts:
             rows.setdefault((channel, address), dict(
                 channel=channel, address=address, display_name=inbound.sender_name,
-                language=language if language in ("vi", "en") else "vi", created_at=now))
+                language=language if language in ("vi", "en") else "vi", created_at=now,
+                via=inbound.via if channel == inbound.channel else None))
     if not rows:
         return {}
     statement = upsert(session, Contact)
-    # A no-op update on conflict, so that RETURNING gives the id of an existing contact too.
-    statement = statement.on_conflict_do_update(index_elements=["channel", "address"],
-                                                set_={"channel": statement.excluded.channel})
+    # On conflict, keep the gateway the citizen last wrote through; the update also makes
+    # RETURNING give the id of an existing contact.
+    statement = statement.on_conflict_do_update(
+        index_elements=["channel", "address"], set_={"via": func.coalesce(statement.excluded.via, Contact.via)})
     found = await session.execute(statement.returning(Contact.channel, Contact.address, Contact.id,
                                                       sort_by_parameter_order=True), list(rows.values()))
     return {(channel, address): id_ for channel, address, id_ in found.all()}
@@ -378,7 +380,8 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
         ]
         if pairs:
             channel, address = pairs[0]
-            contact = Contact(id=complaint.contact_id, channel=channel, address=address)
+            contact = Contact(id=complaint.contact_id, channel=channel, address=address,
+                              via=inbound.via if channel == inbound.channel else None)
             thread = [inbound.external_id] if inbound.external_id and channel in messages.THREADED_CHANNELS else []
             queued.append(messages.to_citizen(
                 core, complaint, contact, f"ack:{complaint.tracking_code}", "citizen.acknowledgement", thread,

@@ -57,5 +57,6 @@ def to_citizen(core: Core, complaint: Complaint, contact: Contact, key: str, tex
         # The last of the citizen's messages is the one this answers; all of them thread it.
         in_reply_to=list(thread or [])[-20:],
         # The kind lets a channel add what helps: rating buttons under a survey.
-        metadata={"code": complaint.tracking_code, "kind": text_key.removeprefix("citizen.")},
+        metadata={"code": complaint.tracking_code, "kind": text_key.removeprefix("citizen."),
+                  **({"gateway": contact.via} if contact.via else {})},
     )

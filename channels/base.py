@@ -56,6 +56,9 @@ class Inbound:
     # Sent by a machine (a bounce, an auto-reply, a mailer-daemon): recorded, never
     # answered, so two robots never write to each other forever (RFC 3834).
     automated: bool = False
+    # The gateway or account it came through (one of several SMS gateways): answers go
+    # back the same way.
+    via: str | None = None
 
 
 @dataclass(frozen=True)

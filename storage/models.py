@@ -105,6 +105,8 @@ class Contact(Base):
     address: Mapped[str] = mapped_column(String(320))
     display_name: Mapped[str | None] = mapped_column(String(200))
     language: Mapped[str] = mapped_column(String(8))
+    # The gateway the citizen last wrote through, when a channel has several.
+    via: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime]
 
 

@@ -238,3 +238,13 @@ async def test_received_metrics_count_new_complaints_per_channel(core):
     exposition = core.metrics.exposition().decode()
     assert 'feedback_intake_complaints_received_total{channel="sms"} 1.0' in exposition
     assert 'feedback_intake_messages_received_total{channel="sms",outcome="duplicate"} 1.0' in exposition
+
+
+async def test_answers_go_back_through_the_gateway_the_citizen_used(core):
+    await intake.receive(core, sms(core, via="android-hanoi"))
+    [ack] = await rows(core, OutboxMessage)
+    assert ack.payload["metadata"]["gateway"] == "android-hanoi"
+    # A later text through another gateway moves the conversation there.
+    await intake.receive(core, sms(core, text="Bổ sung: cả ngõ 7.", external_id="SM2", via="twilio"))
+    later = (await rows(core, OutboxMessage))[-1]
+    assert later.payload["metadata"]["gateway"] == "twilio"

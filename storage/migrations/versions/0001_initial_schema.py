@@ -1,8 +1,8 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
-Create Date: 2026-11-25 17:28:49.111869
+Revises:
+Create Date: 2026-11-25 18:13:16.883212
 """
 
 from alembic import op
@@ -23,6 +23,7 @@ def upgrade() -> None:
     sa.Column('address', sa.String(length=320), nullable=False),
     sa.Column('display_name', sa.String(length=200), nullable=True),
     sa.Column('language', sa.String(length=8), nullable=False),
+    sa.Column('via', sa.String(length=64), nullable=True),
     sa.Column('created_at', storage.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_contacts')),
     sa.UniqueConstraint('channel', 'address', name=op.f('uq_contacts_channel_address'))

@@ -1,0 +1,87 @@
+"""The status request by SMS: "TT <code>" or "STATUS <code>" texts back where a complaint stands.
+
+The keyword is read the way people type on phones: any case, with or without diacritics
+("TT", "tt", "Status", "Trạng thái", "TRANG THAI", "tra cứu"), then a tracking code in any
+spacing ("PA-7KQ4-M9XS", "pa 7kq4m9xs"). A text is only taken as a request when what
+follows the keyword is a code or nothing at all: "TT Đông Anh ..." (TT also abbreviates
+"thị trấn", a township) is a complaint like any other. A code with a typo gets an answer
+saying so; "TT" alone gets the status of the sender's latest complaint, or how to ask.
+
+The answer is queued in the outbox like every message, keyed by the request's message
+id, so a gateway's retry of the request does not send a second answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from bot import citizens, routing, status, tracking
+from bot.core import Core
+
+# Folded keywords (bot.routing.fold: lower case, no diacritics) and the language of the answer.
+KEYWORDS = {("tt",): "vi", ("status",): "en", ("trang", "thai"): "vi", ("tra", "cuu"): "vi"}
+_WORDS = re.compile(r"\s*([^\W\d_]+)(?:[^\S\n]+([^\W\d_]+))?")
+_SEPARATORS = re.compile(r"[\s\-\u2010-\u2015\u2212]+")
+
+
+@dataclass(frozen=True)
+class StatusRequest:
+    """A citizen asking where a complaint stands."""
+
+    language: str
+    code: str | None = None  # the normalised code asked for; None when no code was given
+    problem: str | None = None  # why the code given is not a tracking code
+
+
+def parse(text: str, prefix: str) -> StatusRequest | None:
+    """The status request in an SMS text, or None when the text is something else."""
+    match = _WORDS.match(text)
+    if match is None:
+        return None
+    first = routing.fold(match[1])
+    second = routing.fold(match[2]) if match[2] else ""
+    if (first, second) in KEYWORDS:
+        language, rest = KEYWORDS[(first, second)], text[match.end(2):]
+    elif (first,) in KEYWORDS:
+        language, rest = KEYWORDS[(first,)], text[match.end(1):]
+    else:
+        return None
+    rest = rest.strip().lstrip(":.#-").strip().rstrip(".!?").strip()
+    if not rest:
+        return StatusRequest(language)
+    compact = _SEPARATORS.sub("", rest)
+    # Only what looks like a code (8 characters, with or without the prefix; codes always mix
+    # letters and digits) makes this a request; other words after "TT" make it a complaint.
+    if not (compact.isascii() and compact.isalnum() and any(c.isdigit() for c in compact)
+            and len(compact) in (8, len(prefix) + 8)):
+        return None
+    try:
+        return StatusRequest(language, code=tracking.normalise(rest, prefix))
+    except tracking.TrackingCodeError as error:
+        return StatusRequest(language, problem=str(error))
+
+
+async def answer(core: Core, request: StatusRequest, *, gateway: str, phone: str, message_id: str) -> None:
+    """Queue the answer to a status request to the phone it came from."""
+    language = request.language
+    prefix = core.config.service.tracking_prefix
+    example = f"{prefix}-7KQ4-M9XS"
+    code = request.code
+    if request.problem is not None:
+        text = core.texts.get(language, "sms.status_bad_code", example=example)
+    elif code is not None:
+        found = await status.public_status(core, code)
+        text = (status.status_text(core, found, language, "sms") if found is not None
+                else core.texts.get(language, "sms.status_not_found", code=code))
+    else:
+        latest = await citizens.complaints_of(core, "sms", phone, limit=1)
+        code = latest[0].code if latest else None
+        text = (status.status_text(core, latest[0], language, "sms") if latest
+                else core.texts.get(language, "sms.status_help", example=example))
+    key = f"sms-status:{message_id}"
+    if len(key) > 200:
+        key = f"sms-status:{hashlib.sha256(message_id.encode()).hexdigest()}"
+    await citizens.reply(core, "sms", phone, text, key=key, language=language,
+                         metadata={"gateway": gateway, "code": code or "", "kind": "status_reply"})
