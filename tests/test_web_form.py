@@ -101,7 +101,7 @@ class FormPage(HTMLParser):
         error_id = f"{name}-error"
         if error_id not in self.errors:
             return None
-        assert control.get("aria-describedby") == error_id and control.get("aria-invalid") == "true"
+        assert error_id in control.get("aria-describedby", "").split() and control.get("aria-invalid") == "true"
         return self.errors[error_id]
 
 

@@ -4,7 +4,9 @@ and leaves the service serving the next request.
 
 A 20 MB body is sent twice over: with a Content-Length, which the service refuses
 before reading a byte of it, and chunked without one, which it refuses once
-``client_max_size`` (``[web] max_body_bytes``) is passed while reading.
+``client_max_size`` (``[web] max_body_bytes``) is passed while reading. A multipart form
+(with files) is read as a stream: past the fields' limit plus ``max_attachments`` files
+of ``max_attachment_bytes`` it is refused the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ COMPLAINT = "Rác thải tập kết sai chỗ trước cổng trường tiểu 
 TWENTY_MB = 20 * 1024 * 1024
 FORM = "application/x-www-form-urlencoded"
 TOO_LARGE = "Nội dung gửi lên quá lớn (tối đa 1024 KB)."
+UPLOAD_TOO_LARGE = "Nội dung gửi lên quá lớn: tối đa 3 tệp kèm theo, mỗi tệp tối đa 5 MB."
 
 
 async def stored(core) -> tuple[int, int, int]:
@@ -72,13 +75,48 @@ async def test_twenty_megabytes_chunked_without_length_is_refused(service):
 
 
 async def test_twenty_megabyte_file_in_a_multipart_form_is_refused(service):
+    # Past everything the form could hold (the fields and three 5 MB files): refused while reading.
     async with service.client() as client:
         hidden = await get_form(client)
         body = aiohttp.FormData(dict(hidden, text=COMPLAINT))
-        body.add_field("photo", in_chunks(b"\xff" * TWENTY_MB), filename="anh.jpg", content_type="image/jpeg")
+        body.add_field("attachments", in_chunks(b"\xff" * TWENTY_MB), filename="anh.jpg", content_type="image/jpeg")
         async with client.post("/", data=body) as response:
             assert response.status == 413
-            assert TOO_LARGE in await response.text()
+            assert UPLOAD_TOO_LARGE in await response.text()
+    assert await stored(service.core) == (0, 0, 0)
+    await still_serving(service)
+
+
+async def test_twenty_megabytes_announced_in_content_length_are_refused_before_reading(service):
+    async with service.client() as client:
+        hidden = await get_form(client)
+        body = aiohttp.FormData(dict(hidden, text=COMPLAINT))
+        body.add_field("attachments", b"\xff" * TWENTY_MB, filename="anh.jpg", content_type="image/jpeg")
+        async with client.post("/", data=body) as response:
+            assert response.request_info.headers.get("Content-Length")
+            assert response.status == 413
+            assert UPLOAD_TOO_LARGE in await response.text()
+    assert await stored(service.core) == (0, 0, 0)
+    await still_serving(service)
+
+
+async def test_a_file_under_a_field_the_form_does_not_have_is_a_bad_request(service):
+    async with service.client() as client:
+        hidden = await get_form(client)
+        body = aiohttp.FormData(dict(hidden, text=COMPLAINT))
+        body.add_field("photo", b"\xff\xd8\xff" + b"\x00" * 100, filename="anh.jpg", content_type="image/jpeg")
+        async with client.post("/", data=body) as response:
+            assert response.status == 400
+    assert await stored(service.core) == (0, 0, 0)
+
+
+async def test_a_megabyte_of_text_in_a_multipart_form_is_refused(service):
+    async with service.client() as client:
+        hidden = await get_form(client)
+        body = aiohttp.FormData(dict(hidden, text=COMPLAINT, name="x" * (2 * 1024 * 1024)))
+        body.add_field("attachments", b"", filename="", content_type="application/octet-stream")
+        async with client.post("/", data=body) as response:
+            assert response.status == 413
     assert await stored(service.core) == (0, 0, 0)
     await still_serving(service)
 

@@ -12,7 +12,7 @@ CSP = "default-src 'none'"
 
 
 @pytest.mark.parametrize("path", ["/", "/track", "/track/PA-7KQ4", "/no-such-page", "/api/v1/complaints/x",
-                                  "/healthz", "/static/style.css"])
+                                  "/healthz", "/static/style.css", "/openapi.json", "/open311/v2/services.json"])
 async def test_security_headers_on_every_answer(service, path):
     async with service.client() as client, client.get(path, allow_redirects=False) as response:
         assert response.headers["X-Content-Type-Options"] == "nosniff"
@@ -73,3 +73,9 @@ async def test_metrics_do_not_count_a_refused_form(service):
         async with client.get("/metrics") as response:
             metrics = await response.text()
     assert 'feedback_intake_complaints_received_total{channel="web"}' not in metrics
+
+
+async def test_a_method_the_page_does_not_take_is_405_with_allow(service):
+    async with service.client() as client, client.delete("/track/PA-7KQ4-M9XS") as response:
+        assert response.status == 405
+        assert "GET" in response.headers["Allow"]

@@ -85,11 +85,26 @@ MALFORMED = {
 }
 
 
-@pytest.mark.parametrize(("code", "reason"), MALFORMED.items())
+# The page explains in the citizen's language (Vietnamese by default).
+MALFORMED_VI = {
+    "PA-7KQ4": "mã phản ánh có 8 ký tự sau PA-",
+    "PA-7KQ4-M9XD-7KQ4": "mã phản ánh có 8 ký tự sau PA-",
+    "PA-0KQ4-M9XD": "không có trong mã phản ánh",
+    "XY-7KQ4-M9XD": "mã phản ánh bắt đầu bằng PA-, không phải XY-",
+    "PA-7KQ4-M9X%3C": "không có trong mã phản ánh",
+}
+
+
+@pytest.mark.parametrize(("code", "reason"), MALFORMED_VI.items())
 async def test_malformed_code_on_the_status_page_says_what_is_wrong(service, code, reason):
     status, page, _ = await get(service, f"/track/{code}")
     assert status == 400
     assert "Mã phản ánh không hợp lệ" in page and reason in page
+
+
+async def test_malformed_code_is_explained_in_english_on_the_english_page(service):
+    status, page, _ = await get(service, "/track/XY-7KQ4-M9XD?lang=en")
+    assert status == 400 and "tracking codes start with PA-, not XY-." in page
 
 
 async def test_code_with_a_wrong_check_character_is_called_a_typo(service):
@@ -97,7 +112,7 @@ async def test_code_with_a_wrong_check_character_is_called_a_typo(service):
     last = code[-1]
     typo = code[:-1] + next(c for c in tracking.ALPHABET if c != last)
     status, page, _ = await get(service, f"/track/{typo}")
-    assert status == 400 and "check character does not match" in page
+    assert status == 400 and "có thể gõ nhầm một ký tự" in page
 
 
 @pytest.mark.parametrize(("code", "reason"), MALFORMED.items())
