@@ -1,0 +1,332 @@
+"""Figures about how units answer complaints, computed by the database in SQL.
+
+The digests and the public scorecard read the same figures: complaints new, answered
+and resolved in a period; how long the first answer took (median and 90th percentile);
+the share answered on time; satisfaction ratings, per unit and per officer.
+
+A unit may have a million complaints, and most of the digest's questions ("answered
+yesterday", "rated this week", "open now") have no index of their own, so each would
+scan the unit's rows. Instead one scan copies the few rows the digest can need (open
+ones, and those with anything happening since the start of the chart's 30 days) into a
+temporary table, narrow and without text, and every figure is an aggregate over that.
+Percentiles are ``percentile_cont`` on PostgreSQL; SQLite has none, so there they are
+the same linear interpolation over ``row_number()`` of the sorted subset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import (Column, Float, Integer, MetaData, Table, and_, case, cast, func, insert, literal, or_, select,
+                        text)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.sweep import FINISHED
+from storage.models import Complaint, Staff, UTCDateTime
+
+# Ratings shown among "the lowest-rated answers": below 4 (hài lòng).
+LOW_RATING = 3
+OVERDUE_SHOWN = 10
+LOWEST_SHOWN = 5
+
+_metadata = MetaData()
+# The rows a digest works on. Temporary: each transaction makes its own and drops it.
+WORKING_SET = Table(
+    "digest_working_set", _metadata,
+    # No key and no index: it is read whole, a few times, and then dropped.
+    Column("id", Integer),
+    Column("created_at", UTCDateTime),
+    Column("first_response_at", UTCDateTime),
+    Column("resolved_at", UTCDateTime),
+    Column("rated_at", UTCDateTime),
+    Column("rating", Integer),
+    Column("assignee_id", Integer),
+    Column("is_open", Integer),
+    Column("overdue", Integer),
+    Column("on_time", Integer),
+    Column("response_seconds", Float),
+    prefixes=["TEMPORARY"],
+    postgresql_on_commit="DROP",
+)
+
+
+@dataclass(frozen=True)
+class Span:
+    """A stretch of time [start, end), timezone-aware."""
+
+    start: datetime
+    end: datetime
+
+    def holds(self, column):
+        """SQL: the column's time falls in this span."""
+        return and_(column >= self.start, column < self.end)
+
+
+@dataclass
+class PeriodFigures:
+    """What happened in a unit in one period, and where it stands now."""
+
+    new: int = 0
+    answered: int = 0
+    answered_on_time: int = 0
+    resolved: int = 0
+    open: int = 0
+    overdue: int = 0
+    ratings: int = 0
+    rating_average: float | None = None
+    response_median_seconds: float | None = None
+    response_p90_seconds: float | None = None
+
+    @property
+    def on_time_rate(self) -> float | None:
+        """Share of the period's first answers given on time, or None without answers."""
+        return self.answered_on_time / self.answered if self.answered else None
+
+    @property
+    def quiet(self) -> bool:
+        """Nothing happened in the period and nothing is waiting."""
+        return not (self.new or self.answered or self.resolved or self.ratings or self.open)
+
+
+@dataclass(frozen=True)
+class OverdueComplaint:
+    """An open complaint past a deadline, for the unit head's list."""
+
+    code: str
+    created_at: datetime
+    assignee: str | None
+    text: str
+
+
+@dataclass(frozen=True)
+class RatedAnswer:
+    """A rating the citizen gave an answer."""
+
+    code: str
+    rating: int
+    comment: str | None
+    assignee: str | None
+
+
+@dataclass(frozen=True)
+class OfficerRating:
+    """Satisfaction with one officer's answers (None: complaints nobody was assigned)."""
+
+    name: str | None
+    ratings: int
+    average: float
+
+
+@dataclass(frozen=True)
+class Day:
+    """One day of the chart: complaints new and resolved, first answers and how many on time."""
+
+    start: datetime
+    new: int
+    resolved: int
+    answered: int
+    answered_on_time: int
+
+    @property
+    def on_time_rate(self) -> float | None:
+        """Share of the day's first answers given on time, or None without answers."""
+        return self.answered_on_time / self.answered if self.answered else None
+
+
+@dataclass
+class UnitFigures:
+    """Everything a digest reports about one unit."""
+
+    period: PeriodFigures
+    overdue: list[OverdueComplaint]
+    lowest: list[RatedAnswer]
+    officers: list[OfficerRating]
+    days: list[Day]
+
+
+def seconds_between(dialect: str, later, earlier):
+    """SQL: seconds from ``earlier`` to ``later`` (two timestamp columns)."""
+    if dialect == "postgresql":
+        return func.extract("epoch", later - earlier)
+    # SQLite keeps timestamps as text; julianday() reads them as fractional days.
+    return (func.julianday(later) - func.julianday(earlier)) * 86400.0
+
+
+def answered_on_time():
+    """SQL: the first answer came by its deadline, and no apology was needed for it."""
+    # After an apology the deadline moves later; the mark is what says it was missed.
+    return and_(Complaint.first_response_at.is_not(None), Complaint.first_response_at <= Complaint.first_response_due,
+                Complaint.apologised_for_due.is_(None))
+
+
+def overdue(now: datetime):
+    """SQL: an open complaint past its first-response or its resolution deadline."""
+    unanswered_late = and_(Complaint.first_response_at.is_(None),
+                           or_(Complaint.first_response_due <= now, Complaint.apologised_for_due.is_not(None)))
+    return and_(Complaint.status.not_in(FINISHED),
+                or_(unanswered_late, Complaint.resolution_due <= now))
+
+
+def _count(condition):
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+async def _fill_working_set(session: AsyncSession, unit_id: int, since: datetime, now: datetime) -> None:
+    """One scan of the unit's complaints: those open now or with any event since ``since``."""
+    dialect = session.bind.dialect.name
+    await session.run_sync(lambda sync: WORKING_SET.create(sync.connection(), checkfirst=False))
+    is_open = Complaint.status.not_in(FINISHED)
+    rows = select(
+        Complaint.id, Complaint.created_at, Complaint.first_response_at, Complaint.resolved_at, Complaint.rated_at,
+        Complaint.rating, Complaint.assignee_id,
+        case((is_open, 1), else_=0), case((overdue(now), 1), else_=0), case((answered_on_time(), 1), else_=0),
+        seconds_between(dialect, Complaint.first_response_at, Complaint.created_at),
+    ).where(Complaint.unit_id == unit_id,
+            or_(is_open, Complaint.created_at >= since, Complaint.first_response_at >= since,
+                Complaint.resolved_at >= since, Complaint.rated_at >= since))
+    await session.execute(insert(WORKING_SET).from_select([c.name for c in WORKING_SET.columns], rows))
+
+
+async def _drop_working_set(session: AsyncSession) -> None:
+    await session.execute(text(f"DROP TABLE IF EXISTS {WORKING_SET.name}"))
+
+
+async def _percentiles(session: AsyncSession, period: Span, fractions: tuple[float, ...]) -> list[float | None]:
+    """Percentiles (continuous, interpolated) of the period's times to first answer."""
+    ws = WORKING_SET.c
+    answered = period.holds(ws.first_response_at)
+    if session.bind.dialect.name == "postgresql":
+        row = (await session.execute(select(
+            *[func.percentile_cont(p).within_group(ws.response_seconds) for p in fractions]).where(answered))).one()
+        return [float(v) if v is not None else None for v in row]
+    ranked = select(ws.response_seconds.label("seconds"),
+                    func.row_number().over(order_by=ws.response_seconds).label("rank"),
+                    func.count().over().label("n")).where(answered).subquery()
+    values = []
+    for fraction in fractions:
+        # percentile_cont: position h = (n - 1) * p counted from 0; between the values at
+        # floor(h) and floor(h) + 1, in proportion to h's fraction.
+        position = (ranked.c.n - 1) * literal(fraction)
+        below = cast(position, Integer)
+        share = position - below
+        values.append(func.sum(case(
+            (ranked.c.rank == below + 1, ranked.c.seconds * (1 - share)),
+            (ranked.c.rank == below + 2, ranked.c.seconds * share), else_=0.0)))
+    row = (await session.execute(select(*values))).one()
+    return [float(v) if v is not None else None for v in row]
+
+
+def _day_index(column, boundaries: list[datetime]):
+    """SQL: which of the days between the boundaries a time falls on (0 for the first)."""
+    return case(*[(column < boundary, index) for index, boundary in enumerate(boundaries[1:])], else_=None)
+
+
+async def unit_figures(session: AsyncSession, unit_id: int, period: Span, days: list[datetime],
+                       now: datetime) -> UnitFigures:
+    """A unit's figures for a period, and per day between the ``days`` boundaries (local midnights)."""
+    since = min(period.start, days[0])
+    await _fill_working_set(session, unit_id, since, now)
+    try:
+        return await _figures(session, period, days)
+    finally:
+        await _drop_working_set(session)
+
+
+async def _figures(session: AsyncSession, period: Span, days: list[datetime]) -> UnitFigures:
+    ws = WORKING_SET.c
+    rated = and_(period.holds(ws.rated_at), ws.rating.is_not(None))
+    row = (await session.execute(select(
+        _count(period.holds(ws.created_at)), _count(period.holds(ws.first_response_at)),
+        _count(and_(period.holds(ws.first_response_at), ws.on_time == 1)), _count(period.holds(ws.resolved_at)),
+        _count(ws.is_open == 1), _count(ws.overdue == 1), _count(rated),
+        func.avg(case((rated, ws.rating), else_=None)),
+    ))).one()
+    figures = PeriodFigures(*[int(v) for v in row[:7]], rating_average=float(row[7]) if row[7] is not None else None)
+    figures.response_median_seconds, figures.response_p90_seconds = await _percentiles(session, period, (0.5, 0.9))
+
+    # The few rows shown are chosen in the working set first, then joined for their text:
+    # joining every overdue row before the LIMIT costs a lookup per row.
+    oldest = select(ws.id, ws.created_at).where(ws.overdue == 1).order_by(ws.created_at, ws.id) \
+        .limit(OVERDUE_SHOWN).subquery()
+    late = (await session.execute(
+        select(Complaint.tracking_code, Complaint.created_at, Staff.name, Complaint.text)
+        .select_from(oldest).join(Complaint, Complaint.id == oldest.c.id)
+        .outerjoin(Staff, Staff.id == Complaint.assignee_id)
+        .order_by(oldest.c.created_at, oldest.c.id))).all()
+    worst = select(ws.id, ws.rating, ws.rated_at).where(rated, ws.rating <= LOW_RATING) \
+        .order_by(ws.rating, ws.rated_at, ws.id).limit(LOWEST_SHOWN).subquery()
+    lowest = (await session.execute(
+        select(Complaint.tracking_code, worst.c.rating, Complaint.rating_comment, Staff.name)
+        .select_from(worst).join(Complaint, Complaint.id == worst.c.id)
+        .outerjoin(Staff, Staff.id == Complaint.assignee_id)
+        .order_by(worst.c.rating, worst.c.rated_at, worst.c.id))).all()
+    by_officer = (await session.execute(
+        select(Staff.name, func.count(), func.avg(ws.rating))
+        .select_from(WORKING_SET).outerjoin(Staff, Staff.id == ws.assignee_id)
+        .where(rated).group_by(ws.assignee_id, Staff.name)
+        .order_by(func.avg(ws.rating), Staff.name))).all()
+    return UnitFigures(
+        period=figures,
+        overdue=[OverdueComplaint(code, created, name, body) for code, created, name, body in late],
+        lowest=[RatedAnswer(code, rating, comment, name) for code, rating, comment, name in lowest],
+        officers=[OfficerRating(name, int(count), float(average)) for name, count, average in by_officer],
+        days=await _days(session, days),
+    )
+
+
+async def _days(session: AsyncSession, boundaries: list[datetime]) -> list[Day]:
+    ws = WORKING_SET.c
+    window = Span(boundaries[0], boundaries[-1])
+    counts: dict[str, dict[int, tuple[int, ...]]] = {}
+    for name, column, extra in (("new", ws.created_at, ()), ("resolved", ws.resolved_at, ()),
+                                ("answered", ws.first_response_at, (func.sum(ws.on_time),))):
+        day = _day_index(column, boundaries).label("day")
+        rows = (await session.execute(
+            select(day, func.count(), *extra).where(window.holds(column)).group_by(day))).all()
+        counts[name] = {int(index): tuple(int(v or 0) for v in values) for index, *values in rows
+                        if index is not None}
+    return [Day(start=boundaries[i], new=counts["new"].get(i, (0,))[0],
+                resolved=counts["resolved"].get(i, (0,))[0],
+                answered=counts["answered"].get(i, (0, 0))[0], answered_on_time=counts["answered"].get(i, (0, 0))[1])
+            for i in range(len(boundaries) - 1)]
+
+
+@dataclass(frozen=True)
+class UnitScore:
+    """A unit's public record over the last N days: on-time first answers and satisfaction."""
+
+    unit_id: int
+    days: int
+    answered: int
+    answered_on_time: int
+    ratings: int
+    rating_average: float | None
+
+    @property
+    def on_time_rate(self) -> float | None:
+        """Share of first answers given on time, or None without answers."""
+        return self.answered_on_time / self.answered if self.answered else None
+
+
+async def scores(session: AsyncSession, now: datetime, windows: tuple[int, ...] = (30, 90)) -> list[UnitScore]:
+    """Each unit's on-time rate and satisfaction over each window of days ending now (one scan)."""
+    longest = now - timedelta(days=max(windows))
+    columns = []
+    for days in windows:
+        since = now - timedelta(days=days)
+        answered = and_(Complaint.first_response_at >= since, Complaint.first_response_at <= now)
+        rated = and_(Complaint.rated_at >= since, Complaint.rated_at <= now, Complaint.rating.is_not(None))
+        columns += [_count(answered), _count(and_(answered, answered_on_time())), _count(rated),
+                    func.avg(case((rated, Complaint.rating), else_=None))]
+    rows = (await session.execute(
+        select(Complaint.unit_id, *columns)
+        .where(or_(Complaint.first_response_at >= longest, Complaint.rated_at >= longest))
+        .group_by(Complaint.unit_id))).all()
+    out = []
+    for unit_id, *values in rows:
+        for i, days in enumerate(windows):
+            answered, on_time, ratings, average = values[4 * i:4 * i + 4]
+            out.append(UnitScore(unit_id, days, int(answered), int(on_time), int(ratings),
+                                 float(average) if average is not None else None))
+    return out
