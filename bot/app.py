@@ -59,6 +59,8 @@ def build_app(config: Config, *, clock: Clock | None = None, senders: Mapping[st
     for module, enabled in CHANNELS:
         if enabled(config):
             channel_senders.update(importlib.import_module(module).setup(app, core))
+        else:
+            log.info("channel off by configuration", extra={"fields": {"channel": module.rsplit(".", 1)[1]}})
     channel_senders.update(senders or {})
 
     async def dispatcher(app: web.Application) -> AsyncIterator[None]:

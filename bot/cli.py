@@ -1,4 +1,4 @@
-"""The ``feedback-intake`` command: serve, check-config, db upgrade."""
+"""The ``feedback-intake`` command: serve, check-config, db upgrade, digest, report, ..."""
 
 from __future__ import annotations
 
@@ -124,6 +124,94 @@ def _rules(args: argparse.Namespace) -> int:
     return _with_core(args, work)
 
 
+def _staff_link_code(args: argparse.Namespace) -> int:
+    from bot import lifecycle, staff
+
+    async def work(core) -> int:
+        try:
+            code = await staff.link_code(core, args.slug)
+        except lifecycle.LifecycleError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        print(code)
+        print(f"{args.slug} sends /link {code} to the Telegram bot within 24 hours; the code works once.",
+              file=sys.stderr)
+        return 0
+
+    return _with_core(args, work)
+
+
+def _digest(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bot import digests
+
+    async def work(core) -> int:
+        try:
+            period = digests.parse_period(args.period, core.clock.now(), core.config.tz)
+            if args.dry_run:
+                digest, png = await digests.preview(core, args.unit, period, args.language)
+            else:
+                outcome = await digests.send(core, args.unit, period)
+        except digests.DigestError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        if args.dry_run:
+            chart = Path(args.chart or f"digest-{args.unit}-{period.name}.png")
+            chart.write_bytes(png)
+            print(digest.text)
+            print(f"chart written to {chart} ({len(png) // 1024} KB PNG); nothing was sent", file=sys.stderr)
+            return 0
+        said = {"queued": f"queued {outcome.messages} message(s); the running service sends them",
+                "already sent": "already sent for this period; nothing queued",
+                "no recipients": "nobody to send it to: the unit has no head (and there is no admin) with "
+                                 "a Telegram chat or an email address for the [digests] channels"}
+        print(f"{period.kind} digest {period.name} for {args.unit}: {said[outcome.result]}")
+        return 1 if outcome.result == "no recipients" else 0
+
+    return _with_core(args, work)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from bot import reports
+
+    async def work(core) -> int:
+        selection = reports.Selection(args.since, args.until, args.unit, args.with_contacts)
+        try:
+            reports.unit_ids(core, selection)
+        except reports.ReportError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
+        bar = None
+        try:
+            # A progress bar only for a person watching: on a terminal, and not over the rows.
+            if sys.stderr.isatty() and (args.output or not sys.stdout.isatty()):
+                from tqdm import tqdm
+
+                bar = tqdm(total=await reports.count(core, selection), unit=" complaints", file=sys.stderr)
+            written = await reports.export(core, selection, out, args.format, bar.update if bar else None)
+        finally:
+            if bar is not None:
+                bar.close()
+            if args.output:
+                out.close()
+        if args.output:
+            print(f"wrote {written} complaints to {args.output}", file=sys.stderr)
+        return 0
+
+    return _with_core(args, work)
+
+
+def _iso_date(value: str):
+    from datetime import date
+
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date like 2026-11-01: {value!r}") from None
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line, with --help for every subcommand."""
     top = argparse.ArgumentParser(
@@ -176,6 +264,44 @@ def parser() -> argparse.ArgumentParser:
     for sub in (rules_list, rules_add, rules_remove):
         sub.add_argument("--config", metavar="FILE", help=config_help)
         sub.set_defaults(run=_rules)
+
+    staff = commands.add_parser("staff", help="staff accounts", description="Staff accounts.")
+    staff_commands = staff.add_subparsers(dest="staff_command", required=True, metavar="COMMAND")
+    link_code = staff_commands.add_parser(
+        "link-code", help="make a one-time code that links a staff member's Telegram chat",
+        description="Print a one-time code (valid 24 hours) the staff member sends to the bot as /link CODE.")
+    link_code.add_argument("slug", help="the staff member's slug, as in [[staff]]")
+    link_code.add_argument("--config", metavar="FILE", help=config_help)
+    link_code.set_defaults(run=_staff_link_code)
+    digest = commands.add_parser(
+        "digest", help="send a unit's digest now, or print it (--dry-run)",
+        description="Queue a unit's digest for its heads now (once per period, as the schedule would), or "
+                    "with --dry-run print it and write its chart to a file, sending nothing.")
+    digest.add_argument("--unit", required=True, help="unit slug")
+    digest.add_argument("--period", default="daily",
+                        help="daily (yesterday), weekly (last ISO week), a day (2026-11-01) or an ISO week "
+                             "(2026-W44); default: daily")
+    digest.add_argument("--dry-run", action="store_true", help="print the digest and write the chart; send nothing")
+    digest.add_argument("--chart", metavar="FILE", help="where --dry-run writes the PNG chart "
+                                                         "(default: digest-UNIT-PERIOD.png)")
+    digest.add_argument("--language", choices=["vi", "en"], help="language of the --dry-run text and chart")
+    digest.add_argument("--config", metavar="FILE", help=config_help)
+    digest.set_defaults(run=_digest)
+
+    report = commands.add_parser(
+        "report", help="every complaint received between two dates, with timings and rating, as CSV or JSON",
+        description="Write every complaint received from --since to --until (inclusive, service time zone) "
+                    "with its unit, status, timings and rating. Citizens' contacts and texts only with "
+                    "--with-contacts.")
+    report.add_argument("--since", required=True, type=_iso_date, metavar="DATE", help="first day (2026-11-01)")
+    report.add_argument("--until", required=True, type=_iso_date, metavar="DATE", help="last day, included")
+    report.add_argument("--unit", help="only this unit (slug)")
+    report.add_argument("--format", choices=["csv", "json"], default="csv", help="csv (default) or json")
+    report.add_argument("--with-contacts", action="store_true",
+                        help="add the citizen's contact (channel, address, name) and the complaint's text")
+    report.add_argument("--output", metavar="FILE", help="write to this file (default: standard output)")
+    report.add_argument("--config", metavar="FILE", help=config_help)
+    report.set_defaults(run=_report)
     return top
 
 

@@ -252,7 +252,7 @@ async def _receive_one(core: Core, session: AsyncSession, now: datetime, inbound
     reply = None if inbound.automated else satisfaction.parse_reply(inbound.text)
     if reply is not None:
         # "5" after a survey is a rating, not a new complaint.
-        rated = await satisfaction.awaiting_rating(session, core, ids, now)
+        rated = await satisfaction.awaiting_rating(session, core, ids, now, inbound.tracking_codes)
         if rated is not None:
             await _store_messages(session, now, [rated], [inbound])
             await satisfaction.record(core, session, now, rated, reply[0], reply[1], via=inbound.channel)

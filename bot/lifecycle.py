@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import messages, outbox
@@ -152,31 +153,43 @@ async def reassign(core: Core, tracking_code: str, unit_slug: str, by: str | Non
                            f"reassigned-staff:{complaint.id}:{change.now.isoformat()}", "staff.reassigned_in")
 
 
-async def answer(core: Core, tracking_code: str, staff_slug: str, text: str) -> Message:
-    """Record an officer's public answer and send it to the citizen on their channel."""
+async def answer(core: Core, tracking_code: str, staff_slug: str, text: str,
+                 source_id: str | None = None) -> Message | None:
+    """Record an officer's public answer and send it to the citizen on their channel.
+
+    ``source_id`` names where the answer came from (a Telegram chat and message): the same
+    answer delivered again, to this process or another, is recorded and sent once; the
+    repeat returns None.
+    """
     if not text.strip():
         raise LifecycleError("empty answer")
-    async with _change(core, tracking_code, staff_slug) as change:
-        complaint = change.complaint
-        message = Message(complaint_id=complaint.id, direction="out", channel="staff",
-                          author_staff_id=change.actor.id, text=text, public=True, created_at=change.now)
-        change.session.add(message)
-        await change.session.flush()
-        previous = complaint.status
-        if complaint.status not in FINISHED:
-            complaint.status = "answered"
-        complaint.first_response_at = complaint.first_response_at or change.now
-        complaint.assignee_id = complaint.assignee_id or change.actor.id
-        change.event("answered", message_id=message.id, **{"from": previous})
-        await queue_to_citizen(core, change.session, change.now, complaint, f"answer:{message.id}",
-                               "citizen.answer", text=text)
+    try:
+        async with _change(core, tracking_code, staff_slug) as change:
+            complaint = change.complaint
+            message = Message(complaint_id=complaint.id, direction="out", channel="staff", external_id=source_id,
+                              author_staff_id=change.actor.id, text=text, public=True, created_at=change.now)
+            change.session.add(message)
+            await change.session.flush()
+            previous = complaint.status
+            if complaint.status not in FINISHED:
+                complaint.status = "answered"
+            complaint.first_response_at = complaint.first_response_at or change.now
+            complaint.assignee_id = complaint.assignee_id or change.actor.id
+            change.event("answered", message_id=message.id, **{"from": previous})
+            await queue_to_citizen(core, change.session, change.now, complaint, f"answer:{message.id}",
+                                   "citizen.answer", text=text)
+    except IntegrityError:
+        if source_id is None:
+            raise
+        return None  # delivered again: the first delivery was recorded and sent
     return message
 
 
-async def resolve(core: Core, tracking_code: str, staff_slug: str, text: str | None = None) -> None:
+async def resolve(core: Core, tracking_code: str, staff_slug: str, text: str | None = None,
+                  source_id: str | None = None) -> None:
     """Close a complaint as resolved (with a final answer if given) and tell the citizen."""
     if text and text.strip():
-        await answer(core, tracking_code, staff_slug, text)
+        await answer(core, tracking_code, staff_slug, text, source_id=source_id)
     async with _change(core, tracking_code, staff_slug) as change:
         complaint = change.complaint
         if complaint.status in FINISHED:
@@ -194,14 +207,21 @@ async def resolve(core: Core, tracking_code: str, staff_slug: str, text: str | N
                                f"survey:{complaint.id}:{change.now.isoformat()}", "citizen.survey")
 
 
-async def note(core: Core, tracking_code: str, staff_slug: str, text: str) -> Message:
+async def note(core: Core, tracking_code: str, staff_slug: str, text: str,
+               source_id: str | None = None) -> Message | None:
     """Add an internal note: kept in the history, never shown or sent to the citizen."""
     if not text.strip():
         raise LifecycleError("empty note")
-    async with _change(core, tracking_code, staff_slug) as change:
-        message = Message(complaint_id=change.complaint.id, direction="note", channel="staff",
-                          author_staff_id=change.actor.id, text=text, public=False, created_at=change.now)
-        change.session.add(message)
-        await change.session.flush()
-        change.event("note", message_id=message.id)
+    try:
+        async with _change(core, tracking_code, staff_slug) as change:
+            message = Message(complaint_id=change.complaint.id, direction="note", channel="staff",
+                              external_id=source_id, author_staff_id=change.actor.id, text=text, public=False,
+                              created_at=change.now)
+            change.session.add(message)
+            await change.session.flush()
+            change.event("note", message_id=message.id)
+    except IntegrityError:
+        if source_id is None:
+            raise
+        return None  # delivered again
     return message

@@ -41,16 +41,21 @@ def parse_reply(text: str) -> tuple[int, str | None] | None:
     return int(match.group(1)), comment or None
 
 
-async def awaiting_rating(session: AsyncSession, core: Core, contact_ids: list[int], now: datetime) -> Complaint | None:
-    """The contact's complaint most recently resolved within the survey window, if any."""
+async def awaiting_rating(session: AsyncSession, core: Core, contact_ids: list[int], now: datetime,
+                          codes: tuple[str, ...] = ()) -> Complaint | None:
+    """The contact's complaint most recently resolved within the survey window, if any.
+
+    ``codes`` narrows it to the complaint a rating names (a button under its survey).
+    """
     if not contact_ids:
         return None
     window = timedelta(days=core.config.satisfaction.survey_window_days)
-    return await session.scalar(
-        select(Complaint).where(
-            or_(Complaint.contact_id.in_(contact_ids), Complaint.alternate_contact_id.in_(contact_ids)),
-            Complaint.status.in_(("resolved", "closed")), Complaint.resolved_at >= now - window,
-        ).order_by(Complaint.resolved_at.desc()).limit(1).with_for_update())
+    query = select(Complaint).where(
+        or_(Complaint.contact_id.in_(contact_ids), Complaint.alternate_contact_id.in_(contact_ids)),
+        Complaint.status.in_(("resolved", "closed")), Complaint.resolved_at >= now - window)
+    if codes:
+        query = query.where(Complaint.tracking_code.in_(codes))
+    return await session.scalar(query.order_by(Complaint.resolved_at.desc()).limit(1).with_for_update())
 
 
 async def record(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, rating: int,

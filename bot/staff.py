@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import lifecycle
 from bot.core import Core
 from bot.sweep import FINISHED
-from storage.models import Attachment, Complaint, Message, Setting, Staff
+from storage.models import Attachment, Complaint, Message, OutboxMessage, Setting, Staff
 
 LINK_CODE_LIFETIME = timedelta(hours=24)
 LINK_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -126,22 +126,31 @@ async def claim(core: Core, officer: Officer | None, code: str) -> None:
     await lifecycle.assign(core, code, officer.slug)
 
 
-async def reply(core: Core, officer: Officer | None, code: str, text: str) -> None:
-    """Answer the citizen, on the citizen's own channel."""
+async def reply(core: Core, officer: Officer | None, code: str, text: str, source_id: str | None = None) -> None:
+    """Answer the citizen, on the citizen's own channel (once per source_id)."""
     await authorise(core, officer, code)
-    await lifecycle.answer(core, code, officer.slug, text)
+    await lifecycle.answer(core, code, officer.slug, text, source_id=source_id)
 
 
-async def note(core: Core, officer: Officer | None, code: str, text: str) -> None:
-    """Add an internal note."""
+async def note(core: Core, officer: Officer | None, code: str, text: str, source_id: str | None = None) -> None:
+    """Add an internal note (once per source_id)."""
     await authorise(core, officer, code)
-    await lifecycle.note(core, code, officer.slug, text)
+    await lifecycle.note(core, code, officer.slug, text, source_id=source_id)
 
 
-async def resolve(core: Core, officer: Officer | None, code: str, text: str | None = None) -> None:
+async def resolve(core: Core, officer: Officer | None, code: str, text: str | None = None,
+                  source_id: str | None = None) -> None:
     """Resolve the complaint, with a last answer if given."""
     await authorise(core, officer, code)
-    await lifecycle.resolve(core, code, officer.slug, text)
+    await lifecycle.resolve(core, code, officer.slug, text, source_id=source_id)
+
+
+async def code_for_message(core: Core, channel: str, external_id: str) -> str | None:
+    """The tracking code of the complaint one of our sent messages was about, if any."""
+    async with core.sessions() as session:
+        return await session.scalar(
+            select(Complaint.tracking_code).join(OutboxMessage, OutboxMessage.complaint_id == Complaint.id)
+            .where(OutboxMessage.channel == channel, OutboxMessage.external_id == external_id).limit(1))
 
 
 async def reassign(core: Core, officer: Officer | None, code: str, unit_slug: str) -> None:

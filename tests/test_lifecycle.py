@@ -112,3 +112,28 @@ async def test_a_resolved_complaint_cannot_be_resolved_twice(staffed):
     await lifecycle.resolve(staffed, code, "an")
     with pytest.raises(lifecycle.LifecycleError, match="already resolved"):
         await lifecycle.resolve(staffed, code, "an")
+
+
+async def test_an_answer_delivered_twice_is_recorded_and_sent_once(staffed):
+    core = staffed
+    code = await file(core)
+    first = await lifecycle.answer(core, code, "an", "Đã cử người kiểm tra.", source_id="telegram:1002:77")
+    again = await lifecycle.answer(core, code, "an", "Đã cử người kiểm tra.", source_id="telegram:1002:77")
+    assert first is not None and again is None
+    assert [kind for kind, _ in await sent_to_citizen(core)] == ["ack", "answer"]
+    await lifecycle.note(core, code, "an", "Ghi chú", source_id="telegram:1002:78")
+    assert await lifecycle.note(core, code, "an", "Ghi chú", source_id="telegram:1002:78") is None
+
+
+async def test_the_complaint_a_sent_message_was_about(staffed):
+    from sqlalchemy import update
+
+    from bot import staff
+
+    core = staffed
+    code = await file(core)
+    async with core.sessions() as session, session.begin():
+        await session.execute(update(OutboxMessage).where(OutboxMessage.channel == "telegram")
+                              .values(status="sent", external_id="1002:55"))
+    assert await staff.code_for_message(core, "telegram", "1002:55") == code
+    assert await staff.code_for_message(core, "telegram", "1002:56") is None

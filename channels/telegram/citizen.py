@@ -1,0 +1,374 @@
+"""The citizens' side of the Telegram channel: greeting, composing a complaint with a summary
+to confirm, follow-ups, status look-ups, language, and rating buttons.
+
+A citizen's messages gather in a draft (text, photos, a location, a shared phone) that is
+kept in the store through ``bot.citizens``, so whichever process gets the next update
+continues it. The draft is filed when the citizen presses Send; its identity for dedupe is
+its first message (``chat:message``), so a second press, or Telegram delivering the press
+again, finds the complaint already filed. A message that names one of the citizen's
+complaints (a reply to our message about it, or its tracking code) is a follow-up and
+goes to intake at once.
+"""
+
+from __future__ import annotations
+
+import phonenumbers
+from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, User
+from telegram.error import TelegramError
+
+from bot import citizens, intake, status, tracking
+from bot.core import Core
+from channels.base import Attachment, Inbound, Location
+from channels.telegram.common import (
+    CHANNEL,
+    MESSAGE_LIMIT,
+    answer_button,
+    clean,
+    edit,
+    log,
+    message_key,
+    say,
+    shorten,
+    text,
+)
+
+ACTIONS = ("draft", "lang", "rate")
+TEXT_LIMIT = 4000  # the web form's limit: a complaint reads the same whatever channel it came by
+FILES_PER_COMPLAINT = 10
+# Files up to this size are copied into the store; bigger ones are kept as a Telegram file id.
+DOWNLOAD_LIMIT = 5 * 1024 * 1024
+SUMMARY_TEXT_LIMIT = 1500
+SEEN_LIMIT = 50
+# Kinds of message a complaint cannot be made of; they get a polite "please write".
+_UNSUPPORTED = ("sticker", "voice", "video", "video_note", "animation", "audio", "dice", "poll", "game", "story",
+                "paid_media", "invoice", "checklist")
+
+
+def rating_markup(code: str) -> InlineKeyboardMarkup:
+    """1 to 5 under a satisfaction survey."""
+    return InlineKeyboardMarkup([[InlineKeyboardButton(str(n), callback_data=f"rate:{code}:{n}")
+                                  for n in range(1, 6)]])
+
+
+def _summary_markup(core: Core, language: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([[
+        InlineKeyboardButton(text(core, language, "button_send"), callback_data="draft:send"),
+        InlineKeyboardButton(text(core, language, "button_edit"), callback_data="draft:edit"),
+        InlineKeyboardButton(text(core, language, "button_cancel"), callback_data="draft:cancel"),
+    ]])
+
+
+def _file_of(message: Message) -> dict | None:
+    """The photo or document of a message, as the draft keeps it."""
+    if message.photo:
+        # Sizes come smallest first; take the largest we would still copy.
+        sizes = [p for p in message.photo if (p.file_size or 0) <= DOWNLOAD_LIMIT] or list(message.photo[:1])
+        photo = sizes[-1]
+        return {"id": message.message_id, "file_id": photo.file_id, "name": f"photo-{photo.file_unique_id}.jpg",
+                "type": "image/jpeg", "size": photo.file_size or 0}
+    if message.document:
+        document = message.document
+        return {"id": message.message_id, "file_id": document.file_id,
+                "name": clean(document.file_name)[:200] or f"file-{document.file_unique_id}",
+                "type": document.mime_type or "application/octet-stream", "size": document.file_size or 0}
+    return None
+
+
+class CitizenDesk:
+    """The conversation with citizens in private chats."""
+
+    def __init__(self, core: Core):
+        self.core = core
+
+    def _t(self, language: str, key: str, **params: object) -> str:
+        return text(self.core, language, key, **params)
+
+    async def language(self, chat_id: int, user: User | None) -> str:
+        """The citizen's chosen language, else their Telegram app's, else the default."""
+        chosen = await citizens.language_of(self.core, CHANNEL, str(chat_id))
+        return chosen or self.core.texts.language(user.language_code if user else None)
+
+    async def start(self, message: Message, user: User) -> None:
+        """/start and /help: the greeting and how to send a complaint."""
+        language = await self.language(message.chat_id, user)
+        service = self.core.config.service
+        await say(message, self._t(language, "start", service=service.name_en if language == "en" else service.name))
+
+    async def status(self, message: Message, user: User, rest: str) -> None:
+        """/status: the citizen's complaints; /status CODE: one complaint."""
+        language = await self.language(message.chat_id, user)
+        if rest:
+            try:
+                code = status.parse_code(self.core, rest)
+            except tracking.TrackingCodeError as error:
+                await say(message, self._t(language, "status_bad_code", reason=str(error)))
+                return
+            found = await status.public_status(self.core, code)
+            if found is None:
+                await say(message, self._t(language, "status_not_found", code=code))
+            else:
+                await say(message, status.status_text(self.core, found, language, CHANNEL))
+            return
+        mine = await citizens.complaints_of(self.core, CHANNEL, str(message.chat_id))
+        if not mine:
+            await say(message, self._t(language, "status_none"))
+            return
+        lines = [self._t(language, "status_title")]
+        lines += [status.status_text(self.core, found, language, CHANNEL) for found in mine]
+        await say(message, "\n".join(lines))
+
+    async def lang(self, message: Message, user: User, rest: str) -> None:
+        """/lang vi|en switches; /lang alone offers both."""
+        wanted = rest.strip().lower()
+        if wanted in self.core.texts.texts:
+            chosen = await citizens.set_language(self.core, CHANNEL, str(message.chat_id), wanted)
+            await say(message, self._t(chosen, "lang_set"))
+            return
+        language = await self.language(message.chat_id, user)
+        await say(message, self._t(language, "lang_prompt"), markup=InlineKeyboardMarkup([[
+            InlineKeyboardButton("Tiếng Việt", callback_data="lang:vi"),
+            InlineKeyboardButton("English", callback_data="lang:en")]]))
+
+    async def _own_codes(self, message: Message, body: str) -> list[str]:
+        """Codes of this citizen's complaints the message is about: the one it replies to, or named."""
+        prefix = self.core.config.service.tracking_prefix
+        codes = []
+        replied = message.reply_to_message
+        if replied is not None and replied.from_user is not None and replied.from_user.id == message.get_bot().id:
+            codes += tracking.find_codes(replied.text or replied.caption or "", prefix)
+        codes += tracking.find_codes(body, prefix)
+        address = str(message.chat_id)
+        return [code for code in dict.fromkeys(codes) if await citizens.owns(self.core, CHANNEL, address, code)]
+
+    async def on_message(self, message: Message, user: User) -> None:
+        """Anything a citizen writes: a follow-up, or a part of the complaint being composed."""
+        language = await self.language(message.chat_id, user)
+        full = clean(message.text or message.caption)
+        body = shorten(full, TEXT_LIMIT)
+        notices = [self._t(language, "draft_truncated", max=TEXT_LIMIT)] if len(full) > TEXT_LIMIT else []
+        file = _file_of(message)
+        location = message.location or (message.venue.location if message.venue else None)
+        if message.venue:
+            body = "\n".join(filter(None, [body, clean(f"{message.venue.title}, {message.venue.address}")]))
+        phone, own_phone = self._phone(message, user)
+        if not (body or file or location or phone):
+            if any(getattr(message, kind, None) for kind in _UNSUPPORTED):
+                await say(message, self._t(language, "unsupported"))
+            return  # a service message (a pin, a title change): nothing to answer
+        contact = ""
+        if phone:
+            name = clean(" ".join(filter(None, [message.contact.first_name, message.contact.last_name])))
+            contact = self._t(language, "contact_shared", name=name, phone=phone)
+        codes = await self._own_codes(message, body)
+        if codes:
+            await self._follow_up(message, user, language, codes[0], "\n".join(filter(None, [body, contact])),
+                                  file, location)
+            return
+        await self._compose(message, language, body, file, location, contact, phone if own_phone else None, notices)
+
+    def _phone(self, message: Message, user: User) -> tuple[str | None, bool]:
+        """A shared contact's number in E.164, and whether it is the sender's own (Telegram checked it)."""
+        contact = message.contact
+        if contact is None or not contact.phone_number:
+            return None, False
+        raw = contact.phone_number.strip()
+        if not raw.startswith(("+", "0")):
+            raw = "+" + raw  # Telegram sends its users' numbers in international form without the "+"
+        try:
+            number = phonenumbers.parse(raw, self.core.config.service.phone_region)
+        except phonenumbers.NumberParseException:
+            return None, False
+        if not phonenumbers.is_possible_number(number):
+            return None, False
+        e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        return e164, contact.user_id is not None and contact.user_id == user.id
+
+    async def _follow_up(self, message: Message, user: User, language: str, code: str, body: str,
+                         file: dict | None, location) -> None:
+        replied = message.reply_to_message
+        inbound = Inbound(
+            channel=CHANNEL, external_id=message_key(message.chat_id, message.message_id),
+            sender=str(message.chat_id), sender_name=user.full_name, text=body, received_at=self.core.clock.now(),
+            language=language, tracking_codes=(code,),
+            in_reply_to=(message_key(message.chat_id, replied.message_id),) if replied else (),
+            attachments=tuple([await self._download(message, file)] if file else []),
+            location=Location(location.latitude, location.longitude) if location else None,
+        )
+        try:
+            await intake.receive(self.core, inbound)  # the outbox tells the citizen it was added
+        except intake.IntakeError:
+            await say(message, self._t(language, "unsupported"))
+
+    async def _compose(self, message: Message, language: str, body: str, file: dict | None, location,
+                       contact: str, phone: str | None, notices: list[str]) -> None:
+        address = str(message.chat_id)
+        draft = await citizens.load_draft(self.core, CHANNEL, address) or {
+            "first": message_key(message.chat_id, message.message_id), "language": language, "parts": [],
+            "files": [], "location": None, "contact": "", "phone": None, "editing": False, "seen": []}
+        # Telegram delivers an update again when it got no answer; its part is already here.
+        if message.message_id not in draft["seen"]:
+            draft["seen"] = (draft["seen"] + [message.message_id])[-SEEN_LIMIT:]
+            if body:
+                if draft["editing"]:
+                    draft["parts"], draft["editing"] = [], False
+                draft["parts"].append({"id": message.message_id, "text": body})
+            if file:
+                if len(draft["files"]) < FILES_PER_COMPLAINT:
+                    draft["files"].append(file)
+                else:
+                    notices.append(self._t(language, "draft_too_many_files", max=FILES_PER_COMPLAINT))
+            if location:
+                draft["location"] = [location.latitude, location.longitude]
+            if contact:
+                # Said in the complaint for the officer; a number that is the citizen's own
+                # (Telegram checked it) also becomes a way to reach them.
+                draft["contact"], draft["phone"] = contact, phone
+            draft["language"] = language
+            await citizens.save_draft(self.core, CHANNEL, address, draft)
+        summary = self._summary(draft, language, notices)
+        album = message.media_group_id
+        if album and draft.get("album") == album and draft.get("summary"):
+            # The photos of one album arrive as separate messages: one summary, kept up to date.
+            await edit(message, summary, _summary_markup(self.core, language), message_id=draft["summary"])
+            return
+        sent = await say(message, summary, markup=_summary_markup(self.core, language))
+        if album and sent is not None:
+            draft["album"], draft["summary"] = album, sent.message_id
+            await citizens.save_draft(self.core, CHANNEL, address, draft)
+
+    def _draft_text(self, draft: dict) -> str:
+        """The complaint's text as filed: the parts, then the shared contact."""
+        if not draft["parts"]:
+            return ""
+        body = shorten("\n".join(part["text"] for part in draft["parts"]), TEXT_LIMIT)
+        return "\n".join(filter(None, [body, draft.get("contact")]))
+
+    def _summary(self, draft: dict, language: str, notices: list[str]) -> str:
+        full = "\n".join(part["text"] for part in draft["parts"])
+        lines = [self._t(language, "draft_title")]
+        if full:
+            lines.append(shorten(full, SUMMARY_TEXT_LIMIT))
+        truncated = self._t(language, "draft_truncated", max=TEXT_LIMIT)
+        if len(full) > TEXT_LIMIT and truncated not in notices:
+            notices.append(truncated)
+        if draft["files"]:
+            lines.append(self._t(language, "draft_files", count=len(draft["files"])))
+        if draft["location"]:
+            lines.append(self._t(language, "draft_location", latitude=f"{draft['location'][0]:.5f}",
+                                 longitude=f"{draft['location'][1]:.5f}"))
+        if draft.get("contact"):
+            lines.append(draft["contact"])
+        lines += notices
+        lines.append(self._t(language, "draft_hint" if full else "draft_needs_text"))
+        return shorten("\n".join(lines), MESSAGE_LIMIT)
+
+    async def on_edited(self, message: Message, user: User) -> None:
+        """An edited message: it changes the draft it is part of, never a filed complaint."""
+        language = await self.language(message.chat_id, user)
+        address = str(message.chat_id)
+        draft = await citizens.load_draft(self.core, CHANNEL, address)
+        body = shorten(clean(message.text or message.caption), TEXT_LIMIT)
+        part = next((p for p in (draft or {}).get("parts", []) if p["id"] == message.message_id), None)
+        if part is None or not body:
+            await say(message, self._t(language, "edited_ignored"))
+            return
+        part["text"] = body
+        await citizens.save_draft(self.core, CHANNEL, address, draft)
+        await say(message, self._summary(draft, language, []), markup=_summary_markup(self.core, language))
+
+    async def _download(self, message: Message, file: dict) -> Attachment:
+        """The file's bytes (when small enough), and its Telegram file id either way."""
+        reference = f"telegram:{file['file_id']}"
+        data = b""
+        if file.get("size", 0) <= DOWNLOAD_LIMIT:
+            try:
+                telegram_file = await message.get_bot().get_file(file["file_id"])
+                data = bytes(await telegram_file.download_as_bytearray())
+            except TelegramError as error:
+                # The complaint still goes in; the file id lets an officer fetch the file later.
+                log.warning("telegram file not downloaded", extra={"fields": {"error": type(error).__name__}})
+        return Attachment(file["name"], file["type"], data[:DOWNLOAD_LIMIT] if data else b"", reference)
+
+    async def on_button(self, query: CallbackQuery, user: User, action: str, rest: str) -> None:
+        """Send, Edit, Cancel under a summary; a language; a rating."""
+        message = query.message if isinstance(query.message, Message) else None
+        # A citizen's buttons live in their private chat, whose id is theirs; a press from
+        # anyone else is forged.
+        if message is None or message.chat.type != "private" or message.chat.id != user.id:
+            await answer_button(query, None)
+            return
+        language = await self.language(message.chat_id, user)
+        if action == "draft" and rest in ("send", "edit", "cancel"):
+            await getattr(self, f"_draft_{rest}")(query, message, user, language)
+        elif action == "lang" and rest in self.core.texts.texts:
+            chosen = await citizens.set_language(self.core, CHANNEL, str(message.chat_id), rest)
+            await answer_button(query, None)
+            await edit(message, self._t(chosen, "lang_set"))
+        elif action == "rate":
+            await self._rate(query, message, user, language, rest)
+        else:
+            await answer_button(query, self._t(language, "button_expired"))
+
+    async def _draft_send(self, query: CallbackQuery, message: Message, user: User, language: str) -> None:
+        address = str(message.chat_id)
+        draft = await citizens.load_draft(self.core, CHANNEL, address)
+        if draft is None:
+            await answer_button(query, self._t(language, "draft_none"), alert=True)
+            return
+        body = self._draft_text(draft)
+        if not body:
+            await answer_button(query, self._t(language, "draft_needs_text"), alert=True)
+            return
+        attachments = tuple([await self._download(message, file) for file in draft["files"]])
+        inbound = Inbound(
+            channel=CHANNEL, external_id=draft["first"], sender=address, sender_name=user.full_name, text=body,
+            received_at=self.core.clock.now(), language=draft.get("language") or language, attachments=attachments,
+            location=Location(*draft["location"]) if draft["location"] else None,
+            # A number Telegram confirmed as the citizen's own also reaches them by SMS.
+            reply_to=(("sms", draft["phone"]),) if draft["phone"] else (),
+        )
+        result = await intake.receive(self.core, inbound)
+        await citizens.delete_draft(self.core, CHANNEL, address)
+        # The acknowledgement (code, unit, deadline) follows through the outbox.
+        await answer_button(query, None)
+        await edit(message, self._t(language, "draft_sent", code=result.tracking_code))
+
+    async def _draft_edit(self, query: CallbackQuery, message: Message, user: User, language: str) -> None:
+        address = str(message.chat_id)
+        draft = await citizens.load_draft(self.core, CHANNEL, address)
+        if draft is None:
+            await answer_button(query, self._t(language, "draft_none"), alert=True)
+            return
+        draft["editing"] = True
+        await citizens.save_draft(self.core, CHANNEL, address, draft)
+        await answer_button(query, None)
+        await say(message, self._t(language, "draft_edit"))
+
+    async def _draft_cancel(self, query: CallbackQuery, message: Message, user: User, language: str) -> None:
+        await citizens.delete_draft(self.core, CHANNEL, str(message.chat_id))
+        await answer_button(query, None)
+        await edit(message, self._t(language, "draft_cancelled"))
+
+    async def _rate(self, query: CallbackQuery, message: Message, user: User, language: str, rest: str) -> None:
+        raw, _, rating = rest.rpartition(":")
+        try:
+            code = status.parse_code(self.core, raw)
+        except tracking.TrackingCodeError:
+            code = None
+        if code is None or rating not in ("1", "2", "3", "4", "5") or \
+                not await citizens.owns(self.core, CHANNEL, str(message.chat_id), code):
+            await answer_button(query, self._t(language, "button_expired"))
+            return
+        # A press is the citizen's answer to the survey, as an SMS citizen's "4" would be:
+        # one answer per survey message, however often it is pressed or delivered.
+        result = await intake.receive(self.core, Inbound(
+            channel=CHANNEL, external_id=f"{message_key(message.chat_id, message.message_id)}:rating",
+            sender=str(message.chat_id), sender_name=user.full_name, text=rating, received_at=self.core.clock.now(),
+            language=language, tracking_codes=(code,), in_reply_to=(message_key(message.chat_id, message.message_id),)))
+        if result.outcome == "duplicate":
+            await answer_button(query, self._t(language, "button_expired"))  # this survey is answered already
+            return
+        await answer_button(query, self._t(language, "rating_thanks", rating=rating))
+        await edit(message, "\n".join([shorten(message.text or "", MESSAGE_LIMIT - 100),
+                                        self._t(language, "rating_thanks", rating=rating)]))
+
