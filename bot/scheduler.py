@@ -1,4 +1,5 @@
-"""APScheduler in the service's own loop: the deadline sweep every ``sweep_seconds``.
+"""APScheduler in the service's own loop: the deadline sweep every ``sweep_seconds``, and
+the unit heads' digests on their crontab schedules (``[digests]``).
 
 Jobs are in memory and read the database, the only source of truth: there is no job
 per complaint and nothing is pickled, so any process can die or start at any time. The
@@ -13,6 +14,7 @@ import logging
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from bot import crontab, digests
 from bot.clock import SystemClock
 from bot.core import Core
 from bot.sweep import sweep
@@ -47,7 +49,24 @@ class Scheduler:
             # (an injected test clock in the past would make it count every missed run).
             next_run_time=SystemClock().now(),
         )
+        # Digests on their crontab schedules, and once at start for one whose time passed
+        # while the service was down; digest_runs makes each go out once whoever runs it.
+        for kind, expression in digests.schedules(self.core.config):
+            self.scheduler.add_job(self._digests, crontab.cron_trigger(expression, self.core.config.tz),
+                                   args=[kind], id=f"digest-{kind}", max_instances=1, coalesce=True,
+                                   misfire_grace_time=3600)
+        self.scheduler.add_job(self._digests, args=[None], id="digest-catch-up", next_run_time=SystemClock().now())
         self.scheduler.start()
+
+    async def _digests(self, kind: str | None) -> None:
+        task = asyncio.current_task()
+        self._running.add(task)
+        try:
+            await (digests.catch_up(self.core) if kind is None else digests.send_all(self.core, kind))
+        except Exception:  # the next scheduled time tries again; digest_runs says what went out
+            log.exception("digests failed")
+        finally:
+            self._running.discard(task)
 
     async def stop(self) -> None:
         """Stop scheduling and let a sweep in progress finish its transaction."""
