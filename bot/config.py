@@ -35,7 +35,7 @@ TWILIO_API_URL = "https://api.twilio.com"  # what an empty ``api_url`` means for
 CHANNELS = ("web", "sms", "email", "telegram", "open311")
 # Telegram delivers webhooks only over HTTPS and only to these ports (Bot API, setWebhook).
 TELEGRAM_WEBHOOK_PORTS = (443, 80, 88, 8443)
-_OWN_ROUTES = {"track", "webhooks", "open311", "api", "healthz", "metrics", "openapi.json"}
+_OWN_ROUTES = {"track", "webhooks", "open311", "api", "healthz", "metrics", "openapi.json", "scorecard", "static"}
 
 
 class _Problems(ValueError):

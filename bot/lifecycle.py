@@ -55,6 +55,8 @@ def reopen(core: Core, session: AsyncSession, now: datetime, complaint: Complain
     previous = complaint.status
     first_hours, resolution_hours = core.deadline_hours(core.unit_slug(complaint.unit_id), complaint.category)
     complaint.status, complaint.resolved_at, complaint.first_response_at = "reopened", None, None
+    # A fresh round: its deadlines, reminders and apology are new (the events keep the old).
+    complaint.apologised_for_due = complaint.reminded_for_due = None
     complaint.first_response_due = core.calendar.add_working_hours(now, first_hours)
     complaint.resolution_due = core.calendar.add_working_hours(now, resolution_hours)
     complaint.updated_at = now

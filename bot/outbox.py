@@ -12,6 +12,7 @@ when its process died: whether it left is unknown, so it is marked failed, not r
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import random
 import uuid
@@ -22,7 +23,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core import Core
-from channels.base import Outgoing, PermanentDeliveryError, Sender, TransientDeliveryError
+from channels.base import Attachment, Outgoing, PermanentDeliveryError, Sender, TransientDeliveryError
 from storage.db import insert_ignoring_conflicts
 from storage.models import OutboxMessage
 
@@ -72,10 +73,17 @@ def backoff(attempts: int, base: float, cap: float, retry_after: float | None = 
 
 def _outgoing(row: OutboxMessage) -> Outgoing:
     payload = row.payload
+    metadata = payload.get("metadata") or {}
+    # A file that goes with a message (a digest's chart) travels base64 in the JSON payload.
+    attachments = ()
+    if isinstance(metadata.get("attachment"), dict):
+        item = metadata["attachment"]
+        attachments = (Attachment(filename=item["filename"], content_type=item["content_type"],
+                                  data=base64.b64decode(item["base64"]), reference=item.get("content_id")),)
     return Outgoing(
         channel=row.channel, recipient=row.recipient, text=payload["text"], key=row.key,
         subject=payload.get("subject"), in_reply_to=tuple(payload.get("in_reply_to") or ()),
-        language=payload.get("language") or "vi", metadata=payload.get("metadata") or {},
+        attachments=attachments, language=payload.get("language") or "vi", metadata=metadata,
     )
 
 

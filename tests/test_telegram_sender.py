@@ -15,6 +15,7 @@ from storage.models import OutboxMessage
 from tests.conftest import start_service
 from tests.telegram_fake import (  # noqa: F401
     CITIZEN,
+    HEAD,
     OFFICER,
     STAFF,
     TOKEN,
@@ -173,3 +174,19 @@ async def test_telegram_disabled_in_config_makes_no_call(make_config, fake_api, 
     running, runner = await start_service(make_config(overrides, bot_env), clock=clock)
     await runner.cleanup()
     assert fake_api.calls == [] and running.url
+
+
+async def test_a_digest_reaches_the_head_with_its_chart_as_a_photo(bot):
+    from bot import digests
+
+    core = bot.core
+    period = digests.period_for("daily", core.clock.now(), core.config.tz)
+    mark = bot.api.mark()
+    outcome = await digests.send(core, "tiep-nhan", period)
+    assert outcome.result == "queued"
+    core.outbox_ready.set()
+    text = await bot.api.wait_for("sendMessage", HEAD, mark)
+    photo = await bot.api.wait_for("sendPhoto", HEAD, mark)
+    assert "báo cáo tổng hợp" in text.text.lower()
+    [png] = photo.files.values()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")

@@ -102,6 +102,9 @@ class TelegramSender:
                 body, markup, photos = await staff.notification(self.core, chat_id, message)
             elif code and metadata.get("kind") == "survey":
                 markup = citizen.rating_markup(code)
+            # A file that goes with the message (a digest's chart) follows it as a photo.
+            photos = list(photos) + [staff.Photo(item.data, item.filename, metadata.get("attachment", {}).get("caption", "")[:1024])
+                       for item in message.attachments if item.content_type.startswith("image/") and item.data]
             first = await self._send_text(chat_id, body, markup, code)
             for photo in photos:
                 await self._send_extra(chat_id, first, photo)
