@@ -274,14 +274,17 @@ async def _thread_target(core: Core, session: AsyncSession, now: datetime, inbou
                          contact_ids: list[int]) -> Complaint | None:
     """The complaint this message continues: one it replies to, or one of the sender's it names."""
     if inbound.in_reply_to:
-        replied = await session.scalar(
-            select(Complaint).join(OutboxMessage, OutboxMessage.complaint_id == Complaint.id)
-            .where(OutboxMessage.channel == inbound.channel, OutboxMessage.external_id.in_(inbound.in_reply_to))
-            .limit(1)
-        ) or await session.scalar(
-            select(Complaint).join(Message, Message.complaint_id == Complaint.id)
-            .where(Message.channel == inbound.channel, Message.external_id.in_(inbound.in_reply_to)).limit(1)
-        )
+        # Only a reply from the person we wrote to (or who wrote the message replied to)
+        # joins: someone copied on the thread, or a staff member, is not the citizen. A
+        # bounce comes from a mailer-daemon; it is only recorded, so it may join.
+        ours = select(Complaint).join(OutboxMessage, OutboxMessage.complaint_id == Complaint.id).where(
+            OutboxMessage.channel == inbound.channel, OutboxMessage.external_id.in_(inbound.in_reply_to))
+        theirs = select(Complaint).join(Message, Message.complaint_id == Complaint.id).where(
+            Message.channel == inbound.channel, Message.external_id.in_(inbound.in_reply_to))
+        if not inbound.automated:
+            ours = ours.where(OutboxMessage.recipient == inbound.sender)
+            theirs = theirs.where(Message.sender == inbound.sender)
+        replied = await session.scalar(ours.limit(1)) or await session.scalar(theirs.limit(1))
         if replied is not None:
             return replied
     prefix = core.config.service.tracking_prefix

@@ -248,3 +248,14 @@ async def test_answers_go_back_through_the_gateway_the_citizen_used(core):
     await intake.receive(core, sms(core, text="Bổ sung: cả ngõ 7.", external_id="SM2", via="twilio"))
     later = (await rows(core, OutboxMessage))[-1]
     assert later.payload["metadata"]["gateway"] == "twilio"
+
+
+async def test_a_reply_from_someone_else_on_the_thread_does_not_join(core):
+    mail = dict(channel="email", received_at=core.clock.now())
+    first = await intake.receive(core, Inbound(external_id="<a@x>", sender="dan@example.vn", text=TEXT, **mail))
+    async with core.sessions() as session, session.begin():
+        await session.execute(update(OutboxMessage).values(status="sent", external_id="<ack@feedback>"))
+    copied = await intake.receive(core, Inbound(external_id="<c@y>", sender="hangxom@example.vn",
+                                                text="Nhà tôi cũng mất điện.", in_reply_to=("<ack@feedback>",),
+                                                **mail))
+    assert copied.outcome == "created" and copied.tracking_code != first.tracking_code

@@ -1,0 +1,173 @@
+"""Sending mail through the city's relay: answers, acknowledgements, apologies and
+surveys to citizens, notifications to staff.
+
+Each message gets a Message-ID at the ``from_address``'s domain, made from the outbox
+key and content, so a retry after an unclear failure (the relay took the mail but the
+connection dropped before its 250) carries the same id and receivers can tell it is one
+message. That id is what ``send`` returns: the outbox stores it, and a citizen's reply
+naming it in In-Reply-To or References threads onto the complaint. Replies to a
+citizen carry In-Reply-To (their last message) and References (all of theirs) so mail
+clients show one thread. Messages written by no person carry ``Auto-Submitted``
+(RFC 3834), so well-behaved auto-responders do not answer them.
+
+One session with the relay carries message after message, as mail servers do. The
+relay's answer decides what the outbox does: 4xx, a refused or dropped connection,
+a timeout: try again later; 5xx: give up and record why. A refused login is retried
+too, since it is the operator's to fix and the mail must not be lost meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.policy
+import hashlib
+import re
+import ssl
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+import aiosmtplib
+
+from bot.clock import Clock
+from bot.config import Config, secret
+from channels.base import Outgoing, PermanentDeliveryError, TransientDeliveryError
+from channels.email.text import one_line
+
+# Written by an officer: a human answer, to be replied to like any mail.
+HUMAN_KEYS = ("answer",)
+# Sent in direct answer to the citizen's own mail (RFC 3834's "auto-replied").
+REPLY_KEYS = ("ack", "followup", "reopened")
+# Headers folded only past RFC 5322's 998 (a folded In-Reply-To confuses some readers);
+# bodies kept 7-bit (quoted-printable or base64), which every relay carries.
+POLICY = email.policy.SMTP.clone(max_line_length=998, cte_type="7bit")
+_PRINTABLE_ID = re.compile(r"<[!-;=?-~]{1,250}>")  # printable ASCII, no spaces or angle brackets inside
+
+
+def _delivery_error(code: int, message: str) -> Exception:
+    reason = f"relay answered {code}: {one_line(message, 300)}"
+    return PermanentDeliveryError(reason) if 500 <= code < 600 else TransientDeliveryError(reason)
+
+
+class RelaySender:
+    """Sends the outbox's email messages through the configured relay."""
+
+    channel = "email"
+
+    def __init__(self, config: Config, clock: Clock):
+        email_config = config.email
+        self.config = email_config
+        self.clock = clock
+        self.domain = email_config.from_address.rpartition("@")[2].lower()
+        self.sender = Address(display_name=config.service.name, addr_spec=email_config.from_address)
+        self.timeout = config.outbox.send_timeout_seconds
+        self.tls_context = (ssl.create_default_context(cafile=email_config.relay_ca_file or None)
+                            if email_config.relay_starttls else None)
+        self._client: aiosmtplib.SMTP | None = None
+        self._lock = asyncio.Lock()
+
+    def message_id(self, message: Outgoing) -> str:
+        """The Message-ID for an outgoing message: the same for the same key and content."""
+        digest = hashlib.sha256("\x00".join((message.key, message.recipient, message.subject or "",
+                                             message.text)).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        prefix = "staff." if message.metadata.get("audience") == "staff" else ""
+        return f"<{prefix}{digest}@{self.domain}>"
+
+    def build(self, message: Outgoing) -> EmailMessage:
+        """The MIME message for an outgoing message; PermanentDeliveryError if it cannot be one."""
+        mail = EmailMessage(policy=POLICY)
+        try:
+            mail["From"] = self.sender
+            mail["To"] = message.recipient
+            mail["Subject"] = one_line(message.subject or "", 300)
+        except (ValueError, TypeError, IndexError) as error:
+            raise PermanentDeliveryError(f"cannot address a mail to this recipient: {error}") from None
+        mail["Date"] = format_datetime(self.clock.now())
+        mail["Message-ID"] = self.message_id(message)
+        code = str(message.metadata.get("code") or "")
+        if message.metadata.get("audience") == "staff":
+            # One thread per complaint in officers' mail clients, rooted in an id no mail has.
+            thread = [f"<staff.{code}@{self.domain}>"] if re.fullmatch(r"[A-Z0-9-]{1,30}", code) else []
+        else:
+            thread = [i for i in message.in_reply_to if _PRINTABLE_ID.fullmatch(i)]
+        if thread:
+            mail["In-Reply-To"] = thread[-1]
+            mail["References"] = " ".join(thread)
+        kind = message.key.split(":", 1)[0]
+        if kind not in HUMAN_KEYS:
+            mail["Auto-Submitted"] = "auto-replied" if kind in REPLY_KEYS else "auto-generated"
+            mail["X-Auto-Response-Suppress"] = "All"  # Exchange and Outlook: no out-of-office answers to it
+        mail["X-Loop"] = self.config.from_address
+        mail.set_content(message.text)
+        mail["Content-Language"] = message.language  # after set_content, which clears Content-* headers
+        for attachment in message.attachments:  # a digest's chart, say; references stay where they are
+            if attachment.data:
+                maintype, _, subtype = attachment.content_type.partition("/")
+                mail.add_attachment(attachment.data, maintype=maintype or "application",
+                                    subtype=subtype or "octet-stream", filename=attachment.filename)
+        return mail
+
+    async def _session(self) -> aiosmtplib.SMTP:
+        """The open session with the relay, or a new one (STARTTLS and login as configured)."""
+        if self._client is not None and self._client.is_connected:
+            return self._client
+        client = aiosmtplib.SMTP(
+            hostname=self.config.relay_host, port=self.config.relay_port, local_hostname=self.domain,
+            start_tls=self.config.relay_starttls, tls_context=self.tls_context, timeout=self.timeout,
+            username=secret(self.config.relay_username_env), password=secret(self.config.relay_password_env))
+        await client.connect()
+        self._client = client
+        return client
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def send(self, message: Outgoing) -> str:
+        """Send one message through the relay; return its Message-ID."""
+        mail = self.build(message)
+        async with self._lock:
+            # One session carries message after message (no connect, EHLO and login each time);
+            # a relay that closed it while idle gets one more try on a new session.
+            for attempt in (1, 2):
+                reused = self._client is not None and self._client.is_connected
+                try:
+                    await (await self._session()).send_message(mail, sender=self.config.from_address,
+                                                               recipients=[message.recipient])
+                    return mail["Message-ID"]
+                except aiosmtplib.SMTPServerDisconnected as error:
+                    self._drop()
+                    if not (reused and attempt == 1):
+                        raise TransientDeliveryError(f"relay unreachable: {type(error).__name__}: "
+                                                     f"{one_line(str(error), 300)}") from None
+                except aiosmtplib.SMTPRecipientsRefused as error:
+                    self._drop()  # a session left mid-transaction is not worth repairing
+                    refused = error.recipients[0]
+                    raise _delivery_error(refused.code, refused.message) from None
+                except aiosmtplib.SMTPAuthenticationError as error:
+                    self._drop()
+                    raise TransientDeliveryError(f"relay refused our login ({error.code}); check "
+                                                 f"{self.config.relay_username_env} and "
+                                                 f"{self.config.relay_password_env}") from None
+                except aiosmtplib.SMTPResponseException as error:
+                    self._drop()
+                    raise _delivery_error(error.code, error.message) from None
+                except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError, ssl.SSLError) as error:
+                    self._drop()
+                    raise TransientDeliveryError(f"relay unreachable: {type(error).__name__}: "
+                                                 f"{one_line(str(error), 300)}") from None
+                except BaseException:  # cancelled by the outbox's timeout: the session's state is unknown
+                    self._drop()
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def close(self) -> None:
+        """Say goodbye to the relay, if a session is open."""
+        async with self._lock:
+            if self._client is not None and self._client.is_connected:
+                try:
+                    await self._client.quit()
+                except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+                    pass
+            self._drop()

@@ -1,0 +1,228 @@
+"""Sending through the relay: retries while the relay is down or answers 4xx, giving up
+on 5xx, STARTTLS and login, threading headers, and mail to staff. The relay is a sink
+aiosmtpd server that speaks SMTP; everything else is the real service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import socket
+import ssl
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bot import lifecycle
+from channels.base import Attachment, Outgoing, PermanentDeliveryError
+from channels.email.relay import RelaySender
+from storage.models import OutboxMessage
+from tests.test_email_support import DOMAIN, OURS, SinkRelay, eventually, new_mail, rows, start_mail_service
+
+COMPLAINT = "Nắp cống trước số nhà 88 đường Láng bị vỡ, xe máy đi qua rất dễ sụp bánh."
+CITIZEN = "an.nguyen@gmail.com"
+OFFICER = {"slug": "binh", "name": "Phạm Bình", "unit": "tiep-nhan", "role": "agent", "email": "binh@example.gov.vn"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def complain(mail, message_id: str = "<c1@client.test>") -> str:
+    answer = await mail.send(new_mail(CITIZEN, "Nắp cống vỡ", COMPLAINT, message_id), CITIZEN)
+    return answer.removeprefix("2.0.0 Taken as ")
+
+
+async def outbox_row(mail, status: str) -> OutboxMessage:
+    [row] = await eventually(lambda: rows(mail.core, OutboxMessage, OutboxMessage.status == status))
+    return row
+
+
+async def test_sends_retry_while_the_relay_is_down_then_go_through(make_config, clock):
+    port = free_port()  # nothing listens here yet: connection refused
+    relay = SinkRelay()
+    mail = await start_mail_service(make_config, clock, relay=relay, relay_port=port)
+    try:
+        await complain(mail)
+        row = await eventually(lambda: rows(mail.core, OutboxMessage, OutboxMessage.attempts >= 1,
+                                            OutboxMessage.status == "queued"))
+        assert row[0].last_error.startswith("relay unreachable")
+        await relay.start(port)
+        clock.advance(hours=1)  # past the backoff
+        sent = await outbox_row(mail, "sent")
+        [relayed] = await relay.wait_for(1)
+        assert sent.external_id == relayed.message["Message-ID"] and sent.attempts >= 2
+    finally:
+        await mail.stop()
+
+
+async def test_a_4xx_from_the_relay_is_retried(make_config, clock):
+    relay = await SinkRelay(data_answer="451 4.3.0 Queue full, try later").start()
+    mail = await start_mail_service(make_config, clock, relay=relay)
+    try:
+        await complain(mail)
+        row = await eventually(lambda: rows(mail.core, OutboxMessage, OutboxMessage.attempts >= 1,
+                                            OutboxMessage.status == "queued"))
+        assert row[0].last_error == "relay answered 451: 4.3.0 Queue full, try later"
+        relay.data_answer = "250 2.0.0 Ok: queued"
+        clock.advance(hours=1)
+        await outbox_row(mail, "sent")
+        assert len(await relay.wait_for(1)) == 1
+    finally:
+        await mail.stop()
+
+
+async def test_a_5xx_from_the_relay_is_given_up_at_once(make_config, clock):
+    relay = await SinkRelay(rcpt_answer="550 5.1.1 <an.nguyen@gmail.com>: User unknown").start()
+    mail = await start_mail_service(make_config, clock, relay=relay)
+    try:
+        await complain(mail)
+        failed = await outbox_row(mail, "failed")
+        assert failed.attempts == 1
+        assert failed.last_error == "permanent: relay answered 550: 5.1.1 <an.nguyen@gmail.com>: User unknown"
+        clock.advance(hours=2)
+        await asyncio.sleep(0.3)  # the dispatcher polls every 0.05 s
+        [still] = await rows(mail.core, OutboxMessage)
+        assert (still.status, still.attempts) == ("failed", 1)
+    finally:
+        await mail.stop()
+
+
+@pytest.fixture
+def relay_certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, made with the openssl command."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    cert, key = tmp_path / "relay.pem", tmp_path / "relay.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+async def test_starttls_and_login_from_environment_variables(make_config, clock, relay_certificate, monkeypatch,
+                                                             caplog):
+    cert, key = relay_certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    password = "s3cret-Relay-Passw0rd"
+    relay = await SinkRelay(tls_context=context, password=("feedback-intake", password)).start()
+    environ = {"SMTP_USER": "feedback-intake", "SMTP_PASS": password}
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    caplog.set_level(logging.DEBUG)
+    mail = await start_mail_service(make_config, clock, relay=relay, environ=environ, relay_starttls=True,
+                                    relay_ca_file=str(cert), relay_username_env="SMTP_USER",
+                                    relay_password_env="SMTP_PASS")
+    try:
+        await complain(mail)
+        [relayed] = await relay.wait_for(1)
+        assert relayed.tls and relayed.login == ("feedback-intake", password)
+        await outbox_row(mail, "sent")
+    finally:
+        await mail.stop()
+    assert password not in caplog.text
+
+
+async def test_a_wrong_relay_password_is_retried_not_dropped(make_config, clock, relay_certificate, monkeypatch):
+    cert, key = relay_certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    relay = await SinkRelay(tls_context=context, password=("feedback-intake", "right")).start()
+    environ = {"SMTP_USER": "feedback-intake", "SMTP_PASS": "wrong"}
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    mail = await start_mail_service(make_config, clock, relay=relay, environ=environ, relay_starttls=True,
+                                    relay_ca_file=str(cert), relay_username_env="SMTP_USER",
+                                    relay_password_env="SMTP_PASS")
+    try:
+        await complain(mail)
+        [row] = await eventually(lambda: rows(mail.core, OutboxMessage, OutboxMessage.attempts >= 1,
+                                              OutboxMessage.status == "queued"))
+        assert row.last_error.startswith("relay refused our login (535)") and "wrong" not in row.last_error
+    finally:
+        await mail.stop()
+
+
+async def test_an_officers_answer_threads_under_the_citizens_mail_and_is_not_marked_automatic(make_config, clock):
+    mail = await start_mail_service(make_config, clock, overrides={"staff": [OFFICER]})
+    try:
+        code = await complain(mail, "<c1@client.test>")
+        ack, staff = sorted(await mail.relay.wait_for(2), key=lambda m: m.rcpt_tos[0] != CITIZEN)
+        await lifecycle.answer(mail.core, code, "binh", "Đội duy tu đã thay nắp cống mới sáng nay.")
+        answer = (await mail.relay.wait_for(3))[2]
+        assert answer.rcpt_tos == [CITIZEN]
+        headers = answer.message
+        assert headers["In-Reply-To"] == "<c1@client.test>" and headers["References"] == "<c1@client.test>"
+        assert headers["Auto-Submitted"] is None and headers["Subject"] == f"[{code}] Nắp cống vỡ"
+        assert "Đội duy tu đã thay nắp cống mới sáng nay." in answer.text
+        assert headers["Message-ID"] != ack.message["Message-ID"]
+        assert headers["Message-ID"].endswith(f"@{DOMAIN}>") and headers["From"].addresses[0].addr_spec == OURS
+    finally:
+        await mail.stop()
+
+
+async def test_staff_notifications_go_to_the_officers_email_and_their_replies_are_refused(make_config, clock):
+    mail = await start_mail_service(make_config, clock, overrides={"staff": [OFFICER]})
+    try:
+        code = await complain(mail)
+        [staff] = [m for m in await mail.relay.wait_for(2) if m.rcpt_tos == ["binh@example.gov.vn"]]
+        headers = staff.message
+        assert headers["Message-ID"].startswith("<staff.") and headers["Auto-Submitted"] == "auto-generated"
+        assert headers["References"] == f"<staff.{code}@{DOMAIN}>"
+        assert headers["Subject"].startswith(f"[{code}] Phản ánh mới {code}")
+        assert COMPLAINT in staff.text
+        reply = new_mail("binh@example.gov.vn", f"Re: {headers['Subject']}", "Tôi nhận xử lý.", "<officer@x>",
+                         headers=[("In-Reply-To", headers["Message-ID"]), ("References", headers["References"])])
+        with pytest.raises(Exception) as refused:
+            await mail.send(reply, "binh@example.gov.vn")
+        assert getattr(refused.value, "smtp_code", None) == 550
+    finally:
+        await mail.stop()
+
+
+async def test_one_relay_session_carries_many_mails_and_a_closed_one_is_reopened(make_config, clock):
+    relay = await SinkRelay(idle_timeout=0.5).start()
+    mail = await start_mail_service(make_config, clock, relay=relay)
+    try:
+        for number in range(3):
+            await mail.send(new_mail(f"c{number}@example.vn", "Nắp cống", COMPLAINT, f"<s{number}@x>"),
+                            f"c{number}@example.vn")
+        await relay.wait_for(3)
+        assert relay.connections == 1
+        await asyncio.sleep(1.0)  # the relay closes the quiet session
+        await mail.send(new_mail("c9@example.vn", "Nắp cống", COMPLAINT, "<s9@x>"), "c9@example.vn")
+        await relay.wait_for(4)
+        await wait_until_all_sent(mail, 4)
+        assert relay.connections == 2
+        # Not a failed attempt: the closed session was found at once and a new one opened.
+        assert [row.attempts for row in await rows(mail.core, OutboxMessage)] == [1, 1, 1, 1]
+    finally:
+        await mail.stop()
+
+
+async def wait_until_all_sent(mail, count: int) -> None:
+    for _ in range(200):
+        if len(await rows(mail.core, OutboxMessage, OutboxMessage.status == "sent")) == count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not all {count} messages sent")
+
+
+def test_a_retried_message_keeps_its_message_id_and_carries_its_attachments(make_config, clock):
+    sender = RelaySender(make_config(), clock)
+    chart = Attachment("bao-cao.png", "image/png", b"\x89PNG\r\n\x1a\n" + bytes(50))
+    digest = Outgoing(channel="email", recipient="truong@example.gov.vn", text="Báo cáo tổng hợp hằng ngày.",
+                      key="digest:tiep-nhan:2026-11-02", subject="Báo cáo", attachments=(chart,),
+                      metadata={"audience": "staff"})
+    first, again = sender.build(digest), sender.build(digest)
+    assert first["Message-ID"] == again["Message-ID"] == sender.message_id(digest)
+    assert sender.message_id(replace(digest, key="digest:tiep-nhan:2026-11-03")) != first["Message-ID"]
+    [attached] = list(first.iter_attachments())
+    assert attached.get_filename() == "bao-cao.png" and attached.get_content() == chart.data
+    with pytest.raises(PermanentDeliveryError):
+        sender.build(replace(digest, recipient="a@b.vn\r\nBcc: everyone@example.vn"))
