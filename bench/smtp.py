@@ -27,14 +27,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
-import re
 import shutil
 import signal
-import socket
-import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +38,8 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
+
+from common import Server, free_port, store_query
 
 TARGET_RATIO = 0.5
 DOMAIN = "feedback.example.gov.vn"
@@ -90,55 +87,6 @@ def run_bare_server(port: int) -> None:
 
 
 # --- servers -----------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Server:
-    name: str
-    argv: list[str]
-    port: int
-    log_path: Path
-    process: subprocess.Popen | None = None
-    _log: object = None
-
-    def start(self, cwd: Path) -> None:
-        self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(self.argv, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-
-    def cpu_seconds(self) -> float | None:
-        """user + system CPU time of the process so far (Linux /proc)."""
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError, AttributeError):
-            return None
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM, wait, then SIGKILL as a last resort."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                print(f"  {self.name}: did not stop within {timeout:.0f} s of SIGTERM; killing", file=sys.stderr)
-                self.process.kill()
-                self.process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
 
 async def wait_for_smtp(server: Server, timeout: float = 60.0) -> None:
     """Until the server answers its 220 greeting."""
@@ -343,30 +291,6 @@ VERIFY_SQL = {
     "acks_sent": "SELECT count(*) FROM outbox WHERE complaint_id > {floor} AND channel = 'email' "
                  "AND key LIKE 'ack:%' AND status = 'sent'",
 }
-
-
-async def store_query(url: str, queries: dict[str, str]) -> dict[str, int] | None:
-    """Count queries on the store; None when it has no tables yet."""
-    if url.startswith("sqlite"):
-        path = Path(url.split(":///", 1)[1])
-        if not path.exists():
-            return None
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            return {name: connection.execute(sql).fetchone()[0] for name, sql in queries.items()}
-        except sqlite3.OperationalError:
-            return None
-        finally:
-            connection.close()
-    import asyncpg
-
-    connection = await asyncpg.connect(re.sub(r"^postgresql\+asyncpg://", "postgresql://", url))
-    try:
-        return {name: await connection.fetchval(sql) for name, sql in queries.items()}
-    except asyncpg.UndefinedTableError:
-        return None
-    finally:
-        await connection.close()
 
 
 async def verify(url: str, floor: int, load: Load) -> list[str]:
