@@ -222,7 +222,14 @@ def test_a_retried_message_keeps_its_message_id_and_carries_its_attachments(make
     first, again = sender.build(digest), sender.build(digest)
     assert first["Message-ID"] == again["Message-ID"] == sender.message_id(digest)
     assert sender.message_id(replace(digest, key="digest:tiep-nhan:2026-11-03")) != first["Message-ID"]
-    [attached] = list(first.iter_attachments())
-    assert attached.get_filename() == "bao-cao.png" and attached.get_content() == chart.data
+    # The chart shows inline: plain text, and an HTML alternative that shows it by Content-ID.
+    assert first.get_content_type() == "multipart/alternative"
+    plain, rich = first.get_payload()
+    assert plain.get_content_type() == "text/plain" and "Báo cáo tổng hợp" in plain.get_content()
+    assert rich.get_content_type() == "multipart/related"
+    page, image = rich.get_payload()
+    assert image.get_content_type() == "image/png" and image.get_content() == chart.data
+    assert image.get_filename() == "bao-cao.png"
+    assert f'src="cid:{image["Content-ID"][1:-1]}"' in page.get_content()
     with pytest.raises(PermanentDeliveryError):
         sender.build(replace(digest, recipient="a@b.vn\r\nBcc: everyone@example.vn"))

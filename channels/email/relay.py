@@ -21,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import email.policy
 import hashlib
+import html
 import re
 import ssl
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.utils import format_datetime, make_msgid
 
 import aiosmtplib
 
@@ -99,9 +100,22 @@ class RelaySender:
             mail["X-Auto-Response-Suppress"] = "All"  # Exchange and Outlook: no out-of-office answers to it
         mail["X-Loop"] = self.config.from_address
         mail.set_content(message.text)
+        images = [a for a in message.attachments if a.data and a.content_type.startswith("image/")]
+        if images:
+            # A digest's chart shows in the mail, not only as a file: plain text, and an HTML
+            # alternative (the same text, escaped) with the images inline by Content-ID.
+            ids = [make_msgid(idstring=(a.reference or "image")[:40], domain=self.domain) for a in images]
+            tags = "".join(f'<p><img src="cid:{cid[1:-1]}" alt="{html.escape(a.filename)}"></p>'
+                           for cid, a in zip(ids, images))
+            mail.add_alternative(f"<html><body><pre>{html.escape(message.text)}</pre>{tags}</body></html>",
+                                 subtype="html")
+            html_part = mail.get_payload()[-1]
+            for cid, image in zip(ids, images):
+                html_part.add_related(image.data, maintype="image", subtype=image.content_type.partition("/")[2],
+                                      cid=cid, filename=image.filename)
         mail["Content-Language"] = message.language  # after set_content, which clears Content-* headers
-        for attachment in message.attachments:  # a digest's chart, say; references stay where they are
-            if attachment.data:
+        for attachment in message.attachments:  # other files go as attachments
+            if attachment.data and attachment not in images:
                 maintype, _, subtype = attachment.content_type.partition("/")
                 mail.add_attachment(attachment.data, maintype=maintype or "application",
                                     subtype=subtype or "octet-stream", filename=attachment.filename)
