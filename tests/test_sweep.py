@@ -277,3 +277,55 @@ async def test_the_scheduler_in_the_running_service_sends_the_apology(make_confi
         assert (await complaint(running.core, code)).escalation_count == 1
     finally:
         await runner.cleanup()
+
+
+# Two real processes of the service's kind sweep the same store at once, released together.
+SWEEPER = """
+import asyncio, json, sys
+from datetime import datetime
+from bot.clock import FrozenClock
+from bot.config import parse_config
+from bot.core import Core
+from bot.sweep import sweep
+
+async def main(config, now):
+    core = Core.build(parse_config(json.loads(config), {}), clock=FrozenClock(datetime.fromisoformat(now)))
+    await core.start(upgrade=False)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    result = await sweep(core, batch_size=5)
+    print(json.dumps(vars(result)), flush=True)
+    await core.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def test_two_service_processes_sweeping_at_once_apologise_exactly_once(make_core, make_config, clock):
+    import json
+    import subprocess
+    import sys
+
+    core = await make_core(STAFF)
+    for i in range(40):
+        await file(core, external_id=f"SM{i}", sender=f"+8491234{i:04d}")
+    now = local(2026, 11, 4, 9, 0)
+    config = json.dumps(make_config(STAFF).model_dump(mode="json"))
+    workers = [subprocess.Popen([sys.executable, "-c", SWEEPER, config, now.isoformat()], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        for worker in workers:
+            assert await asyncio.to_thread(worker.stdout.readline) == "ready\n"
+        for worker in workers:  # release both at once
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+        results = [json.loads(await asyncio.to_thread(worker.stdout.readline)) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+            worker.wait()
+    assert sum(r["apologies"] for r in results) == 40
+    assert (await kinds(core)).count("apologised") == 40
+    apologies = [m for m in await outbox_rows(core) if m.key.startswith("apology:")]
+    assert len(apologies) == 40 and len({m.recipient for m in apologies}) == 40
