@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import socket
 import ssl
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import trustme
 
 from bot import lifecycle
 from channels.base import Attachment, Outgoing, PermanentDeliveryError
@@ -93,20 +92,20 @@ async def test_a_5xx_from_the_relay_is_given_up_at_once(make_config, clock):
 
 
 @pytest.fixture
-def relay_certificate(tmp_path: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1, made with the openssl command."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make a test certificate")
-    cert, key = tmp_path / "relay.pem", tmp_path / "relay.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
-    return cert, key
+def relay_certificate(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A test CA and the relay's certificate for 127.0.0.1 it signed: (CA file, chain, key)."""
+    authority = trustme.CA()
+    issued = authority.issue_cert("127.0.0.1")
+    ca_file, chain, key = tmp_path / "ca.pem", tmp_path / "relay.pem", tmp_path / "relay.key"
+    authority.cert_pem.write_to_path(str(ca_file))
+    issued.private_key_pem.write_to_path(str(key))
+    chain.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    return ca_file, chain, key
 
 
 async def test_starttls_and_login_from_environment_variables(make_config, clock, relay_certificate, monkeypatch,
                                                              caplog):
-    cert, key = relay_certificate
+    ca_file, cert, key = relay_certificate
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     password = "s3cret-Relay-Passw0rd"
@@ -116,7 +115,7 @@ async def test_starttls_and_login_from_environment_variables(make_config, clock,
         monkeypatch.setenv(name, value)
     caplog.set_level(logging.DEBUG)
     mail = await start_mail_service(make_config, clock, relay=relay, environ=environ, relay_starttls=True,
-                                    relay_ca_file=str(cert), relay_username_env="SMTP_USER",
+                                    relay_ca_file=str(ca_file), relay_username_env="SMTP_USER",
                                     relay_password_env="SMTP_PASS")
     try:
         await complain(mail)
@@ -129,7 +128,7 @@ async def test_starttls_and_login_from_environment_variables(make_config, clock,
 
 
 async def test_a_wrong_relay_password_is_retried_not_dropped(make_config, clock, relay_certificate, monkeypatch):
-    cert, key = relay_certificate
+    ca_file, cert, key = relay_certificate
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     relay = await SinkRelay(tls_context=context, password=("feedback-intake", "right")).start()
@@ -137,7 +136,7 @@ async def test_a_wrong_relay_password_is_retried_not_dropped(make_config, clock,
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     mail = await start_mail_service(make_config, clock, relay=relay, environ=environ, relay_starttls=True,
-                                    relay_ca_file=str(cert), relay_username_env="SMTP_USER",
+                                    relay_ca_file=str(ca_file), relay_username_env="SMTP_USER",
                                     relay_password_env="SMTP_PASS")
     try:
         await complain(mail)
