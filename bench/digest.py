@@ -39,20 +39,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import re
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from common import Database, log, plain_pg_url
 from sqlalchemy import delete, func, insert, select, text
-from sqlalchemy.engine import make_url
 
 from bot import digests
 from bot.clock import FrozenClock
@@ -77,77 +72,12 @@ TEXTS = (
 )
 
 
-def log(message: str = "") -> None:
-    print(message, flush=True)
-
 
 def bench_config(url: str) -> dict:
     staff = [{"slug": "truong", "name": "Trần Văn Trưởng", "unit": UNIT, "role": "head",
               "telegram_chat_id": 1001, "email": "truong@example.gov.vn"}]
     staff += [{"slug": f"can-bo-{n}", "name": f"Cán bộ {n}", "unit": UNIT, "role": "agent"} for n in range(1, 6)]
     return {"storage": {"url": url}, "web": {"port": 0}, "staff": staff}
-
-
-def plain_pg_url(url: str) -> str:
-    return re.sub(r"^postgresql\+asyncpg://", "postgresql://", url)
-
-
-@dataclass
-class Database:
-    """A SQLite file in a temp folder, or a PostgreSQL database made (and dropped) here."""
-
-    url: str
-    kind: str
-    admin_url: str | None = None
-    name: str | None = None
-    folder: Path | None = None
-    created: bool = False
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Database:
-        if args.postgres:
-            if make_url(args.admin_url).host != "127.0.0.1":
-                raise SystemExit("this benchmark only uses a PostgreSQL server on 127.0.0.1")
-            name = f"fi_bench_digest_{uuid.uuid4().hex[:10]}"
-            base = plain_pg_url(args.admin_url).rsplit("/", 1)[0]
-            return cls(f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1), "postgresql",
-                       admin_url=args.admin_url, name=name)
-        folder = Path(tempfile.mkdtemp(prefix="fi-bench-digest-"))
-        return cls(f"sqlite+aiosqlite:///{folder / 'feedback.db'}", "sqlite", folder=folder)
-
-    async def create(self) -> None:
-        if self.kind != "postgresql":
-            return
-        import asyncpg
-
-        admin = await asyncpg.connect(plain_pg_url(self.admin_url))
-        try:
-            try:
-                await admin.execute(f'CREATE DATABASE "{self.name}"')
-            except asyncpg.DuplicateDatabaseError:
-                raise SystemExit(f"database {self.name!r} exists already; refusing to use it") from None
-            self.created = True
-        finally:
-            await admin.close()
-
-    async def drop(self, keep: bool) -> None:
-        if self.kind == "sqlite":
-            if keep:
-                log(f"kept SQLite store: {self.folder}")
-            elif self.folder:
-                shutil.rmtree(self.folder, ignore_errors=True)
-            return
-        if not self.created or keep:
-            if keep:
-                log(f"kept PostgreSQL database {self.name!r}")
-            return
-        import asyncpg
-
-        admin = await asyncpg.connect(plain_pg_url(self.admin_url))
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 # --- seeding ---------------------------------------------------------------------------------
@@ -353,7 +283,7 @@ async def measure(core: Core, seeded: Seeded, kind: str, runs: int) -> tuple[dic
 
 
 async def run(args: argparse.Namespace) -> int:
-    db = Database.from_args(args)
+    db = Database.from_args(args, "digest")
     await db.create()
     core = Core.build(parse_config(bench_config(db.url), {}), clock=FrozenClock(NOW))
     failed = False

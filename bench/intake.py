@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
-from common import Server, free_port, service_command, store_query, wait_healthy
+from common import free_port, Server, service_command, store_query, TEXTS, wait_healthy
 
 TARGET_RATIO = 0.25
 FORM_FIELDS = re.compile(r'name="(csrf_token|submission_id)" value="([^"]*)"')
@@ -47,17 +47,6 @@ CATEGORIES = ("moi-truong", "giao-thong", "dien-nuoc", "trat-tu", "thu-tuc", "kh
 MOBILE_PREFIXES = ("090", "091", "093", "094", "096", "097", "098")
 AREAS = ("Cầu Giấy", "Đống Đa", "Hoàn Kiếm", "Ba Đình", "Hai Bà Trưng", "Thanh Xuân", "")
 NAMES = ("Nguyễn Văn An", "Trần Thị Bình", "Lê Minh Châu", "Phạm Quốc Dũng", "")
-TEXTS = (
-    "Đèn đường ngõ 12 phố Trần Duy Hưng hỏng ba hôm nay, buổi tối rất tối và nguy hiểm.",
-    "Rác thải ở đầu ngõ 45 Nguyễn Chí Thanh không được thu gom từ thứ Hai, bốc mùi rất khó chịu. "
-    "Đề nghị phường cho xe đến thu gom sớm.",
-    "Nắp cống trước số nhà 88 đường Láng bị vỡ, xe máy đi qua rất dễ sụp bánh. Xin cơ quan chức năng "
-    "sớm thay nắp cống mới trước khi có tai nạn xảy ra, nhất là vào giờ tan tầm khi đường đông.",
-    "Nhà hàng xóm hát karaoke đến 1 giờ sáng nhiều đêm liền, ảnh hưởng giấc ngủ của cả khu tập thể.",
-    "Hồ sơ đăng ký hộ kinh doanh nộp từ ba tuần trước nhưng chưa có kết quả, tra cứu trực tuyến "
-    "không thấy cập nhật trạng thái. Mong bộ phận một cửa phản hồi.",
-    "Water has been cut off in our building for two days without notice; please tell us when it returns.",
-)
 
 
 # --- the bare baseline server (runs in its own process) -----------------------------------

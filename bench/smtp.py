@@ -39,7 +39,7 @@ from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
 
-from common import Server, free_port, store_query
+from common import free_port, Server, store_query, TEXTS
 
 TARGET_RATIO = 0.5
 DOMAIN = "feedback.example.gov.vn"
@@ -47,17 +47,6 @@ RECIPIENT = f"phananh@{DOMAIN}"
 MAX_MESSAGE_BYTES = 10_485_760
 SUBJECTS = ("Đèn đường hỏng", "Rác thải không được thu gom", "Nắp cống vỡ", "Karaoke đến khuya", "Hồ sơ chậm",
             "Mất nước hai ngày", "Ổ gà trên đường Láng")
-TEXTS = (
-    "Đèn đường ngõ 12 phố Trần Duy Hưng hỏng ba hôm nay, buổi tối rất tối và nguy hiểm.",
-    "Rác thải ở đầu ngõ 45 Nguyễn Chí Thanh không được thu gom từ thứ Hai, bốc mùi rất khó chịu. "
-    "Đề nghị phường cho xe đến thu gom sớm.",
-    "Nắp cống trước số nhà 88 đường Láng bị vỡ, xe máy đi qua rất dễ sụp bánh. Xin cơ quan chức năng "
-    "sớm thay nắp cống mới trước khi có tai nạn xảy ra, nhất là vào giờ tan tầm khi đường đông.",
-    "Nhà hàng xóm hát karaoke đến 1 giờ sáng nhiều đêm liền, ảnh hưởng giấc ngủ của cả khu tập thể.",
-    "Hồ sơ đăng ký hộ kinh doanh nộp từ ba tuần trước nhưng chưa có kết quả, tra cứu trực tuyến "
-    "không thấy cập nhật trạng thái. Mong bộ phận một cửa phản hồi.",
-    "Water has been cut off in our building for two days without notice; please tell us when it returns.",
-)
 NAMES = ("Nguyễn Văn An", "Trần Thị Bình", "Lê Minh Châu", "Phạm Quốc Dũng", "")
 SLOT = "citizen-slot"  # replaced in each mail by the sender's unique local part
 

@@ -50,21 +50,17 @@ import io
 import json
 import pstats
 import random
-import re
-import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from common import TEXTS, Database, log, plain_pg_url
 from sqlalchemy import bindparam, delete, event, func, insert, select, text, update
-from sqlalchemy.engine import make_url
 
 from bot.clock import FrozenClock
 from bot.config import parse_config
@@ -79,7 +75,6 @@ HANOI = ZoneInfo("Asia/Ho_Chi_Minh")
 # Wednesday 4 November 2026, 10:00 in Hà Nội: a working morning, far from any holiday.
 NOW = datetime(2026, 11, 4, 10, 0, tzinfo=HANOI).astimezone(timezone.utc)
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-LOCAL_HOSTS = ("127.0.0.1",)
 
 UNITS = [
     ("tiep-nhan", "Bộ phận tiếp nhận"),
@@ -89,23 +84,9 @@ UNITS = [
 ]
 CATEGORIES = ("moi-truong", "giao-thong", "dien-nuoc", "trat-tu", "thu-tuc", "khac", None)
 AREAS = ("Cầu Giấy", "Đống Đa", "Hoàn Kiếm", "Ba Đình", "Hai Bà Trưng", "Thanh Xuân", None)
-TEXTS = (
-    "Đèn đường ngõ 12 phố Trần Duy Hưng hỏng ba hôm nay, buổi tối rất tối và nguy hiểm.",
-    "Rác thải ở đầu ngõ 45 Nguyễn Chí Thanh không được thu gom từ thứ Hai, bốc mùi rất khó chịu. "
-    "Đề nghị phường cho xe đến thu gom sớm.",
-    "Nắp cống trước số nhà 88 đường Láng bị vỡ, xe máy đi qua rất dễ sụp bánh. Xin cơ quan chức năng "
-    "sớm thay nắp cống mới trước khi có tai nạn xảy ra, nhất là vào giờ tan tầm khi đường đông.",
-    "Nhà hàng xóm hát karaoke đến 1 giờ sáng nhiều đêm liền, ảnh hưởng giấc ngủ của cả khu tập thể.",
-    "Hồ sơ đăng ký hộ kinh doanh nộp từ ba tuần trước nhưng chưa có kết quả, tra cứu trực tuyến "
-    "không thấy cập nhật trạng thái. Mong bộ phận một cửa phản hồi.",
-    "Water has been cut off in our building for two days without notice; please tell us when it returns.",
-)
 BASELINE_TEXT = ("Chúng tôi xin lỗi vì đã để Quý ông/bà chờ đợi. Phản ánh PA-00000000 chưa được trả lời "
                  "đúng hạn; thời hạn mới dự kiến: 17:00 ngày 04/11/2026. " * 2)[:300]
 
-
-def log(message: str = "") -> None:
-    print(message, flush=True)
 
 
 # --- configuration and databases -----------------------------------------------------------
@@ -126,97 +107,6 @@ def bench_config(url: str) -> dict:
         "deadlines": {"first_response_hours": 16, "resolution_hours": 80, "remind_before_hours": 2,
                       "extension_hours": 8},
     }
-
-
-def plain_pg_url(url: str) -> str:
-    return re.sub(r"^postgresql\+asyncpg://", "postgresql://", url)
-
-
-def check_local(url: str) -> None:
-    host = make_url(url).host
-    if host not in LOCAL_HOSTS:
-        raise SystemExit(f"refusing database host {host!r}: this benchmark only uses 127.0.0.1")
-
-
-@dataclass
-class Database:
-    """Where the benchmark runs: a SQLite file in a temp folder, or a PostgreSQL database."""
-
-    url: str
-    kind: str  # sqlite | postgresql
-    admin_url: str | None = None
-    name: str | None = None
-    folder: Path | None = None
-    created: bool = False
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Database:
-        if args.postgres and args.database_url:
-            raise SystemExit("give --postgres or --database-url, not both")
-        if args.postgres:
-            check_local(args.admin_url)
-            name = f"fi_bench_sweep_{uuid.uuid4().hex[:10]}"
-            base = plain_pg_url(args.admin_url).rsplit("/", 1)[0]
-            url = f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
-            return cls(url, "postgresql", admin_url=args.admin_url, name=name)
-        if args.database_url:
-            url = args.database_url
-            if url.startswith("sqlite"):
-                raise SystemExit("for SQLite leave out --database-url: a temp file is made and removed")
-            if not url.startswith("postgresql+asyncpg://"):
-                raise SystemExit("--database-url must be postgresql+asyncpg://...@127.0.0.1:5432/<name>")
-            check_local(url)
-            name = make_url(url).database or ""
-            if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
-                raise SystemExit(f"database name {name!r}: use lowercase letters, digits and '_'")
-            admin = plain_pg_url(url).rsplit("/", 1)[0] + "/postgres"
-            return cls(url, "postgresql", admin_url=admin, name=name)
-        folder = Path(tempfile.mkdtemp(prefix="fi-bench-sweep-"))
-        return cls(f"sqlite+aiosqlite:///{folder / 'feedback.db'}", "sqlite", folder=folder)
-
-    async def create(self) -> None:
-        if self.kind != "postgresql":
-            return
-        import asyncpg
-
-        admin = await asyncpg.connect(plain_pg_url(self.admin_url))
-        try:
-            try:
-                await admin.execute(f'CREATE DATABASE "{self.name}"')
-            except asyncpg.DuplicateDatabaseError:
-                raise SystemExit(f"database {self.name!r} exists already; refusing to use (and drop) it") from None
-            self.created = True
-        finally:
-            await admin.close()
-
-    async def drop(self, keep: bool) -> None:
-        if self.kind == "sqlite":
-            if keep:
-                log(f"kept SQLite store: {self.folder}")
-            elif self.folder:
-                shutil.rmtree(self.folder, ignore_errors=True)
-            return
-        if not self.created:
-            return
-        if keep:
-            log(f"kept PostgreSQL database {self.name!r}; drop it with DROP DATABASE \"{self.name}\"")
-            return
-        import asyncpg
-
-        admin = await asyncpg.connect(plain_pg_url(self.admin_url))
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-            log(f"dropped PostgreSQL database {self.name!r}")
-        finally:
-            await admin.close()
-
-    async def size(self, core: Core) -> str:
-        if self.kind == "sqlite" and self.folder:
-            total = sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
-            return f"{total / 2**20:.0f} MiB (db + wal)"
-        async with core.engine.connect() as conn:
-            total = (await conn.execute(text("SELECT pg_database_size(current_database())"))).scalar()
-        return f"{total / 2**20:.0f} MiB"
 
 
 # --- seeding -------------------------------------------------------------------------------
@@ -304,7 +194,7 @@ def complaint_rows(rows: int, overdue_ids: list[int], n_contacts: int, unit_ids:
 def contact_rows(n: int, chunk: int):
     created = NOW - timedelta(days=800)
     for first in range(1, n + 1, chunk):
-        yield [dict(id=i, channel="sms", address=f"+849{i:08d}", display_name=None, language="vi",
+        yield [dict(id=i, channel="sms", address=f"+849{i:08d}", display_name=None, language="vi", via=None,
                     created_at=created) for i in range(first, min(n, first + chunk - 1) + 1)]
 
 
@@ -670,7 +560,7 @@ async def run(args: argparse.Namespace) -> int:
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, task.cancel)  # SIGTERM too must drop the database
-    db = Database.from_args(args)
+    db = Database.from_args(args, "sweep")
     failures: list[str] = []
     core = None
     try:
