@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from bot import outbox
 from bot.config import Config
@@ -232,3 +232,18 @@ async def test_gauges_report_the_queue_from_the_store(core):
     text = core.metrics.exposition().decode()
     assert 'feedback_intake_outbox_messages{status="queued"} 2.0' in text
     assert "feedback_intake_outbox_oldest_queued_age_seconds 90.0" in text
+
+
+async def test_a_claim_takes_its_batch_and_no_more_even_with_statistics_from_a_quiet_outbox(core):
+    """PostgreSQL planned the claim as a semi join re-running the LIMIT per row: with the
+    planner's statistics taken while the outbox was empty, one claim of 20 took all 300."""
+    async with core.sessions() as session, session.begin():
+        if session.bind.dialect.name == "postgresql":
+            await session.execute(text("ANALYZE outbox"))
+    await queue(core, count=300)
+    dispatcher = Dispatcher(core, {"sms": HttpSender("http://127.0.0.1:9/")})
+    claimed = await dispatcher.claim(limit=20)
+    assert len(claimed) == 20
+    rows = await stored(core)
+    assert sum(row.status == "sending" for row in rows) == 20
+    assert sum(row.status == "queued" for row in rows) == 280
