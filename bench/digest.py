@@ -18,7 +18,7 @@ Not a test. It builds a store where one unit has a large city's two years of com
 It checks the figures against the ones counted in Python while seeding (new,
 answered, on time, resolved, open, overdue, ratings), so a fast wrong digest fails.
 
-The store is seeded directly after ``core.start()`` made the schema, units and staff:
+The store is seeded directly after ``start_core`` made the schema, units and staff:
 SQLAlchemy Core executemany in chunked transactions on SQLite, COPY on PostgreSQL. Of
 the complaints, those of the last two weeks are partly open (answered or not, some
 overdue); older ones are nearly all resolved or closed, with a few stale overdue ones
@@ -51,8 +51,9 @@ from sqlalchemy import delete, func, insert, select, text
 
 from bot import digests
 from bot.clock import FrozenClock
-from bot.config import parse_config
+from service.config import parse_config
 from bot.core import Core
+from service.assembly import build_core, start_core
 from storage.models import Complaint, DigestRun, OutboxMessage, Staff
 
 TARGET_S = 2.0
@@ -167,7 +168,7 @@ def is_overdue(row: dict) -> bool:
 
 async def seed(core: Core, db: Database, args: argparse.Namespace) -> Seeded:
     rng = random.Random(args.seed)
-    unit_id = core.unit_ids[UNIT]
+    unit_id = core.directory.unit_ids[UNIT]
     async with core.sessions() as session:
         agents = list((await session.scalars(select(Staff.id).where(Staff.role == "agent"))).all())
     periods = {kind: digests.period_for(kind, NOW, HANOI) for kind in digests.KINDS}
@@ -224,7 +225,7 @@ async def baseline_scan(core: Core) -> float:
     started = time.perf_counter()
     async with core.sessions() as session, session.begin():
         await session.execute(select(func.count(), func.max(Complaint.resolved_at))
-                              .where(Complaint.unit_id == core.unit_ids[UNIT]))
+                              .where(Complaint.unit_id == core.directory.unit_ids[UNIT]))
     return time.perf_counter() - started
 
 
@@ -285,10 +286,10 @@ async def measure(core: Core, seeded: Seeded, kind: str, runs: int) -> tuple[dic
 async def run(args: argparse.Namespace) -> int:
     db = Database.from_args(args, "digest")
     await db.create()
-    core = Core.build(parse_config(bench_config(db.url), {}), clock=FrozenClock(NOW))
+    core = build_core(parse_config(bench_config(db.url), {}), clock=FrozenClock(NOW))
     failed = False
     try:
-        await core.start()
+        await start_core(core, core.config)
         log(f"database: {db.kind}, {args.rows:,} complaints in unit {UNIT!r}; now = {NOW.astimezone(HANOI)}")
         seeded = await seed(core, db, args)
         # The first chart imports matplotlib and builds its font cache: not what is measured.

@@ -20,7 +20,7 @@ BUFFERS)``, and checks that ``ix_complaints_next_check_at`` is searched, not sca
 After processing it checks the store: exactly one apology (and one escalation) in the
 outbox per overdue complaint, none for any other, and a second sweep finds nothing.
 
-The store is seeded directly (not through intake) after ``core.start()`` created the
+The store is seeded directly (not through intake) after ``open_core`` created the
 schema, units and staff: contacts and complaints by SQLAlchemy Core executemany in
 chunked transactions, or COPY on PostgreSQL. Seeding time is printed on its own and is
 not part of any target. Complaints are made like a real store's: ids in creation order
@@ -63,8 +63,9 @@ from common import TEXTS, Database, log, plain_pg_url
 from sqlalchemy import bindparam, delete, event, func, insert, select, text, update
 
 from bot.clock import FrozenClock
-from bot.config import parse_config
+from service.config import parse_config
 from bot.core import Core
+from service.assembly import open_core
 from bot.sweep import sweep
 from storage.models import Complaint, Contact, Event, OutboxMessage, Staff
 
@@ -227,7 +228,7 @@ async def seed(core: Core, db: Database, args: argparse.Namespace) -> Seeded:
     rows = args.rows
     count = max(1, round(rows * args.overdue_fraction))
     n_contacts = max(1, rows // 2)
-    unit_ids = [core.unit_ids[slug] for slug, _ in UNITS]
+    unit_ids = [core.directory.unit_ids[slug] for slug, _ in UNITS]
     async with core.sessions() as session:
         agents = {unit_id: sid for unit_id, sid in (await session.execute(
             select(Staff.unit_id, Staff.id).where(Staff.role == "agent"))).all()}
@@ -566,8 +567,7 @@ async def run(args: argparse.Namespace) -> int:
     try:
         await db.create()
         clock = FrozenClock(NOW)
-        core = Core.build(parse_config(bench_config(db.url), environ={}), clock=clock)
-        await core.start()
+        core = await open_core(parse_config(bench_config(db.url), environ={}), clock=clock)
         async with core.engine.connect() as conn:
             version = (await conn.execute(text(
                 "SELECT sqlite_version()" if db.kind == "sqlite" else "SHOW server_version"))).scalar()

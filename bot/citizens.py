@@ -10,7 +10,9 @@ from sqlalchemy import or_, select
 
 from bot import outbox
 from bot.core import Core
-from bot.status import PublicStatus, public_status
+from bot.status import public_status
+from contract.messages import Outgoing
+from contract.results import PublicStatus
 from storage.db import insert_ignoring_conflicts
 from storage.models import Complaint, Contact, Setting
 
@@ -62,12 +64,10 @@ async def set_language(core: Core, channel: str, address: str, language: str) ->
     return language
 
 
-async def reply(core: Core, channel: str, address: str, text: str, *, key: str, language: str,
-                metadata: dict | None = None) -> None:
+async def reply(core: Core, message: Outgoing) -> None:
     """Queue an answer that belongs to no complaint (a status query's reply) to a citizen."""
     async with core.sessions() as session, session.begin():
-        await outbox.enqueue(session, core.clock.now(), key=key, channel=channel, recipient=address, text=text,
-                             language=language, metadata=metadata)
+        await outbox.enqueue(session, core.clock.now(), message)
     core.outbox_ready.set()
 
 

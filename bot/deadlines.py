@@ -11,6 +11,11 @@ between two moments, and when does the next working moment start. It never reads
 clock; the caller always passes the moment in. Inputs may be in any timezone, results
 are always in UTC.
 
+Working hours are parsed once (``working_hours.WorkingHours.parse``): the configuration
+holds the parsed value, and "24:00" ends a day, so an office open around the clock is
+``00:00-24:00``. The deadline policy (how many working hours a unit and category get)
+lives here, beside the calendar that counts them.
+
 Intervals are half-open, ``[start, end)``: 17:00 is not itself a working moment, so
 ``next_working_moment`` at 17:00 is the next morning. A deadline that uses up the
 last minute of an interval is still due at the interval's end (8 working hours from
@@ -20,7 +25,6 @@ Monday 08:00 is Monday 17:00), because the time is spent by then.
 from __future__ import annotations
 
 import math
-import re
 import zoneinfo
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -28,27 +32,24 @@ from typing import Iterable, Iterator
 
 import holidays
 
-_DEFAULT_WORKING_HOURS: tuple[tuple[time, time], ...] = (
-    (time(8, 0), time(12, 0)),
-    (time(13, 0), time(17, 0)),
-)
-_DEFAULT_WORKING_DAYS: frozenset[int] = frozenset({1, 2, 3, 4, 5})
+from bot.working_hours import DAY, WorkingHours, hhmm
+
+_DEFAULT_WORKING_HOURS = WorkingHours().intervals
+_DEFAULT_WORKINGDAYS: frozenset[int] = frozenset({1, 2, 3, 4, 5})
 
 # A calendar whose working weekdays are all cancelled by days off would otherwise make
 # the search for the next working day loop forever; ten years without a single
 # working day can only be a configuration mistake.
-_MAX_IDLE_DAYS = 3660
-
-_HOURS_RE = re.compile(r"^\s*(\d{1,2}:\d{2})\s*-\s*(\d{1,2}:\d{2})\s*$")
-
+_MAX_IDLEDAYS = 3660
 
 @dataclass(frozen=True)
 class WorkingCalendar:
     """Office working time in one timezone, with public holidays and declared exceptions."""
 
     timezone: tzinfo  # normally a zoneinfo.ZoneInfo such as ZoneInfo("Asia/Ho_Chi_Minh")
-    working_hours: tuple[tuple[time, time], ...] = _DEFAULT_WORKING_HOURS
-    working_days: frozenset[int] = _DEFAULT_WORKING_DAYS  # ISO weekdays, 1=Mon .. 7=Sun
+    # Offsets from local midnight (``WorkingHours.intervals``); (time, time) pairs are taken too.
+    working_hours: tuple[tuple[timedelta, timedelta], ...] = _DEFAULT_WORKING_HOURS
+    working_days: frozenset[int] = _DEFAULT_WORKINGDAYS  # ISO weekdays, 1=Mon .. 7=Sun
     holidays_country: str | None = "VN"  # code for the `holidays` package; None = none
     extra_days_off: frozenset[date] = frozenset()
     extra_working_days: frozenset[date] = frozenset()  # worked with the normal hours
@@ -68,20 +69,22 @@ class WorkingCalendar:
         pairs = [tuple(pair) for pair in self.working_hours]
         if not pairs:
             raise ValueError("working_hours is empty: a calendar needs at least one interval")
+        offsets = []
         for interval in pairs:
-            if len(interval) != 2 or not all(isinstance(t, time) for t in interval):
+            if len(interval) != 2 or not all(isinstance(t, (time, timedelta)) for t in interval):
                 raise ValueError(f"working_hours entry {interval!r} is not a (time, time) pair")
-            start, end = interval
-            if start.tzinfo is not None or end.tzinfo is not None:
+            if any(isinstance(t, time) and t.tzinfo is not None for t in interval):
                 raise ValueError(
                     f"working_hours entry {_fmt_interval(interval)} must use naive times; "
                     "the calendar's timezone applies"
                 )
-            if start >= end:
+            start, end = (_as_offset(t) for t in interval)
+            if not timedelta(0) <= start < end <= DAY:
                 raise ValueError(
                     f"working_hours entry {_fmt_interval(interval)} does not end after it starts"
                 )
-        intervals = tuple(sorted(pairs))
+            offsets.append((start, end))
+        intervals = tuple(sorted(offsets))
         for previous, current in zip(intervals, intervals[1:]):
             if current[0] < previous[1]:
                 raise ValueError(
@@ -118,7 +121,7 @@ class WorkingCalendar:
     def from_config(
         cls,
         timezone: str,
-        working_hours: Iterable[str] | None = None,
+        working_hours: Iterable[str] | WorkingHours | None = None,
         working_days: Iterable[int] | None = None,
         holidays_country: str | None = "VN",
         extra_days_off: Iterable[date | str] = (),
@@ -132,16 +135,13 @@ class WorkingCalendar:
 
         if working_hours is None:
             intervals = _DEFAULT_WORKING_HOURS
+        elif isinstance(working_hours, WorkingHours):
+            intervals = working_hours.intervals
         else:
-            if isinstance(working_hours, str):
-                # A bare string would otherwise be parsed character by character.
-                raise ValueError(
-                    f"working_hours must be a list of 'HH:MM-HH:MM', got {working_hours!r}"
-                )
-            intervals = tuple(_parse_interval(text) for text in working_hours)
+            intervals = WorkingHours.parse(working_hours).intervals
 
         # Weekday values are checked in __post_init__, with the same message.
-        days = _DEFAULT_WORKING_DAYS if working_days is None else frozenset(working_days)
+        days = _DEFAULT_WORKINGDAYS if working_days is None else frozenset(working_days)
 
         # TOML has no null, so an empty string is how a config file says "no holidays".
         country = holidays_country.strip().upper() if holidays_country else None
@@ -216,22 +216,29 @@ class WorkingCalendar:
         if not remaining:
             return cursor
         day = cursor.astimezone(self.timezone).date()
-        for _ in range(_MAX_IDLE_DAYS):
+        for _ in range(_MAX_IDLEDAYS):
             if self.is_working_day(day):
                 for local_start, local_end in reversed(self.working_hours):
-                    begin = datetime.combine(day, local_start, tzinfo=self.timezone).astimezone(UTC)
-                    finish = min(datetime.combine(day, local_end, tzinfo=self.timezone).astimezone(UTC), cursor)
+                    begin = self._at(day, local_start)
+                    finish = min(self._at(day, local_end), cursor)
                     if begin >= finish:
                         continue
                     if remaining <= finish - begin:
                         return finish - remaining
                     remaining -= finish - begin
             day -= timedelta(days=1)
-        raise ValueError(f"calendar has no working time within {_MAX_IDLE_DAYS} days before {end.isoformat()}")
+        raise ValueError(f"calendar has no working time within {_MAX_IDLEDAYS} days before {end.isoformat()}")
 
     def next_working_moment(self, moment: datetime) -> datetime:
         """Return the first UTC moment at or after `moment` that lies inside working time."""
         return self.add_working_hours(moment, 0)
+
+    def _at(self, day: date, offset: timedelta) -> datetime:
+        # Built from the local wall clock and converted to UTC so a DST change shortens or
+        # lengthens an interval by the real elapsed time; 24:00 is the next day's midnight.
+        extra_days, rest = divmod(offset, DAY)
+        local = datetime.combine(day + timedelta(days=extra_days), time(0), tzinfo=self.timezone) + rest
+        return local.astimezone(UTC)
 
     def _public_holidays(self, year: int) -> frozenset[date]:
         if self.holidays_country is None:
@@ -253,10 +260,8 @@ class WorkingCalendar:
             day = self._following_working_day(day, stop)
         while day is not None:
             for local_start, local_end in self.working_hours:
-                # Built from the local wall clock and converted to UTC so a DST change
-                # shortens or lengthens the interval by the real elapsed time.
-                begin = datetime.combine(day, local_start, tzinfo=self.timezone).astimezone(UTC)
-                end = datetime.combine(day, local_end, tzinfo=self.timezone).astimezone(UTC)
+                begin = self._at(day, local_start)
+                end = self._at(day, local_end)
                 if stop is not None and begin >= stop:
                     return
                 if end > cursor and end > begin:
@@ -281,12 +286,12 @@ class WorkingCalendar:
                 raise ValueError(f"calendar has no working day after {day.isoformat()}")
             return min(later)
         candidate = day
-        for _ in range(_MAX_IDLE_DAYS):
+        for _ in range(_MAX_IDLEDAYS):
             candidate += timedelta(days=1)
             if self.is_working_day(candidate):
                 return candidate
         raise ValueError(
-            f"calendar has no working day within {_MAX_IDLE_DAYS} days after {day.isoformat()}"
+            f"calendar has no working day within {_MAX_IDLEDAYS} days after {day.isoformat()}"
         )
 
 
@@ -299,21 +304,16 @@ def _require_aware(moment: datetime, name: str) -> None:
         raise ValueError(f"{name} must be timezone-aware, got naive {moment.isoformat()}")
 
 
-def _fmt_interval(interval: Iterable[time]) -> str:
-    return "-".join(t.strftime("%H:%M") if isinstance(t, time) else repr(t) for t in interval)
+def _as_offset(moment: time | timedelta) -> timedelta:
+    if isinstance(moment, timedelta):
+        return moment
+    return timedelta(hours=moment.hour, minutes=moment.minute, seconds=moment.second,
+                     microseconds=moment.microsecond)
 
 
-def _parse_interval(text: str) -> tuple[time, time]:
-    match = _HOURS_RE.match(text) if isinstance(text, str) else None
-    if match is None:
-        raise ValueError(f"working_hours entry {text!r} is not in the form 'HH:MM-HH:MM'")
-    try:
-        start, end = (time.fromisoformat(part.zfill(5)) for part in match.groups())
-    except ValueError as exc:
-        raise ValueError(f"working_hours entry {text!r} contains an invalid time") from exc
-    if start >= end:
-        raise ValueError(f"working_hours entry {text!r} does not end after it starts")
-    return start, end
+def _fmt_interval(interval: Iterable[time | timedelta]) -> str:
+    return "-".join(t.strftime("%H:%M") if isinstance(t, time) else hhmm(t) if isinstance(t, timedelta)
+                    else repr(t) for t in interval)
 
 
 def _parse_date(value: date | str, name: str) -> date:
@@ -327,3 +327,24 @@ def _parse_date(value: date | str, name: str) -> date:
         except ValueError as exc:
             raise ValueError(f"{name} entry {value!r} is not an ISO date (YYYY-MM-DD)") from exc
     raise ValueError(f"{name} entry {value!r} is not a date or ISO date string")
+
+
+def deadline_hours(defaults: tuple[float, float],
+                   overrides: Iterable[tuple[str | None, str | None, float | None, float | None]],
+                   unit: str, category: str | None) -> tuple[float, float]:
+    """Working hours to the first response and to resolution, for a unit and category.
+
+    ``overrides`` are (unit, category, first response hours, resolution hours), None where
+    an override leaves a value alone. The most specific override wins: unit and category,
+    then category, then unit.
+    """
+    best = None
+    for override_unit, override_category, first, resolution in overrides:
+        if override_unit not in (None, unit) or override_category not in (None, category):
+            continue
+        rank = (override_unit is not None) + 2 * (override_category is not None)
+        if best is None or rank > best[0]:
+            best = (rank, first, resolution)
+    if best is None:
+        return defaults
+    return best[1] or defaults[0], best[2] or defaults[1]

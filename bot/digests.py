@@ -14,16 +14,15 @@ second process's insert conflicts and it queues nothing, and a process that dies
 before committing leaves nothing behind for the next run to trip over. On start the
 scheduler catches up a digest whose time passed while the service was down.
 
-The chart travels in the outbox payload (JSON) as base64 under
-``metadata["attachment"]`` (filename, content type, content id, caption): for the
-Telegram sender a photo after the text, for the email sender an inline image
-(``cid:``) in a multipart/related HTML part beside the plain text.
+The chart is an attachment of the queued message (stored base64 in the outbox's JSON
+payload, with its content id and caption): for the Telegram sender a photo after the
+text, for the email sender an inline image (``cid:``) in a multipart/related HTML part
+beside the plain text.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import re
 from collections.abc import Iterable
@@ -36,11 +35,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import outbox, stats
 from bot.charts import ChartLabels, digest_chart
-from bot.config import Config
 from bot.core import Core
-from bot.crontab import cron_trigger, last_fire
-from bot.directory import StaffDirectory, summary
+from bot.crontab import Crontab, last_fire
+from bot.directory import StaffDirectory
 from bot.logs import mask_personal_data
+from bot.messages import format_time, summary
+from bot.outbox import Queued
+from bot.settings import Settings
+from contract.messages import Attachment, Outgoing
 from storage.db import insert_ignoring_conflicts
 from storage.models import DigestRun, Staff
 
@@ -129,10 +131,10 @@ def parse_period(value: str, moment: datetime, tz: ZoneInfo) -> Period:
 
 # ---------------------------------------------------------------------------- schedule
 
-def schedules(config: Config) -> list[tuple[str, str]]:
-    """(kind, crontab expression) of each digest the configuration turns on."""
+def schedules(config: Settings) -> list[tuple[str, Crontab]]:
+    """(kind, schedule) of each digest the configuration turns on."""
     pairs = [("daily", config.digests.schedule), ("weekly", config.digests.weekly_schedule)]
-    return [(kind, expression) for kind, expression in pairs if expression]
+    return [(kind, schedule) for kind, schedule in pairs if schedule is not None]
 
 
 # ---------------------------------------------------------------------------- composing
@@ -152,9 +154,9 @@ class Digest:
 
 
 def _unit_id(core: Core, unit_slug: str) -> int:
-    unit_id = core.unit_ids.get(unit_slug)
+    unit_id = core.directory.unit_ids.get(unit_slug)
     if unit_id is None:
-        raise DigestError(f"no unit {unit_slug!r}; units: {', '.join(sorted(core.unit_ids))}")
+        raise DigestError(f"no unit {unit_slug!r}; units: {', '.join(sorted(core.directory.unit_ids))}")
     return unit_id
 
 
@@ -194,7 +196,7 @@ def render_text(core: Core, unit_name: str, period: Period, figures: stats.UnitF
 
     f = figures.period
     subject = t(f"subject_{period.kind}", unit=unit_name, period=_period_label(core, period, language))
-    lines = [subject, t("made_at", time=core.format_time(now, language)), "",
+    lines = [subject, t("made_at", time=format_time(core, now, language)), "",
              t("counts", new=f.new, answered=f.answered, resolved=f.resolved),
              t("open", open=f.open, overdue=f.overdue)]
     if f.response_median_seconds is None:
@@ -243,7 +245,7 @@ async def compose(core: Core, session: AsyncSession, unit_slug: str, period: Per
     language = core.texts.language(language or core.config.service.default_language)
     figures = await stats.unit_figures(session, unit_id, stats.Span(period.start, period.end), period.chart_days(),
                                        now)
-    unit_name = core.unit_name(unit_id, language)
+    unit_name = core.directory.unit_name(unit_id, language)
     subject, text = render_text(core, unit_name, period, figures, now, language)
     return Digest(unit_slug, unit_name, period, now, language, figures, subject, text)
 
@@ -298,18 +300,14 @@ def recipients(core: Core, directory: StaffDirectory, unit_id: int) -> list[tupl
     return out
 
 
-def _messages(digest: Digest, png: bytes, to: Iterable[tuple[Staff, str, str]]) -> list[dict]:
+def _messages(digest: Digest, png: bytes, to: Iterable[tuple[Staff, str, str]]) -> list[Queued]:
     period = digest.period
-    attachment = {"filename": f"digest-{digest.unit_slug}-{period.name}.png", "content_type": "image/png",
-                  "base64": base64.b64encode(png).decode("ascii"), "content_id": CHART_CONTENT_ID,
-                  "caption": digest.subject[:1024]}
-    metadata = {"audience": "staff", "kind": "digest", "unit": digest.unit_slug,
-                "period": {"kind": period.kind, "name": period.name, "start": period.start.isoformat(),
-                           "end": period.end.isoformat()},
-                "attachment": attachment}
-    return [dict(key=f"digest:{period.kind}:{period.name}:{digest.unit_slug}:{member.id}:{channel}",
-                 channel=channel, recipient=address, text=digest.text, language=digest.language,
-                 subject=digest.subject[:300], metadata=metadata) for member, channel, address in to]
+    chart = Attachment(filename=f"digest-{digest.unit_slug}-{period.name}.png", content_type="image/png", data=png,
+                       content_id=CHART_CONTENT_ID, caption=digest.subject[:1024])
+    return [Queued(Outgoing(
+        key=f"digest:{period.kind}:{period.name}:{digest.unit_slug}:{member.id}:{channel}", channel=channel,
+        recipient=address, text=digest.text, kind="digest", audience="staff", language=digest.language,
+        subject=digest.subject[:300], attachments=(chart,))) for member, channel, address in to]
 
 
 async def _sent_before(session: AsyncSession, unit_id: int, period: Period) -> bool:
@@ -367,8 +365,8 @@ async def catch_up(core: Core) -> list[Outcome]:
     """Send the digests whose scheduled time passed shortly before now (the service was down)."""
     now = core.clock.now()
     outcomes = []
-    for kind, expression in schedules(core.config):
-        fired = last_fire(cron_trigger(expression, core.config.tz), now, CATCH_UP[kind])
+    for kind, schedule in schedules(core.config):
+        fired = last_fire(schedule.trigger(core.config.tz), now, CATCH_UP[kind])
         if fired is not None:
             outcomes += await send_all(core, kind, fired)
     return outcomes

@@ -1,23 +1,26 @@
-"""Who works where: staff by unit and role, and the messages the service sends them.
+"""Who works where, as the process knows it: units, staff by unit and role, and the
+routing rules, read from the store and kept for a short while.
 
-Officers are reminded and told of new work; unit heads are told when a deadline is
-missed (and admins when a unit has no head). A staff member is reached on their
-Telegram chat, else by email; one with neither is skipped (the audit event still says
-who should have been told).
+Units are read at start (they change only with the configuration); staff and rules are
+read again at most every ``TTL`` seconds, so a chat an officer links or a rule an admin
+adds reaches every process within that time, and at once in the process that made the
+change (``forget``). A staff member is reached on their Telegram chat, else by email;
+one with neither is skipped (the audit event still says who should have been told).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.core import Core
-from storage.models import Complaint, Staff
+from bot import routing
+from storage.models import Complaint, Staff, Unit
 
-SUMMARY_LENGTH = 300
+TTL = 30.0
 
 
 @dataclass
@@ -58,30 +61,47 @@ def staff_address(member: Staff) -> tuple[str, str] | None:
     return None
 
 
-def summary(text: str, length: int = SUMMARY_LENGTH) -> str:
-    """A complaint's text on one line, shortened for a notification."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= length else flat[:length - 1] + "…"
+class Directory:
+    """Units, staff and routing rules for one process."""
 
+    def __init__(self, ttl: float = TTL):
+        self.ttl = ttl
+        self.unit_ids: dict[str, int] = {}
+        self.unit_names: dict[int, tuple[str, str]] = {}
+        self._rules: tuple[float, list[routing.Rule]] | None = None
+        self._staff: tuple[float, StaffDirectory] | None = None
 
-def to_staff(core: Core, directory: StaffDirectory, members: list[Staff], key: str, text_key: str,
-             complaint: Complaint, **params: object) -> list[dict]:
-    """Outbox messages (for ``enqueue_many``) telling these staff members about a complaint."""
-    language = core.config.service.default_language
-    assignee = directory.by_id.get(complaint.assignee_id) if complaint.assignee_id else None
-    fields = dict(code=complaint.tracking_code, unit=core.unit_name(complaint.unit_id, language),
-                  summary=summary(complaint.text), channel=complaint.channel,
-                  due=core.format_time(complaint.first_response_due, language),
-                  assignee=assignee.name if assignee else core.texts.get(language, "staff.nobody"))
-    fields.update(params)
-    text = core.texts.get(language, text_key, **fields)
-    out = []
-    for member in members:
-        address = staff_address(member)
-        if address is not None:
-            out.append(dict(key=f"{key}:{member.id}", channel=address[0], recipient=address[1], text=text,
-                            language=language, complaint_id=complaint.id,
-                            subject=f"[{complaint.tracking_code}] {text.splitlines()[0]}"[:300],
-                            metadata={"code": complaint.tracking_code, "audience": "staff",
-                                      "kind": text_key.removeprefix("staff.")}))
-    return out
+    async def load_units(self, session: AsyncSession) -> None:
+        """Read the units (after the configuration was synced into the store)."""
+        units = (await session.scalars(select(Unit))).all()
+        self.unit_ids = {unit.slug: unit.id for unit in units}
+        self.unit_names = {unit.id: (unit.name, unit.name_en or unit.name) for unit in units}
+        self.forget()
+
+    def unit_slug(self, unit_id: int) -> str:
+        """The slug of a unit known by its id."""
+        return next((slug for slug, id_ in self.unit_ids.items() if id_ == unit_id), "")
+
+    def unit_name(self, unit_id: int, language: str) -> str:
+        """A unit's name in a language."""
+        vi, en = self.unit_names.get(unit_id, ("", ""))
+        return en if language == "en" else vi
+
+    async def rules(self, session: AsyncSession) -> list[routing.Rule]:
+        """The routing rules, read from the store at most every ``ttl`` seconds."""
+        now = asyncio.get_running_loop().time()
+        if self._rules is None or now - self._rules[0] > self.ttl:
+            self._rules = (now, await routing.load_rules(session))
+        return self._rules[1]
+
+    async def staff(self, session: AsyncSession) -> StaffDirectory:
+        """Active staff by unit and role, read from the store at most every ``ttl`` seconds."""
+        now = asyncio.get_running_loop().time()
+        if self._staff is None or now - self._staff[0] > self.ttl:
+            self._staff = (now, await StaffDirectory.load(session))
+        return self._staff[1]
+
+    def forget(self) -> None:
+        """Read the routing rules and the staff afresh on next use (after a change)."""
+        self._rules = None
+        self._staff = None

@@ -2,9 +2,9 @@
 
 The steps, in one transaction: dedupe on (channel, channel message id), enforced by a
 unique constraint so two concurrent deliveries still store one message; a rating reply
-after a survey is a rating; a message that replies to one of our messages, names one of
-the sender's tracking codes, or (SMS) comes soon after from the same phone joins that
-complaint; anything else is a new complaint with a fresh tracking code, routed to its
+after a survey is a rating; a message that continues a complaint (``threads``: it replies
+to one of our messages, names one of the sender's tracking codes, or comes soon after on
+a channel without threading) joins it; anything else is a new complaint with a fresh tracking code, routed to its
 unit with its deadlines, acknowledged through the outbox, told to the officers, and
 recorded in the audit trail. The channel answers its sender only after this returns
 (committed).
@@ -20,27 +20,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from typing import Literal
+from dataclasses import replace
+from datetime import datetime
 
 from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import messages, outbox, routing, satisfaction, tracking
+from bot import messages, outbox, routing, satisfaction, threads, tracking
 from bot.core import Core
-from bot.directory import to_staff
-from bot.lifecycle import notify_staff, queue_to_citizen, reopen
-from bot.sweep import schedule_checks
-from channels.base import Inbound
+from bot.messages import format_time, to_staff
+from bot.statuses import Status, schedule_checks
+from contract.messages import Inbound
+from contract.results import IntakeError, IntakeResult, Outcome
 from storage.db import upsert
-from storage.models import Attachment, Complaint, Contact, Event, Message, OutboxMessage
+from storage.models import Attachment, Complaint, Contact, Event, Message
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["created", "followup", "duplicate", "ignored", "rated"]
-CLOSED_STATUSES = ("resolved", "closed")
 # A unique-constraint race (a concurrent delivery, or a tracking-code collision) is
 # retried from the start; more than a few in a row means something else is wrong.
 ATTEMPTS = 4
@@ -48,29 +45,24 @@ ATTEMPTS = 4
 BATCH = 64
 
 
-class IntakeError(ValueError):
-    """The message cannot be taken as it is (empty, unknown category); says why."""
-
-
-@dataclass(frozen=True)
-class IntakeResult:
-    """What intake did with a message, for the channel's answer to its sender."""
-
-    outcome: Outcome
-    tracking_code: str | None  # None when an automated message was recorded on no complaint
-    complaint_id: int | None
-    language: str
-    unit: str
-    due: datetime | None
-
-
-async def receive(core: Core, inbound: Inbound) -> IntakeResult:
-    """Store an inbound message and queue what it causes; return once committed."""
+def _check(core: Core, inbound: Inbound) -> None:
     if not inbound.text.strip() and not inbound.attachments:
         raise IntakeError("empty message")
     if inbound.category is not None and core.config.category(inbound.category) is None:
         raise IntakeError(f"unknown category {inbound.category!r}")
-    return await core.intake_writer.submit(inbound)
+
+
+async def receive(core: Core, inbound: Inbound) -> IntakeResult:
+    """Store one inbound message in a transaction of its own and queue what it causes.
+
+    Channels go through the port's ``IntakeWriter``, which writes messages arriving
+    together in one transaction; this is the same work for one message.
+    """
+    _check(core, inbound)
+    [result] = await receive_batch(core, [inbound])
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 class IntakeWriter:
@@ -83,6 +75,7 @@ class IntakeWriter:
 
     async def submit(self, inbound: Inbound) -> IntakeResult:
         """Queue one message for the next batch and wait until it is committed."""
+        _check(self.core, inbound)
         future = asyncio.get_running_loop().create_future()
         self.waiting.append((inbound, future))
         if self.task is None or self.task.done():
@@ -160,7 +153,7 @@ def _result(core: Core, outcome: Outcome, complaint: Complaint | None, language:
     if complaint is None:
         return IntakeResult(outcome, None, None, language, "", None)
     return IntakeResult(outcome, complaint.tracking_code, complaint.id, complaint.language,
-                        core.unit_name(complaint.unit_id, complaint.language), complaint.first_response_due)
+                        core.directory.unit_name(complaint.unit_id, complaint.language), complaint.first_response_due)
 
 
 async def _receive_many(core: Core, session: AsyncSession, inbounds: list[Inbound]) -> list[IntakeResult]:
@@ -214,7 +207,7 @@ def _plain_new(core: Core, inbound: Inbound, contacts: list[tuple[str, str]]) ->
     """True for a message that can only be a new complaint, so needs no look-up first."""
     if inbound.automated or inbound.in_reply_to or inbound.tracking_codes:
         return False
-    if inbound.channel == "sms" and core.config.sms.followup_window_hours > 0 and contacts:
+    if inbound.continues_within_hours > 0 and contacts:
         return False
     if contacts and satisfaction.parse_reply(inbound.text) is not None:
         return False
@@ -257,82 +250,41 @@ async def _receive_one(core: Core, session: AsyncSession, now: datetime, inbound
             await _store_messages(session, now, [rated], [inbound])
             await satisfaction.record(core, session, now, rated, reply[0], reply[1], via=inbound.channel)
             return _result(core, "rated", rated)
-    complaint = await _thread_target(core, session, now, inbound, ids)
+    complaint = await threads.continued(core, session, now, inbound, ids)
     if inbound.automated:
-        [message_id] = await _store_messages(session, now, [complaint], [inbound])
+        [(message_id, _)] = await _store_messages(session, now, [complaint], [inbound])
         session.add(Event(complaint_id=complaint.id if complaint else None, at=now, actor="system",
                           kind="automated_message", detail={"channel": inbound.channel, "message_id": message_id}))
         return _result(core, "ignored", complaint, core.texts.language(inbound.language))
     if complaint is not None:
-        await _follow_up(core, session, now, complaint, inbound)
+        [(message_id, _)] = await _store_messages(session, now, [complaint], [inbound])
+        await threads.follow_up(core, session, now, complaint, inbound, message_id)
         return _result(core, "followup", complaint)
     [complaint] = await _file_many(core, session, now, [inbound], [contacts], contact_ids)
     return _result(core, "created", complaint)
 
 
-async def _thread_target(core: Core, session: AsyncSession, now: datetime, inbound: Inbound,
-                         contact_ids: list[int]) -> Complaint | None:
-    """The complaint this message continues: one it replies to, or one of the sender's it names."""
-    if inbound.in_reply_to:
-        # Only a reply from the person we wrote to (or who wrote the message replied to)
-        # joins: someone copied on the thread, or a staff member, is not the citizen. A
-        # bounce comes from a mailer-daemon; it is only recorded, so it may join.
-        ours = select(Complaint).join(OutboxMessage, OutboxMessage.complaint_id == Complaint.id).where(
-            OutboxMessage.channel == inbound.channel, OutboxMessage.external_id.in_(inbound.in_reply_to))
-        theirs = select(Complaint).join(Message, Message.complaint_id == Complaint.id).where(
-            Message.channel == inbound.channel, Message.external_id.in_(inbound.in_reply_to))
-        if not inbound.automated:
-            ours = ours.where(OutboxMessage.recipient == inbound.sender)
-            theirs = theirs.where(Message.sender == inbound.sender)
-        replied = await session.scalar(ours.limit(1)) or await session.scalar(theirs.limit(1))
-        if replied is not None:
-            return replied
-    prefix = core.config.service.tracking_prefix
-    codes = list(inbound.tracking_codes)
-    for text in (inbound.subject or "", inbound.text):
-        codes += tracking.find_codes(text, prefix)
-    if not contact_ids:
-        return None
-    if codes:
-        # A code alone does not join a stranger's message to someone else's complaint: the
-        # answer would go to the other person. A stranger's message becomes a new complaint.
-        return await session.scalar(
-            select(Complaint).where(
-                Complaint.tracking_code.in_(codes),
-                or_(Complaint.contact_id.in_(contact_ids), Complaint.alternate_contact_id.in_(contact_ids)),
-            ).order_by(Complaint.created_at.desc()).limit(1)
-        )
-    window = core.config.sms.followup_window_hours
-    if inbound.channel == "sms" and window > 0:
-        # SMS has no reply threading: a text soon after from the same phone continues the
-        # open conversation rather than starting a new complaint.
-        return await session.scalar(
-            select(Complaint).where(
-                Complaint.contact_id == contact_ids[0], Complaint.status.not_in(CLOSED_STATUSES),
-                Complaint.updated_at >= now - timedelta(hours=window),
-            ).order_by(Complaint.updated_at.desc()).limit(1)
-        )
-    return None
-
-
-
-
 async def _store_messages(session: AsyncSession, now: datetime, complaints: list[Complaint | None],
-                          inbounds: list[Inbound]) -> list[int]:
-    """Insert the citizens' messages (and their attachments); return their ids."""
+                          inbounds: list[Inbound]) -> list[tuple[int, list[tuple[int, str, str, int]]]]:
+    """Insert the citizens' messages and their attachments; per message, its id and its
+    files as (id, filename, content type, size)."""
     message_ids = (await session.scalars(
         insert(Message).returning(Message.id, sort_by_parameter_order=True),
         [dict(complaint_id=complaint.id if complaint else None, direction="in", channel=inbound.channel,
               external_id=inbound.external_id, text=inbound.text, subject=inbound.subject, sender=inbound.sender,
               automated=inbound.automated, public=False, created_at=now)
          for complaint, inbound in zip(complaints, inbounds)])).all()
-    files = [dict(message_id=message_id, filename=item.filename[:255], content_type=item.content_type[:127],
-                  size=len(item.data), sha256=hashlib.sha256(item.data).hexdigest() if item.data else None,
-                  data=item.data or None, reference=item.reference)
-             for message_id, inbound in zip(message_ids, inbounds) for item in inbound.attachments]
-    if files:
-        await session.execute(insert(Attachment), files)
-    return list(message_ids)
+    rows = [dict(message_id=message_id, filename=item.filename[:255], content_type=item.content_type[:127],
+                 size=len(item.data), sha256=hashlib.sha256(item.data).hexdigest() if item.data else None,
+                 data=item.data or None, reference=item.reference)
+            for message_id, inbound in zip(message_ids, inbounds) for item in inbound.attachments]
+    files: dict[int, list[tuple[int, str, str, int]]] = {message_id: [] for message_id in message_ids}
+    if rows:
+        ids = (await session.scalars(insert(Attachment).returning(Attachment.id, sort_by_parameter_order=True),
+                                     rows)).all()
+        for id_, row in zip(ids, rows):
+            files[row["message_id"]].append((id_, row["filename"], row["content_type"], row["size"]))
+    return [(message_id, files[message_id]) for message_id in message_ids]
 
 
 async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds: list[Inbound],
@@ -343,12 +295,12 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
     about as many round trips to the database as one complaint.
     """
     config = core.config
-    rules = await core.routing_rules(session)
+    rules = await core.directory.rules(session)
     complaints, decisions = [], []
     for inbound, pairs in zip(inbounds, contacts):
         decision = routing.route(rules, config.routing.default_unit, text=inbound.text, subject=inbound.subject,
                                  area=inbound.area, category=inbound.category, channel=inbound.channel)
-        first_hours, resolution_hours = core.deadline_hours(decision.unit, inbound.category)
+        first_hours, resolution_hours = config.deadlines.hours_for(decision.unit, inbound.category)
         ids = [contact_ids[pair] for pair in pairs]
         complaint = Complaint(
             tracking_code=tracking.new_code(config.service.tracking_prefix),
@@ -358,7 +310,7 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
             text=inbound.text, category=inbound.category, area=inbound.area,
             latitude=inbound.location.latitude if inbound.location else None,
             longitude=inbound.location.longitude if inbound.location else None,
-            unit_id=core.unit_ids[decision.unit], routing_reason=decision.reason[:300], status="new",
+            unit_id=core.directory.unit_ids[decision.unit], routing_reason=decision.reason[:300], status=Status.NEW,
             created_at=now, updated_at=now, escalation_count=0,
             first_response_due=core.calendar.add_working_hours(now, first_hours),
             resolution_due=core.calendar.add_working_hours(now, resolution_hours),
@@ -371,10 +323,11 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
                                  [{k: getattr(c, k) for k in columns} for c in complaints])).all()
     for complaint, id_ in zip(complaints, ids):
         complaint.id = id_
-    await _store_messages(session, now, complaints, inbounds)
+    files = await _store_messages(session, now, complaints, inbounds)
     events, queued = [], []
-    directory = await core.staff_directory(session)
-    for complaint, decision, inbound, pairs in zip(complaints, decisions, inbounds, contacts):
+    directory = await core.directory.staff(session)
+    for complaint, decision, inbound, pairs, (_, message_files) in zip(complaints, decisions, inbounds, contacts,
+                                                                       files):
         events += [
             dict(complaint_id=complaint.id, at=now, actor="citizen", kind="created",
                  detail={"channel": inbound.channel, "first_response_due": complaint.first_response_due.isoformat()}),
@@ -388,25 +341,9 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
             thread = [inbound.external_id] if inbound.external_id and channel in messages.THREADED_CHANNELS else []
             queued.append(messages.to_citizen(
                 core, complaint, contact, f"ack:{complaint.tracking_code}", "citizen.acknowledgement", thread,
-                due=core.format_time(complaint.first_response_due, complaint.language)))
+                origin="reply", due=format_time(core, complaint.first_response_due, complaint.language)))
         queued += to_staff(core, directory, directory.assignees(complaint), f"new:{complaint.tracking_code}",
-                           "staff.new_complaint", complaint)
+                           "staff.new_complaint", complaint, messages.new_case(complaint, inbound.text, message_files))
     await session.execute(insert(Event), events)
     await outbox.enqueue_many(session, now, queued)
     return complaints
-
-
-async def _follow_up(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, inbound: Inbound) -> None:
-    [message_id] = await _store_messages(session, now, [complaint], [inbound])
-    complaint.updated_at = now
-    session.add(Event(complaint_id=complaint.id, at=now, actor="citizen", kind="followup",
-                      detail={"channel": inbound.channel, "message_id": message_id}))
-    # Khách phàn nàn, phải lắng nghe: what the citizen adds reaches whoever works on it.
-    await notify_staff(core, session, now, complaint, f"followup-staff:{message_id}", "staff.followup",
-                       text=inbound.text or "-")
-    if complaint.status in CLOSED_STATUSES:
-        reopen(core, session, now, complaint, "citizen")
-        await queue_to_citizen(core, session, now, complaint, f"reopened:{message_id}", "citizen.reopened",
-                                due=core.format_time(complaint.first_response_due, complaint.language))
-    else:
-        await queue_to_citizen(core, session, now, complaint, f"followup:{message_id}", "citizen.followup_received")

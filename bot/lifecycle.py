@@ -19,17 +19,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import messages, outbox
 from bot.core import Core
-from bot.directory import to_staff
-from bot.sweep import FINISHED, schedule_checks
+from bot.messages import format_time, to_staff
+from bot.statuses import CLAIMABLE, FINISHED, Status, schedule_checks
+from contract.messages import Origin
+from contract.results import LifecycleError
 from storage.models import Complaint, Contact, Event, Message, Staff, Unit
 
-
-class LifecycleError(ValueError):
-    """A status change that cannot be made (unknown complaint, officer or unit; wrong state)."""
+__all__ = ["LifecycleError", "answer", "assign", "note", "notify_staff", "queue_to_citizen", "reassign", "reopen",
+           "resolve"]
 
 
 async def queue_to_citizen(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, key: str,
-                           text_key: str, **params: str) -> None:
+                           text_key: str, origin: Origin = "system", **params: str) -> None:
     """Queue a catalogue text to the complaint's citizen, if they left a way to reach them."""
     if complaint.contact_id is None:
         return  # an anonymous web citizen reads everything on the status page
@@ -38,30 +39,35 @@ async def queue_to_citizen(core: Core, session: AsyncSession, now: datetime, com
     if contact.channel in messages.THREADED_CHANNELS:
         thread = (await messages.thread_ids(session, [complaint.id])).get(complaint.id)
     await outbox.enqueue_many(session, now, [messages.to_citizen(core, complaint, contact, key, text_key, thread,
-                                                                 **params)])
+                                                                 origin, **params)])
 
 
 async def notify_staff(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, key: str,
-                       text_key: str, **params: object) -> None:
-    """Tell the people working on a complaint (assignee, else the unit's officers) about it."""
-    directory = await core.staff_directory(session)
+                       text_key: str, *, with_case: bool = False, **params: object) -> None:
+    """Tell the people working on a complaint (assignee, else the unit's officers) about it.
+
+    ``with_case``: the notification carries the case's history and photos.
+    """
+    directory = await core.directory.staff(session)
+    case = await messages.load_case(session, complaint) if with_case else None
     await outbox.enqueue_many(session, now, to_staff(core, directory, directory.assignees(complaint), key, text_key,
-                                                     complaint, **params))
+                                                     complaint, case, **params))
 
 
 def reopen(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, actor: str,
            **detail: object) -> None:
     """Open a finished complaint again with fresh deadlines (caller's transaction)."""
     previous = complaint.status
-    first_hours, resolution_hours = core.deadline_hours(core.unit_slug(complaint.unit_id), complaint.category)
-    complaint.status, complaint.resolved_at, complaint.first_response_at = "reopened", None, None
+    first_hours, resolution_hours = core.config.deadlines.hours_for(core.directory.unit_slug(complaint.unit_id),
+                                                                    complaint.category)
+    complaint.status, complaint.resolved_at, complaint.first_response_at = Status.REOPENED, None, None
     # A fresh round: its deadlines, reminders and apology are new (the events keep the old).
     complaint.apologised_for_due = complaint.reminded_for_due = None
     complaint.first_response_due = core.calendar.add_working_hours(now, first_hours)
     complaint.resolution_due = core.calendar.add_working_hours(now, resolution_hours)
     complaint.updated_at = now
     schedule_checks(core, complaint)
-    session.add(Event(complaint_id=complaint.id, at=now, actor=actor, kind="reopened",
+    session.add(Event(complaint_id=complaint.id, at=now, actor=actor, kind=Status.REOPENED,
                       detail={"from": previous, "first_response_due": complaint.first_response_due.isoformat(),
                               **detail}))
 
@@ -115,13 +121,13 @@ async def assign(core: Core, tracking_code: str, staff_slug: str, by: str | None
             raise LifecycleError(f"complaint {tracking_code} is {complaint.status}")
         previous = complaint.status
         complaint.assignee_id = officer.id
-        if complaint.status in ("new", "reopened"):
-            complaint.status = "assigned"
-        change.event("assigned", officer=officer.slug, **{"from": previous})
-        if previous == "new":
+        if complaint.status in CLAIMABLE:
+            complaint.status = Status.ASSIGNED
+        change.event(Status.ASSIGNED, officer=officer.slug, **{"from": previous})
+        if previous == Status.NEW:
             await queue_to_citizen(core, change.session, change.now, complaint, f"assigned:{complaint.id}",
                                    "citizen.status_changed",
-                                   status=core.texts.get(complaint.language, "status.assigned"))
+                                   status=core.texts.get(complaint.language, f"status.{Status.ASSIGNED}"))
 
 
 async def reassign(core: Core, tracking_code: str, unit_slug: str, by: str | None = None,
@@ -134,12 +140,12 @@ async def reassign(core: Core, tracking_code: str, unit_slug: str, by: str | Non
             raise LifecycleError(f"no unit {unit_slug}")
         if unit.id == complaint.unit_id:
             raise LifecycleError(f"complaint {tracking_code} is already with {unit_slug}")
-        previous = core.unit_slug(complaint.unit_id)
+        previous = core.directory.unit_slug(complaint.unit_id)
         complaint.unit_id, complaint.assignee_id = unit.id, None
-        if complaint.status == "assigned":
-            complaint.status = "new"
+        if complaint.status == Status.ASSIGNED:
+            complaint.status = Status.NEW
         old_due = complaint.first_response_due
-        first_hours, resolution_hours = core.deadline_hours(unit_slug, complaint.category)
+        first_hours, resolution_hours = core.config.deadlines.hours_for(unit_slug, complaint.category)
         start = change.now if restart_deadlines else complaint.created_at
         if complaint.first_response_at is None:
             complaint.first_response_due = core.calendar.add_working_hours(start, first_hours)
@@ -150,9 +156,10 @@ async def reassign(core: Core, tracking_code: str, unit_slug: str, by: str | Non
                                                              "to": complaint.first_response_due.isoformat()}})
         await queue_to_citizen(core, change.session, change.now, complaint,
                                f"reassigned:{complaint.id}:{change.now.isoformat()}", "citizen.reassigned",
-                               due=core.format_time(complaint.first_response_due, complaint.language))
+                               due=format_time(core, complaint.first_response_due, complaint.language))
         await notify_staff(core, change.session, change.now, complaint,
-                           f"reassigned-staff:{complaint.id}:{change.now.isoformat()}", "staff.reassigned_in")
+                           f"reassigned-staff:{complaint.id}:{change.now.isoformat()}", "staff.reassigned_in",
+                           with_case=True)
 
 
 async def answer(core: Core, tracking_code: str, staff_slug: str, text: str,
@@ -174,12 +181,12 @@ async def answer(core: Core, tracking_code: str, staff_slug: str, text: str,
             await change.session.flush()
             previous = complaint.status
             if complaint.status not in FINISHED:
-                complaint.status = "answered"
+                complaint.status = Status.ANSWERED
             complaint.first_response_at = complaint.first_response_at or change.now
             complaint.assignee_id = complaint.assignee_id or change.actor.id
-            change.event("answered", message_id=message.id, **{"from": previous})
+            change.event(Status.ANSWERED, message_id=message.id, **{"from": previous})
             await queue_to_citizen(core, change.session, change.now, complaint, f"answer:{message.id}",
-                                   "citizen.answer", text=text)
+                                   "citizen.answer", origin="person", text=text)
     except IntegrityError:
         if source_id is None:
             raise
@@ -197,13 +204,13 @@ async def resolve(core: Core, tracking_code: str, staff_slug: str, text: str | N
         if complaint.status in FINISHED:
             raise LifecycleError(f"complaint {tracking_code} is already {complaint.status}")
         previous = complaint.status
-        complaint.status = "resolved"
+        complaint.status = Status.RESOLVED
         complaint.resolved_at = change.now
         complaint.first_response_at = complaint.first_response_at or change.now
-        change.event("resolved", **{"from": previous})
+        change.event(Status.RESOLVED, **{"from": previous})
         await queue_to_citizen(core, change.session, change.now, complaint,
                                f"resolved:{complaint.id}:{change.now.isoformat()}", "citizen.status_changed",
-                               status=core.texts.get(complaint.language, "status.resolved"))
+                               status=core.texts.get(complaint.language, f"status.{Status.RESOLVED}"))
         # Khách về, được hài lòng: ask how the answer was.
         await queue_to_citizen(core, change.session, change.now, complaint,
                                f"survey:{complaint.id}:{change.now.isoformat()}", "citizen.survey")

@@ -1,22 +1,72 @@
-"""Building the messages the service sends to citizens, the same way from every caller.
+"""Every message the service sends, built the same way from every caller: to citizens
+(the catalogue text in their language and channel's short variant, a subject with the
+tracking code, the thread ids for email) and to staff (the notification text, with the
+case's history and the citizen's photos for those that show the whole case).
 
 A citizen's message is the catalogue text in their language, in its short variant for a
 channel that has one (``sms.*`` texts: an SMS with Vietnamese diacritics holds only 70
-characters a segment), with a subject that carries the tracking code and, for email, the
-ids of the citizen's own messages so that mail clients show one thread.
+characters a segment). Messages are queued complete (``outbox.Queued``): what a sender
+needs to send one is in it, and no sender reads the store.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core import Core
-from storage.models import Complaint, Contact, Message
+from bot.directory import StaffDirectory, staff_address
+from bot.outbox import Queued
+from contract.messages import Attachment, Origin, Outgoing
+from contract.results import Case, CaseMessage
+from storage.models import Attachment as StoredAttachment
+from storage.models import Complaint, Contact, Message, Staff
 
 THREADED_CHANNELS = ("email",)
+SUMMARY_LENGTH = 300
+# What an officer can do from a notification (buttons in a chat).
+STAFF_ACTIONS = ("claim", "reply", "reassign", "resolve")
+# One chat message (Telegram holds 4096 characters): what a notification may use.
+NOTIFICATION_BUDGET = 4096
+HISTORY_ENTRY_LIMIT = 1000
+PHOTOS_PER_NOTIFICATION = 3
+CAPTION_LIMIT = 1024
+# Notifications that show the whole case: the officer starts work on it from the chat.
+DETAILED_KINDS = ("new_complaint", "reassigned_in", "followup")
+
+
+def format_time(core: Core, moment: datetime | None, language: str) -> str:
+    """A time as citizens read it, in the service's time zone."""
+    if moment is None:
+        return "-"
+    local = moment.astimezone(core.config.tz)
+    if language == "en":
+        return local.strftime("%d %b %Y, %H:%M")
+    return local.strftime("%H:%M ngày %d/%m/%Y")
+
+
+def unit_name(core: Core, unit_id: int, language: str) -> str:
+    """A unit's name in a language."""
+    return core.directory.unit_name(unit_id, language)
+
+
+def track_url(core: Core, code: str) -> str:
+    """The public status page of a complaint."""
+    return f"{core.public_url.rstrip('/')}/track/{code}"
+
+
+def shorten(value: str, limit: int) -> str:
+    """At most ``limit`` characters, marking a cut with an ellipsis."""
+    return value if len(value) <= limit else value[:limit - 1] + "…"
+
+
+def summary(text: str, length: int = SUMMARY_LENGTH) -> str:
+    """A complaint's text on one line, shortened for a notification."""
+    return shorten(" ".join(text.split()), length)
 
 
 def citizen_text(core: Core, channel: str, language: str, key: str, **params: object) -> str:
@@ -44,19 +94,146 @@ async def thread_ids(session: AsyncSession, complaint_ids: Iterable[int]) -> dic
 
 
 def to_citizen(core: Core, complaint: Complaint, contact: Contact, key: str, text_key: str,
-               thread: list[str] | None = None, **params: object) -> dict:
-    """One outbox message to the complaint's citizen on their channel (for ``enqueue_many``)."""
+               thread: list[str] | None = None, origin: Origin = "system", **params: object) -> Queued:
+    """One message to the complaint's citizen on their channel.
+
+    ``origin``: "reply" for what answers the citizen's own message at once (the
+    acknowledgement, "added to your complaint"), "person" for an officer's answer.
+    """
     language = complaint.language
-    fields = dict(code=complaint.tracking_code, unit=core.unit_name(complaint.unit_id, language),
-                  track_url=core.track_url(complaint.tracking_code), **params)
+    url = track_url(core, complaint.tracking_code)
+    fields = dict(code=complaint.tracking_code, unit=unit_name(core, complaint.unit_id, language),
+                  track_url=url, **params)
     topic = complaint.subject or core.texts.get(language, "citizen.subject_default")
-    return dict(
-        key=key, channel=contact.channel, recipient=contact.address, language=language, complaint_id=complaint.id,
+    kind = text_key.removeprefix("citizen.")
+    return Queued(Outgoing(
+        channel=contact.channel, recipient=contact.address, key=key, kind=kind, audience="citizen",
+        origin=origin, language=language,
         text=citizen_text(core, contact.channel, language, text_key, **fields),
-        subject=f"[{complaint.tracking_code}] {topic}"[:300],
+        subject=f"[{complaint.tracking_code}] {topic}"[:300], tracking_code=complaint.tracking_code, status_url=url,
         # The last of the citizen's messages is the one this answers; all of them thread it.
-        in_reply_to=list(thread or [])[-20:],
-        # The kind lets a channel add what helps: rating buttons under a survey.
-        metadata={"code": complaint.tracking_code, "kind": text_key.removeprefix("citizen."),
-                  **({"gateway": contact.via} if contact.via else {})},
+        in_reply_to=tuple(thread or ())[-20:], via=contact.via,
+        actions=("rate",) if kind == "survey" else ()), complaint.id)
+
+
+def to_staff(core: Core, directory: StaffDirectory, members: list[Staff], key: str, text_key: str,
+             complaint: Complaint, case: Case | None = None, **params: object) -> list[Queued]:
+    """Messages telling these staff members about a complaint.
+
+    With the ``case``, a notification that shows the whole case carries its history and
+    the citizen's photos to staff who read it in a chat.
+    """
+    language = core.config.service.default_language
+    assignee = directory.by_id.get(complaint.assignee_id) if complaint.assignee_id else None
+    fields = dict(code=complaint.tracking_code, unit=unit_name(core, complaint.unit_id, language),
+                  summary=summary(complaint.text), channel=complaint.channel,
+                  due=format_time(core, complaint.first_response_due, language),
+                  assignee=assignee.name if assignee else core.texts.get(language, "staff.nobody"))
+    fields.update(params)
+    text = core.texts.get(language, text_key, **fields)
+    kind = text_key.removeprefix("staff.")
+    detailed = notification(core, case, kind, text, language) if case is not None and kind in DETAILED_KINDS \
+        else None
+    out = []
+    for member in members:
+        address = staff_address(member)
+        if address is None:
+            continue
+        in_chat = address[0] == "telegram"
+        body, photos = detailed if detailed and in_chat else (text, ())
+        out.append(Queued(Outgoing(
+            channel=address[0], recipient=address[1], key=f"{key}:{member.id}", kind=kind, audience="staff",
+            language=language, text=body, subject=f"[{complaint.tracking_code}] {text.splitlines()[0]}"[:300],
+            tracking_code=complaint.tracking_code, attachments=photos, actions=STAFF_ACTIONS), complaint.id))
+    return out
+
+
+def new_case(complaint: Complaint, text: str, files: Iterable[tuple[int, str, str, int]]) -> Case:
+    """The case of a complaint just filed: its one message and files (no need to read it back)."""
+    return Case(
+        code=complaint.tracking_code, status=complaint.status, channel=complaint.channel, unit_id=complaint.unit_id,
+        assignee=None, category=complaint.category, area=complaint.area, created_at=complaint.created_at,
+        first_response_due=complaint.first_response_due, resolution_due=complaint.resolution_due,
+        latitude=complaint.latitude, longitude=complaint.longitude,
+        messages=(CaseMessage(complaint.created_at, "in", complaint.channel, text, None, tuple(files)),))
+
+
+
+
+async def load_case(session: AsyncSession, complaint: Complaint) -> Case:
+    """The complaint with its whole history, oldest first, and its files named (not read)."""
+    rows = (await session.execute(
+        select(Message, Staff.name).outerjoin(Staff, Staff.id == Message.author_staff_id)
+        .where(Message.complaint_id == complaint.id).order_by(Message.created_at, Message.id))).all()
+    files = (await session.execute(
+        select(StoredAttachment.message_id, StoredAttachment.id, StoredAttachment.filename,
+               StoredAttachment.content_type, StoredAttachment.size)
+        .where(StoredAttachment.message_id.in_([m.id for m, _ in rows])))).all() if rows else []
+    assignee = await session.get(Staff, complaint.assignee_id) if complaint.assignee_id else None
+    by_message: dict[int, list[tuple[int, str, str, int]]] = {}
+    for message_id, *details in files:
+        by_message.setdefault(message_id, []).append(tuple(details))
+    return Case(
+        code=complaint.tracking_code, status=complaint.status, channel=complaint.channel, unit_id=complaint.unit_id,
+        assignee=assignee.name if assignee else None, category=complaint.category, area=complaint.area,
+        created_at=complaint.created_at, first_response_due=complaint.first_response_due,
+        resolution_due=complaint.resolution_due, latitude=complaint.latitude, longitude=complaint.longitude,
+        messages=tuple(CaseMessage(m.created_at, m.direction, m.channel, m.text, name,
+                                   tuple(by_message.get(m.id, ()))) for m, name in rows),
     )
+
+
+def _history(core: Core, case: Case, language: str, budget: int) -> list[str]:
+    """The case's messages, newest kept when the budget runs out, then oldest first."""
+    lines: list[str] = []
+    used = 0
+    for index in range(len(case.messages) - 1, -1, -1):
+        item = case.messages[index]
+        values = {"time": format_time(core, item.at, language), "channel": item.channel, "name": item.author or "-",
+                  "text": shorten(" ".join(item.text.split()), HISTORY_ENTRY_LIMIT)}
+        key = {"in": "staff.history_citizen", "note": "staff.history_note"}.get(item.direction, "staff.history_staff")
+        entry = [core.texts.get(language, key, **values)]
+        entry += [core.texts.get(language, "staff.attachment_line", id=file_id, name=name,
+                                 size=max(1, round(size / 1024)))
+                  for file_id, name, _, size in item.attachments]
+        cost = sum(len(line) + 1 for line in entry)
+        if used + cost > budget:
+            lines.append(core.texts.get(language, "staff.history_more", count=index + 1, code=case.code))
+            break
+        lines.extend(reversed(entry))
+        used += cost
+    return list(reversed(lines))
+
+
+def render(core: Core, case: Case, language: str, head: str, budget: int = NOTIFICATION_BUDGET) -> str:
+    """A notification or case text: the head, the location, then as much history as fits."""
+    lines = [head]
+    if case.latitude is not None and case.longitude is not None:
+        lines.append(core.texts.get(language, "staff.location_line", latitude=f"{case.latitude:.6f}",
+                                    longitude=f"{case.longitude:.6f}"))
+    room = budget - sum(len(line) + 1 for line in lines) - 40
+    history = _history(core, case, language, room)
+    if history:
+        lines += ["", core.texts.get(language, "staff.history_title"), *history]
+    return "\n".join(lines)
+
+
+def notification(core: Core, case: Case, kind: str, head: str, language: str) -> tuple[str, tuple[Attachment, ...]]:
+    """A detailed notification's text and the citizen's photos that go with it."""
+    first = case.messages[0] if case.messages else None
+    if kind == "new_complaint" and len(case.messages) == 1 and first and len(first.text) <= SUMMARY_LENGTH \
+            and not first.attachments:
+        body = render(core, replace(case, messages=()), language, head)
+    else:
+        body = render(core, case, language, head)
+    if kind == "followup":
+        latest = [m for m in case.messages if m.direction == "in"][-1:]
+        files = [f for m in latest for f in m.attachments]
+    else:
+        files = [f for m in case.messages if m.direction == "in" for f in m.attachments]
+    photos = tuple(
+        Attachment(filename=name, content_type=content_type, stored_id=file_id,
+                   caption=shorten(core.texts.get(language, "staff.attachment_caption", code=case.code, name=name),
+                                   CAPTION_LIMIT))
+        for file_id, name, content_type, _ in files if content_type.startswith("image/"))
+    return body, photos[:PHOTOS_PER_NOTIFICATION]

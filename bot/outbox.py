@@ -12,20 +12,21 @@ when its process died: whether it left is unknown, so it is marked failed, not r
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import random
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core import Core
-from channels.base import Attachment, Outgoing, PermanentDeliveryError, Sender, TransientDeliveryError
+from contract.delivery import PermanentDeliveryError, Sender, TransientDeliveryError
+from contract.messages import Outgoing, with_files
 from storage.db import insert_ignoring_conflicts
-from storage.models import OutboxMessage
+from storage.models import Attachment, OutboxMessage
 
 log = logging.getLogger(__name__)
 
@@ -33,34 +34,40 @@ LEASE = timedelta(minutes=10)
 LEASE_CHECK = timedelta(minutes=1)
 
 
-async def enqueue(
-    session: AsyncSession,
-    now: datetime,
-    *,
-    key: str,
-    channel: str,
-    recipient: str,
-    text: str,
-    language: str,
-    complaint_id: int | None = None,
-    subject: str | None = None,
-    in_reply_to: Sequence[str] = (),
-    metadata: Mapping | None = None,
-) -> None:
+@dataclass(frozen=True)
+class Queued:
+    """A message to queue, and the complaint it is about (for the complaint's history)."""
+
+    message: Outgoing
+    complaint_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claimed outbox row and its message, complete, ready for its sender."""
+
+    id: int
+    attempts: int
+    message: Outgoing
+
+    @property
+    def channel(self) -> str:
+        """The channel it goes out on."""
+        return self.message.channel
+
+
+async def enqueue(session: AsyncSession, now: datetime, message: Outgoing, complaint_id: int | None = None) -> None:
     """Queue one message in the caller's transaction; a key already queued is left alone."""
-    await enqueue_many(session, now, [dict(key=key, channel=channel, recipient=recipient, text=text,
-                                           language=language, complaint_id=complaint_id, subject=subject,
-                                           in_reply_to=in_reply_to, metadata=metadata)])
+    await enqueue_many(session, now, [Queued(message, complaint_id)])
 
 
-async def enqueue_many(session: AsyncSession, now: datetime, messages: Sequence[Mapping]) -> None:
+async def enqueue_many(session: AsyncSession, now: datetime, queued: Sequence[Queued]) -> None:
     """Queue many messages in one statement; keys already queued are left alone."""
-    if not messages:
+    if not queued:
         return
-    rows = [dict(key=m["key"], channel=m["channel"], recipient=m["recipient"], complaint_id=m.get("complaint_id"),
-                 payload={"text": m["text"], "language": m["language"], "subject": m.get("subject"),
-                          "in_reply_to": list(m.get("in_reply_to") or ()), "metadata": dict(m.get("metadata") or {})},
-                 status="queued", attempts=0, next_attempt_at=now, created_at=now) for m in messages]
+    rows = [dict(key=q.message.key, channel=q.message.channel, recipient=q.message.recipient,
+                 complaint_id=q.complaint_id, payload=q.message.to_payload(), status="queued", attempts=0,
+                 next_attempt_at=now, created_at=now) for q in queued]
     await session.execute(insert_ignoring_conflicts(session, OutboxMessage), rows)
 
 
@@ -71,20 +78,15 @@ def backoff(attempts: int, base: float, cap: float, retry_after: float | None = 
     return max(delay, retry_after or 0.0)
 
 
-def _outgoing(row: OutboxMessage) -> Outgoing:
-    payload = row.payload
-    metadata = payload.get("metadata") or {}
-    # A file that goes with a message (a digest's chart) travels base64 in the JSON payload.
-    attachments = ()
-    if isinstance(metadata.get("attachment"), dict):
-        item = metadata["attachment"]
-        attachments = (Attachment(filename=item["filename"], content_type=item["content_type"],
-                                  data=base64.b64decode(item["base64"]), reference=item.get("content_id")),)
-    return Outgoing(
-        channel=row.channel, recipient=row.recipient, text=payload["text"], key=row.key,
-        subject=payload.get("subject"), in_reply_to=tuple(payload.get("in_reply_to") or ()),
-        attachments=attachments, language=payload.get("language") or "vi", metadata=metadata,
-    )
+async def _claims(session: AsyncSession, rows: Sequence[OutboxMessage]) -> list[Claim]:
+    """The claimed rows as messages, with the bytes of the stored files they name."""
+    messages = [Outgoing.from_payload(row.channel, row.recipient, row.key, row.payload) for row in rows]
+    stored = {item.stored_id for message in messages for item in message.attachments if item.stored_id is not None}
+    files: dict[int, bytes] = {}
+    if stored:
+        files = {id_: data for id_, data in (await session.execute(
+            select(Attachment.id, Attachment.data).where(Attachment.id.in_(stored)))).all() if data}
+    return [Claim(row.id, row.attempts, with_files(message, files)) for row, message in zip(rows, messages)]
 
 
 class Dispatcher:
@@ -96,7 +98,7 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._leases_checked: datetime | None = None
 
-    async def claim(self, limit: int | None = None) -> list[OutboxMessage]:
+    async def claim(self, limit: int | None = None) -> list[Claim]:
         """Claim due messages for the channels this process can send on."""
         if not self.senders:
             return []
@@ -128,7 +130,7 @@ class Dispatcher:
             rows = (await session.scalars(
                 select(OutboxMessage).where(OutboxMessage.claim_token == token).order_by(OutboxMessage.id)
             )).all()
-        return list(rows)
+            return await _claims(session, rows)
 
     async def expire_leases(self) -> int:
         """Mark failed the messages whose sender died mid-send (unknown if they left)."""
@@ -144,13 +146,13 @@ class Dispatcher:
             log.warning("outbox leases expired", extra={"fields": {"count": result.rowcount}})
         return result.rowcount
 
-    async def send_one(self, row: OutboxMessage) -> str:
+    async def send_one(self, row: Claim) -> str:
         """Send one claimed message and record the outcome: sent, retry or failed."""
         config = self.core.config.outbox
         values: dict = {"claim_token": None, "lease_until": None}
         try:
             external_id = await asyncio.wait_for(
-                self.senders[row.channel].send(_outgoing(row)), timeout=config.send_timeout_seconds
+                self.senders[row.channel].send(row.message), timeout=config.send_timeout_seconds
             )
         except PermanentDeliveryError as error:
             result, values["status"], values["last_error"] = "failed", "failed", f"permanent: {error}"[:2000]
@@ -175,7 +177,7 @@ class Dispatcher:
             )
         self.core.metrics.outbox_sends.labels(row.channel, result).inc()
         log.log(logging.INFO if result == "sent" else logging.WARNING, "outbox send",
-                extra={"fields": {"id": row.id, "key": row.key, "channel": row.channel, "result": result,
+                extra={"fields": {"id": row.id, "key": row.message.key, "channel": row.channel, "result": result,
                                   "attempt": row.attempts, "error": values.get("last_error")}})
         return result
 

@@ -65,10 +65,10 @@ def unit_ids(core: Core, selection: Selection) -> list[int]:
     if selection.until < selection.since:
         raise ReportError(f"--until {selection.until} is before --since {selection.since}")
     if selection.unit is None:
-        return [core.unit_ids[slug] for slug in sorted(core.unit_ids)]
-    if selection.unit not in core.unit_ids:
-        raise ReportError(f"no unit {selection.unit!r}; units: {', '.join(sorted(core.unit_ids))}")
-    return [core.unit_ids[selection.unit]]
+        return [core.directory.unit_ids[slug] for slug in sorted(core.directory.unit_ids)]
+    if selection.unit not in core.directory.unit_ids:
+        raise ReportError(f"no unit {selection.unit!r}; units: {', '.join(sorted(core.directory.unit_ids))}")
+    return [core.directory.unit_ids[selection.unit]]
 
 
 async def count(core: Core, selection: Selection) -> int:
@@ -122,7 +122,7 @@ def _row(core: Core, row, with_contacts: bool) -> dict:
         and complaint.apologised_for_due is None)
     out = {
         "code": complaint.tracking_code, "received_at": local(complaint.created_at),
-        "unit": core.unit_slug(complaint.unit_id), "category": complaint.category,
+        "unit": core.directory.unit_slug(complaint.unit_id), "category": complaint.category,
         "area": complaint.area if with_contacts or not complaint.area else mask_personal_data(complaint.area),
         "channel": complaint.channel, "status": complaint.status, "officer": row[1],
         "first_response_due": local(complaint.first_response_due), "first_response_at": local(answered),
@@ -194,7 +194,7 @@ async def scorecard(core: Core) -> list[UnitScorecard]:
         by_unit.setdefault(score.unit_id, {})[score.days] = score
     out = []
     for unit in core.config.units:
-        unit_id = core.unit_ids[unit.slug]
+        unit_id = core.directory.unit_ids[unit.slug]
         found = by_unit.get(unit_id, {})
         out.append(UnitScorecard(unit.slug, unit.name, unit.name_en or unit.name, {
             days: found.get(days) or stats.UnitScore(unit_id, days, 0, 0, 0, None) for days in SCORECARD_WINDOWS}))

@@ -13,30 +13,17 @@ longer, unrelated word.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.folding import contains_phrase, fold
 from storage.models import RoutingRule, Unit
 
-_WORD = re.compile(r"\w+")
-
-
-def fold(text: str) -> str:
-    """Text reduced for matching: lower case, no diacritics, đ→d, single spaces, words only."""
-    decomposed = unicodedata.normalize("NFD", text.lower().replace("đ", "d"))
-    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(_WORD.findall(bare)).replace("_", " ")
-
-
-def contains_phrase(folded_text: str, folded_phrase: str) -> bool:
-    """True when the phrase occurs in the text as whole words (both already folded)."""
-    return bool(folded_phrase) and f" {folded_phrase} " in f" {folded_text} "
-
+__all__ = ["Decision", "Rule", "RuleError", "add_rule", "contains_phrase", "fold", "load_rules", "remove_rule", "route",
+           "rules_from_config"]
 
 @dataclass(frozen=True)
 class Rule:

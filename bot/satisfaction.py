@@ -16,9 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import outbox
 from bot.core import Core
-from bot.directory import to_staff
-from bot.lifecycle import LifecycleError, queue_to_citizen, reopen
-from bot.sweep import schedule_checks
+from bot.lifecycle import queue_to_citizen, reopen
+from bot.messages import to_staff
+from bot.statuses import RATEABLE, schedule_checks
+from contract.results import LifecycleError, RatingError
 from storage.models import Complaint, Event
 
 # "5", "2. chưa xử lý triệt để", "1 - tệ", "4, cán bộ nhiệt tình": a digit alone, or a
@@ -26,10 +27,6 @@ from storage.models import Complaint, Event
 # điện") is a new message, not a rating: taking it as one would lose a complaint.
 _REPLY = re.compile(r"^\s*([1-5])\s*(?:[.,:;/)\-–]\s*(.*))?$", re.DOTALL)
 LOW = 2
-
-
-class RatingError(ValueError):
-    """A rating that cannot be recorded (out of range, complaint not resolved)."""
 
 
 def parse_reply(text: str) -> tuple[int, str | None] | None:
@@ -52,7 +49,7 @@ async def awaiting_rating(session: AsyncSession, core: Core, contact_ids: list[i
     window = timedelta(days=core.config.satisfaction.survey_window_days)
     query = select(Complaint).where(
         or_(Complaint.contact_id.in_(contact_ids), Complaint.alternate_contact_id.in_(contact_ids)),
-        Complaint.status.in_(("resolved", "closed")), Complaint.resolved_at >= now - window)
+        Complaint.status.in_(RATEABLE), Complaint.resolved_at >= now - window)
     if codes:
         query = query.where(Complaint.tracking_code.in_(codes))
     return await session.scalar(query.order_by(Complaint.resolved_at.desc()).limit(1).with_for_update())
@@ -63,7 +60,7 @@ async def record(core: Core, session: AsyncSession, now: datetime, complaint: Co
     """Store a rating in the caller's transaction, with its event, thanks and consequences."""
     if not 1 <= rating <= 5:
         raise RatingError("a rating is a whole number from 1 to 5")
-    if complaint.status not in ("resolved", "closed") and complaint.rated_at is None:
+    if complaint.status not in RATEABLE and complaint.rated_at is None:
         raise RatingError(f"complaint {complaint.tracking_code} is not resolved yet")
     previous = complaint.rating
     complaint.rating, complaint.rating_comment, complaint.rated_at = rating, comment, now
@@ -72,9 +69,9 @@ async def record(core: Core, session: AsyncSession, now: datetime, complaint: Co
                       detail={"rating": rating, "previous": previous, "via": via, "comment": bool(comment)}))
     await queue_to_citizen(core, session, now, complaint, f"rated:{complaint.id}:{now.isoformat()}",
                            "citizen.rating_thanks", rating=str(rating))
-    if rating <= LOW and core.config.satisfaction.reopen_on_low_rating and complaint.status in ("resolved", "closed"):
+    if rating <= LOW and core.config.satisfaction.reopen_on_low_rating and complaint.status in RATEABLE:
         reopen(core, session, now, complaint, "system", reason="low rating", rating=rating)
-        directory = await core.staff_directory(session)
+        directory = await core.directory.staff(session)
         await outbox.enqueue_many(session, now, to_staff(
             core, directory, directory.heads_of(complaint), f"low-rating:{complaint.id}:{now.isoformat()}",
             "staff.low_rating", complaint, rating=rating, comment=comment or "-"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -18,70 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import lifecycle
 from bot.core import Core
-from bot.sweep import FINISHED
+from bot.messages import load_case
+from bot.statuses import FINISHED
+from contract.results import Case, CaseSummary, NotAllowed, Officer, StoredFile
 from storage.models import Attachment, Complaint, Message, OutboxMessage, Setting, Staff
 
 LINK_CODE_LIFETIME = timedelta(hours=24)
 LINK_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-
-class NotAllowed(PermissionError):
-    """The person may not do this (not staff, or not their unit's complaint)."""
-
-
-@dataclass(frozen=True)
-class Officer:
-    """A staff member as commands see them."""
-
-    id: int
-    slug: str
-    name: str
-    role: str
-    unit_id: int
-    telegram_chat_id: int | None
-
-
-@dataclass(frozen=True)
-class CaseSummary:
-    """One line of a work list."""
-
-    code: str
-    status: str
-    unit_id: int
-    first_response_due: datetime | None
-    overdue: bool
-    summary: str
-
-
-@dataclass(frozen=True)
-class CaseMessage:
-    """One message in a case's history."""
-
-    at: datetime
-    direction: str  # in | out | note
-    channel: str
-    text: str
-    author: str | None
-    attachments: tuple[tuple[int, str, str, int], ...]  # id, filename, content type, size
-
-
-@dataclass(frozen=True)
-class Case:
-    """A whole complaint for the officer: text, channel, status, deadlines, history."""
-
-    code: str
-    status: str
-    channel: str
-    unit_id: int
-    assignee: str | None
-    category: str | None
-    area: str | None
-    created_at: datetime
-    first_response_due: datetime | None
-    resolution_due: datetime | None
-    latitude: float | None
-    longitude: float | None
-    messages: tuple[CaseMessage, ...]
 
 
 def _officer(member: Staff) -> Officer:
@@ -192,29 +134,11 @@ async def case(core: Core, officer: Officer | None, code: str) -> Case:
     if officer is None:
         raise NotAllowed("staff only")
     async with core.sessions() as session:
-        complaint = await _complaint_for(session, officer, code)
-        rows = (await session.execute(
-            select(Message, Staff.name).outerjoin(Staff, Staff.id == Message.author_staff_id)
-            .where(Message.complaint_id == complaint.id).order_by(Message.created_at, Message.id))).all()
-        files = (await session.execute(
-            select(Attachment.message_id, Attachment.id, Attachment.filename, Attachment.content_type, Attachment.size)
-            .where(Attachment.message_id.in_([m.id for m, _ in rows])))).all() if rows else []
-        assignee = await session.get(Staff, complaint.assignee_id) if complaint.assignee_id else None
-    by_message: dict[int, list[tuple[int, str, str, int]]] = {}
-    for message_id, *details in files:
-        by_message.setdefault(message_id, []).append(tuple(details))
-    return Case(
-        code=complaint.tracking_code, status=complaint.status, channel=complaint.channel, unit_id=complaint.unit_id,
-        assignee=assignee.name if assignee else None, category=complaint.category, area=complaint.area,
-        created_at=complaint.created_at, first_response_due=complaint.first_response_due,
-        resolution_due=complaint.resolution_due, latitude=complaint.latitude, longitude=complaint.longitude,
-        messages=tuple(CaseMessage(m.created_at, m.direction, m.channel, m.text, name,
-                                   tuple(by_message.get(m.id, ()))) for m, name in rows),
-    )
+        return await load_case(session, await _complaint_for(session, officer, code))
 
 
-async def attachment(core: Core, officer: Officer | None, attachment_id: int) -> tuple[str, str, bytes | None, str | None]:
-    """An attachment's (filename, content type, bytes, reference) for an officer who may see its case."""
+async def attachment(core: Core, officer: Officer | None, attachment_id: int) -> StoredFile:
+    """An attachment's name, type and bytes (or where they are) for an officer who may see its case."""
     if officer is None:
         raise NotAllowed("staff only")
     async with core.sessions() as session:
@@ -225,7 +149,7 @@ async def attachment(core: Core, officer: Officer | None, attachment_id: int) ->
             raise lifecycle.LifecycleError(f"no attachment {attachment_id}")
         item, code = found
         await _complaint_for(session, officer, code)
-    return item.filename, item.content_type, item.data, item.reference
+    return StoredFile(item.filename, item.content_type, item.data, item.reference)
 
 
 def _link_key(code: str) -> str:
@@ -262,6 +186,6 @@ async def link(core: Core, code: str, telegram_chat_id: int) -> Officer | None:
                               .values(telegram_chat_id=None))
         member = await session.get(Staff, int(member_id))
         member.telegram_chat_id = telegram_chat_id
-    core.forget_rules()  # this process sees the new chat at once; others within RULES_TTL
+    core.directory.forget()  # this process sees the new chat at once; others within directory.TTL
     return _officer(member)
 

@@ -22,7 +22,7 @@ from sqlalchemy import (Column, Float, Integer, MetaData, Table, and_, case, cas
                         text)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.sweep import FINISHED
+from bot.statuses import FINISHED
 from storage.models import Complaint, Staff, UTCDateTime
 
 # Ratings shown among "the lowest-rated answers": below 4 (hài lòng).
@@ -278,17 +278,18 @@ async def _figures(session: AsyncSession, period: Span, days: list[datetime]) ->
 async def _days(session: AsyncSession, boundaries: list[datetime]) -> list[Day]:
     ws = WORKING_SET.c
     window = Span(boundaries[0], boundaries[-1])
-    counts: dict[str, dict[int, tuple[int, ...]]] = {}
-    for name, column, extra in (("new", ws.created_at, ()), ("resolved", ws.resolved_at, ()),
-                                ("answered", ws.first_response_at, (func.sum(ws.on_time),))):
+    # Per day: complaints received, resolved, and answered (with how many of those on time).
+    received, resolved, answered = ({}, {}, {})
+    counts: list[tuple[dict[int, tuple[int, ...]], object, tuple]] = [
+        (received, ws.created_at, ()), (resolved, ws.resolved_at, ()),
+        (answered, ws.first_response_at, (func.sum(ws.on_time),))]
+    for found, column, extra in counts:
         day = _day_index(column, boundaries).label("day")
         rows = (await session.execute(
             select(day, func.count(), *extra).where(window.holds(column)).group_by(day))).all()
-        counts[name] = {int(index): tuple(int(v or 0) for v in values) for index, *values in rows
-                        if index is not None}
-    return [Day(start=boundaries[i], new=counts["new"].get(i, (0,))[0],
-                resolved=counts["resolved"].get(i, (0,))[0],
-                answered=counts["answered"].get(i, (0, 0))[0], answered_on_time=counts["answered"].get(i, (0, 0))[1])
+        found.update({int(index): tuple(int(v or 0) for v in values) for index, *values in rows if index is not None})
+    return [Day(start=boundaries[i], new=received.get(i, (0,))[0], resolved=resolved.get(i, (0,))[0],
+                answered=answered.get(i, (0, 0))[0], answered_on_time=answered.get(i, (0, 0))[1])
             for i in range(len(boundaries) - 1)]
 
 

@@ -2,7 +2,7 @@
 one is missed ("Khách chờ, được xin lỗi").
 
 Each complaint carries ``next_check_at``, the next moment it needs attention, kept by
-``schedule_checks`` whenever its deadlines or marks change. A sweep reads only the rows
+``statuses.schedule_checks`` whenever its deadlines or marks change. A sweep reads only the rows
 whose moment has come, through that column's index, so a sweep with nothing due costs
 one index probe however large the store. Rows are claimed with ``FOR UPDATE SKIP
 LOCKED`` (PostgreSQL; SQLite has one writer at a time), and each action is written in
@@ -22,38 +22,15 @@ from sqlalchemy import insert, select
 
 from bot import messages, outbox
 from bot.core import Core
-from bot.directory import StaffDirectory, to_staff
+from bot.directory import StaffDirectory
+from bot.messages import format_time, to_staff
+from bot.statuses import pending as owed
+from bot.statuses import schedule_checks
 from storage.models import Complaint, Contact, Event, Staff
 
 log = logging.getLogger(__name__)
 
 BATCH = 500
-UNANSWERED = ("new", "assigned", "reopened")
-FINISHED = ("resolved", "closed")
-
-
-def schedule_checks(core: Core, complaint: Complaint) -> None:
-    """Set ``next_check_at``: the earliest pending reminder or deadline, or None."""
-    complaint.next_check_at = min(_pending(core, complaint).values(), default=None)
-
-
-def _pending(core: Core, complaint: Complaint) -> dict[str, datetime]:
-    """What the complaint is still owed, and when: reminder or deadline, per deadline."""
-    if complaint.status in FINISHED:
-        return {}
-    remind = core.config.deadlines.remind_before_hours
-    pending: dict[str, datetime] = {}
-    due = complaint.first_response_due
-    if complaint.first_response_at is None and due is not None and complaint.apologised_for_due != due:
-        if remind and complaint.reminded_for_due != due:
-            pending["remind"] = core.calendar.subtract_working_hours(due, remind)
-        pending["apologise"] = due
-    due = complaint.resolution_due
-    if complaint.resolved_at is None and due is not None and complaint.resolution_escalated_for_due != due:
-        if remind and complaint.resolution_reminded_for_due != due:
-            pending["remind_resolution"] = core.calendar.subtract_working_hours(due, remind)
-        pending["escalate_resolution"] = due
-    return pending
 
 
 @dataclass
@@ -72,7 +49,7 @@ class _Batch:
     def __init__(self, core: Core, now: datetime, directory: StaffDirectory, contacts: dict[int, Contact],
                  threads: dict[int, list[str]]):
         self.core, self.now, self.directory, self.contacts, self.threads = core, now, directory, contacts, threads
-        self.messages: list[dict] = []
+        self.messages: list[outbox.Queued] = []
         self.events: list[dict] = []
 
     def to_staff(self, members: list[Staff], key: str, text_key: str, complaint: Complaint, **params: object) -> int:
@@ -94,9 +71,9 @@ class _Batch:
 def _act(batch: _Batch, complaint: Complaint, result: SweepResult) -> None:
     """Do, once, what is due now for one complaint, and set the marks that say it is done."""
     core, now = batch.core, batch.now
-    fmt = lambda moment: core.format_time(moment, complaint.language)  # noqa: E731
-    staff_fmt = lambda moment: core.format_time(moment, core.config.service.default_language)  # noqa: E731
-    pending = _pending(core, complaint)
+    fmt = lambda moment: format_time(core, moment, complaint.language)  # noqa: E731
+    staff_fmt = lambda moment: format_time(core, moment, core.config.service.default_language)  # noqa: E731
+    pending = owed(core, complaint)
     missed = pending.get("apologise")
     if missed is not None and missed <= now:
         new_due = core.calendar.add_working_hours(now, core.config.deadlines.extension_hours)

@@ -130,8 +130,9 @@ class Complaint(Base):
     unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"))
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     routing_reason: Mapped[str] = mapped_column(String(300), default="")
-    # new | assigned | answered | resolved | reopened | closed
-    status: Mapped[str] = mapped_column(String(16), default="new")
+    # One of bot.statuses.Status, kept as its name; a CHECK constraint (migration 0002)
+    # refuses anything else.
+    status: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     first_response_due: Mapped[datetime | None]

@@ -21,11 +21,12 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from bot.app import build_app
+from service.app import build_app
 from bot.clock import FrozenClock
-from bot.config import Config, parse_config
+from service.config import Config, parse_config
 from bot.core import Core
-from channels.web import routes
+from service.assembly import open_core
+from service.app import CORE
 from storage import db
 
 POSTGRES_ADMIN_URL = os.environ.get("FEEDBACK_TEST_POSTGRES")
@@ -130,8 +131,7 @@ def clock() -> FrozenClock:
 @pytest.fixture
 async def core(make_config: Callable[..., Config], clock: FrozenClock) -> AsyncIterator[Core]:
     """A started Core on the test's database with the default configuration."""
-    core = Core.build(make_config(), clock=clock)
-    await core.start()
+    core = await open_core(make_config(), clock=clock)
     yield core
     await core.close()
 
@@ -142,8 +142,7 @@ async def make_core(make_config: Callable[..., Config], clock: FrozenClock) -> A
     started: list[Core] = []
 
     async def make(overrides: dict | None = None, clock_: FrozenClock | None = None) -> Core:
-        core = Core.build(make_config(overrides), clock=clock_ or clock)
-        await core.start()
+        core = await open_core(make_config(overrides), clock=clock_ or clock)
         started.append(core)
         return core
 
@@ -161,7 +160,7 @@ class RunningService:
 
     @property
     def core(self) -> Core:
-        return self.app[routes.CORE]
+        return self.app[CORE]
 
     def client(self) -> aiohttp.ClientSession:
         """An HTTP client that keeps cookies like a browser (also for 127.0.0.1)."""

@@ -133,7 +133,7 @@ async def test_a_citizen_files_a_complaint_with_a_photo_on_a_phone_with_the_keyb
     assert await phone.evaluate("document.activeElement.type") == "submit"
     async with phone.expect_navigation():
         await phone.keyboard.press("Enter")
-    assert "/track/PA-" in phone.url and "new=1" in phone.url
+    assert "/track/PA-" in phone.url and "filed=1" in phone.url
     code = (await phone.locator("#tracking-code").inner_text()).strip()
     assert await phone.locator(".received h1").inner_text() == "Đã tiếp nhận phản ánh"
     await fits_the_screen(phone)

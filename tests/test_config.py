@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from bot.config import Config, ConfigError, load_config, parse_config, secret, secret_values
+from service.config import Config, ConfigError, load_config, parse_config, secret, secret_values
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.toml"
@@ -451,7 +451,7 @@ def test_a_digest_schedule_must_be_a_crontab_expression(schedule):
 
 @pytest.mark.parametrize("schedule", ["0 8 * * 1-5", "30 7 * * mon-fri", "0 8,17 1 * *", "*/15 * * * 0,7", "0 8 * jan-dec *"])
 def test_ordinary_digest_schedules_pass(schedule):
-    assert parse_config({"digests": {"schedule": schedule}}, {}).digests.schedule == schedule
+    assert parse_config({"digests": {"schedule": schedule}}, {}).digests.schedule.expression == schedule
 
 
 def test_backoff_cap_is_not_below_its_base():
@@ -486,7 +486,7 @@ def test_a_file_not_in_utf8_is_named(tmp_path):
 def check_config(path: Path, environ: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the installed `feedback-intake check-config` with only the given environment."""
     script = Path(sys.executable).with_name("feedback-intake")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "bot.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
     env = {"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8", **(environ or {})}
     return subprocess.run([*command, "check-config", str(path)], capture_output=True, text=True, env=env,
                           cwd=path.parent, timeout=60)
@@ -529,3 +529,10 @@ def test_check_config_names_the_file_with_a_syntax_error(tmp_path):
     result = check_config(path)
     assert result.returncode == 1
     assert result.stdout.startswith(f"{path}: not valid TOML")
+
+
+def test_a_desk_open_around_the_clock_is_a_valid_configuration():
+    config = parse_config({"deadlines": {"working_hours": ["00:00-24:00"], "working_days": [1, 2, 3, 4, 5, 6, 7]}}, {})
+    assert config.deadlines.working_hours.texts() == ["00:00-24:00"]
+    one_problem_starting(problems({"deadlines": {"working_hours": ["00:00-24:30"]}}),
+                         "deadlines.working_hours[0]: '00:00-24:30' is not of the form HH:MM-HH:MM")

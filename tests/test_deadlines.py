@@ -520,3 +520,27 @@ def test_subtract_is_the_inverse_of_add():
         back = cal.subtract_working_hours(due, hours)
         assert cal.working_hours_between(back, due) == pytest.approx(hours)
         assert cal.next_working_moment(back) == start or back == start
+
+
+# --- a desk open around the clock: "24:00" ends a day ----------------------------------------
+
+def test_an_office_open_around_the_clock_counts_every_hour():
+    cal = WorkingCalendar.from_config("Asia/Ho_Chi_Minh", ["00:00-24:00"], [1, 2, 3, 4, 5, 6, 7], "", [], [])
+    # Saturday 21:00 + 4 hours is Sunday 01:00: nights and weekends count.
+    assert cal.add_working_hours(local(2026, 11, 7, 21, 0), 4) == local(2026, 11, 8, 1, 0)
+    assert cal.working_hours_between(local(2026, 11, 7, 21, 0), local(2026, 11, 9, 21, 0)) == 48.0
+    assert cal.subtract_working_hours(local(2026, 11, 8, 1, 0), 4) == local(2026, 11, 7, 21, 0)
+    # A deadline that uses up the day is due at midnight, the end of its last interval.
+    assert cal.add_working_hours(local(2026, 11, 7, 20, 0), 4) == local(2026, 11, 8, 0, 0)
+
+
+def test_an_evening_shift_may_end_at_midnight():
+    cal = WorkingCalendar.from_config("Asia/Ho_Chi_Minh", ["08:00-12:00", "18:00-24:00"])
+    assert cal.add_working_hours(local(2026, 11, 16, 23, 0), 2) == local(2026, 11, 17, 9, 0)
+
+
+@pytest.mark.parametrize("interval", ["00:00-24:01", "24:00-24:00", "22:00-25:00", "12:00-24:60"])
+def test_nothing_runs_past_the_end_of_the_day(interval):
+    with pytest.raises(ValueError) as error:
+        WorkingCalendar.from_config("Asia/Ho_Chi_Minh", [interval])
+    assert interval in str(error.value)

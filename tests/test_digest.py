@@ -16,10 +16,10 @@ from sqlalchemy import func, select
 
 from bot import charts, crontab, digests, intake, lifecycle, satisfaction
 from bot.clock import FrozenClock
-from bot.config import parse_config
+from service.config import parse_config
 from bot.core import Core
 from bot.sweep import sweep
-from channels.base import Inbound
+from contract.messages import Inbound
 from storage.models import DigestRun, OutboxMessage
 
 HANOI = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -146,8 +146,10 @@ def test_periods_are_named_and_parsed_as_days_and_iso_weeks():
             digests.parse_period(bad, now, HANOI)
 
 
-def fires(expression: str, start: datetime, count: int) -> list[datetime]:
-    trigger = crontab.cron_trigger(expression, HANOI)
+def fires(schedule: str | crontab.Crontab, start: datetime, count: int) -> list[datetime]:
+    if isinstance(schedule, str):
+        schedule = crontab.Crontab.parse(schedule)
+    trigger = schedule.trigger(HANOI)
     out, moment = [], start
     for _ in range(count):
         moment = trigger.get_next_fire_time(None, moment + timedelta(seconds=1))
@@ -177,7 +179,7 @@ def test_the_default_configuration_sends_daily_on_weekdays_and_weekly_on_monday(
 
 
 def test_a_bad_weekly_schedule_is_a_configuration_problem_naming_the_key():
-    from bot.config import ConfigError
+    from service.config import ConfigError
 
     with pytest.raises(ConfigError) as error:
         parse_config({"digests": {"weekly_schedule": "0 8 * * 1-9"}}, {})
@@ -190,11 +192,11 @@ def test_a_bad_weekly_schedule_is_a_configuration_problem_naming_the_key():
     ("mon-fri", "mon,tue,wed,thu,fri"), ("SAT,sun", "sun,sat"),
 ])
 def test_crontab_weekdays_become_names_apscheduler_reads_the_same_way(field, names):
-    assert crontab.cron_weekdays(field) == names
+    assert crontab.weekdays(field) == names
 
 
 def test_the_catch_up_finds_the_last_time_that_passed_within_the_window():
-    trigger = crontab.cron_trigger("0 8 * * mon-fri", HANOI)
+    trigger = crontab.Crontab.parse("0 8 * * mon-fri").trigger(HANOI)
     day = timedelta(days=1)
     assert crontab.last_fire(trigger, local(2026, 11, 3, 9, 0), day) == local(2026, 11, 3, 8, 0)
     assert crontab.last_fire(trigger, local(2026, 11, 3, 7, 0), day) == local(2026, 11, 2, 8, 0)
@@ -326,10 +328,9 @@ async def test_the_digest_goes_to_the_unit_head_on_telegram_and_email_with_the_c
         payload = row.payload
         assert payload["subject"].startswith("Báo cáo tổng hợp hằng tuần: Bộ phận tiếp nhận")
         assert payload["text"].startswith(payload["subject"])
-        metadata = payload["metadata"]
-        assert (metadata["audience"], metadata["kind"], metadata["unit"]) == ("staff", "digest", "tiep-nhan")
-        assert metadata["period"]["name"] == "2026-W45"
-        attachment = metadata["attachment"]
+        assert (payload["audience"], payload["kind"]) == ("staff", "digest")
+        assert row.key.startswith("digest:weekly:2026-W45:tiep-nhan:")
+        [attachment] = payload["attachments"]
         assert (attachment["content_type"], attachment["filename"]) == ("image/png", "digest-tiep-nhan-2026-W45.png")
         assert attachment["content_id"] == digests.CHART_CONTENT_ID
         assert Image.open(io.BytesIO(base64.b64decode(attachment["base64"]))).size == charts.SIZE

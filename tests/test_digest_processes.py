@@ -26,12 +26,12 @@ import asyncio, json, sys
 from datetime import datetime
 from bot import digests
 from bot.clock import FrozenClock
-from bot.config import load_config
+from service.config import load_config
 from bot.core import Core
+from service.assembly import open_core
 
 async def main(config, now, periods):
-    core = Core.build(load_config(config), clock=FrozenClock(datetime.fromisoformat(now)))
-    await core.start(upgrade=False)
+    core = await open_core(load_config(config), clock=FrozenClock(datetime.fromisoformat(now)), upgrade=False)
     print("ready", flush=True)
     sys.stdin.readline()
     results = []
@@ -104,7 +104,7 @@ async def test_two_processes_sending_the_same_digests_send_each_once(make_core, 
 
 
 def command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "bot.cli", *args]
+    return [sys.executable, "-m", "service.cli", *args]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

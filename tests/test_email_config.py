@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.config import ConfigError, parse_config
+from service.config import ConfigError, parse_config
 
 
 def problems(email: dict) -> list[str]:

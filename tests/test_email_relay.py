@@ -15,7 +15,8 @@ import pytest
 import trustme
 
 from bot import lifecycle
-from channels.base import Attachment, Outgoing, PermanentDeliveryError
+from contract.delivery import PermanentDeliveryError
+from contract.messages import Attachment, Outgoing
 from channels.email.relay import RelaySender
 from storage.models import OutboxMessage
 from tests.test_email_support import DOMAIN, OURS, SinkRelay, eventually, new_mail, rows, start_mail_service
@@ -213,11 +214,12 @@ async def wait_until_all_sent(mail, count: int) -> None:
 
 
 def test_a_retried_message_keeps_its_message_id_and_carries_its_attachments(make_config, clock):
-    sender = RelaySender(make_config(), clock)
+    config = make_config()
+    sender = RelaySender(config.email, clock, display_name=config.service.name, timeout=config.outbox.send_timeout_seconds)
     chart = Attachment("bao-cao.png", "image/png", b"\x89PNG\r\n\x1a\n" + bytes(50))
     digest = Outgoing(channel="email", recipient="truong@example.gov.vn", text="Báo cáo tổng hợp hằng ngày.",
                       key="digest:tiep-nhan:2026-11-02", subject="Báo cáo", attachments=(chart,),
-                      metadata={"audience": "staff"})
+                      kind="digest", audience="staff")
     first, again = sender.build(digest), sender.build(digest)
     assert first["Message-ID"] == again["Message-ID"] == sender.message_id(digest)
     assert sender.message_id(replace(digest, key="digest:tiep-nhan:2026-11-03")) != first["Message-ID"]

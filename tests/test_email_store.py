@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 import pytest
 
-from bot.core import Core
+from service.assembly import open_core
 from channels.email import MAIL_SERVER
 from storage.models import Complaint, Message
 from tests.conftest import _plain_pg_url
@@ -110,8 +110,7 @@ async def test_on_shutdown_a_mail_being_stored_finishes_and_new_sessions_are_ref
         if stopping is None:
             await mail.runner.cleanup()
         await mail.relay.stop()
-    core = Core.build(config, clock=clock)
-    await core.start(upgrade=False)
+    core = await open_core(config, clock=clock, upgrade=False)
     try:
         assert len(await rows(core, Message)) == 1
     finally:

@@ -24,7 +24,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from sqlalchemy import select
 
 from bot.clock import FrozenClock
-from bot.config import Config
+from service.config import Config
 from bot.core import Core
 from channels.email import MAIL_SERVER
 from tests.conftest import RunningService, merge, start_service

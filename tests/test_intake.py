@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 
 from bot import intake
 from bot.tracking import find_codes
-from channels.base import Attachment, Inbound
+from contract.messages import Attachment, Inbound
 from storage.models import Attachment as StoredAttachment
 from storage.models import Complaint, Event, Message, OutboxMessage
 
@@ -19,6 +19,8 @@ PHONE = "+84912345678"
 
 
 def sms(core, text=TEXT, sender=PHONE, external_id="SM1", **kwargs) -> Inbound:
+    """An SMS as the SMS channel hands it in (with its default follow-up window of 72 hours)."""
+    kwargs.setdefault("continues_within_hours", 72.0)
     return Inbound(channel="sms", external_id=external_id, sender=sender, text=text,
                    received_at=core.clock.now(), **kwargs)
 
@@ -34,7 +36,7 @@ async def test_new_complaint_is_filed_with_code_unit_deadline_and_acknowledgemen
     assert find_codes(result.tracking_code, "PA") == [result.tracking_code]
     [complaint] = await rows(core, Complaint)
     assert complaint.tracking_code == result.tracking_code
-    assert complaint.unit_id == core.unit_ids["tiep-nhan"]
+    assert complaint.unit_id == core.directory.unit_ids["tiep-nhan"]
     assert complaint.status == "new"
     # Filed Monday 08:00 in Hà Nội; 16 working hours later is Tuesday 17:00 (10:00 UTC).
     assert complaint.first_response_due == datetime(2026, 11, 3, 10, 0, tzinfo=timezone.utc)
@@ -61,7 +63,8 @@ async def test_an_email_citizen_gets_the_full_text_with_the_code_in_the_subject(
     assert ack.payload["text"].startswith("Chúng tôi đã tiếp nhận phản ánh của Quý ông/bà.")
     assert ack.payload["subject"] == f"[{complaint.tracking_code}] Mất điện"
     assert ack.payload["in_reply_to"] == ["<m1@example.vn>"]
-    assert ack.payload["metadata"] == {"code": complaint.tracking_code, "kind": "acknowledgement"}
+    assert (ack.payload["code"], ack.payload["kind"], ack.payload["audience"]) == (
+        complaint.tracking_code, "acknowledgement", "citizen")
 
 
 async def test_a_retried_delivery_stores_nothing_new(core):
@@ -243,11 +246,11 @@ async def test_received_metrics_count_new_complaints_per_channel(core):
 async def test_answers_go_back_through_the_gateway_the_citizen_used(core):
     await intake.receive(core, sms(core, via="android-hanoi"))
     [ack] = await rows(core, OutboxMessage)
-    assert ack.payload["metadata"]["gateway"] == "android-hanoi"
+    assert ack.payload["via"] == "android-hanoi"
     # A later text through another gateway moves the conversation there.
     await intake.receive(core, sms(core, text="Bổ sung: cả ngõ 7.", external_id="SM2", via="twilio"))
     later = (await rows(core, OutboxMessage))[-1]
-    assert later.payload["metadata"]["gateway"] == "twilio"
+    assert later.payload["via"] == "twilio"
 
 
 async def test_a_reply_from_someone_else_on_the_thread_does_not_join(core):

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from bot import intake, lifecycle, status
 from bot.core import Core
-from channels.base import Inbound
+from contract.messages import Inbound
 from storage.models import Complaint, Event, Message, OutboxMessage
 
 STAFF = {

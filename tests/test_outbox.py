@@ -16,10 +16,12 @@ from aiohttp import web
 from sqlalchemy import select, text
 
 from bot import outbox
-from bot.config import Config
+from service.config import Config
 from bot.core import Core
+from service.assembly import open_core
 from bot.outbox import Dispatcher
-from channels.base import Outgoing, PermanentDeliveryError, TransientDeliveryError
+from contract.delivery import PermanentDeliveryError, TransientDeliveryError
+from contract.messages import Outgoing
 from storage.models import OutboxMessage
 
 
@@ -82,8 +84,8 @@ class HttpSender:
 async def queue(core: Core, count: int = 1, channel: str = "sms") -> None:
     async with core.sessions() as session, session.begin():
         for i in range(count):
-            await outbox.enqueue(session, core.clock.now(), key=f"test:{channel}:{i}", channel=channel,
-                                 recipient=f"+8491234{i:04d}", text=f"Tin nhắn {i}", language="vi")
+            await outbox.enqueue(session, core.clock.now(), Outgoing(
+                key=f"test:{channel}:{i}", channel=channel, recipient=f"+8491234{i:04d}", text=f"Tin nhắn {i}"))
 
 
 async def stored(core: Core) -> list[OutboxMessage]:
@@ -136,8 +138,7 @@ async def test_an_unreachable_gateway_is_retried_until_attempts_run_out(make_con
     gateway = await FakeGateway().start()
     url = gateway.url
     await gateway.stop()  # connection refused from now on
-    core = Core.build(make_config({"outbox": {"max_attempts": 3}}), clock=clock)
-    await core.start()
+    core = await open_core(make_config({"outbox": {"max_attempts": 3}}), clock=clock)
     try:
         await queue(core)
         dispatcher = Dispatcher(core, {"sms": HttpSender(url)})
@@ -184,9 +185,7 @@ async def test_two_dispatchers_send_each_message_exactly_once(make_config, clock
     """Two processes' dispatchers on one database (each with its own engine and pool)."""
     gateway = await FakeGateway(delay=0.01).start()
     config: Config = make_config({"outbox": {"batch_size": 5}})
-    cores = [Core.build(config, clock=clock) for _ in range(2)]
-    for core in cores:
-        await core.start()
+    cores = [await open_core(config, clock=clock) for _ in range(2)]
     try:
         await queue(cores[0], count=60)
         dispatchers = [Dispatcher(core, {"sms": HttpSender(gateway.url)}) for core in cores]

@@ -8,8 +8,8 @@ import sys
 from sqlalchemy import select
 
 from bot import intake
-from bot.core import Core
-from channels.base import Inbound
+from service.assembly import open_core
+from contract.messages import Inbound
 from storage.models import Complaint, Event
 
 ROUTED = {
@@ -23,8 +23,7 @@ ROUTED = {
 
 
 async def test_intake_routes_by_config_rules_and_records_why(make_config, clock):
-    core = Core.build(make_config(ROUTED), clock=clock)
-    await core.start()
+    core = await open_core(make_config(ROUTED), clock=clock)
     try:
         for i, (text, area) in enumerate([("Khu toi MAT DIEN tu sang", None), ("Ổ gà lớn", "phường Dịch Vọng, cau giay"),
                                           ("Góp ý thái độ cán bộ", None)]):
@@ -34,7 +33,7 @@ async def test_intake_routes_by_config_rules_and_records_why(make_config, clock)
             units = (await session.scalars(select(Complaint.unit_id).order_by(Complaint.id))).all()
             reasons = (await session.scalars(select(Event.detail).where(Event.kind == "routed")
                                              .order_by(Event.id))).all()
-        assert units == [core.unit_ids["dien-luc"], core.unit_ids["cau-giay"], core.unit_ids["tiep-nhan"]]
+        assert units == [core.directory.unit_ids["dien-luc"], core.directory.unit_ids["cau-giay"], core.directory.unit_ids["tiep-nhan"]]
         assert [r["reason"] for r in reasons] == ["config rule 1: keyword 'mất điện'",
                                                  "config rule 2: area 'Cầu Giấy'",
                                                  "default unit (no rule matched)"]
@@ -64,7 +63,7 @@ keywords = ["mất điện"]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bot.cli", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True, text=True, timeout=60)
 
 
 def test_route_test_and_admin_rules_from_the_command_line(tmp_path, database_url):

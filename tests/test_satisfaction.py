@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from bot import intake, lifecycle, satisfaction
 from bot.core import Core
-from channels.base import Inbound
+from contract.messages import Inbound
 from storage.models import Complaint, Event, OutboxMessage
 
 PHONE = "+84912345678"
@@ -24,7 +24,7 @@ async def staffed(make_core) -> Core:
 
 async def sms(core: Core, text: str, external_id: str) -> intake.IntakeResult:
     return await intake.receive(core, Inbound(channel="sms", external_id=external_id, sender=PHONE, text=text,
-                                              received_at=core.clock.now()))
+                                              received_at=core.clock.now(), continues_within_hours=72.0))
 
 
 async def resolved_complaint(core: Core) -> str:

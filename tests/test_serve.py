@@ -37,7 +37,7 @@ def write_config(folder: Path, database_url: str, port: int, auto_upgrade: bool 
 
 
 def command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "bot.cli", *args]
+    return [sys.executable, "-m", "service.cli", *args]
 
 
 async def wait_healthy(url: str, process: subprocess.Popen, seconds: float = 30) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.app import build_app
-from bot.config import ConfigError, parse_config
+from service.app import build_app
+from service.config import ConfigError, parse_config
 
 ANDROID = {"name": "android", "kind": "android", "api_url": "http://192.168.1.50:8080", "secret_env": "SIGNING_KEY"}
 

@@ -32,7 +32,7 @@ from aiohttp import web
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
-from bot.config import Config
+from service.config import Config
 from bot.core import Core
 from storage.models import Complaint, Message, OutboxMessage
 from tests.conftest import RunningService, merge, start_service

@@ -13,8 +13,9 @@ from sqlalchemy import select, text
 from bot import intake, lifecycle
 from bot.clock import FrozenClock
 from bot.core import Core
+from service.assembly import open_core
 from bot.sweep import sweep
-from channels.base import Inbound
+from contract.messages import Inbound
 from storage.models import Complaint, Event, OutboxMessage
 
 HANOI = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -112,7 +113,7 @@ async def test_officers_are_told_of_a_new_complaint_and_of_what_the_citizen_adds
     told = sorted((m.channel, m.recipient) for m in rows if m.key.startswith("new:"))
     assert told == [("email", "binh@example.gov.vn"), ("telegram", "1002")]
     new = next(m for m in rows if m.key.startswith("new:"))
-    assert new.payload["metadata"] == {"code": code, "audience": "staff", "kind": "new_complaint"}
+    assert (new.payload["code"], new.payload["audience"], new.payload["kind"]) == (code, "staff", "new_complaint")
     assert "Đèn đường hỏng trước số 5 ngõ 12." in new.payload["text"]
     await lifecycle.assign(core, code, "an")
     await intake.receive(core, Inbound(channel="sms", external_id="SM2", sender=PHONE, text=f"{code} thêm: cột số 7",
@@ -183,8 +184,7 @@ async def test_anonymous_citizen_gets_no_message_but_the_head_is_told(staffed):
 
 async def test_friday_afternoon_complaint_with_eight_hours_is_due_monday(make_config):
     clock = FrozenClock(local(2026, 11, 20, 16, 30))
-    core = Core.build(make_config({"deadlines": {"first_response_hours": 8}}), clock=clock)
-    await core.start()
+    core = await open_core(make_config({"deadlines": {"first_response_hours": 8}}), clock=clock)
     try:
         code = await file(core)
         assert (await complaint(core, code)).first_response_due == local(2026, 11, 23, 16, 30)
@@ -194,8 +194,7 @@ async def test_friday_afternoon_complaint_with_eight_hours_is_due_monday(make_co
 
 async def test_a_complaint_filed_on_the_eve_of_tet_is_due_after_tet(make_config):
     clock = FrozenClock(local(2027, 2, 3, 16, 0))  # Wednesday; Tết holidays 4-10 February 2027
-    core = Core.build(make_config({"deadlines": {"first_response_hours": 8}}), clock=clock)
-    await core.start()
+    core = await open_core(make_config({"deadlines": {"first_response_hours": 8}}), clock=clock)
     try:
         code = await file(core)
         assert (await complaint(core, code)).first_response_due == local(2027, 2, 11, 16, 0)
@@ -206,14 +205,13 @@ async def test_a_complaint_filed_on_the_eve_of_tet_is_due_after_tet(make_config)
 async def test_reassignment_recomputes_deadlines_records_it_and_tells_the_citizen(make_config, clock):
     config = make_config({**STAFF, "deadlines": {**STAFF["deadlines"], "overrides": [
         {"unit": "dien-luc", "first_response_hours": 4}]}})
-    core = Core.build(config, clock=clock)
-    await core.start()
+    core = await open_core(config, clock=clock)
     try:
         code = await file(core)
         clock.set(local(2026, 11, 2, 10, 0))
         await lifecycle.reassign(core, code, "dien-luc", by="truong")
         stored = await complaint(core, code)
-        assert stored.unit_id == core.unit_ids["dien-luc"]
+        assert stored.unit_id == core.directory.unit_ids["dien-luc"]
         assert stored.first_response_due == local(2026, 11, 2, 15, 0)  # 4 working hours from 10:00
         assert (await kinds(core))[-1] == "reassigned"
         [told] = [m for m in await outbox_rows(core) if m.key.startswith("reassigned:")]
@@ -228,9 +226,7 @@ async def test_reassignment_recomputes_deadlines_records_it_and_tells_the_citize
 
 async def test_two_processes_sweeping_at_once_apologise_exactly_once(make_config, clock):
     config = make_config(STAFF)
-    cores = [Core.build(config, clock=clock) for _ in range(2)]
-    for core in cores:
-        await core.start()
+    cores = [await open_core(config, clock=clock) for _ in range(2)]
     try:
         for i in range(60):
             await file(cores[0], external_id=f"SM{i}", sender=f"+8491234{i:04d}")
@@ -284,13 +280,13 @@ SWEEPER = """
 import asyncio, json, sys
 from datetime import datetime
 from bot.clock import FrozenClock
-from bot.config import parse_config
+from service.config import parse_config
 from bot.core import Core
+from service.assembly import open_core
 from bot.sweep import sweep
 
 async def main(config, now):
-    core = Core.build(parse_config(json.loads(config), {}), clock=FrozenClock(datetime.fromisoformat(now)))
-    await core.start(upgrade=False)
+    core = await open_core(parse_config(json.loads(config), {}), clock=FrozenClock(datetime.fromisoformat(now)), upgrade=False)
     print("ready", flush=True)
     sys.stdin.readline()
     result = await sweep(core, batch_size=5)

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from bot import citizens
 from bot.outbox import enqueue
+from contract.messages import Outgoing
 from storage.models import Complaint, Message
 from tests.telegram_fake import (  # noqa: F401
     CITIZEN,
@@ -159,7 +160,7 @@ async def test_a_button_on_a_complaint_the_officer_may_not_touch(bot):
     await api.wait_for("answerCallbackQuery", after=mark)
     complaint = await complaint_by_code(bot, code)
     assert (complaint.status, complaint.assignee_id) == ("new", None)
-    assert bot.core.unit_slug(complaint.unit_id) == "tiep-nhan"
+    assert bot.core.directory.unit_slug(complaint.unit_id) == "tiep-nhan"
     assert not api.find("sendMessage", OTHER_OFFICER)
 
 
@@ -194,10 +195,10 @@ async def test_a_survey_gets_rating_buttons_and_a_press_is_the_citizens_answer(b
     code = await file_complaint(bot)
     complaint = await complaint_by_code(bot, code)
     async with bot.core.sessions() as session, session.begin():
-        await enqueue(session, bot.core.clock.now(), key=f"survey:{complaint.id}", channel="telegram",
-                      recipient=str(CITIZEN), language="vi", complaint_id=complaint.id,
-                      text=bot.core.texts.get("vi", "citizen.survey", code=code),
-                      metadata={"code": code, "kind": "survey"})
+        await enqueue(session, bot.core.clock.now(), Outgoing(
+            key=f"survey:{complaint.id}", channel="telegram", recipient=str(CITIZEN), language="vi",
+            text=bot.core.texts.get("vi", "citizen.survey", code=code), tracking_code=code, kind="survey",
+            actions=("rate",)), complaint.id)
     bot.core.outbox_ready.set()
     survey = await api.wait_for("sendMessage", CITIZEN, contains="mức độ hài lòng")
     assert [data for _, data in survey.buttons()] == [f"rate:{code}:{n}" for n in range(1, 6)]

@@ -10,7 +10,7 @@ import logging
 
 from sqlalchemy import select
 
-from bot.app import build_app
+from service.app import build_app
 from storage.models import OutboxMessage
 from tests.conftest import start_service
 from tests.telegram_fake import (  # noqa: F401

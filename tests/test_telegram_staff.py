@@ -270,7 +270,7 @@ async def test_a_new_officer_links_their_chat_with_a_code_from_the_command_line(
     config_file = tmp_path / "feedback.toml"
     write_config(config_file, {"units": UNITS, "staff": staff}, database_url)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "staff", "link-code", "pham-thu-ha", "--config", str(config_file),
+        sys.executable, "-m", "service.cli", "staff", "link-code", "pham-thu-ha", "--config", str(config_file),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
@@ -297,7 +297,7 @@ async def test_a_new_officer_links_their_chat_with_a_code_from_the_command_line(
     assert "không đúng hoặc đã hết hạn" in (await api.wait_for("sendMessage", chat + 1, mark)).text
 
     unknown = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "staff", "link-code", "khong-co", "--config", str(config_file),
+        sys.executable, "-m", "service.cli", "staff", "link-code", "khong-co", "--config", str(config_file),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     _, err = await unknown.communicate()
     assert unknown.returncode == 1 and "no staff member khong-co" in err.decode()

@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from channels.web import openapi
+from service import openapi
 from tests.conftest import start_service
 
 KEYS = "schemathesis-key-1d9e, other-key-55aa"

@@ -83,8 +83,9 @@ async def test_a_photo_and_a_pdf_are_stored_with_the_complaint_and_the_officer_c
     listed = [item for message in case.messages for item in message.attachments]
     assert [(name, kind) for _, name, kind, _ in listed] == [("đèn-đường.jpg", "image/jpeg"),
                                                               ("don-kien-nghi.pdf", "application/pdf")]
-    name, kind, data, reference = await staff.attachment(staffed.core, officer, rows[0][0].id)
-    assert (name, kind, data, reference) == ("đèn-đường.jpg", "image/jpeg", photo, None)
+    stored = await staff.attachment(staffed.core, officer, rows[0][0].id)
+    assert (stored.filename, stored.content_type, stored.data, stored.reference) == (
+        "đèn-đường.jpg", "image/jpeg", photo, None)
     with pytest.raises(staff.NotAllowed):
         await staff.attachment(staffed.core, None, rows[0][0].id)
 

@@ -15,29 +15,35 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from bot.core import Core
-from channels.base import Sender
+from bot.port import Port
+from channels.email.config import EmailConfig
 from channels.email.relay import RelaySender
 from channels.email.server import MailServer
+from contract.delivery import Sender
 
 MAIL_SERVER = web.AppKey("mail_server", MailServer)
 
 
-def setup(app: web.Application, core: Core) -> dict[str, Sender]:
-    """Add the SMTP server to the application; return the email sender."""
-    server = MailServer(core)
+def setup(app: web.Application, port: Port, config: EmailConfig, *, send_timeout: float,
+          shutdown_timeout: float) -> dict[str, Sender]:
+    """Add the SMTP server to the application; return the email sender.
+
+    ``send_timeout``: the outbox's limit for one send; ``shutdown_timeout``: how long the
+    mails being stored may take to finish when the service stops.
+    """
+    server = MailServer(port, config)
     app[MAIL_SERVER] = server
     # aiosmtpd logs every SMTP command line at INFO: noise, and citizens' addresses in it.
     smtp_log = logging.getLogger("mail.log")
     if smtp_log.level == logging.NOTSET:
         smtp_log.setLevel(logging.WARNING)
 
-    relay = RelaySender(core.config, core.clock)
+    relay = RelaySender(config, port.clock, display_name=port.config.service.name, timeout=send_timeout)
 
     async def smtp_server(app: web.Application) -> AsyncIterator[None]:
         await server.start()
         yield
-        await server.stop(core.config.web.shutdown_timeout_seconds)
+        await server.stop(shutdown_timeout)
         await relay.close()  # the dispatcher, which sends through it, has stopped by now
 
     app.cleanup_ctx.append(smtp_server)

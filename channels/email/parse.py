@@ -24,8 +24,8 @@ from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32 as COMPAT32
 
-from bot.config import ATTACHMENT_TYPES, EmailConfig
-from channels.base import Attachment
+from channels.email.config import ATTACHMENT_TYPES, EmailConfig
+from contract.messages import Attachment
 from channels.email.headers import HEADER_ERRORS, POLICY, Headers, automated_reason, mailbox, message_ids, normal_id, \
     repair_8bit
 from channels.email.notes import Note, phrase

@@ -31,14 +31,16 @@ from email.utils import format_datetime, make_msgid
 import aiosmtplib
 
 from bot.clock import Clock
-from bot.config import Config, secret
-from channels.base import Outgoing, PermanentDeliveryError, TransientDeliveryError
+from channels.email.config import EmailConfig
+from contract.delivery import PermanentDeliveryError, TransientDeliveryError
+from contract.messages import Outgoing
 from channels.email.text import one_line
+from contract.schema import secret
 
-# Written by an officer: a human answer, to be replied to like any mail.
-HUMAN_KEYS = ("answer",)
-# Sent in direct answer to the citizen's own mail (RFC 3834's "auto-replied").
-REPLY_KEYS = ("ack", "followup", "reopened")
+# RFC 3834's Auto-Submitted by who wrote the message: an officer's answer is a human mail,
+# to be replied to like any; one sent in direct answer to the citizen's own mail is
+# "auto-replied"; anything else the service sends on its own is "auto-generated".
+AUTO_SUBMITTED = {"person": None, "reply": "auto-replied", "system": "auto-generated"}
 # Headers folded only past RFC 5322's 998 (a folded In-Reply-To confuses some readers);
 # bodies kept 7-bit (quoted-printable or base64), which every relay carries.
 POLICY = email.policy.SMTP.clone(max_line_length=998, cte_type="7bit")
@@ -55,15 +57,14 @@ class RelaySender:
 
     channel = "email"
 
-    def __init__(self, config: Config, clock: Clock):
-        email_config = config.email
-        self.config = email_config
+    def __init__(self, config: EmailConfig, clock: Clock, *, display_name: str, timeout: float):
+        self.config = config
         self.clock = clock
-        self.domain = email_config.from_address.rpartition("@")[2].lower()
-        self.sender = Address(display_name=config.service.name, addr_spec=email_config.from_address)
-        self.timeout = config.outbox.send_timeout_seconds
-        self.tls_context = (ssl.create_default_context(cafile=email_config.relay_ca_file or None)
-                            if email_config.relay_starttls else None)
+        self.domain = config.from_address.rpartition("@")[2].lower()
+        self.sender = Address(display_name=display_name, addr_spec=config.from_address)
+        self.timeout = timeout
+        self.tls_context = (ssl.create_default_context(cafile=config.relay_ca_file or None)
+                            if config.relay_starttls else None)
         self._client: aiosmtplib.SMTP | None = None
         self._lock = asyncio.Lock()
 
@@ -71,7 +72,7 @@ class RelaySender:
         """The Message-ID for an outgoing message: the same for the same key and content."""
         digest = hashlib.sha256("\x00".join((message.key, message.recipient, message.subject or "",
                                              message.text)).encode("utf-8", "surrogateescape")).hexdigest()[:32]
-        prefix = "staff." if message.metadata.get("audience") == "staff" else ""
+        prefix = "staff." if message.audience == "staff" else ""
         return f"<{prefix}{digest}@{self.domain}>"
 
     def build(self, message: Outgoing) -> EmailMessage:
@@ -85,8 +86,8 @@ class RelaySender:
             raise PermanentDeliveryError(f"cannot address a mail to this recipient: {error}") from None
         mail["Date"] = format_datetime(self.clock.now())
         mail["Message-ID"] = self.message_id(message)
-        code = str(message.metadata.get("code") or "")
-        if message.metadata.get("audience") == "staff":
+        code = message.tracking_code or ""
+        if message.audience == "staff":
             # One thread per complaint in officers' mail clients, rooted in an id no mail has.
             thread = [f"<staff.{code}@{self.domain}>"] if re.fullmatch(r"[A-Z0-9-]{1,30}", code) else []
         else:
@@ -94,9 +95,9 @@ class RelaySender:
         if thread:
             mail["In-Reply-To"] = thread[-1]
             mail["References"] = " ".join(thread)
-        kind = message.key.split(":", 1)[0]
-        if kind not in HUMAN_KEYS:
-            mail["Auto-Submitted"] = "auto-replied" if kind in REPLY_KEYS else "auto-generated"
+        auto = AUTO_SUBMITTED[message.origin]
+        if auto is not None:
+            mail["Auto-Submitted"] = auto
             mail["X-Auto-Response-Suppress"] = "All"  # Exchange and Outlook: no out-of-office answers to it
         mail["X-Loop"] = self.config.from_address
         mail.set_content(message.text)
@@ -104,7 +105,7 @@ class RelaySender:
         if images:
             # A digest's chart shows in the mail, not only as a file: plain text, and an HTML
             # alternative (the same text, escaped) with the images inline by Content-ID.
-            ids = [make_msgid(idstring=(a.reference or "image")[:40], domain=self.domain) for a in images]
+            ids = [make_msgid(idstring=(a.content_id or "image")[:40], domain=self.domain) for a in images]
             tags = "".join(f'<p><img src="cid:{cid[1:-1]}" alt="{html.escape(a.filename)}"></p>'
                            for cid, a in zip(ids, images))
             mail.add_alternative(f"<html><body><pre>{html.escape(message.text)}</pre>{tags}</body></html>",

@@ -24,15 +24,15 @@ from collections import deque
 from datetime import datetime, timedelta
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from sqlalchemy.exc import SQLAlchemyError
 
-from bot import intake
 from bot.clock import Clock
-from bot.core import Core
 from bot.logs import mask_email
-from channels.base import Inbound
+from bot.port import Port
+from channels.email.config import EmailConfig
 from channels.email.notes import Note, with_notes
 from channels.email.parse import Limits, MailRejected, ParsedMail, parse_mail
+from contract.messages import Inbound
+from contract.results import IntakeError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +90,14 @@ class SenderRateLimit:
 class MailHandler:
     """aiosmtpd handler: refuses what is not ours, and turns each mail into an ``Inbound``."""
 
-    def __init__(self, core: Core):
-        config = core.config.email
-        self.core = core
+    def __init__(self, port: Port, config: EmailConfig):
+        self.port = port
         self.limits = Limits.from_config(config)
         self.accept_domains = frozenset(config.accept_domains)
         self.own_address = config.from_address
         self.own_domain = config.from_address.rpartition("@")[2].lower()
         self.rate = SenderRateLimit(config.rate_limit_messages, timedelta(seconds=config.rate_limit_window_seconds),
-                                    core.clock)
+                                    port.clock)
         self.in_flight = 0
         self.stopping = False
         self._idle = asyncio.Event()
@@ -157,7 +156,7 @@ class MailHandler:
         raw = envelope.original_content if envelope.original_content is not None else envelope.content
         raw = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw or b""
         parse = functools.partial(parse_mail, raw, envelope.mail_from, self.limits, own_address=self.own_address,
-                                  language=self.core.config.service.default_language)
+                                  language=self.port.config.service.default_language)
         if len(raw) > PARSE_IN_THREAD_BYTES:
             # A few megabytes of HTML take a second or more to read: not on the loop, which
             # meanwhile serves the web form and the other SMTP sessions.
@@ -191,12 +190,12 @@ class MailHandler:
             thread = tuple(i for i in thread if not self._is_staff_thread(i))  # an officer's out-of-office
         inbound = self._inbound(mail, thread)
         try:
-            result = await intake.receive(self.core, inbound)
-        except intake.IntakeError as error:
+            result = await self.port.receive(inbound)
+        except IntakeError as error:
             log.info("mail refused", extra={"fields": {**fields, "reason": str(error)}})
             return f"550 5.6.0 Message not taken: {error}"
-        except (SQLAlchemyError, OSError, asyncio.TimeoutError) as error:
-            log.warning("mail not stored; asked to retry", extra={"fields": {**fields, "error": type(error).__name__}})
+        except StoreUnavailable as error:
+            log.warning("mail not stored; asked to retry", extra={"fields": {**fields, "error": str(error)}})
             return REJECT_STORE_DOWN
         log.info("mail taken", extra={"fields": {**fields, "outcome": result.outcome, "code": result.tracking_code
                                                  or "-", "automated": mail.automated or "-",
@@ -207,8 +206,8 @@ class MailHandler:
         notes = mail.notes + ((Note("automated", {"reason": mail.automated}),) if mail.automated else ())
         return Inbound(
             channel="email", external_id=mail.message_id, sender=mail.sender, sender_name=mail.sender_name,
-            text=with_notes(mail.text, notes, self.core.config.service.default_language),
-            subject=mail.subject or None, received_at=self.core.clock.now(), language=mail.language,
+            text=with_notes(mail.text, notes, self.port.config.service.default_language),
+            subject=mail.subject or None, received_at=self.port.clock.now(), language=mail.language,
             attachments=mail.attachments, in_reply_to=thread, automated=mail.automated is not None,
         )
 
@@ -216,14 +215,14 @@ class MailHandler:
 class MailServer:
     """The SMTP server's lifecycle: listen, serve every session, stop cleanly."""
 
-    def __init__(self, core: Core):
-        self.core = core
-        self.handler = MailHandler(core)
+    def __init__(self, port: Port, config: EmailConfig):
+        self.config = config
+        self.handler = MailHandler(port, config)
         self._server: asyncio.AbstractServer | None = None
         self._sessions: weakref.WeakSet[SMTP] = weakref.WeakSet()
 
     def _session(self) -> SMTP:
-        config = self.core.config.email
+        config = self.config
         smtp = SMTP(self.handler, data_size_limit=config.max_message_bytes, enable_SMTPUTF8=True,
                     # Named here: left out, aiosmtpd asks the resolver for this host's name on every connection.
                     hostname=self.handler.own_domain, ident=IDENT, loop=asyncio.get_running_loop())
@@ -232,7 +231,7 @@ class MailServer:
 
     async def start(self) -> None:
         """Listen on ``[email] host/port``."""
-        config = self.core.config.email
+        config = self.config
         self._server = await asyncio.get_running_loop().create_server(self._session, config.host, config.port)
         log.info("smtp server listening", extra={"fields": {"host": config.host, "port": self.port}})
 

@@ -15,24 +15,27 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from bot.core import Core
-from channels.base import Sender
+from bot.port import Port
 from channels.sms.common import Gateway
+from channels.sms.config import SmsConfig
 from channels.sms.sender import SmsSender
 from channels.sms.webhook import CHANNEL, SmsChannel, receive
+from contract.delivery import Sender
 
 __all__ = ("setup",)
 
 
-def setup(app: web.Application, core: Core) -> dict[str, Sender]:
-    """Add the SMS webhook route and the gateways' HTTP client to the app; return the SMS sender."""
-    gateways = {config.name: Gateway.from_config(index, config)
-                for index, config in enumerate(core.config.sms.gateways)}
-    app[CHANNEL] = SmsChannel(core, gateways)
+def setup(app: web.Application, port: Port, config: SmsConfig, *, send_timeout: float) -> dict[str, Sender]:
+    """Add the SMS webhook route and the gateways' HTTP client to the app; return the SMS sender.
+
+    ``send_timeout``: the outbox's limit for one send.
+    """
+    gateways = {gateway.name: Gateway.from_config(index, gateway) for index, gateway in enumerate(config.gateways)}
+    app[CHANNEL] = SmsChannel(port, config, gateways)
     app.router.add_post("/webhooks/sms/{gateway}", receive)
-    sender = SmsSender(core, gateways)
+    sender = SmsSender(port, config, gateways)
     # A little under the outbox's own limit, so that a slow gateway reads as "no answer in time".
-    timeout = aiohttp.ClientTimeout(total=core.config.outbox.send_timeout_seconds * 0.9)
+    timeout = aiohttp.ClientTimeout(total=send_timeout * 0.9)
 
     async def http_client(app: web.Application) -> AsyncIterator[None]:
         """One HTTP client for every gateway, open while the app runs (closed after the dispatcher stops)."""

@@ -17,10 +17,12 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from bot import citizens, routing, status, tracking
-from bot.core import Core
+from bot import tracking
+from bot.folding import fold
+from bot.port import Port
+from contract.messages import Outgoing
 
-# Folded keywords (bot.routing.fold: lower case, no diacritics) and the language of the answer.
+# Folded keywords (bot.folding.fold: lower case, no diacritics) and the language of the answer.
 KEYWORDS = {("tt",): "vi", ("status",): "en", ("trang", "thai"): "vi", ("tra", "cuu"): "vi"}
 _WORDS = re.compile(r"\s*([^\W\d_]+)(?:[^\S\n]+([^\W\d_]+))?")
 _SEPARATORS = re.compile(r"[\s\-\u2010-\u2015\u2212]+")
@@ -40,8 +42,8 @@ def parse(text: str, prefix: str) -> StatusRequest | None:
     match = _WORDS.match(text)
     if match is None:
         return None
-    first = routing.fold(match[1])
-    second = routing.fold(match[2]) if match[2] else ""
+    first = fold(match[1])
+    second = fold(match[2]) if match[2] else ""
     if (first, second) in KEYWORDS:
         language, rest = KEYWORDS[(first, second)], text[match.end(2):]
     elif (first,) in KEYWORDS:
@@ -63,25 +65,26 @@ def parse(text: str, prefix: str) -> StatusRequest | None:
         return StatusRequest(language, problem=str(error))
 
 
-async def answer(core: Core, request: StatusRequest, *, gateway: str, phone: str, message_id: str) -> None:
+async def answer(port: Port, request: StatusRequest, *, gateway: str, phone: str, message_id: str) -> None:
     """Queue the answer to a status request to the phone it came from."""
     language = request.language
-    prefix = core.config.service.tracking_prefix
+    prefix = port.config.service.tracking_prefix
     example = f"{prefix}-7KQ4-M9XS"
     code = request.code
     if request.problem is not None:
-        text = core.texts.get(language, "sms.status_bad_code", example=example)
+        text = port.texts.get(language, "sms.status_bad_code", example=example)
     elif code is not None:
-        found = await status.public_status(core, code)
-        text = (status.status_text(core, found, language, "sms") if found is not None
-                else core.texts.get(language, "sms.status_not_found", code=code))
+        found = (await port.lookup(code)).status
+        text = (port.status_text(found, language, "sms") if found is not None
+                else port.texts.get(language, "sms.status_not_found", code=code))
     else:
-        latest = await citizens.complaints_of(core, "sms", phone, limit=1)
+        latest = await port.complaints_of("sms", phone, limit=1)
         code = latest[0].code if latest else None
-        text = (status.status_text(core, latest[0], language, "sms") if latest
-                else core.texts.get(language, "sms.status_help", example=example))
+        text = (port.status_text(latest[0], language, "sms") if latest
+                else port.texts.get(language, "sms.status_help", example=example))
     key = f"sms-status:{message_id}"
     if len(key) > 200:
         key = f"sms-status:{hashlib.sha256(message_id.encode()).hexdigest()}"
-    await citizens.reply(core, "sms", phone, text, key=key, language=language,
-                         metadata={"gateway": gateway, "code": code or "", "kind": "status_reply"})
+    await port.reply(Outgoing(channel="sms", recipient=phone, text=text, key=key, kind="status_reply",
+                              origin="reply", language=language, tracking_code=code,
+                              status_url=port.track_url(code) if code else None, via=gateway))

@@ -15,9 +15,11 @@ from typing import NoReturn
 
 import phonenumbers
 
-from bot.config import SmsGatewayConfig, secret
 from bot.logs import mask_personal_data
-from channels.base import Attachment, PermanentDeliveryError, TransientDeliveryError
+from channels.sms.config import SmsGatewayConfig
+from contract.schema import secret
+from contract.delivery import PermanentDeliveryError, TransientDeliveryError
+from contract.messages import Attachment
 
 MAX_ID_LENGTH = 200  # a provider's message id longer than this is not one
 

@@ -1,7 +1,8 @@
 """Sends the outbox's SMS through the configured gateways.
 
-Each message goes through the gateway its metadata names (a status answer goes back the
-way the request came) and otherwise through the first configured gateway. Its text is
+Each message goes through the gateway it names (``via``: the one the citizen wrote
+through, so an answer goes back the way the request came) and otherwise through the
+first configured gateway. Its text is
 prepared for SMS on the way: plain letters when ``sms.ascii_only`` is on, and shortened
 to ``sms.max_segments`` parts, ending with the complaint's status link, when too long.
 Network failures and timeouts are transient (the outbox retries); what an operator's
@@ -17,10 +18,12 @@ from collections.abc import Mapping
 
 import aiohttp
 
-from bot.core import Core
 from bot.logs import mask_phone
-from channels.base import Outgoing, PermanentDeliveryError, TransientDeliveryError
+from bot.port import Port
+from contract.delivery import PermanentDeliveryError, TransientDeliveryError
+from contract.messages import Outgoing
 from channels.sms.common import Gateway
+from channels.sms.config import SmsConfig
 from channels.sms.dialects import DIALECTS
 from channels.sms.text import prepare
 
@@ -34,23 +37,23 @@ class SmsSender:
 
     channel = "sms"
 
-    def __init__(self, core: Core, gateways: Mapping[str, Gateway]):
-        self.core = core
+    def __init__(self, port: Port, config: SmsConfig, gateways: Mapping[str, Gateway]):
+        self.port = port
+        self.config = config
         self.gateways = dict(gateways)
         self.default = next(iter(self.gateways.values()))
         self.http: aiohttp.ClientSession | None = None  # opened and closed by the app's lifecycle
 
     def gateway_for(self, message: Outgoing) -> Gateway:
         """The gateway the message names, else the first configured one."""
-        return self.gateways.get(str(message.metadata.get("gateway") or ""), self.default)
+        return self.gateways.get(message.via or "", self.default)
 
     def text_for(self, message: Outgoing) -> str:
         """The message's text as it goes out by SMS."""
-        config = self.core.config
-        code = message.metadata.get("code")
-        tail = self.core.texts.get(message.language, "sms.more", track_url=self.core.track_url(code)) if code else ""
-        return prepare(message.text, ascii_only=config.sms.ascii_only, max_segments=config.sms.max_segments,
-                       tail=tail, prefix=config.service.tracking_prefix)
+        url = message.status_url
+        tail = self.port.texts.get(message.language, "sms.more", track_url=url) if url else ""
+        return prepare(message.text, ascii_only=self.config.ascii_only, max_segments=self.config.max_segments,
+                       tail=tail, prefix=self.port.config.service.tracking_prefix)
 
     async def send(self, message: Outgoing) -> str | None:
         """Send one SMS; return the gateway's id for it."""

@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, urlparse
 import aiohttp
 from aiohttp import web
 
-from channels.base import Attachment
+from contract.messages import Attachment
 from channels.sms.common import Gateway, ReceivedSms, Refused, basic_auth, fail, required_text, retry_after
 
 CONTENT_TYPE = "application/x-www-form-urlencoded"

@@ -1,4 +1,4 @@
-"""``POST /webhooks/sms/{gateway}``: an SMS from a gateway becomes an ``Inbound`` and one call into ``bot/``.
+"""``POST /webhooks/sms/{gateway}``: an SMS from a gateway becomes an ``Inbound`` and one call to the port.
 
 Everything that is not a signed, well-formed SMS is refused before anything is stored:
 an unknown gateway name is 404; a body of the wrong content type, empty or larger than
@@ -18,23 +18,25 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from bot import intake
-from bot.core import Core
 from bot.logs import mask_phone
-from channels.base import Inbound
+from bot.port import Port
 from channels.sms import commands
 from channels.sms.common import Gateway, Refused, normalise_phone
+from channels.sms.config import SmsConfig
 from channels.sms.dialects import DIALECTS
 from channels.sms.text import clean
+from contract.messages import Inbound
+from contract.results import IntakeError
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class SmsChannel:
-    """What the webhook needs: the core and the configured gateways by name."""
+    """What the webhook needs: the port, the channel's configuration and the gateways by name."""
 
-    core: Core
+    port: Port
+    config: SmsConfig
     gateways: dict[str, Gateway]
 
 
@@ -60,16 +62,16 @@ async def _body(request: web.Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def webhook_url(core: Core, gateway: Gateway, request: web.Request) -> str:
+def webhook_url(public_url: str, gateway: Gateway, request: web.Request) -> str:
     """The URL the gateway was told to call: the public one, as a proxy in front does not change it."""
     query = f"?{request.query_string}" if request.query_string else ""
-    return f"{core.config.web.public_url.rstrip('/')}/webhooks/sms/{gateway.name}{query}"
+    return f"{public_url.rstrip('/')}/webhooks/sms/{gateway.name}{query}"
 
 
 async def receive(request: web.Request) -> web.Response:
     """Take one SMS from a gateway: 2xx once it is stored (or was already), 4xx when refused."""
     channel = request.app[CHANNEL]
-    core = channel.core
+    port = channel.port
     name = request.match_info["gateway"]
     gateway = channel.gateways.get(name)
     if gateway is None:
@@ -77,15 +79,15 @@ async def receive(request: web.Request) -> web.Response:
     dialect = DIALECTS[gateway.kind]
     if request.content_type != dialect.CONTENT_TYPE:
         return _refused(name, 400, f"expected Content-Type {dialect.CONTENT_TYPE}")
-    limit = core.config.sms.max_body_bytes
+    limit = channel.config.max_body_bytes
     body = await _body(request, limit)
     if body is None:
         return _refused(name, 400, f"body larger than {limit} bytes")
     if not body.strip():
         return _refused(name, 400, "empty body")
     try:
-        sms = dialect.parse(gateway, request, body, url=webhook_url(core, gateway, request), now=core.clock.now(),
-                            max_age=core.config.sms.signature_max_age_seconds)
+        sms = dialect.parse(gateway, request, body, url=webhook_url(port.public_url, gateway, request),
+                            now=port.clock.now(), max_age=channel.config.signature_max_age_seconds)
     except Refused as refusal:
         return _refused(name, refusal.status, refusal.reason)
     if sms is None:
@@ -93,24 +95,26 @@ async def receive(request: web.Request) -> web.Response:
     text = clean(sms.text).strip()
     if not text and not sms.attachments:
         return _refused(name, 400, "empty message")
-    phone = normalise_phone(sms.sender, core.config.service.phone_region)
+    phone = normalise_phone(sms.sender, port.config.service.phone_region)
     message_id = f"{gateway.name}:{sms.message_id}"[:255]
-    request_for_status = commands.parse(text, core.config.service.tracking_prefix) if phone.is_phone else None
+    request_for_status = commands.parse(text, port.config.service.tracking_prefix) if phone.is_phone else None
     if request_for_status is not None:
-        await commands.answer(core, request_for_status, gateway=gateway.name, phone=phone.address,
+        await commands.answer(port, request_for_status, gateway=gateway.name, phone=phone.address,
                               message_id=message_id)
         log.info("sms status request", extra={"fields": {"gateway": gateway.name, "from": mask_phone(phone.address),
                                                          "code": request_for_status.code or "-"}})
         return dialect.accepted()
     inbound = Inbound(
         channel="sms", external_id=message_id, sender=phone.address, text=text,
-        received_at=sms.received_at or core.clock.now(), attachments=sms.attachments, via=gateway.name,
+        received_at=sms.received_at or port.clock.now(), attachments=sms.attachments, via=gateway.name,
         # A sender name or short code is a machine (an operator's notice, an advert): kept, never answered.
         automated=not phone.is_phone,
+        # SMS has no reply threading: a text soon after continues the sender's open complaint.
+        continues_within_hours=channel.config.followup_window_hours,
     )
     try:
-        result = await intake.receive(core, inbound)
-    except intake.IntakeError as error:
+        result = await port.receive(inbound)
+    except IntakeError as error:
         return _refused(name, 400, str(error))
     log.info("sms received", extra={"fields": {"gateway": gateway.name, "from": mask_phone(phone.address),
                                                "outcome": result.outcome, "code": result.tracking_code or "-"}})

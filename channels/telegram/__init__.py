@@ -1,7 +1,7 @@
 """The Telegram channel: citizens file and follow their complaints in a chat, officers get
 notifications with the whole case and act on them, all through python-telegram-bot.
 
-``setup`` is what ``bot.app`` calls when ``[telegram] enabled`` is true: it adds the
+``setup`` is what the wiring calls when ``[telegram] enabled`` is true: it adds the
 webhook route (webhook mode) and the bot's lifecycle to the application and returns the
 sender the outbox uses. The bot runs only when its token's environment variable is set.
 
@@ -14,24 +14,24 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bot.config import secret
-from bot.core import Core
-from channels.base import Sender
+from bot.port import Port
 from channels.telegram.common import CHANNEL, log
+from channels.telegram.config import TelegramConfig
 from channels.telegram.runtime import WEBHOOK_PATH, TelegramChannel, quiet_http_loggers
+from contract.delivery import Sender
+from contract.schema import secret
 
 TELEGRAM = web.AppKey("telegram", TelegramChannel)
 
 
-def setup(app: web.Application, core: Core) -> dict[str, Sender]:
+def setup(app: web.Application, port: Port, config: TelegramConfig) -> dict[str, Sender]:
     """Add the Telegram bot to the application; return its sender (none when it is off)."""
-    config = core.config.telegram
     token = secret(config.token_env)
     if not token:
         log.warning("telegram off: environment variable is not set", extra={"fields": {"token_env": config.token_env}})
         return {}
     quiet_http_loggers()
-    channel = TelegramChannel(core, token)
+    channel = TelegramChannel(port, config, token)
     app[TELEGRAM] = channel
     if channel.webhook_mode:
         app.router.add_post(WEBHOOK_PATH, channel.webhook)

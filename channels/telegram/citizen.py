@@ -2,7 +2,7 @@
 to confirm, follow-ups, status look-ups, language, and rating buttons.
 
 A citizen's messages gather in a draft (text, photos, a location, a shared phone) that is
-kept in the store through ``bot.citizens``, so whichever process gets the next update
+kept in the store through the port, so whichever process gets the next update
 continues it. The draft is filed when the citizen presses Send; its identity for dedupe is
 its first message (``chat:message``), so a second press, or Telegram delivering the press
 again, finds the complaint already filed. A message that names one of the citizen's
@@ -16,9 +16,10 @@ import phonenumbers
 from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, User
 from telegram.error import TelegramError
 
-from bot import citizens, intake, status, tracking
-from bot.core import Core
-from channels.base import Attachment, Inbound, Location
+from bot import tracking
+from bot.port import Port
+from contract.messages import Attachment, Inbound, Location
+from contract.results import IntakeError
 from channels.telegram.common import (
     CHANNEL,
     MESSAGE_LIMIT,
@@ -50,11 +51,11 @@ def rating_markup(code: str) -> InlineKeyboardMarkup:
                                   for n in range(1, 6)]])
 
 
-def _summary_markup(core: Core, language: str) -> InlineKeyboardMarkup:
+def _summary_markup(port: Port, language: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup([[
-        InlineKeyboardButton(text(core, language, "button_send"), callback_data="draft:send"),
-        InlineKeyboardButton(text(core, language, "button_edit"), callback_data="draft:edit"),
-        InlineKeyboardButton(text(core, language, "button_cancel"), callback_data="draft:cancel"),
+        InlineKeyboardButton(text(port, language, "button_send"), callback_data="draft:send"),
+        InlineKeyboardButton(text(port, language, "button_edit"), callback_data="draft:edit"),
+        InlineKeyboardButton(text(port, language, "button_cancel"), callback_data="draft:cancel"),
     ]])
 
 
@@ -77,51 +78,48 @@ def _file_of(message: Message) -> dict | None:
 class CitizenDesk:
     """The conversation with citizens in private chats."""
 
-    def __init__(self, core: Core):
-        self.core = core
+    def __init__(self, port: Port):
+        self.port = port
 
     def _t(self, language: str, key: str, **params: object) -> str:
-        return text(self.core, language, key, **params)
+        return text(self.port, language, key, **params)
 
     async def language(self, chat_id: int, user: User | None) -> str:
         """The citizen's chosen language, else their Telegram app's, else the default."""
-        chosen = await citizens.language_of(self.core, CHANNEL, str(chat_id))
-        return chosen or self.core.texts.language(user.language_code if user else None)
+        chosen = await self.port.language_of(CHANNEL, str(chat_id))
+        return chosen or self.port.texts.language(user.language_code if user else None)
 
     async def start(self, message: Message, user: User) -> None:
         """/start and /help: the greeting and how to send a complaint."""
         language = await self.language(message.chat_id, user)
-        service = self.core.config.service
+        service = self.port.config.service
         await say(message, self._t(language, "start", service=service.name_en if language == "en" else service.name))
 
     async def status(self, message: Message, user: User, rest: str) -> None:
         """/status: the citizen's complaints; /status CODE: one complaint."""
         language = await self.language(message.chat_id, user)
         if rest:
-            try:
-                code = status.parse_code(self.core, rest)
-            except tracking.TrackingCodeError as error:
-                await say(message, self._t(language, "status_bad_code", reason=str(error)))
-                return
-            found = await status.public_status(self.core, code)
-            if found is None:
-                await say(message, self._t(language, "status_not_found", code=code))
+            found = await self.port.lookup(rest)
+            if found.malformed:
+                await say(message, self._t(language, "status_bad_code", reason=found.error))
+            elif found.status is None:
+                await say(message, self._t(language, "status_not_found", code=found.code))
             else:
-                await say(message, status.status_text(self.core, found, language, CHANNEL))
+                await say(message, self.port.status_text(found.status, language, CHANNEL))
             return
-        mine = await citizens.complaints_of(self.core, CHANNEL, str(message.chat_id))
+        mine = await self.port.complaints_of(CHANNEL, str(message.chat_id))
         if not mine:
             await say(message, self._t(language, "status_none"))
             return
         lines = [self._t(language, "status_title")]
-        lines += [status.status_text(self.core, found, language, CHANNEL) for found in mine]
+        lines += [self.port.status_text(found, language, CHANNEL) for found in mine]
         await say(message, "\n".join(lines))
 
     async def lang(self, message: Message, user: User, rest: str) -> None:
         """/lang vi|en switches; /lang alone offers both."""
         wanted = rest.strip().lower()
-        if wanted in self.core.texts.texts:
-            chosen = await citizens.set_language(self.core, CHANNEL, str(message.chat_id), wanted)
+        if wanted in self.port.texts.texts:
+            chosen = await self.port.set_language(CHANNEL, str(message.chat_id), wanted)
             await say(message, self._t(chosen, "lang_set"))
             return
         language = await self.language(message.chat_id, user)
@@ -131,14 +129,14 @@ class CitizenDesk:
 
     async def _own_codes(self, message: Message, body: str) -> list[str]:
         """Codes of this citizen's complaints the message is about: the one it replies to, or named."""
-        prefix = self.core.config.service.tracking_prefix
+        prefix = self.port.config.service.tracking_prefix
         codes = []
         replied = message.reply_to_message
         if replied is not None and replied.from_user is not None and replied.from_user.id == message.get_bot().id:
             codes += tracking.find_codes(replied.text or replied.caption or "", prefix)
         codes += tracking.find_codes(body, prefix)
         address = str(message.chat_id)
-        return [code for code in dict.fromkeys(codes) if await citizens.owns(self.core, CHANNEL, address, code)]
+        return [code for code in dict.fromkeys(codes) if await self.port.owns(CHANNEL, address, code)]
 
     async def on_message(self, message: Message, user: User) -> None:
         """Anything a citizen writes: a follow-up, or a part of the complaint being composed."""
@@ -175,7 +173,7 @@ class CitizenDesk:
         if not raw.startswith(("+", "0")):
             raw = "+" + raw  # Telegram sends its users' numbers in international form without the "+"
         try:
-            number = phonenumbers.parse(raw, self.core.config.service.phone_region)
+            number = phonenumbers.parse(raw, self.port.config.service.phone_region)
         except phonenumbers.NumberParseException:
             return None, False
         if not phonenumbers.is_possible_number(number):
@@ -188,21 +186,21 @@ class CitizenDesk:
         replied = message.reply_to_message
         inbound = Inbound(
             channel=CHANNEL, external_id=message_key(message.chat_id, message.message_id),
-            sender=str(message.chat_id), sender_name=user.full_name, text=body, received_at=self.core.clock.now(),
+            sender=str(message.chat_id), sender_name=user.full_name, text=body, received_at=self.port.clock.now(),
             language=language, tracking_codes=(code,),
             in_reply_to=(message_key(message.chat_id, replied.message_id),) if replied else (),
             attachments=tuple([await self._download(message, file)] if file else []),
             location=Location(location.latitude, location.longitude) if location else None,
         )
         try:
-            await intake.receive(self.core, inbound)  # the outbox tells the citizen it was added
-        except intake.IntakeError:
+            await self.port.receive(inbound)  # the outbox tells the citizen it was added
+        except IntakeError:
             await say(message, self._t(language, "unsupported"))
 
     async def _compose(self, message: Message, language: str, body: str, file: dict | None, location,
                        contact: str, phone: str | None, notices: list[str]) -> None:
         address = str(message.chat_id)
-        draft = await citizens.load_draft(self.core, CHANNEL, address) or {
+        draft = await self.port.load_draft(CHANNEL, address) or {
             "first": message_key(message.chat_id, message.message_id), "language": language, "parts": [],
             "files": [], "location": None, "contact": "", "phone": None, "editing": False, "seen": []}
         # Telegram delivers an update again when it got no answer; its part is already here.
@@ -224,17 +222,17 @@ class CitizenDesk:
                 # (Telegram checked it) also becomes a way to reach them.
                 draft["contact"], draft["phone"] = contact, phone
             draft["language"] = language
-            await citizens.save_draft(self.core, CHANNEL, address, draft)
+            await self.port.save_draft(CHANNEL, address, draft)
         summary = self._summary(draft, language, notices)
         album = message.media_group_id
         if album and draft.get("album") == album and draft.get("summary"):
             # The photos of one album arrive as separate messages: one summary, kept up to date.
-            await edit(message, summary, _summary_markup(self.core, language), message_id=draft["summary"])
+            await edit(message, summary, _summary_markup(self.port, language), message_id=draft["summary"])
             return
-        sent = await say(message, summary, markup=_summary_markup(self.core, language))
+        sent = await say(message, summary, markup=_summary_markup(self.port, language))
         if album and sent is not None:
             draft["album"], draft["summary"] = album, sent.message_id
-            await citizens.save_draft(self.core, CHANNEL, address, draft)
+            await self.port.save_draft(CHANNEL, address, draft)
 
     def _draft_text(self, draft: dict) -> str:
         """The complaint's text as filed: the parts, then the shared contact."""
@@ -266,15 +264,15 @@ class CitizenDesk:
         """An edited message: it changes the draft it is part of, never a filed complaint."""
         language = await self.language(message.chat_id, user)
         address = str(message.chat_id)
-        draft = await citizens.load_draft(self.core, CHANNEL, address)
+        draft = await self.port.load_draft(CHANNEL, address)
         body = shorten(clean(message.text or message.caption), TEXT_LIMIT)
         part = next((p for p in (draft or {}).get("parts", []) if p["id"] == message.message_id), None)
         if part is None or not body:
             await say(message, self._t(language, "edited_ignored"))
             return
         part["text"] = body
-        await citizens.save_draft(self.core, CHANNEL, address, draft)
-        await say(message, self._summary(draft, language, []), markup=_summary_markup(self.core, language))
+        await self.port.save_draft(CHANNEL, address, draft)
+        await say(message, self._summary(draft, language, []), markup=_summary_markup(self.port, language))
 
     async def _download(self, message: Message, file: dict) -> Attachment:
         """The file's bytes (when small enough), and its Telegram file id either way."""
@@ -300,8 +298,8 @@ class CitizenDesk:
         language = await self.language(message.chat_id, user)
         if action == "draft" and rest in ("send", "edit", "cancel"):
             await getattr(self, f"_draft_{rest}")(query, message, user, language)
-        elif action == "lang" and rest in self.core.texts.texts:
-            chosen = await citizens.set_language(self.core, CHANNEL, str(message.chat_id), rest)
+        elif action == "lang" and rest in self.port.texts.texts:
+            chosen = await self.port.set_language(CHANNEL, str(message.chat_id), rest)
             await answer_button(query, None)
             await edit(message, self._t(chosen, "lang_set"))
         elif action == "rate":
@@ -311,7 +309,7 @@ class CitizenDesk:
 
     async def _draft_send(self, query: CallbackQuery, message: Message, user: User, language: str) -> None:
         address = str(message.chat_id)
-        draft = await citizens.load_draft(self.core, CHANNEL, address)
+        draft = await self.port.load_draft(CHANNEL, address)
         if draft is None:
             await answer_button(query, self._t(language, "draft_none"), alert=True)
             return
@@ -322,48 +320,45 @@ class CitizenDesk:
         attachments = tuple([await self._download(message, file) for file in draft["files"]])
         inbound = Inbound(
             channel=CHANNEL, external_id=draft["first"], sender=address, sender_name=user.full_name, text=body,
-            received_at=self.core.clock.now(), language=draft.get("language") or language, attachments=attachments,
+            received_at=self.port.clock.now(), language=draft.get("language") or language, attachments=attachments,
             location=Location(*draft["location"]) if draft["location"] else None,
             # A number Telegram confirmed as the citizen's own also reaches them by SMS.
             reply_to=(("sms", draft["phone"]),) if draft["phone"] else (),
         )
-        result = await intake.receive(self.core, inbound)
-        await citizens.delete_draft(self.core, CHANNEL, address)
+        result = await self.port.receive(inbound)
+        await self.port.delete_draft(CHANNEL, address)
         # The acknowledgement (code, unit, deadline) follows through the outbox.
         await answer_button(query, None)
         await edit(message, self._t(language, "draft_sent", code=result.tracking_code))
 
     async def _draft_edit(self, query: CallbackQuery, message: Message, user: User, language: str) -> None:
         address = str(message.chat_id)
-        draft = await citizens.load_draft(self.core, CHANNEL, address)
+        draft = await self.port.load_draft(CHANNEL, address)
         if draft is None:
             await answer_button(query, self._t(language, "draft_none"), alert=True)
             return
         draft["editing"] = True
-        await citizens.save_draft(self.core, CHANNEL, address, draft)
+        await self.port.save_draft(CHANNEL, address, draft)
         await answer_button(query, None)
         await say(message, self._t(language, "draft_edit"))
 
     async def _draft_cancel(self, query: CallbackQuery, message: Message, user: User, language: str) -> None:
-        await citizens.delete_draft(self.core, CHANNEL, str(message.chat_id))
+        await self.port.delete_draft(CHANNEL, str(message.chat_id))
         await answer_button(query, None)
         await edit(message, self._t(language, "draft_cancelled"))
 
     async def _rate(self, query: CallbackQuery, message: Message, user: User, language: str, rest: str) -> None:
         raw, _, rating = rest.rpartition(":")
-        try:
-            code = status.parse_code(self.core, raw)
-        except tracking.TrackingCodeError:
-            code = None
+        code = self.port.parse_code(raw).code
         if code is None or rating not in ("1", "2", "3", "4", "5") or \
-                not await citizens.owns(self.core, CHANNEL, str(message.chat_id), code):
+                not await self.port.owns(CHANNEL, str(message.chat_id), code):
             await answer_button(query, self._t(language, "button_expired"))
             return
         # A press is the citizen's answer to the survey, as an SMS citizen's "4" would be:
         # one answer per survey message, however often it is pressed or delivered.
-        result = await intake.receive(self.core, Inbound(
+        result = await self.port.receive(Inbound(
             channel=CHANNEL, external_id=f"{message_key(message.chat_id, message.message_id)}:rating",
-            sender=str(message.chat_id), sender_name=user.full_name, text=rating, received_at=self.core.clock.now(),
+            sender=str(message.chat_id), sender_name=user.full_name, text=rating, received_at=self.port.clock.now(),
             language=language, tracking_codes=(code,), in_reply_to=(message_key(message.chat_id, message.message_id),)))
         if result.outcome == "duplicate":
             await answer_button(query, self._t(language, "button_expired"))  # this survey is answered already

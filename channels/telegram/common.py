@@ -18,7 +18,7 @@ from telegram import CallbackQuery, ForceReply, InlineKeyboardMarkup, Message, R
 from telegram.error import TelegramError
 
 from bot import tracking
-from bot.core import Core
+from bot.port import Port
 
 log = logging.getLogger("channels.telegram")
 
@@ -38,9 +38,9 @@ def message_key(chat_id: int | str, message_id: int | str) -> str:
     return f"{chat_id}:{message_id}"
 
 
-def text(core: Core, language: str | None, key: str, **params: object) -> str:
+def text(port: Port, language: str | None, key: str, **params: object) -> str:
     """A text of the catalogue's [telegram] table in the given language."""
-    return core.texts.get(language, f"telegram.{key}", **params)
+    return port.texts.get(language, f"telegram.{key}", **params)
 
 
 def clean(value: str | None) -> str:
@@ -76,10 +76,10 @@ def parse_command(message_text: str | None, bot_username: str | None) -> Command
     return Command(match[1].lower(), message_text[match.end():].strip())
 
 
-def split_code(core: Core, rest: str) -> tuple[str | None, str]:
+def split_code(port: Port, rest: str) -> tuple[str | None, str]:
     """The tracking code a command's arguments start with (typed any way: ``pa 7kq4 m9xs``),
     normalised, and the text after it; (None, rest) when they start with no valid code."""
-    prefix = core.config.service.tracking_prefix
+    prefix = port.config.service.tracking_prefix
     for words in (3, 2, 1):
         pieces = re.split(r"\s+", rest.strip(), maxsplit=words)
         if len(pieces) >= words and tracking.is_valid(" ".join(pieces[:words]), prefix):

@@ -31,12 +31,13 @@ from telegram.ext import (
     filters,
 )
 
-from bot.config import secret
-from bot.core import Core
-from bot.staff import Officer
+from bot.port import Port
 from channels.telegram import citizen, staff
 from channels.telegram.common import Command, answer_button, log, parse_command, say, text
+from channels.telegram.config import TelegramConfig
 from channels.telegram.sender import FloodAwareRateLimiter, TelegramSender
+from contract.results import Officer
+from contract.schema import secret
 
 WEBHOOK_PATH = "/webhooks/telegram"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -66,13 +67,13 @@ def file_base_url(api_base_url: str) -> str:
 class TelegramChannel:
     """One process's Telegram bot: the Application, its sender and its webhook."""
 
-    def __init__(self, core: Core, token: str):
-        self.core = core
-        self.config = core.config.telegram
+    def __init__(self, port: Port, config: TelegramConfig, token: str):
+        self.port = port
+        self.config = config
         self.webhook_mode = self.config.mode == "webhook"
         self.ready = asyncio.Event()
-        self.citizens = citizen.CitizenDesk(core)
-        self.staff = staff.StaffDesk(core)
+        self.citizens = citizen.CitizenDesk(port)
+        self.staff = staff.StaffDesk(port)
         self._failed: set[int] = set()
         self._in_flight: set[int] = set()
         self._recent: OrderedDict[int, None] = OrderedDict()
@@ -84,7 +85,7 @@ class TelegramChannel:
         if self.webhook_mode:
             builder = builder.updater(None)
         self.application: Application = builder.build()
-        self.sender = TelegramSender(core, self.application.bot, token, self.ready)
+        self.sender = TelegramSender(port, self.application.bot, token, self.ready)
         self.application.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self.on_message))
         self.application.add_handler(MessageHandler(filters.UpdateType.EDITED_MESSAGE, self.on_edited))
         self.application.add_handler(CallbackQueryHandler(self.on_button))
@@ -110,7 +111,7 @@ class TelegramChannel:
         try:
             await self.application.initialize()  # getMe: checks the token
             if self.webhook_mode:
-                url = f"{self.core.config.web.public_url.rstrip('/')}{WEBHOOK_PATH}"
+                url = f"{self.port.public_url.rstrip('/')}{WEBHOOK_PATH}"
                 await self.application.bot.set_webhook(url, secret_token=self._secret, allowed_updates=ALLOWED_UPDATES)
             else:
                 await self.application.updater.start_polling(
@@ -213,14 +214,14 @@ class TelegramChannel:
         # Anything else is talk in a group the bot was added to: not for us.
 
     def _staff_text(self, key: str, **params: object) -> str:
-        return text(self.core, self.core.config.service.default_language, key, **params)
+        return text(self.port, self.port.config.service.default_language, key, **params)
 
     async def _command(self, message: Message, user: User, officer: Officer | None, command: Command,
                        private: bool) -> None:
         if command.name == "link":
             await self.staff.link(message, command)  # also links a unit's group chat
         elif not private and officer is None:
-            await say(message, text(self.core, await self.citizens.language(message.chat_id, user), "private_only"))
+            await say(message, text(self.port, await self.citizens.language(message.chat_id, user), "private_only"))
         elif command.name in staff.COMMANDS:
             if officer is None:
                 await say(message, self._staff_text("staff_only"))
@@ -237,7 +238,7 @@ class TelegramChannel:
         elif command.name == "lang":
             await self.citizens.lang(message, user, command.rest)
         else:
-            await say(message, text(self.core, await self.citizens.language(message.chat_id, user),
+            await say(message, text(self.port, await self.citizens.language(message.chat_id, user),
                                     "unknown_command"))
 
     async def on_edited(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -260,7 +261,7 @@ class TelegramChannel:
             await self.citizens.on_button(query, query.from_user, action, rest)
         else:  # a button of an older version, or forged data
             language = await self.citizens.language(query.from_user.id, query.from_user)
-            await answer_button(query, text(self.core, language, "button_expired"))
+            await answer_button(query, text(self.port, language, "button_expired"))
 
     async def on_membership(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Added to a group: a group that is no unit's staff chat is told to write privately."""
@@ -269,9 +270,9 @@ class TelegramChannel:
                 "member", "administrator"):
             return
         if await self.staff.officer_for(change.chat, None) is None:
-            language = self.core.texts.language(change.from_user.language_code if change.from_user else None)
+            language = self.port.texts.language(change.from_user.language_code if change.from_user else None)
             try:
-                await context.bot.send_message(change.chat.id, text(self.core, language, "private_only"))
+                await context.bot.send_message(change.chat.id, text(self.port, language, "private_only"))
             except TelegramError as error:
                 log.warning("telegram answer not sent", extra={"fields": {"error": type(error).__name__}})
 
@@ -289,11 +290,11 @@ class TelegramChannel:
         if chat is not None and chat.type == "private":
             language = await self._safe_language(chat.id, update.effective_user)
             with contextlib.suppress(TelegramError):
-                await context.bot.send_message(chat.id, text(self.core, language, "busy"))
+                await context.bot.send_message(chat.id, text(self.port, language, "busy"))
 
     async def _safe_language(self, chat_id: int, user: User | None) -> str:
         try:
             return await self.citizens.language(chat_id, user)
         except Exception:  # the store may be what failed
-            return self.core.config.service.default_language
+            return self.port.config.service.default_language
 

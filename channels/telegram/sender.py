@@ -21,10 +21,11 @@ from telegram import InlineKeyboardMarkup, ReplyParameters
 from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import AIORateLimiter, ExtBot
 
-from bot.core import Core
-from channels.base import Outgoing, PermanentDeliveryError, TransientDeliveryError
+from bot.port import Port
 from channels.telegram import citizen, staff
-from channels.telegram.common import CHANNEL, log, message_key, split_text
+from channels.telegram.common import CAPTION_LIMIT, CHANNEL, log, message_key, split_text
+from contract.delivery import PermanentDeliveryError, TransientDeliveryError
+from contract.messages import Attachment, Outgoing
 
 # Flood waits up to this long are waited out inside the send (and inside a chat answer);
 # longer ones go back to the outbox, which must not sit blocked for minutes.
@@ -76,8 +77,8 @@ class TelegramSender:
 
     channel = CHANNEL
 
-    def __init__(self, core: Core, bot: ExtBot, token: str, ready: asyncio.Event):
-        self.core = core
+    def __init__(self, port: Port, bot: ExtBot, token: str, ready: asyncio.Event):
+        self.port = port
         self.bot = bot
         self._token = token
         self._ready = ready  # set once the bot is connected (getMe answered, updates arriving)
@@ -94,18 +95,16 @@ class TelegramSender:
             chat_id = int(message.recipient)
         except ValueError:
             raise PermanentDeliveryError(f"not a Telegram chat id: {message.recipient[:40]!r}") from None
-        metadata = message.metadata or {}
-        code = metadata.get("code")
-        body, markup, photos = message.text, None, []
+        code = message.tracking_code
+        markup = None
+        if code and message.audience == "staff" and message.actions:
+            markup = staff.action_markup(self.port, message.language, code)
+        elif code and "rate" in message.actions:
+            markup = citizen.rating_markup(code)
+        # The files that go with the message (a citizen's photos, a digest's chart) follow it.
+        photos = [item for item in message.attachments if item.content_type.startswith("image/") and item.data]
         try:
-            if metadata.get("audience") == "staff" and code:
-                body, markup, photos = await staff.notification(self.core, chat_id, message)
-            elif code and metadata.get("kind") == "survey":
-                markup = citizen.rating_markup(code)
-            # A file that goes with the message (a digest's chart) follows it as a photo.
-            photos = list(photos) + [staff.Photo(item.data, item.filename, metadata.get("attachment", {}).get("caption", "")[:1024])
-                       for item in message.attachments if item.content_type.startswith("image/") and item.data]
-            first = await self._send_text(chat_id, body, markup, code)
+            first = await self._send_text(chat_id, message.text, markup, code)
             for photo in photos:
                 await self._send_extra(chat_id, first, photo)
         except Forbidden as error:
@@ -134,10 +133,11 @@ class TelegramSender:
             first = first or sent.message_id
         return first
 
-    async def _send_extra(self, chat_id: int, reply_to: int, photo: staff.Photo) -> None:
+    async def _send_extra(self, chat_id: int, reply_to: int, photo: Attachment) -> None:
         """A photo after a notification; losing one must not re-send the notification."""
         try:
-            await self.bot.send_photo(chat_id, photo.data, caption=photo.caption, filename=photo.filename,
+            await self.bot.send_photo(chat_id, photo.data, caption=photo.caption[:CAPTION_LIMIT],
+                                      filename=photo.filename,
                                       reply_parameters=ReplyParameters(reply_to, allow_sending_without_reply=True))
         except TelegramError as error:
             log.warning("telegram photo not sent", extra={"fields": {"error": self._scrub(str(error))[:200]}})

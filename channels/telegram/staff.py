@@ -9,16 +9,12 @@ refused by the same authorisation as a typed command.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-
 from telegram import CallbackQuery, Chat, ForceReply, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from telegram.error import TelegramError
 
-from bot import lifecycle, status, tracking
-from bot import staff as desk
-from bot.core import Core
-from bot.directory import SUMMARY_LENGTH
-from channels.base import Outgoing
+from bot import tracking
+from bot.port import Port
+from contract.results import LifecycleError, NotAllowed, Officer
 from channels.telegram.common import (
     CALLBACK_DATA_LIMIT,
     CHANNEL,
@@ -40,169 +36,83 @@ from channels.telegram.common import (
 # Buttons an officer may press; a citizen's press of one (a forged callback) is refused.
 ACTIONS = ("claim", "reply", "reassign", "resolve", "move", "done", "keep")
 COMMANDS = ("reply", "note", "resolve", "reassign", "claim", "case", "mine", "overdue", "attachment")
-# Notifications that show the whole case: the officer starts work on it from the chat.
-DETAILED_KINDS = ("new_complaint", "reassigned_in", "followup")
-HISTORY_ENTRY_LIMIT = 1000
-PHOTOS_PER_NOTIFICATION = 3
 
 
-@dataclass(frozen=True)
-class Photo:
-    """An image to send after a notification."""
-
-    data: bytes
-    filename: str
-    caption: str
+def _language(port: Port) -> str:
+    return port.config.service.default_language
 
 
-def _language(core: Core) -> str:
-    return core.config.service.default_language
-
-
-def action_markup(core: Core, language: str, code: str) -> InlineKeyboardMarkup:
+def action_markup(port: Port, language: str, code: str) -> InlineKeyboardMarkup:
     """Claim, Reply, Reassign, Resolve for one complaint."""
     return InlineKeyboardMarkup([
-        [InlineKeyboardButton(text(core, language, "button_claim"), callback_data=f"claim:{code}"),
-         InlineKeyboardButton(text(core, language, "button_reply"), callback_data=f"reply:{code}")],
-        [InlineKeyboardButton(text(core, language, "button_reassign"), callback_data=f"reassign:{code}"),
-         InlineKeyboardButton(text(core, language, "button_resolve"), callback_data=f"resolve:{code}")],
+        [InlineKeyboardButton(text(port, language, "button_claim"), callback_data=f"claim:{code}"),
+         InlineKeyboardButton(text(port, language, "button_reply"), callback_data=f"reply:{code}")],
+        [InlineKeyboardButton(text(port, language, "button_reassign"), callback_data=f"reassign:{code}"),
+         InlineKeyboardButton(text(port, language, "button_resolve"), callback_data=f"resolve:{code}")],
     ])
-
-
-def _history(core: Core, case: desk.Case, language: str, budget: int) -> list[str]:
-    """The case's messages, newest kept when the budget runs out, then oldest first."""
-    lines: list[str] = []
-    used = 0
-    for index in range(len(case.messages) - 1, -1, -1):
-        item = case.messages[index]
-        values = {"time": core.format_time(item.at, language), "channel": item.channel, "name": item.author or "-",
-                  "text": shorten(" ".join(item.text.split()), HISTORY_ENTRY_LIMIT)}
-        key = {"in": "history_citizen", "note": "history_note"}.get(item.direction, "history_staff")
-        entry = [text(core, language, key, **values)]
-        entry += [text(core, language, "attachment_line", id=file_id, name=name, size=max(1, round(size / 1024)))
-                  for file_id, name, _, size in item.attachments]
-        cost = sum(len(line) + 1 for line in entry)
-        if used + cost > budget:
-            lines.append(text(core, language, "history_more", count=index + 1, code=case.code))
-            break
-        lines.extend(reversed(entry))
-        used += cost
-    return list(reversed(lines))
-
-
-def render_case(core: Core, case: desk.Case, language: str, head: str, budget: int = MESSAGE_LIMIT) -> str:
-    """A notification or case text: the head, the location, then as much history as fits."""
-    lines = [head]
-    if case.latitude is not None and case.longitude is not None:
-        lines.append(text(core, language, "location_line", latitude=f"{case.latitude:.6f}",
-                          longitude=f"{case.longitude:.6f}"))
-    room = budget - sum(len(line) + 1 for line in lines) - 40
-    history = _history(core, case, language, room)
-    if history:
-        lines += ["", text(core, language, "history_title"), *history]
-    return "\n".join(lines)
-
-
-async def notification(core: Core, chat_id: int, message: Outgoing) -> tuple[str, InlineKeyboardMarkup, list[Photo]]:
-    """A staff notification as sent: the text with the case's history, buttons and photos."""
-    language = message.language or _language(core)
-    code = message.metadata["code"]
-    markup = action_markup(core, language, code)
-    kind = message.metadata.get("kind")
-    officer = await desk.by_telegram_chat(core, chat_id)
-    if officer is None or kind not in DETAILED_KINDS:
-        return message.text, markup, []
-    try:
-        case = await desk.case(core, officer, code)
-    except (desk.NotAllowed, lifecycle.LifecycleError):
-        return message.text, markup, []  # moved on since it was queued: the bot's text says enough
-    first = case.messages[0] if case.messages else None
-    if kind == "new_complaint" and len(case.messages) == 1 and first and len(first.text) <= SUMMARY_LENGTH \
-            and not first.attachments:
-        body = render_case(core, replace(case, messages=()), language, message.text)
-    else:
-        body = render_case(core, case, language, message.text)
-    if kind == "followup":
-        latest = [m for m in case.messages if m.direction == "in"][-1:]
-        files = [f for m in latest for f in m.attachments]
-    else:
-        files = [f for m in case.messages if m.direction == "in" for f in m.attachments]
-    photos = []
-    for file_id, filename, content_type, _ in files:
-        if not content_type.startswith("image/") or len(photos) == PHOTOS_PER_NOTIFICATION:
-            continue
-        try:
-            name, _, data, _ = await desk.attachment(core, officer, file_id)
-        except (desk.NotAllowed, lifecycle.LifecycleError):
-            continue
-        if data:
-            photos.append(Photo(data, name, shorten(text(core, language, "attachment_caption", code=code, name=name),
-                                                    CAPTION_LIMIT)))
-    return body, markup, photos
 
 
 class StaffDesk:
     """Staff commands and buttons in Telegram chats linked to staff members."""
 
-    def __init__(self, core: Core):
-        self.core = core
+    def __init__(self, port: Port):
+        self.port = port
 
     def _t(self, key: str, **params: object) -> str:
-        return text(self.core, _language(self.core), key, **params)
+        return text(self.port, _language(self.port), key, **params)
 
-    async def officer_for(self, chat: Chat | None, user_id: int | None) -> desk.Officer | None:
+    async def officer_for(self, chat: Chat | None, user_id: int | None) -> Officer | None:
         """Who acts: in a private chat its linked officer; in a unit's linked group chat the
         member's own staff entry, else the group's; in any other chat nobody."""
         if chat is not None and chat.type in (Chat.GROUP, Chat.SUPERGROUP):
-            group = await desk.by_telegram_chat(self.core, chat.id)
+            group = await self.port.officer_by_chat(chat.id)
             if group is None:
                 # A neighbourhood group an officer is also in: cases and answers never go there.
                 return None
-            own = await desk.by_telegram_chat(self.core, user_id) if user_id is not None else None
+            own = await self.port.officer_by_chat(user_id) if user_id is not None else None
             return own or group
         if chat is not None and chat.type != Chat.PRIVATE or user_id is None:
             return None
-        return await desk.by_telegram_chat(self.core, user_id)
+        return await self.port.officer_by_chat(user_id)
 
     async def link(self, message: Message, command: Command) -> None:
         """/link CODE: link this chat to the staff member the one-time code was made for."""
         if not command.rest:
             await say(message, self._t("link_usage"))
             return
-        officer = await desk.link(self.core, command.rest.split()[0], message.chat_id)
+        officer = await self.port.link(command.rest.split()[0], message.chat_id)
         if officer is None:
             await say(message, self._t("link_bad"))
             return
         log.info("telegram chat linked", extra={"fields": {"staff": officer.slug}})
         await say(message, self._t("link_ok", name=officer.name,
-                                   unit=self.core.unit_name(officer.unit_id, _language(self.core))))
+                                   unit=self.port.unit_name(officer.unit_id, _language(self.port))))
 
-    async def help(self, message: Message, officer: desk.Officer) -> None:
+    async def help(self, message: Message, officer: Officer) -> None:
         """The staff commands."""
         await say(message, self._t("help_staff", name=officer.name,
-                                   unit=self.core.unit_name(officer.unit_id, _language(self.core))))
+                                   unit=self.port.unit_name(officer.unit_id, _language(self.port))))
 
     async def _bad_code(self, message: Message, raw: str) -> None:
         """Say what is wrong with a code that is not one."""
-        try:
-            status.parse_code(self.core, raw)
-        except tracking.TrackingCodeError as error:
-            await say(message, self._t("status_bad_code", reason=str(error)))
+        found = self.port.parse_code(raw)
+        if found.malformed:
+            await say(message, self._t("status_bad_code", reason=found.error))
 
     async def _act(self, report, code: str, action, done: str) -> bool:
         """Run one staff action and report how it went (``report(text, failed)``); True when done."""
         try:
             await action()
-        except desk.NotAllowed:
+        except NotAllowed:
             await report(self._t("not_allowed", code=code), True)
-        except lifecycle.LifecycleError as error:
+        except LifecycleError as error:
             await report(self._t("cannot", code=code, reason=str(error)), True)
         else:
             await report(done, False)
             return True
         return False
 
-    async def command(self, message: Message, officer: desk.Officer, command: Command) -> None:
+    async def command(self, message: Message, officer: Officer, command: Command) -> None:
         """One staff command typed in a staff chat."""
         name, rest = command.name, command.rest
         if name in ("mine", "overdue"):
@@ -211,12 +121,12 @@ class StaffDesk:
         if name == "attachment":
             await self._attachment(message, officer, rest)
             return
-        code, argument = split_code(self.core, rest)
+        code, argument = split_code(self.port, rest)
         argument = clean(argument)
         usage = {"reply": "usage_reply", "note": "usage_note", "resolve": "usage_resolve", "reassign": "usage_reassign"}
         if not rest or (code is not None and name in ("reply", "note", "reassign") and not argument):
             key = usage.get(name, "usage_code")
-            await say(message, self._t(key, command=name, units=", ".join(u.slug for u in self.core.config.units)))
+            await say(message, self._t(key, command=name, units=", ".join(u.slug for u in self.port.config.units)))
             return
         if code is None:
             await self._bad_code(message, rest.split()[0])
@@ -227,84 +137,85 @@ class StaffDesk:
         # The same command delivered again (Telegram retries, another process) acts once.
         source = f"{CHANNEL}:{message_key(message.chat_id, message.message_id)}"
         if name == "reply":
-            await self._act(answer, code, lambda: desk.reply(self.core, officer, code, argument, source),
+            await self._act(answer, code, lambda: self.port.answer(officer, code, argument, source),
                             self._t("replied", code=code))
         elif name == "note":
-            await self._act(answer, code, lambda: desk.note(self.core, officer, code, argument, source),
+            await self._act(answer, code, lambda: self.port.note(officer, code, argument, source),
                             self._t("noted", code=code))
         elif name == "resolve":
-            await self._act(answer, code, lambda: desk.resolve(self.core, officer, code, argument or None, source),
-                            self._t("resolved", code=code))
+            await self._act(answer, code, lambda: self.port.resolve(officer, code, argument or None, source),
+                            self._t("marked_resolved", code=code))
         elif name == "claim":
-            await self._act(answer, code, lambda: desk.claim(self.core, officer, code), self._t("claimed", code=code))
+            await self._act(answer, code, lambda: self.port.claim(officer, code), self._t("claimed", code=code))
         elif name == "reassign":
             unit = argument.split()[0].lower()
-            await self._act(answer, code, lambda: desk.reassign(self.core, officer, code, unit),
+            await self._act(answer, code, lambda: self.port.reassign(officer, code, unit),
                             self._t("moved", code=code, unit=self._unit_name(unit)))
         elif name == "case":
             await self._case(message, officer, code)
 
     def _unit_name(self, slug: str) -> str:
-        unit = self.core.config.unit(slug)
-        return (unit.name_en or unit.name if _language(self.core) == "en" else unit.name) if unit else slug
+        unit = self.port.config.unit(slug)
+        return (unit.name_en or unit.name if _language(self.port) == "en" else unit.name) if unit else slug
 
-    async def _list(self, message: Message, officer: desk.Officer, which: str) -> None:
-        language = _language(self.core)
-        summaries = await (desk.mine if which == "mine" else desk.overdue)(self.core, officer)
+    async def _list(self, message: Message, officer: Officer, which: str) -> None:
+        language = _language(self.port)
+        summaries = await (self.port.mine if which == "mine" else self.port.overdue)(officer)
         lines = [self._t("list_mine" if which == "mine" else "list_overdue")]
-        lines += [self._t("list_line", code=s.code, status=self.core.texts.get(language, f"status.{s.status}"),
-                          due=self.core.format_time(s.first_response_due, language), summary=s.summary,
+        lines += [self._t("list_line", code=s.code, status=self.port.texts.get(language, f"status.{s.status}"),
+                          due=self.port.format_time(s.first_response_due, language), summary=s.summary,
                           overdue=self._t("overdue_mark") if s.overdue else "") for s in summaries]
         if not summaries:
             lines.append(self._t("list_empty"))
         for part in split_text("\n".join(lines)):
             await say(message, part)
 
-    async def _case(self, message: Message, officer: desk.Officer, code: str) -> None:
-        language = _language(self.core)
+    async def _case(self, message: Message, officer: Officer, code: str) -> None:
+        language = _language(self.port)
         try:
-            case = await desk.case(self.core, officer, code)
-        except desk.NotAllowed:
+            case = await self.port.case(officer, code)
+        except NotAllowed:
             await say(message, self._t("not_allowed", code=code))
             return
-        except lifecycle.LifecycleError:
+        except LifecycleError:
             await say(message, self._t("no_complaint", code=code))
             return
-        head = self._t("case_title", code=case.code, status=self.core.texts.get(language, f"status.{case.status}"),
-                       channel=case.channel, unit=self.core.unit_name(case.unit_id, language),
-                       assignee=case.assignee or self.core.texts.get(language, "staff.nobody"),
-                       created=self.core.format_time(case.created_at, language),
-                       due=self.core.format_time(case.first_response_due, language),
-                       resolution_due=self.core.format_time(case.resolution_due, language))
+        head = self._t("case_title", code=case.code, status=self.port.texts.get(language, f"status.{case.status}"),
+                       channel=case.channel, unit=self.port.unit_name(case.unit_id, language),
+                       assignee=case.assignee or self.port.texts.get(language, "staff.nobody"),
+                       created=self.port.format_time(case.created_at, language),
+                       due=self.port.format_time(case.first_response_due, language),
+                       resolution_due=self.port.format_time(case.resolution_due, language))
         # A whole case may run to several messages; each later one names the code.
-        parts = split_text(render_case(self.core, case, language, head, budget=4 * MESSAGE_LIMIT),
+        parts = split_text(self.port.render_case(case, language, head, budget=4 * MESSAGE_LIMIT),
                            continued=f"[{code}] ")
         for index, part in enumerate(parts):
-            await say(message, part, markup=action_markup(self.core, language, code) if index == len(parts) - 1
+            await say(message, part, markup=action_markup(self.port, language, code) if index == len(parts) - 1
                       else None)
 
-    async def _attachment(self, message: Message, officer: desk.Officer, rest: str) -> None:
+    async def _attachment(self, message: Message, officer: Officer, rest: str) -> None:
         if not rest.split() or not rest.split()[0].isdigit():
             await say(message, self._t("usage_attachment"))
             return
         file_id = int(rest.split()[0])
         try:
-            name, content_type, data, reference = await desk.attachment(self.core, officer, file_id)
-        except desk.NotAllowed:
+            stored = await self.port.attachment(officer, file_id)
+        except NotAllowed:
             await say(message, self._t("not_allowed", code=f"#{file_id}"))
             return
-        except lifecycle.LifecycleError:
+        except LifecycleError:
             await say(message, self._t("attachment_missing", id=file_id))
             return
         # Without the bytes, a file the citizen sent on Telegram can still be sent by its file id.
-        payload = data or (reference.removeprefix("telegram:") if reference and reference.startswith("telegram:")
-                           else None)
+        reference = stored.reference or ""
+        payload = stored.data or (reference.removeprefix("telegram:") if reference.startswith("telegram:") else None)
         if not payload:
             await say(message, self._t("attachment_missing", id=file_id))
             return
         bot = message.get_bot()
+        name = stored.filename
         try:
-            if content_type.startswith("image/"):
+            if stored.content_type.startswith("image/"):
                 await bot.send_photo(message.chat_id, payload, caption=shorten(name, CAPTION_LIMIT), filename=name)
             else:
                 await bot.send_document(message.chat_id, payload, caption=shorten(name, CAPTION_LIMIT), filename=name)
@@ -320,15 +231,15 @@ class StaffDesk:
         for row in markup.inline_keyboard if markup else ():
             for button in row:
                 action, _, rest = (button.callback_data or "").partition(":")
-                if action in ACTIONS and tracking.is_valid(rest, self.core.config.service.tracking_prefix):
+                if action in ACTIONS and tracking.is_valid(rest, self.port.config.service.tracking_prefix):
                     return rest
-        codes = tracking.find_codes(replied.text or replied.caption or "", self.core.config.service.tracking_prefix)
+        codes = tracking.find_codes(replied.text or replied.caption or "", self.port.config.service.tracking_prefix)
         return codes[0] if len(codes) == 1 else None
 
-    async def reply_by_telegram(self, message: Message, officer: desk.Officer) -> None:
+    async def reply_by_telegram(self, message: Message, officer: Officer) -> None:
         """An officer's Telegram reply to a notification (or a reply prompt) answers the citizen."""
         replied = message.reply_to_message
-        code = (await desk.code_for_message(self.core, CHANNEL, message_key(replied.chat_id, replied.message_id))
+        code = (await self.port.code_for_message(CHANNEL, message_key(replied.chat_id, replied.message_id))
                 or self._code_of(replied))
         if code is None:
             await say(message, self._t("no_code_in_reply"))
@@ -341,15 +252,14 @@ class StaffDesk:
             await say(message, reply, quote=True)
 
         source = f"{CHANNEL}:{message_key(message.chat_id, message.message_id)}"
-        await self._act(answer, code, lambda: desk.reply(self.core, officer, code, answer_text, source),
+        await self._act(answer, code, lambda: self.port.answer(officer, code, answer_text, source),
                         self._t("replied", code=code))
 
-    async def on_button(self, query: CallbackQuery, officer: desk.Officer | None, action: str, rest: str) -> None:
+    async def on_button(self, query: CallbackQuery, officer: Officer | None, action: str, rest: str) -> None:
         """A press of Claim, Reply, Reassign, Resolve (and the choices they offer)."""
         raw, _, unit = rest.partition(":")
-        try:
-            code = status.parse_code(self.core, raw)
-        except tracking.TrackingCodeError:
+        code = self.port.parse_code(raw).code
+        if code is None:
             await answer_button(query, self._t("button_expired"))
             return
 
@@ -362,19 +272,19 @@ class StaffDesk:
             return
         message = query.message if isinstance(query.message, Message) else None
         if action == "claim":
-            await self._act(alert, code, lambda: desk.claim(self.core, officer, code), self._t("claimed", code=code))
+            await self._act(alert, code, lambda: self.port.claim(officer, code), self._t("claimed", code=code))
         elif action in ("reply", "reassign", "resolve"):
             # Each asks for one more step; only someone who may act is asked.
-            if await self._act(alert, code, lambda: desk.authorise(self.core, officer, code), "") and message:
+            if await self._act(alert, code, lambda: self.port.authorise(officer, code), "") and message:
                 await self._next_step(message, action, code)
         elif action == "move":
-            if await self._act(alert, code, lambda: desk.reassign(self.core, officer, code, unit),
+            if await self._act(alert, code, lambda: self.port.reassign(officer, code, unit),
                                self._t("moved", code=code, unit=self._unit_name(unit))) and message:
                 await edit(message, self._t("moved", code=code, unit=self._unit_name(unit)))
         elif action == "done":
-            if await self._act(alert, code, lambda: desk.resolve(self.core, officer, code),
-                               self._t("resolved", code=code)) and message:
-                await edit(message, self._t("resolved", code=code))
+            if await self._act(alert, code, lambda: self.port.resolve(officer, code),
+                               self._t("marked_resolved", code=code)) and message:
+                await edit(message, self._t("marked_resolved", code=code))
         elif action == "keep":
             await answer_button(query, None)
             if message:
@@ -386,7 +296,7 @@ class StaffDesk:
             await say(message, self._t("reply_prompt", code=code), markup=ForceReply(selective=True))
         elif action == "reassign":
             buttons = [[InlineKeyboardButton(self._unit_name(unit.slug), callback_data=f"move:{code}:{unit.slug}")]
-                       for unit in self.core.config.units
+                       for unit in self.port.config.units
                        if len(f"move:{code}:{unit.slug}".encode()) <= CALLBACK_DATA_LIMIT]
             await say(message, self._t("reassign_choose", code=code), markup=InlineKeyboardMarkup(buttons))
         elif action == "resolve":

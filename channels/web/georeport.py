@@ -15,16 +15,16 @@ from xml.etree import ElementTree
 
 from aiohttp import web
 
-from bot.core import Core
-from bot.status import PublicStatus
+from channels.web.site import Site
+from contract.results import PublicStatus
 
 FORMATS = {"json": "application/json", "xml": "text/xml"}
 # In XML a list is an element holding one child per item, named after the list.
 ITEM_TAGS = {"services": "service", "service_requests": "request", "errors": "error", "endpoints": "endpoint",
              "formats": "format", "attributes": "attribute"}
+# GeoReport v2's two statuses (its own words, not ours): a finished complaint is closed.
 OPEN = "open"
 CLOSED = "closed"
-CLOSED_STATUSES = ("resolved", "closed")
 
 
 def format_of(path: str) -> str:
@@ -32,9 +32,9 @@ def format_of(path: str) -> str:
     return "xml" if path.endswith(".xml") else "json"
 
 
-def w3c(core: Core, moment: datetime | None) -> str | None:
+def w3c(site: Site, moment: datetime | None) -> str | None:
     """A time as GeoReport writes it: ISO 8601 with the service's UTC offset (2026-11-02T08:00:00+07:00)."""
-    return moment.astimezone(core.config.tz).isoformat(timespec="seconds") if moment else None
+    return moment.astimezone(site.port.config.tz).isoformat(timespec="seconds") if moment else None
 
 
 def _xml(tag: str, value: object) -> ElementTree.Element:
@@ -67,36 +67,36 @@ def error(fmt: str, status_code: int, description: str) -> web.Response:
     return answer(fmt, "errors", [{"code": status_code, "description": description}], status_code)
 
 
-def open_or_closed(status: str) -> str:
-    """GeoReport's two statuses: resolved and closed complaints are closed, the rest open."""
-    return CLOSED if status in CLOSED_STATUSES else OPEN
+def open_or_closed(found: PublicStatus) -> str:
+    """GeoReport's two statuses: finished complaints (resolved or closed) are closed, the rest open."""
+    return CLOSED if found.finished else OPEN
 
 
-def service(core: Core, slug: str) -> dict:
+def service(site: Site, slug: str) -> dict:
     """One complaint category as a GeoReport service."""
-    category = core.config.category(slug)
+    category = site.port.config.category(slug)
     return {"service_code": category.slug, "service_name": category.name,
             "description": category.name_en or category.name, "metadata": False, "type": "realtime",
             "keywords": "", "group": ""}
 
 
-def request(core: Core, found: PublicStatus, updated: datetime) -> dict:
+def request(site: Site, found: PublicStatus) -> dict:
     """A complaint's public status as a GeoReport service request.
 
     Only the public status: no description, address, position or media, which could
     identify the citizen (the status page shows none of them either).
     """
-    category = core.config.category(found.category) if found.category else None
-    label = core.texts.get(core.config.service.default_language, f"status.{found.status}")
+    category = site.port.config.category(found.category) if found.category else None
+    label = site.port.texts.get(site.port.config.service.default_language, f"status.{found.status}")
     return {
         "service_request_id": found.code,
-        "status": open_or_closed(found.status),
+        "status": open_or_closed(found),
         "status_notes": found.replies[-1].text if found.replies else label,
         "service_name": category.name if category else None,
         "service_code": found.category,
         "agency_responsible": found.unit_name,
         "service_notice": None,
-        "requested_datetime": w3c(core, found.created_at),
-        "updated_datetime": w3c(core, updated),
-        "expected_datetime": w3c(core, found.first_response_due),
+        "requested_datetime": w3c(site, found.created_at),
+        "updated_datetime": w3c(site, found.updated_at),
+        "expected_datetime": w3c(site, found.first_response_due),
     }

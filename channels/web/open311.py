@@ -35,12 +35,11 @@ from aiohttp import web
 from email_validator import EmailNotValidError, validate_email
 from multidict import MultiMapping
 
-from bot import intake, status, status_search, tracking
-from bot.core import Core
-from channels.base import Attachment, Inbound, Location
 from channels.web import georeport
 from channels.web.form import AREA_MAX, NAME_MAX, TEXT_MAX, clean
-from channels.web.site import CORE
+from channels.web.site import SITE, Site
+from contract.messages import Attachment, Inbound, Location
+from contract.results import IntakeError
 
 OPEN311_KEYS = web.AppKey("open311_keys", tuple)
 PREFIX = "/open311/v2"
@@ -62,11 +61,6 @@ class Refusal(Exception):
         self.description = description
 
 
-def api_keys(value: str | None) -> tuple[str, ...]:
-    """The keys in an ``api_keys_env`` value: comma-separated, blanks ignored."""
-    return tuple(key.strip() for key in (value or "").split(",") if key.strip())
-
-
 def _guarded(handler):
     """Answer a Refusal as GeoReport's error, in the format the path asks for."""
 
@@ -80,11 +74,11 @@ def _guarded(handler):
     return guarded
 
 
-def _jurisdiction(core: Core, params: MultiMapping[str]) -> None:
+def _jurisdiction(site: Site, params: MultiMapping[str]) -> None:
     given = params.get("jurisdiction_id")
-    if given and given != core.config.open311.jurisdiction_id:
+    if given and given != site.open311.jurisdiction_id:
         raise Refusal(404, f"jurisdiction_id {given[:100]!r} is not served here; "
-                           f"this endpoint serves {core.config.open311.jurisdiction_id!r}")
+                           f"this endpoint serves {site.open311.jurisdiction_id!r}")
 
 
 def _authorised(request: web.Request, given: str | None) -> str:
@@ -119,7 +113,7 @@ def _location(params: MultiMapping[str]) -> Location | None:
     return Location(latitude, longitude)
 
 
-def _contact(core: Core, params: MultiMapping[str]) -> tuple[tuple[str, str], ...]:
+def _contact(site: Site, params: MultiMapping[str]) -> tuple[tuple[str, str], ...]:
     """Where answers go, best first: the email address, then the phone (as SMS)."""
     reply_to = []
     email = (params.get("email") or "").strip()
@@ -131,7 +125,7 @@ def _contact(core: Core, params: MultiMapping[str]) -> tuple[tuple[str, str], ..
     phone = (params.get("phone") or "").strip()
     if phone:
         try:
-            number = phonenumbers.parse(phone[:40], core.config.service.phone_region)
+            number = phonenumbers.parse(phone[:40], site.port.config.service.phone_region)
             if not phonenumbers.is_valid_number(number):
                 raise ValueError
         except (phonenumbers.NumberParseException, ValueError):
@@ -140,10 +134,10 @@ def _contact(core: Core, params: MultiMapping[str]) -> tuple[tuple[str, str], ..
     return tuple(reply_to)
 
 
-def _name(core: Core, params: MultiMapping[str]) -> str | None:
+def _name(site: Site, params: MultiMapping[str]) -> str | None:
     first, last = _text(params, "first_name", NAME_MAX), _text(params, "last_name", NAME_MAX)
     # Vietnamese names are written family name first: last_name "Nguyễn", first_name "Văn An".
-    parts = (last, first) if core.config.service.default_language == "vi" else (first, last)
+    parts = (last, first) if site.port.config.service.default_language == "vi" else (first, last)
     return " ".join(part for part in parts if part) or None
 
 
@@ -170,12 +164,12 @@ def _external_id(request: web.Request, api_key: str) -> str | None:
 
 async def discovery(request: web.Request) -> web.Response:
     """GET discovery.{format}: where this GeoReport v2 endpoint is and what it speaks."""
-    core = request.app[CORE]
+    site = request.app[SITE]
     return georeport.answer(request.match_info["format"], "discovery", {
         "changeset": CHANGESET,
-        "contact": f"{core.config.service.name} ({core.config.web.public_url})",
+        "contact": f"{site.port.config.service.name} ({site.web.public_url})",
         "key_service": "API keys for posting requests are issued by the service's operator.",
-        "endpoints": [{"specification": SPECIFICATION, "url": core.config.web.public_url + PREFIX,
+        "endpoints": [{"specification": SPECIFICATION, "url": site.web.public_url + PREFIX,
                        "changeset": CHANGESET, "type": "production",
                        "formats": list(georeport.FORMATS.values())}],
     })
@@ -183,18 +177,18 @@ async def discovery(request: web.Request) -> web.Response:
 
 async def services(request: web.Request) -> web.Response:
     """GET services.{format}: one service per complaint category."""
-    core = request.app[CORE]
-    _jurisdiction(core, request.query)
+    site = request.app[SITE]
+    _jurisdiction(site, request.query)
     return georeport.answer(request.match_info["format"], "services",
-                            [georeport.service(core, c.slug) for c in core.config.categories])
+                            [georeport.service(site, c.slug) for c in site.port.config.categories])
 
 
 async def service_definition(request: web.Request) -> web.Response:
     """GET services/{service_code}.{format}: a service's definition (no extra attributes)."""
-    core = request.app[CORE]
-    _jurisdiction(core, request.query)
+    site = request.app[SITE]
+    _jurisdiction(site, request.query)
     code = request.match_info["service_code"]
-    if core.config.category(code) is None:
+    if site.port.config.category(code) is None:
         raise Refusal(404, f"service_code {code[:100]!r} not found")
     return georeport.answer(request.match_info["format"], "service_definition",
                             {"service_code": code, "attributes": []})
@@ -202,21 +196,21 @@ async def service_definition(request: web.Request) -> web.Response:
 
 async def post_request(request: web.Request) -> web.Response:
     """POST requests.{format}: file a complaint (form-encoded; api_key required)."""
-    core = request.app[CORE]
+    site = request.app[SITE]
     if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
         raise Refusal(400, "send the request form-encoded (application/x-www-form-urlencoded)")
     try:
         params = await request.post()
     except web.HTTPRequestEntityTooLarge:
-        raise Refusal(413, f"the request is larger than {core.config.web.max_body_bytes} bytes") from None
+        raise Refusal(413, f"the request is larger than {site.web.max_body_bytes} bytes") from None
     except (ValueError, LookupError):
         raise Refusal(400, "the request body is not a valid form") from None
     api_key = _authorised(request, params.get("api_key") or request.query.get("api_key"))
-    _jurisdiction(core, params)
+    _jurisdiction(site, params)
     service_code = (params.get("service_code") or "").strip()
     if not service_code:
         raise Refusal(400, "service_code is required")
-    if core.config.category(service_code) is None:
+    if site.port.config.category(service_code) is None:
         raise Refusal(404, f"service_code {service_code[:100]!r} not found")
     location = _location(params)
     area = _text(params, "address_string", AREA_MAX)
@@ -228,33 +222,36 @@ async def post_request(request: web.Request) -> web.Response:
         raise Refusal(400, "description is required")
     inbound = Inbound(
         channel="open311", external_id=_external_id(request, api_key), sender=None,
-        sender_name=_name(core, params), text=text, received_at=core.clock.now(), attachments=media,
-        location=location, category=service_code, area=area or None, reply_to=_contact(core, params),
+        sender_name=_name(site, params), text=text, received_at=site.port.clock.now(), attachments=media,
+        location=location, category=service_code, area=area or None, reply_to=_contact(site, params),
     )
     try:
-        result = await intake.receive(core, inbound)
-    except intake.IntakeError as error:
+        result = await site.port.receive(inbound)
+    except IntakeError as error:
         raise Refusal(400, str(error)) from None
     if result.tracking_code is None:
         raise Refusal(400, "the request was recorded but is not a complaint")
-    language = core.config.service.default_language
-    notice = core.texts.get(language, "web.open311_notice", code=result.tracking_code, unit=result.unit,
-                            due=core.format_time(result.due, language), url=core.track_url(result.tracking_code))
+    language = site.port.config.service.default_language
+    notice = site.port.texts.get(language, "web.open311_notice", code=result.tracking_code, unit=result.unit,
+                            due=site.port.format_time(result.due, language), url=site.port.track_url(result.tracking_code))
     return georeport.answer(request.match_info["format"], "service_requests", [
         {"service_request_id": result.tracking_code, "service_notice": notice, "account_id": None}])
 
 
-def _codes(core: Core, value: str) -> list[str]:
+def _codes(site: Site, value: str) -> list[str]:
     codes = [part.strip() for part in value.split(",") if part.strip()]
     if len(codes) > MAX_IDS:
         raise Refusal(400, f"at most {MAX_IDS} service_request_id values at once")
-    try:
-        return list(dict.fromkeys(status.parse_code(core, code) for code in codes))
-    except tracking.TrackingCodeError as error:
-        raise Refusal(400, f"service_request_id is not valid: {error}") from None
+    normal = []
+    for code in codes:
+        found = site.port.parse_code(code)
+        if found.malformed:
+            raise Refusal(400, f"service_request_id is not valid: {found.error}")
+        normal.append(found.code)
+    return list(dict.fromkeys(normal))
 
 
-def _moment(core: Core, params: MultiMapping[str], name: str) -> datetime | None:
+def _moment(site: Site, params: MultiMapping[str], name: str) -> datetime | None:
     value = (params.get(name) or "").strip()
     if not value:
         return None
@@ -263,25 +260,25 @@ def _moment(core: Core, params: MultiMapping[str], name: str) -> datetime | None
     except ValueError:
         raise Refusal(400, f"{name} must be a W3C date and time, e.g. 2026-11-02T08:00:00+07:00") from None
     # The specification asks for an offset; a time without one is taken in the city's zone.
-    return moment if moment.tzinfo else moment.replace(tzinfo=core.config.tz)
+    return moment if moment.tzinfo else moment.replace(tzinfo=site.port.config.tz)
 
 
 async def get_requests(request: web.Request) -> web.Response:
     """GET requests.{format}: requests by id (public), or by filters (api_key required)."""
-    core = request.app[CORE]
+    site = request.app[SITE]
     params = request.query
-    _jurisdiction(core, params)
+    _jurisdiction(site, params)
     fmt = request.match_info["format"]
     ids = params.get("service_request_id", "")
     if ids.strip():
         # The specification: service_request_id overrides every other filter.
-        listed = await status_search.search(core, codes=_codes(core, ids))
+        listed = await site.port.search(codes=_codes(site, ids))
     else:
         _authorised(request, params.get("api_key"))
         categories = None
         if (params.get("service_code") or "").strip():
             categories = [code.strip() for code in params["service_code"].split(",") if code.strip()]
-            unknown = [code for code in categories if core.config.category(code) is None]
+            unknown = [code for code in categories if site.port.config.category(code) is None]
             if unknown:
                 raise Refusal(404, f"service_code {unknown[0][:100]!r} not found")
         closed = None
@@ -290,32 +287,32 @@ async def get_requests(request: web.Request) -> web.Response:
             if not wanted <= {georeport.OPEN, georeport.CLOSED}:
                 raise Refusal(400, "status must be open, closed, or both comma-separated")
             closed = None if len(wanted) == 2 else georeport.CLOSED in wanted
-        start, end = _moment(core, params, "start_date"), _moment(core, params, "end_date")
+        start, end = _moment(site, params, "start_date"), _moment(site, params, "end_date")
         if start is None and end is None:
-            start = core.clock.now() - DEFAULT_WINDOW
+            start = site.port.clock.now() - DEFAULT_WINDOW
         elif start is None:
             start = end - DEFAULT_WINDOW
         if end is not None and start > end:
             raise Refusal(400, "start_date must not be after end_date")
-        listed = await status_search.search(core, categories=categories, received_from=start, received_until=end,
-                                            closed=closed)
+        listed = await site.port.search(categories=categories, received_from=start, received_until=end,
+                                        closed=closed)
     return georeport.answer(fmt, "service_requests",
-                            [georeport.request(core, item.status, item.updated_at) for item in listed])
+                            [georeport.request(site, item) for item in listed])
 
 
 async def get_request(request: web.Request) -> web.Response:
     """GET requests/{service_request_id}.{format}: one request by its id (the tracking code)."""
-    core = request.app[CORE]
-    _jurisdiction(core, request.query)
-    try:
-        code = status.parse_code(core, request.match_info["service_request_id"])
-    except tracking.TrackingCodeError as error:
-        raise Refusal(400, f"service_request_id is not valid: {error}") from None
-    listed = await status_search.search(core, codes=[code])
+    site = request.app[SITE]
+    _jurisdiction(site, request.query)
+    found = site.port.parse_code(request.match_info["service_request_id"])
+    if found.malformed:
+        raise Refusal(400, f"service_request_id is not valid: {found.error}")
+    code = found.code
+    listed = await site.port.search(codes=[code])
     if not listed:
         raise Refusal(404, f"service_request_id {code} not found")
     return georeport.answer(request.match_info["format"], "service_requests",
-                            [georeport.request(core, item.status, item.updated_at) for item in listed])
+                            [georeport.request(site, item) for item in listed])
 
 
 def add_routes(app: web.Application, keys: tuple[str, ...]) -> None:

@@ -2,7 +2,7 @@
 and, once a complaint is resolved, its satisfaction rating.
 
 They translate and hand off: a posted form becomes an ``Inbound`` and one awaited call to
-``bot.intake.receive``; the answer (a redirect to the status page) is sent only after the
+the port's ``receive``; the answer (a redirect to the status page) is sent only after the
 complaint and its files are committed, in one transaction. A resubmitted form (double
 click, browser resend) carries the same submission id, which intake dedupes, so it shows
 the same complaint again. Nothing is stored until every file has passed its checks.
@@ -17,39 +17,37 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from bot import intake, satisfaction, status, tracking
-from bot.lifecycle import LifecycleError
-from channels.base import Inbound
 from channels.web import csrf, uploads
 from channels.web.form import clean, validate
-from channels.web.site import CORE, CSRF_KEY, csrf_nonce, error_page, language_of, render, with_csrf_cookie
+from channels.web.site import SITE, csrf_nonce, error_page, language_of, render, with_csrf_cookie
+from contract.messages import Inbound
+from contract.results import IntakeError, LifecycleError, Lookup, PublicStatus, RatingError
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 SUBMISSION_ID = re.compile(r"^[0-9a-f]{32}$")
 RATINGS = ("1", "2", "3", "4", "5")
 COMMENT_MAX = 1000
-RATEABLE = ("resolved", "closed")
 
 
 def _limits(request: web.Request) -> uploads.Limits:
-    web_config = request.app[CORE].config.web
+    web_config = request.app[SITE].web
     return uploads.Limits(web_config.max_body_bytes, web_config.max_attachments, web_config.max_attachment_bytes,
                           web_config.max_image_pixels)
 
 
 def _form_page(request: web.Request, language: str, *, values: dict | None = None, errors: dict | None = None,
                status_code: int = 200, notice: str | None = None) -> web.Response:
-    core = request.app[CORE]
-    web_config = core.config.web
+    site = request.app[SITE]
+    web_config = site.web
     nonce = csrf_nonce(request)
     response = render(
         request, "form.html", language, status_code,
         values=values or {}, errors=errors or {}, notice=notice,
-        csrf_field=csrf.FIELD, csrf_token=csrf.token_for(request.app[CSRF_KEY], nonce),
+        csrf_field=csrf.FIELD, csrf_token=csrf.token_for(request.app[SITE].csrf_key, nonce),
         submission_id=(values or {}).get("submission_id") or secrets.token_hex(16),
-        categories=[(c.slug, c.name_en or c.name if language == "en" else c.name) for c in core.config.categories],
+        categories=[(c.slug, c.name_en or c.name if language == "en" else c.name) for c in site.port.config.categories],
         max_attachments=web_config.max_attachments, accept=uploads.ACCEPT,
-        attachments_hint=core.texts.get(language, "web.attachments_hint", count=web_config.max_attachments,
+        attachments_hint=site.port.texts.get(language, "web.attachments_hint", count=web_config.max_attachments,
                                         max_mb=uploads.megabytes(web_config.max_attachment_bytes)),
     )
     return with_csrf_cookie(request, response, nonce)
@@ -57,21 +55,21 @@ def _form_page(request: web.Request, language: str, *, values: dict | None = Non
 
 async def show_form(request: web.Request) -> web.Response:
     """GET /: the complaint form."""
-    return _form_page(request, language_of(request, request.app[CORE]))
+    return _form_page(request, language_of(request, request.app[SITE]))
 
 
 async def _read_form(request: web.Request, language: str) -> uploads.PostedForm | web.Response:
     """The posted form, or the error page that answers it (413, 415, 400)."""
-    core = request.app[CORE]
+    site = request.app[SITE]
     limits = _limits(request)
-    too_large = error_page(request, 413, core.texts.get(language, "web.error_too_large",
+    too_large = error_page(request, 413, site.port.texts.get(language, "web.error_too_large",
                                                         max_kb=limits.max_field_bytes // 1024), language)
-    bad_request = error_page(request, 400, core.texts.get(language, "web.error_bad_request"), language)
+    bad_request = error_page(request, 400, site.port.texts.get(language, "web.error_bad_request"), language)
     if request.content_type not in FORM_TYPES:
-        return error_page(request, 415, core.texts.get(language, "web.error_bad_request"), language)
+        return error_page(request, 415, site.port.texts.get(language, "web.error_bad_request"), language)
     multipart = request.content_type == "multipart/form-data"
     if multipart and limits.max_files:
-        too_large = error_page(request, 413, core.texts.get(
+        too_large = error_page(request, 413, site.port.texts.get(
             language, "web.error_upload_too_large", count=limits.max_files,
             max_mb=uploads.megabytes(limits.max_file_bytes)), language)
     most = limits.max_total_bytes if multipart else limits.max_field_bytes
@@ -95,126 +93,123 @@ async def _read_form(request: web.Request, language: str) -> uploads.PostedForm 
 
 async def _check_files(request: web.Request, posted: uploads.PostedForm, language: str):
     """The posted files as Attachments, or the message that refuses them."""
-    core = request.app[CORE]
+    site = request.app[SITE]
     problem = posted.problem
     attachments = []
     if problem is None:
         for upload in posted.files:
             # Decoding a photo is CPU work: off the event loop, so other requests go on.
-            checked = await asyncio.to_thread(uploads.inspect, upload, core.config.web.max_image_pixels)
+            checked = await asyncio.to_thread(uploads.inspect, upload, site.web.max_image_pixels)
             if isinstance(checked, uploads.Problem):
                 problem = checked
                 break
             attachments.append(checked)
     if problem is not None:
-        return core.texts.get(language, f"web.{problem.key}", **problem.params)
+        return site.port.texts.get(language, f"web.{problem.key}", **problem.params)
     return tuple(attachments)
 
 
 async def submit_form(request: web.Request) -> web.Response:
     """POST /: file a complaint from the form, then redirect to its status page."""
-    core = request.app[CORE]
-    language = language_of(request, core)
+    site = request.app[SITE]
+    language = language_of(request, site)
     posted = await _read_form(request, language)
     if isinstance(posted, web.Response):
         return posted
     fields = posted.fields
-    if fields.get("lang") in core.texts.texts:
+    if fields.get("lang") in site.port.texts.texts:
         language = fields["lang"]
     submission_id = fields.get("submission_id", "")
     if not SUBMISSION_ID.match(submission_id):
-        return error_page(request, 400, core.texts.get(language, "web.error_bad_request"), language)
-    form = validate(fields, texts=core.texts, language=language,
-                    categories={c.slug for c in core.config.categories},
-                    phone_region=core.config.service.phone_region)
+        return error_page(request, 400, site.port.texts.get(language, "web.error_bad_request"), language)
+    form = validate(fields, texts=site.port.texts, language=language,
+                    categories={c.slug for c in site.port.config.categories},
+                    phone_region=site.port.config.service.phone_region)
     kept = dict(form.values, submission_id=submission_id)
     errors = dict(form.errors)
-    if not csrf.is_valid(request.app[CSRF_KEY], request.cookies.get(csrf.COOKIE), fields.get(csrf.FIELD)):
+    if not csrf.is_valid(request.app[SITE].csrf_key, request.cookies.get(csrf.COOKIE), fields.get(csrf.FIELD)):
         if posted.files:
-            errors[uploads.FIELD] = core.texts.get(language, "web.error_attachments_again")
+            errors[uploads.FIELD] = site.port.texts.get(language, "web.error_attachments_again")
         return _form_page(request, language, values=kept, errors=errors, status_code=403,
-                          notice=core.texts.get(language, "web.error_csrf"))
+                          notice=site.port.texts.get(language, "web.error_csrf"))
     files = await _check_files(request, posted, language)
     if isinstance(files, str):
         errors[uploads.FIELD] = files
     elif errors and files:
         # A browser never fills a file field in again: say so, or the photo is silently lost.
-        errors[uploads.FIELD] = core.texts.get(language, "web.error_attachments_again")
+        errors[uploads.FIELD] = site.port.texts.get(language, "web.error_attachments_again")
     if errors:
         return _form_page(request, language, values=kept, errors=errors, status_code=422)
     reply_to = tuple((channel, address) for channel, address in (("sms", form.phone_e164), ("email", form.email))
                      if address)
     inbound = Inbound(
         channel="web", external_id=submission_id, sender=None, sender_name=form.values["name"] or None,
-        text=form.values["text"], received_at=core.clock.now(), language=language, attachments=files,
+        text=form.values["text"], received_at=site.port.clock.now(), language=language, attachments=files,
         category=form.values["category"] or None, area=form.values["area"] or None, reply_to=reply_to,
     )
     try:
-        result = await intake.receive(core, inbound)
-    except intake.IntakeError:
+        result = await site.port.receive(inbound)
+    except IntakeError:
         return _form_page(request, language, values=kept, status_code=422)
-    raise web.HTTPSeeOther(f"/track/{result.tracking_code}?{urlencode({'new': 1, 'lang': language})}")
+    raise web.HTTPSeeOther(f"/track/{result.tracking_code}?{urlencode({'filed': 1, 'lang': language})}")
 
 
 async def lookup(request: web.Request) -> web.Response:
     """GET /track?code=...: the lookup form, or a redirect to the code's page."""
-    core = request.app[CORE]
-    language = language_of(request, core)
+    site = request.app[SITE]
+    language = language_of(request, site)
     code = request.query.get("code", "").strip()
     if not code:
         return render(request, "lookup.html", language)
-    try:
-        normal = status.parse_code(core, code)
-    except tracking.TrackingCodeError as error:
+    found = await site.port.lookup(code)
+    if found.malformed:
         return render(request, "lookup.html", language, 400, code=code[:40],
-                      error=core.texts.get(language, "web.error_bad_code",
-                                           reason=status.code_problem(core, error, language)))
-    raise web.HTTPSeeOther(f"/track/{normal}?{urlencode({'lang': language})}")
+                      error=site.port.texts.get(language, "web.error_bad_code", reason=found.problem(language)))
+    raise web.HTTPSeeOther(f"/track/{found.code}?{urlencode({'lang': language})}")
 
 
-def _status_page(request: web.Request, language: str, found: status.PublicStatus, *, status_code: int = 200,
+def _status_page(request: web.Request, language: str, found: PublicStatus, *, status_code: int = 200,
                  rating_error: str | None = None, notice: str | None = None, comment: str = "") -> web.Response:
-    core = request.app[CORE]
+    site = request.app[SITE]
     nonce = csrf_nonce(request)
     response = render(
-        request, "track.html", language, status_code, status=found, is_new=request.query.get("new") == "1",
-        status_label=core.texts.get(language, f"status.{found.status}"),
+        request, "track.html", language, status_code, status=found, is_new=request.query.get("filed") == "1",
+        status_label=site.port.texts.get(language, f"status.{found.status}"),
         unit=found.unit_name_en if language == "en" else found.unit_name,
-        fmt=lambda moment: core.format_time(moment, language),
-        rateable=found.status in RATEABLE, rated=request.query.get("rated") == "1",
+        fmt=lambda moment: site.port.format_time(moment, language),
+        rateable=found.finished, rated=request.query.get("rated") == "1",
         ratings=RATINGS, rating_error=rating_error, notice=notice, comment=comment, comment_max=COMMENT_MAX,
-        csrf_field=csrf.FIELD, csrf_token=csrf.token_for(request.app[CSRF_KEY], nonce),
+        csrf_field=csrf.FIELD, csrf_token=csrf.token_for(request.app[SITE].csrf_key, nonce),
     )
     return with_csrf_cookie(request, response, nonce)
 
 
-async def _find(request: web.Request, language: str) -> status.PublicStatus | web.Response:
+def _found(request: web.Request, language: str, found: Lookup) -> PublicStatus | web.Response:
+    """The complaint looked up, or the page that says why there is none."""
+    texts = request.app[SITE].port.texts
+    if found.malformed:
+        return error_page(request, 400, texts.get(language, "web.error_bad_code", reason=found.problem(language)),
+                          language)
+    if found.status is None:
+        return error_page(request, 404, texts.get(language, "web.error_not_found", code=found.code), language)
+    return found.status
+
+
+async def _find(request: web.Request, language: str) -> PublicStatus | web.Response:
     """The complaint the path names, or the page that says why there is none."""
-    core = request.app[CORE]
-    try:
-        code = status.parse_code(core, request.match_info["code"])
-    except tracking.TrackingCodeError as error:
-        reason = status.code_problem(core, error, language)
-        return error_page(request, 400, core.texts.get(language, "web.error_bad_code", reason=reason), language)
-    found = await status.public_status(core, code)
-    if found is None:
-        return error_page(request, 404, core.texts.get(language, "web.error_not_found", code=code), language)
-    return found
+    return _found(request, language, await request.app[SITE].port.lookup(request.match_info["code"]))
 
 
 async def track(request: web.Request) -> web.Response:
     """GET /track/{code}: the public status page of one complaint (never its files)."""
-    core = request.app[CORE]
-    language = language_of(request, core)
+    site = request.app[SITE]
+    language = language_of(request, site)
     raw = request.match_info["code"]
-    try:
-        code = status.parse_code(core, raw)
-    except tracking.TrackingCodeError:
-        code = None
-    if code is not None and code != raw:
+    found = await site.port.lookup(raw)
+    if found.code is not None and found.code != raw:
         query = f"?{request.query_string}" if request.query_string else ""
-        raise web.HTTPMovedPermanently(f"/track/{code}{query}")
-    found = await _find(request, language)
+        raise web.HTTPMovedPermanently(f"/track/{found.code}{query}")
+    found = _found(request, language, found)
     if isinstance(found, web.Response):
         return found
     return _status_page(request, language, found)
@@ -222,41 +217,41 @@ async def track(request: web.Request) -> web.Response:
 
 async def rate(request: web.Request) -> web.Response:
     """POST /track/{code}/rating: the citizen rates a resolved complaint from 1 to 5."""
-    core = request.app[CORE]
-    language = language_of(request, core)
+    site = request.app[SITE]
+    language = language_of(request, site)
     if request.content_type != "application/x-www-form-urlencoded":
-        return error_page(request, 415, core.texts.get(language, "web.error_bad_request"), language)
+        return error_page(request, 415, site.port.texts.get(language, "web.error_bad_request"), language)
     try:
         posted = await request.post()
     except web.HTTPRequestEntityTooLarge:
-        return error_page(request, 413, core.texts.get(language, "web.error_too_large",
-                                                       max_kb=core.config.web.max_body_bytes // 1024), language)
+        return error_page(request, 413, site.port.texts.get(language, "web.error_too_large",
+                                                       max_kb=site.web.max_body_bytes // 1024), language)
     except (ValueError, LookupError):
-        return error_page(request, 400, core.texts.get(language, "web.error_bad_request"), language)
+        return error_page(request, 400, site.port.texts.get(language, "web.error_bad_request"), language)
     fields = {k: v for k, v in posted.items() if isinstance(v, str)}
-    if fields.get("lang") in core.texts.texts:
+    if fields.get("lang") in site.port.texts.texts:
         language = fields["lang"]
     found = await _find(request, language)
     if isinstance(found, web.Response):
         return found
     comment = clean(fields.get("comment", ""))
-    if not csrf.is_valid(request.app[CSRF_KEY], request.cookies.get(csrf.COOKIE), fields.get(csrf.FIELD)):
+    if not csrf.is_valid(request.app[SITE].csrf_key, request.cookies.get(csrf.COOKIE), fields.get(csrf.FIELD)):
         return _status_page(request, language, found, status_code=403, comment=comment,
-                            notice=core.texts.get(language, "web.error_csrf"))
-    if found.status not in RATEABLE:
-        return error_page(request, 409, core.texts.get(language, "web.error_rating_not_resolved"), language)
+                            notice=site.port.texts.get(language, "web.error_csrf"))
+    if not found.finished:
+        return error_page(request, 409, site.port.texts.get(language, "web.error_rating_not_resolved"), language)
     rating = fields.get("rating", "")
     error = None
     if rating not in RATINGS:
-        error = core.texts.get(language, "web.error_rating_choose")
+        error = site.port.texts.get(language, "web.error_rating_choose")
     elif len(comment) > COMMENT_MAX:
-        error = core.texts.get(language, "web.error_rating_comment_long", max=COMMENT_MAX)
+        error = site.port.texts.get(language, "web.error_rating_comment_long", max=COMMENT_MAX)
     if error:
         return _status_page(request, language, found, status_code=422, rating_error=error, comment=comment)
     try:
-        await satisfaction.rate(core, found.code, int(rating), comment or None, via="web")
-    except satisfaction.RatingError:
-        return error_page(request, 409, core.texts.get(language, "web.error_rating_not_resolved"), language)
+        await site.port.rate(found.code, int(rating), comment or None, via="web")
+    except RatingError:
+        return error_page(request, 409, site.port.texts.get(language, "web.error_rating_not_resolved"), language)
     except LifecycleError:
-        return error_page(request, 404, core.texts.get(language, "web.error_not_found", code=found.code), language)
+        return error_page(request, 404, site.port.texts.get(language, "web.error_not_found", code=found.code), language)
     raise web.HTTPSeeOther(f"/track/{found.code}?{urlencode({'rated': 1, 'lang': language})}#rating-thanks")

@@ -2,7 +2,7 @@
 and citizens' satisfaction over the last 30 and 90 days.
 
 Units and figures only, no personal data. The figures come from
-``bot.reports.scorecard`` (a channel does no SQL); each computation reads the recent
+the port's scorecard (a channel does no SQL); each computation reads the recent
 months of complaints, and the page is public, so one result serves every request for
 ``CACHE_SECONDS`` in this process: a crowd of readers, or a script, costs one query.
 """
@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from bot import reports
-from bot.core import Core
-from channels.web.site import CORE, language_of, render
+from channels.web.site import SITE, Site, language_of, render
 
 CACHE_SECONDS = 300.0
 
@@ -26,7 +24,7 @@ class ScorecardCache:
     """The last figures computed, when (loop time), and a lock so only one request computes."""
 
     at: float = float("-inf")
-    units: list[reports.UnitScorecard] = field(default_factory=list)
+    units: list = field(default_factory=list)  # the port's UnitScorecard values
     made_at: object = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -41,21 +39,21 @@ def add_routes(app: web.Application) -> None:
 
 
 async def _units(app: web.Application) -> ScorecardCache:
-    cache, core = app[CACHE], app[CORE]
+    cache, site = app[CACHE], app[SITE]
     async with cache.lock:
         now = asyncio.get_running_loop().time()
         if now - cache.at > CACHE_SECONDS:
-            cache.units, cache.made_at, cache.at = await reports.scorecard(core), core.clock.now(), now
+            cache.units, cache.made_at, cache.at = await site.port.scorecard(), site.port.clock.now(), now
     return cache
 
 
-def _cells(core: Core, language: str, unit: reports.UnitScorecard) -> list[dict]:
+def _cells(site: Site, language: str, unit) -> list[dict]:
     """The unit's figures as the page shows them: on time per window, then satisfaction per window."""
     def t(key: str, **params: object) -> str:
-        return core.texts.get(language, f"web.{key}", **params)
+        return site.port.texts.get(language, f"web.{key}", **params)
 
     def number(value: float) -> str:
-        return f"{value:.1f}".replace(".", core.texts.get(language, "digest.decimal_point"))
+        return f"{value:.1f}".replace(".", site.port.texts.get(language, "digest.decimal_point"))
 
     cells = []
     for days, score in unit.scores.items():
@@ -72,13 +70,13 @@ def _cells(core: Core, language: str, unit: reports.UnitScorecard) -> list[dict]
 
 async def show_scorecard(request: web.Request) -> web.Response:
     """GET /scorecard: each unit's on-time rate and satisfaction, last 30 and 90 days."""
-    core = request.app[CORE]
-    language = language_of(request, core)
+    site = request.app[SITE]
+    language = language_of(request, site)
     cache = await _units(request.app)
     units = [{"slug": unit.slug, "name": unit.name_en if language == "en" else unit.name,
-              "cells": _cells(core, language, unit)} for unit in cache.units]
+              "cells": _cells(site, language, unit)} for unit in cache.units]
     response = render(request, "scorecard.html", language, units=units,
-                      updated=core.texts.get(language, "web.scorecard_updated",
-                                             time=core.format_time(cache.made_at, language)))
+                      updated=site.port.texts.get(language, "web.scorecard_updated",
+                                             time=site.port.format_time(cache.made_at, language)))
     response.headers["Cache-Control"] = f"public, max-age={int(CACHE_SECONDS)}"
     return response

@@ -28,7 +28,7 @@ from aiohttp import MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from PIL import Image
 
-from channels.base import Attachment
+from contract.messages import Attachment
 
 FIELD = "attachments"
 MAX_PARTS = 40  # the form has about ten fields; more parts is not our form

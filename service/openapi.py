@@ -5,13 +5,16 @@ health and metrics always; Open311 when ``[open311] enabled``; the SMS webhook o
 configured gateway and the Telegram webhook in webhook mode. The citizen's HTML pages
 (the form, the status page, the rating form) are for browsers and are left out.
 
-The test suite runs schemathesis against the running service with this document, so a
-response that does not match it fails the build.
+It lives with the wiring because it describes every channel's routes at once; the web
+channel serves it. The test suite runs schemathesis against the running service with this
+document, so a response that does not match it fails the build.
 """
 
 from __future__ import annotations
 
-from bot.config import Config
+from bot.statuses import Status
+from channels.web import georeport
+from service.config import Config
 
 JSON = "application/json"
 XML = "text/xml"
@@ -34,7 +37,7 @@ def _schemas(config: Config) -> dict:
             "properties": {
                 "code": {"type": "string", "description": "The tracking code, e.g. PA-7KQ4-M9XS."},
                 "status": {"type": "string",
-                           "enum": ["new", "assigned", "answered", "resolved", "reopened", "closed"]},
+                           "enum": [status.value for status in Status]},
                 "unit": {"type": "object", "required": ["slug", "name", "name_en"],
                          "properties": {"slug": {"type": "string"}, "name": {"type": "string"},
                                         "name_en": {"type": "string"}}},
@@ -83,7 +86,7 @@ def _georeport_schemas(config: Config) -> dict:
             "required": ["service_request_id", "status", "requested_datetime"],
             "properties": {
                 "service_request_id": {"type": "string", "description": "The tracking code."},
-                "status": {"type": "string", "enum": ["open", "closed"]},
+                "status": {"type": "string", "enum": [georeport.OPEN, georeport.CLOSED]},
                 "status_notes": _nullable("string"), "service_name": _nullable("string"),
                 "service_code": _nullable("string"), "agency_responsible": _nullable("string"),
                 "service_notice": _nullable("string"), "requested_datetime": instant,

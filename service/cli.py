@@ -6,9 +6,18 @@ import argparse
 import asyncio
 import os
 import sys
+from datetime import date
+from pathlib import Path
 
-from bot.config import Config, ConfigError, load_config, secret_values
+from tqdm import tqdm
+
+from bot import digests, lifecycle, reports, routing, staff
+from bot.core import Core
 from bot.logs import configure_logging
+from service.app import serve
+from service.assembly import open_core
+from service.config import Config, ConfigError, load_config, secret_values
+from storage import db
 
 CONFIG_ENV = "FEEDBACK_INTAKE_CONFIG"
 
@@ -26,8 +35,6 @@ def _load(path: str | None) -> Config:
 def _serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
     configure_logging(config.service.log_level, secrets=secret_values(config))
-    from bot.app import serve
-
     serve(config)
     return 0
 
@@ -46,7 +53,6 @@ def _check_config(args: argparse.Namespace) -> int:
 def _db_upgrade(args: argparse.Namespace) -> int:
     config = _load(args.config)
     configure_logging(config.service.log_level, secrets=secret_values(config))
-    from storage import db
 
     async def upgrade() -> str | None:
         engine = db.create_engine(config.storage.url, busy_timeout_ms=config.storage.busy_timeout_ms)
@@ -65,12 +71,10 @@ def _with_core(args: argparse.Namespace, work) -> int:
     """Run work(core) on a started core (migrated and synced as `serve` would)."""
     config = _load(args.config)
     configure_logging("WARNING", secrets=secret_values(config))
-    from bot.core import Core
 
     async def run() -> int:
-        core = Core.build(config)
+        core: Core = await open_core(config)
         try:
-            await core.start()
             return await work(core)
         finally:
             await core.close()
@@ -79,8 +83,6 @@ def _with_core(args: argparse.Namespace, work) -> int:
 
 
 def _route_test(args: argparse.Namespace) -> int:
-    from bot import routing
-
     async def work(core) -> int:
         async with core.sessions() as session:
             rules = await routing.load_rules(session)
@@ -95,8 +97,6 @@ def _route_test(args: argparse.Namespace) -> int:
 
 
 def _rules(args: argparse.Namespace) -> int:
-    from bot import routing
-
     def split(values: list[str] | None) -> list[str]:
         return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
 
@@ -125,8 +125,6 @@ def _rules(args: argparse.Namespace) -> int:
 
 
 def _staff_link_code(args: argparse.Namespace) -> int:
-    from bot import lifecycle, staff
-
     async def work(core) -> int:
         try:
             code = await staff.link_code(core, args.slug)
@@ -142,10 +140,6 @@ def _staff_link_code(args: argparse.Namespace) -> int:
 
 
 def _digest(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from bot import digests
-
     async def work(core) -> int:
         try:
             period = digests.parse_period(args.period, core.clock.now(), core.config.tz)
@@ -173,8 +167,6 @@ def _digest(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from bot import reports
-
     async def work(core) -> int:
         selection = reports.Selection(args.since, args.until, args.unit, args.with_contacts)
         try:
@@ -187,8 +179,6 @@ def _report(args: argparse.Namespace) -> int:
         try:
             # A progress bar only for a person watching: on a terminal, and not over the rows.
             if sys.stderr.isatty() and (args.output or not sys.stdout.isatty()):
-                from tqdm import tqdm
-
                 bar = tqdm(total=await reports.count(core, selection), unit=" complaints", file=sys.stderr)
             written = await reports.export(core, selection, out, args.format, bar.update if bar else None)
         finally:
@@ -203,9 +193,7 @@ def _report(args: argparse.Namespace) -> int:
     return _with_core(args, work)
 
 
-def _iso_date(value: str):
-    from datetime import date
-
+def _iso_date(value: str) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:

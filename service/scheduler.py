@@ -14,7 +14,7 @@ import logging
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot import crontab, digests
+from bot import digests
 from bot.clock import SystemClock
 from bot.core import Core
 from bot.sweep import sweep
@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 class Scheduler:
     """The service's periodic jobs."""
 
-    def __init__(self, core: Core):
+    def __init__(self, core: Core, sweep_seconds: float):
         self.core = core
+        self.sweep_seconds = sweep_seconds
         self.scheduler = AsyncIOScheduler(timezone=core.config.tz)
         self._running: set[asyncio.Task] = set()
 
@@ -43,7 +44,7 @@ class Scheduler:
     def start(self) -> None:
         """Start the jobs in the running loop; the first sweep runs at once."""
         self.scheduler.add_job(
-            self._sweep, IntervalTrigger(seconds=self.core.config.scheduler.sweep_seconds), id="sweep",
+            self._sweep, IntervalTrigger(seconds=self.sweep_seconds), id="sweep",
             max_instances=1, coalesce=True, misfire_grace_time=None,
             # At once, to catch up after downtime. APScheduler fires on the real clock
             # (an injected test clock in the past would make it count every missed run).
@@ -51,8 +52,8 @@ class Scheduler:
         )
         # Digests on their crontab schedules, and once at start for one whose time passed
         # while the service was down; digest_runs makes each go out once whoever runs it.
-        for kind, expression in digests.schedules(self.core.config):
-            self.scheduler.add_job(self._digests, crontab.cron_trigger(expression, self.core.config.tz),
+        for kind, schedule in digests.schedules(self.core.config):
+            self.scheduler.add_job(self._digests, schedule.trigger(self.core.config.tz),
                                    args=[kind], id=f"digest-{kind}", max_instances=1, coalesce=True,
                                    misfire_grace_time=3600)
         self.scheduler.add_job(self._digests, args=[None], id="digest-catch-up", next_run_time=SystemClock().now())

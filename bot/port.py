@@ -1,0 +1,215 @@
+"""The port a channel is given: everything a channel may ask of the domain, and nothing
+more. No database session crosses it; what comes back are plain values
+(``contract.results``), and errors are the contract's (``IntakeError``,
+``StoreUnavailable``, ``NotAllowed``, ``LifecycleError``, ``RatingError``).
+
+A channel receives a citizen's message (``receive``), looks a tracking code up
+(``lookup``: found, malformed or unknown, the same for every channel), offers the
+citizen's actions (their complaints, language, drafts, a rating, a reply that belongs to
+no complaint) and the staff actions (claim, answer, note, resolve, reassign, lists, the
+whole case, files, linking a chat), and reports health and metrics. Staff actions are
+authorised in ``bot/staff.py``, whichever channel they come from.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import text as sql
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot import citizens, messages, outbox, reports, satisfaction, staff, status, sync
+from bot.clock import Clock
+from bot.core import Core
+from bot.intake import IntakeWriter
+from bot.settings import Settings
+from bot.texts import Catalogue
+from contract.messages import Inbound, Outgoing
+from contract.results import (Case, CaseSummary, IntakeResult, Lookup, Officer, PublicStatus, StoredFile,
+                              StoreUnavailable)
+
+
+class Port:
+    """What channels may ask of the domain; one per process, built by the wiring."""
+
+    def __init__(self, core: Core, writer: IntakeWriter):
+        self._core = core
+        self._writer = writer
+
+    # ------------------------------------------------------------------ what every channel reads
+
+    @property
+    def config(self) -> Settings:
+        """The domain's settings (service name, language, tracking prefix, units, categories)."""
+        return self._core.config
+
+    @property
+    def texts(self) -> Catalogue:
+        """The message catalogue."""
+        return self._core.texts
+
+    @property
+    def clock(self) -> Clock:
+        """The service's clock."""
+        return self._core.clock
+
+    @property
+    def public_url(self) -> str:
+        """The address citizens and gateways see."""
+        return self._core.public_url
+
+    def format_time(self, moment: datetime | None, language: str) -> str:
+        """A time as citizens read it, in the service's time zone."""
+        return messages.format_time(self._core, moment, language)
+
+    def unit_name(self, unit_id: int, language: str) -> str:
+        """A unit's name in a language."""
+        return self._core.directory.unit_name(unit_id, language)
+
+    def track_url(self, code: str) -> str:
+        """The public status page of a complaint."""
+        return messages.track_url(self._core, code)
+
+    # ------------------------------------------------------------------ citizens
+
+    async def receive(self, inbound: Inbound) -> IntakeResult:
+        """Store a citizen's message and queue what it causes; returns once committed."""
+        try:
+            return await self._writer.submit(inbound)
+        except (SQLAlchemyError, OSError, TimeoutError) as error:
+            raise StoreUnavailable(type(error).__name__) from error
+
+    def parse_code(self, code: str) -> Lookup:
+        """A tracking code as typed, in normal form, or malformed with why (not looked up)."""
+        return status.parse(self._core, code)
+
+    async def lookup(self, code: str) -> Lookup:
+        """A tracking code as typed: found (with its public status), malformed, or unknown."""
+        return await status.lookup(self._core, code)
+
+    def status_text(self, found: PublicStatus, language: str, channel: str = "web") -> str:
+        """One complaint's status as a short message, in the channel's variant."""
+        return status.status_text(self._core, found, language, channel)
+
+    async def search(self, **filters: object) -> list[PublicStatus]:
+        """Public statuses by codes, categories, dates, open or closed (Open311's listing)."""
+        return await status.search(self._core, **filters)
+
+    async def complaints_of(self, channel: str, address: str, limit: int = 10) -> list[PublicStatus]:
+        """The citizen's latest complaints, newest first."""
+        return await citizens.complaints_of(self._core, channel, address, limit)
+
+    async def owns(self, channel: str, address: str, code: str) -> bool:
+        """True when this complaint belongs to the citizen at this address."""
+        return await citizens.owns(self._core, channel, address, code)
+
+    async def language_of(self, channel: str, address: str) -> str | None:
+        """The language the citizen chose, if we know them."""
+        return await citizens.language_of(self._core, channel, address)
+
+    async def set_language(self, channel: str, address: str, language: str) -> str:
+        """Remember the citizen's language; return the one set."""
+        return await citizens.set_language(self._core, channel, address, language)
+
+    async def reply(self, message: Outgoing) -> None:
+        """Queue an answer that belongs to no complaint (a status request's) to a citizen."""
+        await citizens.reply(self._core, message)
+
+    async def load_draft(self, channel: str, address: str) -> dict | None:
+        """The citizen's unfinished message, if any."""
+        return await citizens.load_draft(self._core, channel, address)
+
+    async def save_draft(self, channel: str, address: str, draft: dict) -> None:
+        """Keep the citizen's unfinished message until sent or cancelled."""
+        await citizens.save_draft(self._core, channel, address, draft)
+
+    async def delete_draft(self, channel: str, address: str) -> None:
+        """Forget the citizen's unfinished message."""
+        await citizens.delete_draft(self._core, channel, address)
+
+    async def rate(self, code: str, rating: int, comment: str | None = None, via: str = "web") -> None:
+        """Rate a resolved complaint by its tracking code."""
+        await satisfaction.rate(self._core, code, rating, comment, via)
+
+    async def scorecard(self) -> list[reports.UnitScorecard]:
+        """Each unit's public figures: on-time rate and satisfaction, last 30 and 90 days."""
+        return await reports.scorecard(self._core)
+
+    # ------------------------------------------------------------------ staff
+
+    async def officer_by_chat(self, chat_id: int) -> Officer | None:
+        """The active staff member linked to this Telegram chat, if any."""
+        return await staff.by_telegram_chat(self._core, chat_id)
+
+    async def authorise(self, officer: Officer | None, code: str) -> None:
+        """Raise NotAllowed unless this officer may act on this complaint."""
+        await staff.authorise(self._core, officer, code)
+
+    async def claim(self, officer: Officer | None, code: str) -> None:
+        """The officer takes the complaint."""
+        await staff.claim(self._core, officer, code)
+
+    async def answer(self, officer: Officer | None, code: str, text: str, source_id: str | None = None) -> None:
+        """Answer the citizen on their own channel (once per source id)."""
+        await staff.reply(self._core, officer, code, text, source_id)
+
+    async def note(self, officer: Officer | None, code: str, text: str, source_id: str | None = None) -> None:
+        """Add an internal note (once per source id)."""
+        await staff.note(self._core, officer, code, text, source_id)
+
+    async def resolve(self, officer: Officer | None, code: str, text: str | None = None,
+                      source_id: str | None = None) -> None:
+        """Resolve the complaint, with a last answer if given."""
+        await staff.resolve(self._core, officer, code, text, source_id)
+
+    async def reassign(self, officer: Officer | None, code: str, unit_slug: str) -> None:
+        """Pass the complaint to another unit."""
+        await staff.reassign(self._core, officer, code, unit_slug)
+
+    async def mine(self, officer: Officer | None) -> list[CaseSummary]:
+        """The officer's open complaints, soonest deadline first."""
+        return await staff.mine(self._core, officer)
+
+    async def overdue(self, officer: Officer | None) -> list[CaseSummary]:
+        """Unanswered complaints past their deadline: the unit's, or all for an admin."""
+        return await staff.overdue(self._core, officer)
+
+    async def case(self, officer: Officer | None, code: str) -> Case:
+        """The whole case for an officer who may see it."""
+        return await staff.case(self._core, officer, code)
+
+    def render_case(self, case: Case, language: str, head: str, budget: int) -> str:
+        """A case as text: the head, the location, then as much history as fits the budget."""
+        return messages.render(self._core, case, language, head, budget)
+
+    async def attachment(self, officer: Officer | None, attachment_id: int) -> StoredFile:
+        """A file of a case the officer may see."""
+        return await staff.attachment(self._core, officer, attachment_id)
+
+    async def code_for_message(self, channel: str, external_id: str) -> str | None:
+        """The tracking code of the complaint one of our sent messages was about."""
+        return await staff.code_for_message(self._core, channel, external_id)
+
+    async def link(self, code: str, telegram_chat_id: int) -> Officer | None:
+        """Link a chat to the staff member a valid, unused one-time code was made for."""
+        return await staff.link(self._core, code, telegram_chat_id)
+
+    # ------------------------------------------------------------------ operations
+
+    async def healthy(self) -> bool:
+        """Whether the store answers."""
+        try:
+            async with self._core.sessions() as session:
+                await session.execute(sql("SELECT 1"))
+        except Exception:  # noqa: BLE001 - whatever keeps the store from answering means unhealthy
+            return False
+        return True
+
+    async def metrics(self) -> bytes:
+        """The metrics in Prometheus' text format, the outbox's gauges read from the store."""
+        await outbox.refresh_gauges(self._core)
+        return self._core.metrics.exposition()
+
+    async def shared_key(self, name: str) -> bytes:
+        """A random key made once and kept in the store, the same for every process."""
+        return await sync.shared_key(self._core, name)
