@@ -13,12 +13,13 @@ authorised in ``bot/staff.py``, whichever channel they come from.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from sqlalchemy import text as sql
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot import citizens, messages, outbox, reports, satisfaction, staff, status, sync
+from bot import citizens, credentials, messages, outbox, reports, satisfaction, staff, status, sync
 from bot.clock import Clock
 from bot.core import Core
 from bot.intake import IntakeWriter
@@ -213,3 +214,16 @@ class Port:
     async def shared_key(self, name: str) -> bytes:
         """A random key made once and kept in the store, the same for every process."""
         return await sync.shared_key(self._core, name)
+
+    async def credential(self, name: str) -> dict | None:
+        """A channel's stored credential (an access token pair), if any."""
+        return await credentials.read(self._core, name)
+
+    async def store_credential(self, name: str, value: dict) -> None:
+        """Keep a channel's credential (the first pair an operator obtained)."""
+        await credentials.store(self._core, name, value)
+
+    async def renew_credential(self, name: str, stale: dict | None,
+                               renewal: Callable[[dict], Awaitable[dict]]) -> dict:
+        """Renew a credential once across processes (see ``bot/credentials.py``)."""
+        return await credentials.renew(self._core, name, stale, renewal)

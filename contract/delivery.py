@@ -7,6 +7,7 @@ permanent one (the outbox gives up and records why).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from contract.messages import Outgoing
@@ -28,8 +29,24 @@ class PermanentDeliveryError(DeliveryError):
     """Sending can never succeed (bad number, blocked bot); the outbox gives up."""
 
 
+@dataclass(frozen=True)
+class ReplyWindow:
+    """How long after a citizen's last message a channel may still write to them, and how
+    many messages it may send in that time (Zalo's consultation window). The domain
+    chooses another way to reach a citizen outside it."""
+
+    hours: float
+    messages: int | None = None  # None: no limit on the number inside the window
+
+
 class Sender(Protocol):
-    """Sends outgoing messages for one channel."""
+    """Sends outgoing messages for one channel.
+
+    A sender may also have ``window`` (a ``ReplyWindow``: the channel may write to a
+    citizen only for a while after their last message) and ``kinds`` (a set of message
+    kinds: the only ones it can carry, as a template message service has templates for
+    some); the domain reads both when it chooses how to reach a citizen.
+    """
 
     channel: str
 

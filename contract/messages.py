@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Literal
 
 # Every channel's name, as stored on contacts, messages and outbox rows.
-CHANNELS = ("web", "sms", "email", "telegram", "open311")
+CHANNELS = ("web", "sms", "email", "telegram", "zalo", "open311")
 
 Audience = Literal["citizen", "staff"]
 # Who wrote it, as RFC 3834 asks mail to say: an officer ("person"), the service answering
