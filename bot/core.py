@@ -20,6 +20,15 @@ from bot.directory import Directory
 from bot.metrics import Metrics
 from bot.settings import Settings
 from bot.texts import Catalogue
+from contract.delivery import ReplyWindow
+
+
+@dataclass(frozen=True)
+class SenderTerms:
+    """What the domain must know of a channel this process sends on, to choose it."""
+
+    window: ReplyWindow | None = None  # it may write to a citizen only so long after their last message
+    kinds: frozenset[str] | None = None  # the only kinds of message it carries (None: any)
 
 
 @dataclass
@@ -37,6 +46,8 @@ class Core:
     public_url: str  # the address citizens and gateways see; links to status pages start with it
     # Set after a commit that queued messages, so the dispatcher need not wait for its poll.
     outbox_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # The channels this process sends on, filled by the wiring once the channels are set up.
+    senders: dict[str, SenderTerms] = field(default_factory=dict)
 
     async def close(self) -> None:
         """Release the database connections."""

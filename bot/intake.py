@@ -27,7 +27,7 @@ from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import messages, outbox, routing, satisfaction, threads, tracking
+from bot import messages, outbox, reach, routing, satisfaction, threads, tracking
 from bot.core import Core
 from bot.messages import format_time, to_staff
 from bot.statuses import Status, schedule_checks
@@ -169,6 +169,10 @@ async def _receive_many(core: Core, session: AsyncSession, inbounds: list[Inboun
         existing = {(channel, external_id): complaint for channel, external_id, complaint in rows}
     contact_pairs = [_contacts_of(inbound) for inbound in inbounds]
     contact_ids = await _contact_ids(session, now, inbounds, contact_pairs)
+    # Contact points the citizen gave together (a phone and an email on the form, a phone
+    # Telegram confirmed as theirs) are one citizen's: later answers may fall back on them.
+    await reach.link(session, now, [([contact_ids[pair] for pair in pairs], inbound.channel)
+                                    for inbound, pairs in zip(inbounds, contact_pairs) if len(pairs) > 1])
     results: list[IntakeResult | None] = [None] * len(inbounds)
     first_of: dict[tuple[str, str], int] = {}
     new: list[int] = []
@@ -334,13 +338,14 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
             dict(complaint_id=complaint.id, at=now, actor="system", kind="routed",
                  detail={"unit": decision.unit, "reason": decision.reason, "rule": decision.rule}),
         ]
-        if pairs:
-            channel, address = pairs[0]
-            contact = Contact(id=complaint.contact_id, channel=channel, address=address,
-                              via=inbound.via if channel == inbound.channel else None)
-            thread = [inbound.external_id] if inbound.external_id and channel in messages.THREADED_CHANNELS else []
+        contacts = [Contact(id=contact_ids[(channel, address)], channel=channel, address=address,
+                            via=inbound.via if channel == inbound.channel else None) for channel, address in pairs]
+        point = await reach.choose(core, session, contacts, "acknowledgement", now) if contacts else None
+        if point is not None:
+            thread = [inbound.external_id] if inbound.external_id and inbound.channel in messages.THREADED_CHANNELS \
+                else []
             queued.append(messages.to_citizen(
-                core, complaint, contact, f"ack:{complaint.tracking_code}", "citizen.acknowledgement", thread,
+                core, complaint, point, f"ack:{complaint.tracking_code}", "citizen.acknowledgement", thread,
                 origin="reply", due=format_time(core, complaint.first_response_due, complaint.language)))
         queued += to_staff(core, directory, directory.assignees(complaint), f"new:{complaint.tracking_code}",
                            "staff.new_complaint", complaint, messages.new_case(complaint, inbound.text, message_files))

@@ -17,13 +17,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import messages, outbox
+from bot import messages, outbox, reach
 from bot.core import Core
 from bot.messages import format_time, to_staff
 from bot.statuses import CLAIMABLE, FINISHED, Status, schedule_checks
 from contract.messages import Origin
 from contract.results import LifecycleError
-from storage.models import Complaint, Contact, Event, Message, Staff, Unit
+from storage.models import Complaint, Event, Message, Staff, Unit
 
 __all__ = ["LifecycleError", "answer", "assign", "note", "notify_staff", "queue_to_citizen", "reassign", "reopen",
            "resolve"]
@@ -31,14 +31,18 @@ __all__ = ["LifecycleError", "answer", "assign", "note", "notify_staff", "queue_
 
 async def queue_to_citizen(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, key: str,
                            text_key: str, origin: Origin = "system", **params: str) -> None:
-    """Queue a catalogue text to the complaint's citizen, if they left a way to reach them."""
+    """Queue a catalogue text to the complaint's citizen, on the contact point that can
+    carry it now (``bot/reach.py``), if they left a way to reach them."""
     if complaint.contact_id is None:
         return  # an anonymous web citizen reads everything on the status page
-    contact = await session.get(Contact, complaint.contact_id)
+    contacts = (await reach.contacts_of(session, [complaint]))[complaint.id]
+    point = await reach.choose(core, session, contacts, text_key.removeprefix("citizen."), now)
+    if point is None:
+        return
     thread = None
-    if contact.channel in messages.THREADED_CHANNELS:
+    if any(contact.channel in messages.THREADED_CHANNELS for contact in contacts):
         thread = (await messages.thread_ids(session, [complaint.id])).get(complaint.id)
-    await outbox.enqueue_many(session, now, [messages.to_citizen(core, complaint, contact, key, text_key, thread,
+    await outbox.enqueue_many(session, now, [messages.to_citizen(core, complaint, point, key, text_key, thread,
                                                                  origin, **params)])
 
 

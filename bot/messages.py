@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.core import Core
 from bot.directory import StaffDirectory, staff_address
 from bot.outbox import Queued
+from bot.reach import Point
 from contract.messages import Attachment, Origin, Outgoing
 from contract.results import Case, CaseMessage
 from storage.models import Attachment as StoredAttachment
@@ -93,9 +94,9 @@ async def thread_ids(session: AsyncSession, complaint_ids: Iterable[int]) -> dic
     return threads
 
 
-def to_citizen(core: Core, complaint: Complaint, contact: Contact, key: str, text_key: str,
+def to_citizen(core: Core, complaint: Complaint, contact: Contact | Point, key: str, text_key: str,
                thread: list[str] | None = None, origin: Origin = "system", **params: object) -> Queued:
-    """One message to the complaint's citizen on their channel.
+    """One message to the complaint's citizen at a contact point (their channel and address).
 
     ``origin``: "reply" for what answers the citizen's own message at once (the
     acknowledgement, "added to your complaint"), "person" for an officer's answer.
@@ -106,6 +107,9 @@ def to_citizen(core: Core, complaint: Complaint, contact: Contact, key: str, tex
                   track_url=url, **params)
     topic = complaint.subject or core.texts.get(language, "citizen.subject_default")
     kind = text_key.removeprefix("citizen.")
+    # How to write it again for another contact point, should this one not reach the citizen.
+    again = {"text_key": text_key, "params": {name: str(value) for name, value in params.items()},
+             "origin": origin, "thread": list(thread or ())[-20:]}
     return Queued(Outgoing(
         channel=contact.channel, recipient=contact.address, key=key, kind=kind, audience="citizen",
         origin=origin, language=language,
@@ -113,7 +117,7 @@ def to_citizen(core: Core, complaint: Complaint, contact: Contact, key: str, tex
         subject=f"[{complaint.tracking_code}] {topic}"[:300], tracking_code=complaint.tracking_code, status_url=url,
         # The last of the citizen's messages is the one this answers; all of them thread it.
         in_reply_to=tuple(thread or ())[-20:], via=contact.via,
-        actions=("rate",) if kind == "survey" else ()), complaint.id)
+        actions=("rate",) if kind == "survey" else ()), complaint.id, again)
 
 
 def to_staff(core: Core, directory: StaffDirectory, members: list[Staff], key: str, text_key: str,
@@ -144,7 +148,8 @@ def to_staff(core: Core, directory: StaffDirectory, members: list[Staff], key: s
         out.append(Queued(Outgoing(
             channel=address[0], recipient=address[1], key=f"{key}:{member.id}", kind=kind, audience="staff",
             language=language, text=body, subject=f"[{complaint.tracking_code}] {text.splitlines()[0]}"[:300],
-            tracking_code=complaint.tracking_code, attachments=photos, actions=STAFF_ACTIONS), complaint.id))
+            tracking_code=complaint.tracking_code, attachments=photos, actions=STAFF_ACTIONS), complaint.id,
+            {"staff_id": member.id}))
     return out
 
 

@@ -38,13 +38,46 @@ class Metrics:
         )
         self.outbox_messages = Gauge(
             "feedback_intake_outbox_messages",
-            "Outbox messages in the database, by status (queued, sending, sent, failed).",
+            "Outbox messages in the database, by status (queued, claimed, sending, sent, failed).",
             ["status"],
             registry=self.registry,
         )
         self.outbox_oldest_queued_age = Gauge(
             "feedback_intake_outbox_oldest_queued_age_seconds",
             "Age of the oldest message still queued in the outbox (0 when none).",
+            registry=self.registry,
+        )
+        self.outbox_oldest_undelivered_age = Gauge(
+            "feedback_intake_outbox_oldest_undelivered_age_seconds",
+            "Age of the oldest message not yet handed to its provider (queued, retrying or in flight).",
+            registry=self.registry,
+        )
+        self.outbox_delivery = Gauge(
+            "feedback_intake_outbox_final_messages",
+            "Messages whose sending ended, by channel and final state (sent, delivered, undelivered, failed).",
+            ["channel", "state"],
+            registry=self.registry,
+        )
+        self.outbox_resent_total_in_store = Gauge(
+            "feedback_intake_outbox_resent_messages",
+            "Messages sent again after an attempt whose outcome was unknown (a crash, a timeout).",
+            registry=self.registry,
+        )
+        self.fallbacks = Counter(
+            "feedback_intake_fallbacks",
+            "Messages sent on another contact point by this process, by channel failed and channel tried.",
+            ["from_channel", "to_channel"],
+            registry=self.registry,
+        )
+        self.resends = Counter(
+            "feedback_intake_outbox_resends",
+            "Sends by this process of a message whose earlier attempt had an unknown outcome, by channel.",
+            ["channel"],
+            registry=self.registry,
+        )
+        self.unreachable = Counter(
+            "feedback_intake_citizens_unreachable",
+            "Complaints whose citizen no contact point reached, marked by this process.",
             registry=self.registry,
         )
 

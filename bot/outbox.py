@@ -1,45 +1,55 @@
-"""The outbox: every outgoing message is queued in the store, then sent by a dispatcher.
+"""The outbox: every outgoing message is queued in the store, then sent by a dispatcher
+(``bot/dispatcher.py``); this module is the store's side of it.
 
-A state change and the messages it causes are written in one transaction (``enqueue``);
-the dispatcher claims due rows, sends each through its channel's ``Sender``, retries
-transient failures with exponential backoff and gives up on permanent ones, recording
-why. Each row is sent at most once: a claim marks it ``sending`` with a lease, and rows
-are claimed with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (SQLite has one writer at a
-time, so the claiming UPDATE is atomic there). A row whose lease ran out was being sent
-when its process died: whether it left is unknown, so it is marked failed, not re-sent.
+A state change and the messages it causes are written in one transaction (``enqueue``).
+A row then moves through::
+
+    queued --claim--> claimed --start--> sending --> sent      (or back to queued: retry later)
+                                                 --> failed    (permanent, or out of attempts)
+
+``claimed`` rows belong to one worker incarnation and have not been handed to a sender:
+if that process dies they go back to ``queued`` and nothing can be doubled. ``sending``
+rows were handed to a sender: if the process dies mid-send, or the provider did not say
+whether it took the message, the outcome is unknown, and the row goes back to ``queued``
+marked ``unsure``: its next attempt looks the message up where the provider allows,
+else sends it again (``resent``). The window in which a message can go out twice is so
+kept to the sends in flight. Rows are claimed with ``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL (SQLite has one writer at a time), so several processes share the queue.
+
+What a provider reports after the send (delivered, undelivered) is recorded on the row by
+``bot/delivery.py``, which also sends a message that cannot reach the citizen on their
+next contact point.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import random
-import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core import Core
-from contract.delivery import PermanentDeliveryError, Sender, TransientDeliveryError
 from contract.messages import Outgoing, with_files
 from storage.db import insert_ignoring_conflicts
 from storage.models import Attachment, OutboxMessage
 
-log = logging.getLogger(__name__)
-
-LEASE = timedelta(minutes=10)
-LEASE_CHECK = timedelta(minutes=1)
+# Statuses of an outbox row (a message's own, not a complaint's).
+QUEUED, CLAIMED, SENDING, SENT, FAILED = "queued", "claimed", "sending", "sent", "failed"
+IN_FLIGHT = (CLAIMED, SENDING)
 
 
 @dataclass(frozen=True)
 class Queued:
-    """A message to queue, and the complaint it is about (for the complaint's history)."""
+    """A message to queue, the complaint it is about, and how to write it again for another
+    contact point (the catalogue key, its parameters, the staff member it is for)."""
 
     message: Outgoing
     complaint_id: int | None = None
+    render: dict = field(default_factory=dict)
+    fallback_of: int | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,7 @@ class Claim:
 
     id: int
     attempts: int
+    unsure: bool  # the last attempt's outcome is unknown: look it up before sending again
     message: Outgoing
 
     @property
@@ -65,9 +76,11 @@ async def enqueue_many(session: AsyncSession, now: datetime, queued: Sequence[Qu
     """Queue many messages in one statement; keys already queued are left alone."""
     if not queued:
         return
-    rows = [dict(key=q.message.key, channel=q.message.channel, recipient=q.message.recipient,
-                 complaint_id=q.complaint_id, payload=q.message.to_payload(), status="queued", attempts=0,
-                 next_attempt_at=now, created_at=now) for q in queued]
+    rows = [dict(key=q.message.key, reference=q.message.reference, channel=q.message.channel,
+                 recipient=q.message.recipient, complaint_id=q.complaint_id,
+                 payload={**q.message.to_payload(), "render": q.render}, status=QUEUED, attempts=0,
+                 next_attempt_at=now, created_at=now, fallback_of=q.fallback_of, unsure=False, resent=False)
+            for q in queued]
     await session.execute(insert_ignoring_conflicts(session, OutboxMessage), rows)
 
 
@@ -78,6 +91,33 @@ def backoff(attempts: int, base: float, cap: float, retry_after: float | None = 
     return max(delay, retry_after or 0.0)
 
 
+async def claim(core: Core, holder: str, channels: Iterable[str], limit: int) -> list[Claim]:
+    """Claim up to ``limit`` due messages for these channels for one worker incarnation."""
+    now = core.clock.now()
+    async with core.sessions() as session, session.begin():
+        # The ids are read first and the UPDATE names them: PostgreSQL may plan
+        # "UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)" as a semi
+        # join that runs the LIMIT again for every outer row, and with statistics from a
+        # quiet outbox one claim of 20 took the whole queue of 300.
+        due = list((await session.scalars(
+            select(OutboxMessage.id)
+            .where(OutboxMessage.status == QUEUED, OutboxMessage.next_attempt_at <= now,
+                   OutboxMessage.channel.in_(list(channels)))
+            .order_by(OutboxMessage.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )).all())
+        if not due:
+            return []
+        await session.execute(
+            update(OutboxMessage).where(OutboxMessage.id.in_(due), OutboxMessage.status == QUEUED)
+            .values(status=CLAIMED, claimed_by=holder).execution_options(synchronize_session=False))
+        rows = (await session.scalars(
+            select(OutboxMessage).where(OutboxMessage.id.in_(due), OutboxMessage.claimed_by == holder,
+                                        OutboxMessage.status == CLAIMED).order_by(OutboxMessage.id))).all()
+        return await _claims(session, rows)
+
+
 async def _claims(session: AsyncSession, rows: Sequence[OutboxMessage]) -> list[Claim]:
     """The claimed rows as messages, with the bytes of the stored files they name."""
     messages = [Outgoing.from_payload(row.channel, row.recipient, row.key, row.payload) for row in rows]
@@ -86,140 +126,62 @@ async def _claims(session: AsyncSession, rows: Sequence[OutboxMessage]) -> list[
     if stored:
         files = {id_: data for id_, data in (await session.execute(
             select(Attachment.id, Attachment.data).where(Attachment.id.in_(stored)))).all() if data}
-    return [Claim(row.id, row.attempts, with_files(message, files)) for row, message in zip(rows, messages)]
+    return [Claim(row.id, row.attempts, row.unsure, with_files(message, files)) for row, message in zip(rows, messages)]
 
 
-class Dispatcher:
-    """Sends queued outbox messages through the channels' senders."""
+async def start(core: Core, holder: str, ids: Sequence[int]) -> None:
+    """Mark claimed rows as being sent, just before they are handed to their senders."""
+    async with core.sessions() as session, session.begin():
+        await session.execute(
+            update(OutboxMessage).where(OutboxMessage.id.in_(list(ids)), OutboxMessage.claimed_by == holder)
+            .values(status=SENDING, attempts=OutboxMessage.attempts + 1)
+            .execution_options(synchronize_session=False))
 
-    def __init__(self, core: Core, senders: Mapping[str, Sender]):
-        self.core = core
-        self.senders = dict(senders)
-        self._stopping = asyncio.Event()
-        self._leases_checked: datetime | None = None
 
-    async def claim(self, limit: int | None = None) -> list[Claim]:
-        """Claim due messages for the channels this process can send on."""
-        if not self.senders:
-            return []
-        now = self.core.clock.now()
-        token = str(uuid.uuid4())
-        limit = limit or self.core.config.outbox.batch_size
-        async with self.core.sessions() as session, session.begin():
-            # The ids are read first and the UPDATE names them: PostgreSQL may plan
-            # "UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)" as a semi
-            # join that runs the LIMIT again for every outer row, and with statistics from a
-            # quiet outbox one claim of 20 took the whole queue of 300.
-            due = list((await session.scalars(
-                select(OutboxMessage.id)
-                .where(OutboxMessage.status == "queued", OutboxMessage.next_attempt_at <= now,
-                       OutboxMessage.channel.in_(list(self.senders)))
-                .order_by(OutboxMessage.next_attempt_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )).all())
-            if not due:
-                return []
-            await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_(due), OutboxMessage.status == "queued")
-                .values(status="sending", claim_token=token, lease_until=now + LEASE,
-                        attempts=OutboxMessage.attempts + 1)
-                .execution_options(synchronize_session=False)
-            )
-            rows = (await session.scalars(
-                select(OutboxMessage).where(OutboxMessage.claim_token == token).order_by(OutboxMessage.id)
-            )).all()
-            return await _claims(session, rows)
+async def release(core: Core, holder: str) -> int:
+    """Give back the rows a worker claimed and has not started (it is stopping)."""
+    async with core.sessions() as session, session.begin():
+        result = await session.execute(
+            update(OutboxMessage).where(OutboxMessage.claimed_by == holder, OutboxMessage.status == CLAIMED)
+            .values(status=QUEUED, claimed_by=None).execution_options(synchronize_session=False))
+    return result.rowcount
 
-    async def expire_leases(self) -> int:
-        """Mark failed the messages whose sender died mid-send (unknown if they left)."""
-        now = self.core.clock.now()
-        async with self.core.sessions() as session, session.begin():
-            result = await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.status == "sending", OutboxMessage.lease_until < now)
-                .values(status="failed", last_error="interrupted while sending; not retried to avoid a duplicate")
-                .execution_options(synchronize_session=False)
-            )
-        if result.rowcount:
-            log.warning("outbox leases expired", extra={"fields": {"count": result.rowcount}})
-        return result.rowcount
 
-    async def send_one(self, row: Claim) -> str:
-        """Send one claimed message and record the outcome: sent, retry or failed."""
-        config = self.core.config.outbox
-        values: dict = {"claim_token": None, "lease_until": None}
-        try:
-            external_id = await asyncio.wait_for(
-                self.senders[row.channel].send(row.message), timeout=config.send_timeout_seconds
-            )
-        except PermanentDeliveryError as error:
-            result, values["status"], values["last_error"] = "failed", "failed", f"permanent: {error}"[:2000]
-        except Exception as error:  # transient by default: a bug in a sender must not drop mail
-            retry_after = error.retry_after if isinstance(error, TransientDeliveryError) else None
-            reason = str(error) or type(error).__name__
-            values["last_error"] = reason[:2000]
-            if row.attempts >= config.max_attempts:
-                result, values["status"] = "failed", "failed"
-                values["last_error"] = f"gave up after {row.attempts} attempts: {reason}"[:2000]
-            else:
-                result, values["status"] = "retry", "queued"
-                delay = backoff(row.attempts, config.backoff_base_seconds, config.backoff_max_seconds, retry_after)
-                values["next_attempt_at"] = self.core.clock.now() + timedelta(seconds=delay)
-        else:
-            result, values["status"] = "sent", "sent"
-            values["external_id"], values["sent_at"], values["last_error"] = external_id, self.core.clock.now(), None
-        async with self.core.sessions() as session, session.begin():
-            await session.execute(
-                update(OutboxMessage).where(OutboxMessage.id == row.id).values(**values)
-                .execution_options(synchronize_session=False)
-            )
-        self.core.metrics.outbox_sends.labels(row.channel, result).inc()
-        log.log(logging.INFO if result == "sent" else logging.WARNING, "outbox send",
-                extra={"fields": {"id": row.id, "key": row.message.key, "channel": row.channel, "result": result,
-                                  "attempt": row.attempts, "error": values.get("last_error")}})
-        return result
+async def recover(session: AsyncSession, holders: Sequence[str]) -> tuple[int, int]:
+    """Take back the rows of worker incarnations that are gone; (requeued, unsure).
 
-    async def run_once(self) -> int:
-        """Claim and send one batch; return how many were claimed."""
-        now = self.core.clock.now()
-        # Expired leases are rare (a process died mid-send): look once a minute, not on
-        # every wake-up, since each look is a write transaction.
-        if self._leases_checked is None or now - self._leases_checked >= LEASE_CHECK:
-            await self.expire_leases()
-            self._leases_checked = now
-        rows = await self.claim()
-        # One message at a time per process keeps within the providers' rate limits.
-        for row in rows:
-            await self.send_one(row)
-        return len(rows)
+    A claimed row was never handed to a sender: it is simply queued again. A row being
+    sent may or may not have left: it is queued again marked unsure, so its next attempt
+    looks it up first (or sends it again, as a resend).
+    """
+    if not holders:
+        return 0, 0
+    claimed = await session.execute(
+        update(OutboxMessage).where(OutboxMessage.claimed_by.in_(list(holders)), OutboxMessage.status == CLAIMED)
+        .values(status=QUEUED, claimed_by=None).execution_options(synchronize_session=False))
+    sending = await session.execute(
+        update(OutboxMessage).where(OutboxMessage.claimed_by.in_(list(holders)), OutboxMessage.status == SENDING)
+        .values(status=QUEUED, claimed_by=None, unsure=True,
+                last_error="its process stopped while sending; outcome unknown")
+        .execution_options(synchronize_session=False))
+    return claimed.rowcount, sending.rowcount
 
-    async def run(self) -> None:
-        """Dispatch until stopped; wake on the core's signal or every poll interval."""
-        poll = self.core.config.outbox.poll_seconds
-        if not self.senders:
-            # No channel to send on in this process: its messages wait in the outbox.
-            await self._stopping.wait()
-            return
-        while not self._stopping.is_set():
-            try:
-                claimed = await self.run_once()
-            except Exception:
-                log.exception("outbox dispatch failed; retrying")
-                claimed = 0
-            if claimed:
-                continue
-            self.core.outbox_ready.clear()
-            waiters = [asyncio.ensure_future(self.core.outbox_ready.wait()),
-                       asyncio.ensure_future(self._stopping.wait())]
-            await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in waiters:
-                waiter.cancel()
 
-    def stop(self) -> None:
-        """Finish the message being sent, then stop; queued messages stay queued."""
-        self._stopping.set()
+async def requeue(core: Core, *, ids: Sequence[int] = (), channel: str | None = None) -> int:
+    """Queue failed messages again for a fresh round of attempts (an operator fixed the cause)."""
+    conditions = [OutboxMessage.status == FAILED]
+    if ids:
+        conditions.append(OutboxMessage.id.in_(list(ids)))
+    if channel is not None:
+        conditions.append(OutboxMessage.channel == channel)
+    async with core.sessions() as session, session.begin():
+        result = await session.execute(
+            update(OutboxMessage).where(*conditions)
+            .values(status=QUEUED, attempts=0, next_attempt_at=core.clock.now(), claimed_by=None)
+            .execution_options(synchronize_session=False))
+    if result.rowcount:
+        core.outbox_ready.set()
+    return result.rowcount
 
 
 async def refresh_gauges(core: Core) -> None:
@@ -227,11 +189,41 @@ async def refresh_gauges(core: Core) -> None:
     async with core.sessions() as session:
         counts = dict((await session.execute(
             select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status))).all())
-        oldest = await session.scalar(
-            select(func.min(OutboxMessage.created_at)).where(OutboxMessage.status == "queued"))
-    for status in ("queued", "sending", "sent", "failed"):
-        core.metrics.outbox_messages.labels(status).set(counts.get(status, 0))
-    if oldest is not None and oldest.tzinfo is None:
-        oldest = oldest.replace(tzinfo=core.clock.now().tzinfo)
-    age = (core.clock.now() - oldest).total_seconds() if oldest else 0.0
-    core.metrics.outbox_oldest_queued_age.set(max(0.0, age))
+        outcomes = (await session.execute(
+            select(OutboxMessage.channel, OutboxMessage.status, OutboxMessage.delivery, func.count())
+            .where(OutboxMessage.status.in_((SENT, FAILED)))
+            .group_by(OutboxMessage.channel, OutboxMessage.status, OutboxMessage.delivery))).all()
+        oldest_queued = await session.scalar(
+            select(func.min(OutboxMessage.created_at)).where(OutboxMessage.status == QUEUED))
+        # Not yet handed to its provider, whatever the reason: queued, waiting to retry, in flight.
+        oldest_undelivered = await session.scalar(
+            select(func.min(OutboxMessage.created_at)).where(OutboxMessage.status.in_((QUEUED, *IN_FLIGHT))))
+        resent = await session.scalar(select(func.count()).select_from(OutboxMessage)
+                                      .where(OutboxMessage.resent.is_(True)))
+    metrics, now = core.metrics, core.clock.now()
+    for status in (QUEUED, CLAIMED, SENDING, SENT, FAILED):
+        metrics.outbox_messages.labels(status).set(counts.get(status, 0))
+    metrics.outbox_delivery.clear()
+    for channel, status, delivery, count in outcomes:
+        metrics.outbox_delivery.labels(channel, final_state(status, delivery)).inc(count)
+    metrics.outbox_resent_total_in_store.set(resent or 0)
+    metrics.outbox_oldest_queued_age.set(_age(now, oldest_queued))
+    metrics.outbox_oldest_undelivered_age.set(_age(now, oldest_undelivered))
+
+
+def final_state(status: str, delivery: str | None) -> str:
+    """A sent or failed message's state as operators read it: delivered, undelivered, sent, failed."""
+    if status == FAILED:
+        return FAILED
+    return delivery or SENT
+
+
+def _age(now: datetime, moment: datetime | None) -> float:
+    return max(0.0, (now - moment).total_seconds()) if moment else 0.0
+
+
+def next_attempt(core: Core, attempts: int, retry_after: float | None) -> datetime:
+    """When a message that failed for now is tried again."""
+    config = core.config.outbox
+    delay = backoff(attempts, config.backoff_base_seconds, config.backoff_max_seconds, retry_after)
+    return core.clock.now() + timedelta(seconds=delay)

@@ -19,13 +19,13 @@ from datetime import datetime
 from sqlalchemy import text as sql
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot import citizens, credentials, messages, outbox, reports, satisfaction, staff, status, sync
+from bot import citizens, credentials, delivery, messages, outbox, reports, satisfaction, staff, status, sync
 from bot.clock import Clock
 from bot.core import Core
 from bot.intake import IntakeWriter
 from bot.settings import Settings
 from bot.texts import Catalogue
-from contract.messages import Inbound, Outgoing
+from contract.messages import DeliveryState, Inbound, Outgoing
 from contract.results import (Case, CaseSummary, IntakeResult, Lookup, Officer, PublicStatus, StoredFile,
                               StoreUnavailable)
 
@@ -135,6 +135,12 @@ class Port:
     async def scorecard(self) -> list[reports.UnitScorecard]:
         """Each unit's public figures: on-time rate and satisfaction, last 30 and 90 days."""
         return await reports.scorecard(self._core)
+
+    async def delivery_report(self, channel: str, state: DeliveryState, *, reference: str | None = None,
+                              external_id: str | None = None, reason: str | None = None) -> bool:
+        """Record what a provider reported of one of our messages; False when it is not ours."""
+        return await delivery.report(self._core, channel, state, reference=reference, external_id=external_id,
+                                     reason=reason)
 
     # ------------------------------------------------------------------ staff
 

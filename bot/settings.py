@@ -216,12 +216,38 @@ class OutboxConfig(Section):
     backoff_base_seconds: float = Field(30.0, gt=0)
     backoff_max_seconds: float = Field(3600.0, gt=0)
     send_timeout_seconds: float = Field(30.0, gt=0)
+    concurrency: int = Field(4, ge=1, le=64)
+    heartbeat_seconds: float = Field(10.0, gt=0)
+    takeover_seconds: float = Field(60.0, gt=0)
+    worker_name: str = Field("", max_length=100)
+    fallback_order: list[str] = ["telegram", "zalo", "zns", "sms", "email"]
+
+    @field_validator("worker_name")
+    @classmethod
+    def _worker_name(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,100}", value):
+            raise ValueError("must be letters, digits and '_ . : -' (e.g. 'web-1'), or \"\" for host:port")
+        return value
+
+    @field_validator("fallback_order")
+    @classmethod
+    def _channels_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("lists a channel twice")
+        return value
 
     @model_validator(mode="after")
     def _backoff(self) -> OutboxConfig:
+        problems = []
         if self.backoff_max_seconds < self.backoff_base_seconds:
-            raise Problems([("backoff_max_seconds", f"({self.backoff_max_seconds:g}) must not be less than "
-                                                    f"backoff_base_seconds ({self.backoff_base_seconds:g})")])
+            problems.append(("backoff_max_seconds", f"({self.backoff_max_seconds:g}) must not be less than "
+                                                    f"backoff_base_seconds ({self.backoff_base_seconds:g})"))
+        if self.takeover_seconds < 2 * self.heartbeat_seconds:
+            # A process busy for one beat must not have its messages taken over as if dead.
+            problems.append(("takeover_seconds", f"({self.takeover_seconds:g}) must be at least twice "
+                                                 f"heartbeat_seconds ({self.heartbeat_seconds:g})"))
+        if problems:
+            raise Problems(problems)
         return self
 
 

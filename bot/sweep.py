@@ -20,13 +20,13 @@ from datetime import datetime
 
 from sqlalchemy import insert, select
 
-from bot import messages, outbox
+from bot import messages, outbox, reach
 from bot.core import Core
 from bot.directory import StaffDirectory
 from bot.messages import format_time, to_staff
 from bot.statuses import pending as owed
 from bot.statuses import schedule_checks
-from storage.models import Complaint, Contact, Event, Staff
+from storage.models import Complaint, Event, Staff
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,9 @@ class SweepResult:
 class _Batch:
     """The messages and events one batch of complaints causes, written together."""
 
-    def __init__(self, core: Core, now: datetime, directory: StaffDirectory, contacts: dict[int, Contact],
+    def __init__(self, core: Core, now: datetime, directory: StaffDirectory, reached: dict[int, reach.Point | None],
                  threads: dict[int, list[str]]):
-        self.core, self.now, self.directory, self.contacts, self.threads = core, now, directory, contacts, threads
+        self.core, self.now, self.directory, self.reached, self.threads = core, now, directory, reached, threads
         self.messages: list[outbox.Queued] = []
         self.events: list[dict] = []
 
@@ -58,10 +58,10 @@ class _Batch:
         return len(messages)
 
     def to_citizen(self, key: str, text_key: str, complaint: Complaint, **params: str) -> None:
-        contact = self.contacts.get(complaint.contact_id) if complaint.contact_id else None
-        if contact is None:
+        point = self.reached.get(complaint.id)
+        if point is None:
             return  # an anonymous web citizen sees the new expected time on the status page
-        self.messages.append(messages.to_citizen(self.core, complaint, contact, key, text_key,
+        self.messages.append(messages.to_citizen(self.core, complaint, point, key, text_key,
                                                  self.threads.get(complaint.id), **params))
 
     def event(self, complaint: Complaint, kind: str, **detail: object) -> None:
@@ -134,13 +134,13 @@ async def sweep(core: Core, batch_size: int = BATCH) -> SweepResult:
             if not complaints or seen.issuperset(c.id for c in complaints):
                 break
             seen.update(c.id for c in complaints)
-            contact_ids = {c.contact_id for c in complaints if c.contact_id}
-            contacts = {c.id: c for c in (await session.scalars(
-                select(Contact).where(Contact.id.in_(contact_ids)))).all()} if contact_ids else {}
+            contacts = await reach.contacts_of(session, complaints)
+            # The sweep writes to citizens only to apologise: where an apology goes now.
+            reached = {c.id: await reach.choose(core, session, contacts[c.id], "apology", now) for c in complaints}
             threads = await messages.thread_ids(
-                session, [c.id for c in complaints if c.contact_id in contacts and contacts[c.contact_id].channel
-                          in messages.THREADED_CHANNELS])
-            batch = _Batch(core, now, await StaffDirectory.load(session), contacts, threads)
+                session, [c.id for c in complaints
+                          if any(contact.channel in messages.THREADED_CHANNELS for contact in contacts[c.id])])
+            batch = _Batch(core, now, await StaffDirectory.load(session), reached, threads)
             for complaint in complaints:
                 _act(batch, complaint, result)
             # One multi-row INSERT: ORM objects would cost one statement per event on SQLite.

@@ -25,8 +25,16 @@ class TransientDeliveryError(DeliveryError):
         self.retry_after = retry_after
 
 
+class UnknownDeliveryError(TransientDeliveryError):
+    """The provider did not say whether it took the message (no answer in time, the
+    connection dropped after the request was sent). The outbox does not count it failed:
+    before the next attempt it looks the message up where the sender can (``lookup``),
+    else sends it again, with our reference so that a provider that dedupes does."""
+
+
 class PermanentDeliveryError(DeliveryError):
-    """Sending can never succeed (bad number, blocked bot); the outbox gives up."""
+    """Sending can never succeed (bad number, blocked bot); the outbox gives up and
+    tries the citizen's next contact point."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,10 @@ class Sender(Protocol):
     A sender may also have ``window`` (a ``ReplyWindow``: the channel may write to a
     citizen only for a while after their last message) and ``kinds`` (a set of message
     kinds: the only ones it can carry, as a template message service has templates for
-    some); the domain reads both when it chooses how to reach a citizen.
+    some); the domain reads both when it chooses how to reach a citizen. And it may have
+    ``async lookup(message) -> str | None``: after an attempt whose outcome is unknown, the
+    provider's id for the message if the provider has it, else None (raise when it
+    cannot tell), so the message is not sent twice.
     """
 
     channel: str

@@ -11,6 +11,7 @@ offer (``actions``). The outbox stores it as JSON (``to_payload``) and hands the
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -19,6 +20,8 @@ from typing import Literal
 CHANNELS = ("web", "sms", "email", "telegram", "zalo", "open311")
 
 Audience = Literal["citizen", "staff"]
+# What a provider reported of a message after it was sent.
+DeliveryState = Literal["sent", "delivered", "undelivered", "failed"]
 # Who wrote it, as RFC 3834 asks mail to say: an officer ("person"), the service answering
 # the citizen's own message at once ("reply"), or the service on its own ("system").
 Origin = Literal["person", "reply", "system"]
@@ -101,6 +104,11 @@ class Outgoing:
     # "resolve" (an officer), "rate" (a citizen, under a survey).
     actions: tuple[str, ...] = ()
 
+    @property
+    def reference(self) -> str:
+        """Our own id for the message, for providers that take one: see ``reference_of``."""
+        return reference_of(self.key)
+
     def to_payload(self) -> dict:
         """The stored form (JSON): everything but the outbox row's own columns."""
         return {
@@ -124,6 +132,16 @@ class Outgoing:
             actions=tuple(payload.get("actions") or ()),
             attachments=tuple(_attachment_from(item) for item in payload.get("attachments") or ()),
         )
+
+
+def reference_of(key: str) -> str:
+    """Our id for the message queued under this key, stable across attempts and processes.
+
+    A gateway that takes a message id of ours (SMS Gateway for Android), an Idempotency-Key
+    (the generic gateway) or a reference in a status callback URL (Twilio) gets this, so a
+    retry is recognised as the same message and a delivery report finds its message.
+    """
+    return "fi-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
 def _attachment_payload(item: Attachment) -> dict:
@@ -152,4 +170,5 @@ def with_files(message: Outgoing, files: dict[int, bytes]) -> Outgoing:
     return Outgoing(**{**message.__dict__, "attachments": attachments})
 
 
-__all__ = ["CHANNELS", "Attachment", "Audience", "Inbound", "Location", "Origin", "Outgoing", "with_files"]
+__all__ = ["CHANNELS", "Attachment", "Audience", "DeliveryState", "Inbound", "Location", "Origin", "Outgoing",
+           "reference_of", "with_files"]

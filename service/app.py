@@ -26,8 +26,8 @@ import channels.sms
 import channels.telegram
 import channels.web
 from bot.clock import Clock
-from bot.core import Core
-from bot.outbox import Dispatcher
+from bot.core import Core, SenderTerms
+from bot.dispatcher import Dispatcher, worker_name
 from bot.port import Port
 from contract.delivery import Sender
 from service import openapi
@@ -85,10 +85,12 @@ def build_app(config: Config, *, clock: Clock | None = None, senders: Mapping[st
         else:
             log.info("channel off by configuration", extra={"fields": {"channel": channel.name}})
     channel_senders.update(senders or {})
+    core.senders = {name: SenderTerms(getattr(sender, "window", None), getattr(sender, "kinds", None))
+                    for name, sender in channel_senders.items()}
     app[channels.web.SITE].openapi = openapi.document(config)
 
     async def dispatcher(app: web.Application) -> AsyncIterator[None]:
-        app[DISPATCHER] = Dispatcher(core, channel_senders)
+        app[DISPATCHER] = Dispatcher(core, channel_senders, worker_name(config.outbox.worker_name, config.web.port))
         task = asyncio.create_task(app[DISPATCHER].run(), name="outbox-dispatcher") if run_dispatcher else None
         yield
         app[DISPATCHER].stop()

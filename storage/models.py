@@ -152,6 +152,9 @@ class Complaint(Base):
     rating: Mapped[int | None] = mapped_column(Integer)
     rating_comment: Mapped[str | None] = mapped_column(Text)
     rated_at: Mapped[datetime | None]
+    # Set when a message the citizen must not miss could reach them on none of their
+    # contact points; cleared when one gets through again.
+    unreachable_at: Mapped[datetime | None]
 
     contact: Mapped[Contact | None] = relationship(foreign_keys=[contact_id], lazy="raise")
     unit: Mapped[Unit] = relationship(lazy="raise")
@@ -222,22 +225,60 @@ class OutboxMessage(Base):
     """A message waiting to be sent, or the record of how its sending ended."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),)
+    __table_args__ = (Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+                      Index("ix_outbox_claimed_by_status", "claimed_by", "status"))
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     key: Mapped[str] = mapped_column(String(200), unique=True)
+    # Our own id for the message, given to providers that take one (a gateway's message id,
+    # an Idempotency-Key, a status callback's reference): contract.messages.reference_of(key).
+    reference: Mapped[str | None] = mapped_column(String(40), index=True)
     channel: Mapped[str] = mapped_column(String(16))
     recipient: Mapped[str] = mapped_column(String(320))
     complaint_id: Mapped[int | None] = mapped_column(ForeignKey("complaints.id"), index=True)
-    payload: Mapped[dict[str, Any]] = mapped_column()  # text, subject, thread hints, language
-    status: Mapped[str] = mapped_column(String(12), default="queued")  # queued | sending | sent | failed
+    payload: Mapped[dict[str, Any]] = mapped_column()  # the Outgoing's stored form, and how to render it again
+    # queued | claimed (by a process, not started) | sending (started) | sent | failed
+    status: Mapped[str] = mapped_column(String(12), default="queued")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
-    lease_until: Mapped[datetime | None]
-    claim_token: Mapped[str | None] = mapped_column(String(36))
+    claimed_by: Mapped[str | None] = mapped_column(String(120))  # the worker incarnation holding it
+    # An attempt whose outcome is unknown (its process died mid-send, or the provider did not
+    # answer in time): the next attempt looks the message up where the provider allows, else
+    # sends it again.
+    unsure: Mapped[bool] = mapped_column(Boolean, default=False)
+    resent: Mapped[bool] = mapped_column(Boolean, default=False)  # sent again after an unknown outcome
     last_error: Mapped[str | None] = mapped_column(Text)
     external_id: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+    # What the provider reported after the send: delivered | undelivered | failed, and why.
+    delivery: Mapped[str | None] = mapped_column(String(16))
+    delivery_reason: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None]
+    # The message this one is the fallback of (the same message on another contact point).
+    fallback_of: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
+
+
+class Worker(Base):
+    """A running process's dispatcher: its name (stable across restarts), the incarnation
+    running now, and its heartbeat. Claims of an incarnation that is gone are taken back."""
+
+    __tablename__ = "workers"
+    name: Mapped[str] = mapped_column(String(120), primary_key=True)
+    incarnation: Mapped[str] = mapped_column(String(36))
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class ContactLink(Base):
+    """Two contact points of one citizen, and where we learnt it (never a guess)."""
+
+    __tablename__ = "contact_links"
+    __table_args__ = (UniqueConstraint("contact_id", "linked_id"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
+    linked_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
+    source: Mapped[str] = mapped_column(String(40))  # web_form | open311 | telegram_contact | zalo_info | ...
+    created_at: Mapped[datetime]
 
 
 class DigestRun(Base):

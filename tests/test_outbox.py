@@ -19,7 +19,7 @@ from bot import outbox
 from service.config import Config
 from bot.core import Core
 from service.assembly import open_core
-from bot.outbox import Dispatcher
+from bot.dispatcher import Dispatcher
 from contract.delivery import PermanentDeliveryError, TransientDeliveryError
 from contract.messages import Outgoing
 from storage.models import OutboxMessage
@@ -166,19 +166,100 @@ async def test_enqueue_with_a_key_already_queued_adds_nothing(core):
     assert len(await stored(core)) == 1
 
 
-async def test_a_message_whose_sender_died_is_not_sent_again(core):
+async def test_a_restarted_process_takes_back_its_claims_at_once(core):
+    """Killed after claiming a batch and handing two messages to the sender: the same
+    worker, started again, queues the untouched ones as they were and the two in flight
+    as unsure; nothing is lost, and only those two can go out twice."""
     gateway = await FakeGateway().start()
     try:
-        await queue(core)
-        dispatcher = Dispatcher(core, {"sms": HttpSender(gateway.url)})
-        [claimed] = await dispatcher.claim()  # ... and the process dies before sending
-        core.clock.advance(outbox.LEASE + timedelta(seconds=1))
-        assert await dispatcher.run_once() == 0
-        [row] = await stored(core)
-        assert row.status == "failed" and "interrupted" in row.last_error
-        assert gateway.received == []
+        await queue(core, count=5)
+        dead = Dispatcher(core, {"sms": HttpSender(gateway.url)}, name="web-1")
+        claims = await dead.claim()
+        await outbox.start(core, dead.holder, [claims[0].id, claims[1].id])  # ... and the process dies
+        restarted = Dispatcher(core, {"sms": HttpSender(gateway.url)}, name="web-1")
+        assert await restarted.register() == 5
+        rows = await stored(core)
+        assert [(row.status, row.unsure, row.claimed_by) for row in rows] == \
+            [("queued", True, None)] * 2 + [("queued", False, None)] * 3
+        assert await restarted.run_once() == 5
+        rows = await stored(core)
+        assert {row.status for row in rows} == {"sent"}
+        # No lookup on this sender: the two unsure ones went again, and say so.
+        assert [row.resent for row in rows] == [True, True, False, False, False]
+        assert len(gateway.received) == 5
     finally:
         await gateway.stop()
+
+
+async def test_a_dead_process_s_claims_are_taken_over_when_its_heartbeat_stops(make_config, clock):
+    config = make_config({"outbox": {"heartbeat_seconds": 5, "takeover_seconds": 20}})
+    cores = [await open_core(config, clock=clock) for _ in range(2)]
+    gateway = await FakeGateway().start()
+    try:
+        await queue(cores[0], count=3)
+        dead = Dispatcher(cores[0], {"sms": HttpSender(gateway.url)}, name="web-1")
+        claims = await dead.claim()
+        await outbox.start(cores[0], dead.holder, [claims[0].id])  # ... and web-1's machine goes away
+        alive = Dispatcher(cores[1], {"sms": HttpSender(gateway.url)}, name="web-2")
+        assert await alive.run_once() == 0  # web-1's heartbeat is fresh: its claims are its own
+        clock.advance(seconds=10)
+        assert await alive.run_once() == 0  # one beat missed is no death
+        clock.advance(seconds=15)
+        assert await alive.run_once() == 3  # 25 s without a beat: taken over, and sent
+        rows = await stored(cores[0])
+        assert [(row.status, row.resent) for row in rows] == [("sent", True), ("sent", False), ("sent", False)]
+    finally:
+        for core in cores:
+            await core.close()
+        await gateway.stop()
+
+
+class LookupSender(HttpSender):
+    """An HTTP sender whose provider can be asked whether it has a message (like Twilio's list)."""
+
+    def __init__(self, url: str, gateway: FakeGateway):
+        super().__init__(url)
+        self.gateway = gateway
+        self.lookups = 0
+
+    async def lookup(self, message: Outgoing) -> str | None:
+        self.lookups += 1
+        for index, body in enumerate(self.gateway.received):
+            if body["key"] == message.key:
+                return f"gw-{index + 1}"
+        return None
+
+
+async def test_a_send_without_an_answer_in_time_is_looked_up_not_sent_twice(make_config, clock):
+    """A gateway slower than the send timeout takes the message all the same: the next
+    attempt finds it there instead of sending it again."""
+    gateway = await FakeGateway(delay=0.6).start()
+    core = await open_core(make_config({"outbox": {"send_timeout_seconds": 0.3}}), clock=clock)
+    try:
+        await queue(core)
+        sender = LookupSender(gateway.url, gateway)
+        dispatcher = Dispatcher(core, {"sms": sender})
+        assert await dispatcher.run_once() == 1
+        [row] = await stored(core)
+        assert (row.status, row.unsure) == ("queued", True) and row.last_error.startswith("outcome unknown")
+        await asyncio.sleep(0.5)  # the gateway finishes taking it
+        clock.advance(seconds=60)
+        assert await dispatcher.run_once() == 1
+        [row] = await stored(core)
+        assert (row.status, row.external_id, row.resent, sender.lookups) == ("sent", "gw-1", False, 1)
+        assert len(gateway.received) == 1
+    finally:
+        await core.close()
+        await gateway.stop()
+
+
+async def test_stopping_gives_back_what_was_claimed_and_not_started(core):
+    await queue(core, count=3)
+    dispatcher = Dispatcher(core, {"sms": HttpSender("http://127.0.0.1:9/")}, name="web-1")
+    await dispatcher.claim()
+    await dispatcher.leave()
+    rows = await stored(core)
+    assert {(row.status, row.claimed_by) for row in rows} == {("queued", None)}
 
 
 async def test_two_dispatchers_send_each_message_exactly_once(make_config, clock):
@@ -244,5 +325,5 @@ async def test_a_claim_takes_its_batch_and_no_more_even_with_statistics_from_a_q
     claimed = await dispatcher.claim(limit=20)
     assert len(claimed) == 20
     rows = await stored(core)
-    assert sum(row.status == "sending" for row in rows) == 20
+    assert sum(row.status == "claimed" for row in rows) == 20
     assert sum(row.status == "queued" for row in rows) == 280

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from channels.sms.common import message_id
+from contract.messages import reference_of as message_id
 from tests.test_sms_support import (CITIZEN, complaints, fixture, generic_headers, inbound, operator, outbox_rows,
                                     post, post_generic, retrying, running, settled, sms_config, sms_service)
 

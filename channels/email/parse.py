@@ -14,7 +14,6 @@ its text below a marker and its files as attachments.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import mimetypes
 import re
@@ -26,9 +25,9 @@ from email.policy import compat32 as COMPAT32
 
 from channels.email.config import ATTACHMENT_TYPES, EmailConfig
 from contract.messages import Attachment
-from channels.email.headers import HEADER_ERRORS, POLICY, Headers, automated_reason, mailbox, message_ids, normal_id, \
-    repair_8bit
+from channels.email.headers import HEADER_ERRORS, POLICY, Headers, automated_reason, mailbox, message_ids, normal_id
 from channels.email.notes import Note, phrase
+from channels.email import parts as mime
 from channels.email.text import clean, decode_bytes, html_to_text, one_line, trim_reply
 
 MAX_THREAD_IDS = 50  # References can name a whole long thread; the newest are enough
@@ -101,6 +100,9 @@ class ParsedMail:
     automated: str | None  # why it is taken as sent by a machine, or None
     language: str | None
     notes: tuple[Note, ...]
+    # A delivery status notification (RFC 3464) saying a message failed: the ids of the
+    # messages it is about, and the diagnostic; None for any other mail.
+    bounced: tuple[tuple[str, ...], str] | None = None
 
 
 @dataclass
@@ -113,63 +115,14 @@ class _Reading:
     hashes: set[str] = field(default_factory=set)
     notes: list[Note] = field(default_factory=list)
     report_ids: list[str] = field(default_factory=list)
+    failure: str | None = None  # a delivery-status part's diagnostic for a recipient whose Action is failed
     forwarded: list[str] = field(default_factory=list)  # mails attached to the mail, as text
     skipped_for_count: int = 0
 
 
-def _content_type(part: Message) -> str:
-    # Asked several times per part; the stdlib parses the header anew each time.
-    cached = getattr(part, "_intake_content_type", None)
-    if cached is None:
-        try:
-            cached = part.get_content_type()
-        except HEADER_ERRORS:
-            cached = "application/octet-stream"
-        part._intake_content_type = cached  # type: ignore[attr-defined]
-    return cached
-
-
-def _disposition(part: Message) -> str | None:
-    try:
-        return part.get_content_disposition()
-    except HEADER_ERRORS:
-        return None
-
-
-def _charset(part: Message) -> str | None:
-    try:
-        value = part.get_param("charset")
-        if isinstance(value, tuple):  # RFC 2231 (charset, language, value)
-            value = email.utils.collapse_rfc2231_value(value)
-        return str(value) if value is not None else None
-    except HEADER_ERRORS:
-        return None
-
-
-def _payload(part: Message) -> bytes:
-    try:
-        data = part.get_payload(decode=True)
-    except HEADER_ERRORS:
-        return b""
-    return data if isinstance(data, bytes) else b""
-
-
-def _children(part: Message) -> list[Message]:
-    payload = part.get_payload() if part.is_multipart() else None
-    return [child for child in payload if isinstance(child, Message)] if isinstance(payload, list) else []
-
-
-def _given_filename(part: Message) -> str:
-    try:
-        name = part.get_filename()
-    except HEADER_ERRORS:
-        return ""
-    return repair_8bit(str(name))[0] if name else ""
-
-
 def _filename(part: Message, content_type: str, number: int) -> str:
     # Only the last path component: a name is shown to staff and used when saving.
-    name = one_line(re.split(r"[/\\]", _given_filename(part))[-1], 255).strip(". ")
+    name = one_line(re.split(r"[/\\]", mime.given_filename(part))[-1], 255).strip(". ")
     return name or f"attachment-{number}{mimetypes.guess_extension(content_type) or '.bin'}"
 
 
@@ -178,7 +131,7 @@ def _iter_parts(parts: list[Message]) -> Iterator[Message]:
     while stack:
         part = stack.pop()
         yield part
-        stack.extend(_children(part))
+        stack.extend(mime.children(part))
 
 
 def _check_structure(message: Message, limits: Limits) -> None:
@@ -192,7 +145,7 @@ def _check_structure(message: Message, limits: Limits) -> None:
             raise MailRejected(REJECT_TOO_MANY_PARTS.format(count=total, max=limits.max_parts))
         if depth > limits.max_depth:
             raise MailRejected(REJECT_TOO_DEEP.format(max=limits.max_depth))
-        stack.extend((child, depth + 1) for child in _children(part))
+        stack.extend((child, depth + 1) for child in mime.children(part))
 
 
 def _defects(message: Message) -> list[str]:
@@ -206,11 +159,11 @@ def _defects(message: Message) -> list[str]:
 
 
 def _text_of(part: Message, reading: _Reading) -> str:
-    declared = _charset(part)
-    text, used = decode_bytes(_payload(part), declared)
+    declared = mime.charset(part)
+    text, used = decode_bytes(mime.payload(part), declared)
     if used:
         reading.notes.append(Note("charset", {"declared": declared or "-", "used": used}))
-    if _content_type(part) == "text/html":
+    if mime.content_type(part) == "text/html":
         text, readable = html_to_text(text)
         if not readable:
             reading.notes.append(Note("html_unreadable"))
@@ -220,7 +173,7 @@ def _text_of(part: Message, reading: _Reading) -> str:
 
 def _attach(part: Message, reading: _Reading) -> None:
     limits = reading.limits
-    content_type = _content_type(part)
+    content_type = mime.content_type(part)
     if content_type in SILENT_TYPES:
         return
     name = _filename(part, content_type, len(reading.attachments) + 1)
@@ -228,7 +181,7 @@ def _attach(part: Message, reading: _Reading) -> None:
         # Phones send photos as octet-stream; the name says what they are.
         extension = ("." + name.rsplit(".", 1)[-1].lower()) if "." in name else ""
         content_type = EXTENSION_TYPES.get(extension) or mimetypes.guess_type(name)[0] or content_type
-    data = _payload(part)
+    data = mime.payload(part)
     digest = hashlib.sha256(data).hexdigest()
     if not data:
         reading.notes.append(Note("empty_attachment", {"name": name}))
@@ -250,7 +203,7 @@ def _alternative(children: list[Message]) -> Message | None:
     """The alternative to read as text: plain text with something in it, else HTML, else the last."""
     for wanted in ("text/plain", "text/html"):
         for child in children:
-            if _content_type(child) == wanted and _disposition(child) != "attachment" and _payload(child).strip():
+            if mime.content_type(child) == wanted and mime.disposition(child) != "attachment" and mime.payload(child).strip():
                 return child
     for child in reversed(children):
         if child.is_multipart():
@@ -260,16 +213,18 @@ def _alternative(children: list[Message]) -> Message | None:
 
 def _walk(part: Message, reading: _Reading, forward_depth: int, texts: list[str]) -> None:
     """Gather the text and attachments of a part (depth already bounded by ``_check_structure``)."""
-    content_type = _content_type(part)
+    content_type = mime.content_type(part)
     if content_type in REPORT_HEADER_TYPES:
         _report_ids(part, reading)
     if content_type == "message/rfc822":
         _forwarded(part, reading, forward_depth)
         return
+    if content_type == "message/delivery-status":
+        _delivery_status(part, reading)
     if content_type in MACHINE_TYPES:
         return  # the machine-readable half of a report: its ids were taken above
     if part.is_multipart():
-        children = _children(part)
+        children = mime.children(part)
         if content_type == "multipart/alternative":
             chosen = _alternative(children)
             for child in children:
@@ -279,24 +234,24 @@ def _walk(part: Message, reading: _Reading, forward_depth: int, texts: list[str]
             for child in children:
                 _walk(child, reading, forward_depth, texts)
         return
-    inline = _disposition(part) != "attachment"
+    inline = mime.disposition(part) != "attachment"
     if content_type.startswith("multipart/"):
         # A multipart with no usable boundary: the parser kept it whole, so read it as text.
-        texts.append(clean(decode_bytes(_payload(part), _charset(part))[0]))
+        texts.append(clean(decode_bytes(mime.payload(part), mime.charset(part))[0]))
     elif content_type in ("text/plain", "text/html") and inline:
         text = _text_of(part, reading)
         if text:
             texts.append(text)
     elif content_type.startswith("text/") and inline and content_type not in NOT_BODY_TEXT \
-            and not _given_filename(part):
-        texts.append(clean(decode_bytes(_payload(part), _charset(part))[0]))
+            and not mime.given_filename(part):
+        texts.append(clean(decode_bytes(mime.payload(part), mime.charset(part))[0]))
     else:
         _attach(part, reading)
 
 
 def _forwarded(part: Message, reading: _Reading, forward_depth: int) -> None:
     """A mail attached to the mail: its headers and text below a marker, its files as attachments."""
-    inner = _children(part)
+    inner = mime.children(part)
     if not inner:
         return
     if forward_depth >= reading.limits.max_forward_depth:
@@ -313,14 +268,27 @@ def _forwarded(part: Message, reading: _Reading, forward_depth: int) -> None:
 
 def _report_ids(part: Message, reading: _Reading) -> None:
     """The id of the message a bounce or receipt is about, so that it threads onto its complaint."""
-    inner = _children(part)
+    inner = mime.children(part)
     if inner:
         value = Headers(inner[0]).raw("message-id")
     else:
-        found = re.search(r"^message-id:\s*(.+)$", _payload(part).decode("utf-8", "replace"),
+        found = re.search(r"^message-id:\s*(.+)$", mime.payload(part).decode("utf-8", "replace"),
                           re.IGNORECASE | re.MULTILINE)
         value = found.group(1) if found else None
     reading.report_ids.extend(message_ids(value))
+
+
+def _delivery_status(part: Message, reading: _Reading) -> None:
+    """RFC 3464's per-recipient fields: a recipient whose Action is "failed" means our
+    message did not reach them; its Diagnostic-Code (or Status) says why."""
+    fields = mime.payload(part).decode("utf-8", "replace")
+    for block in re.split(r"\r?\n\s*\r?\n", fields):
+        action = re.search(r"^action:\s*(\S+)", block, re.IGNORECASE | re.MULTILINE)
+        if action and action.group(1).lower() == "failed":
+            why = re.search(r"^diagnostic-code:\s*(.+(?:\r?\n[ \t].+)*)", block, re.IGNORECASE | re.MULTILINE) or \
+                re.search(r"^status:\s*(\S+)", block, re.IGNORECASE | re.MULTILINE)
+            reading.failure = one_line(why.group(1) if why else "failed", 300)
+            return
 
 
 def _message_id(headers: Headers, raw: bytes) -> str:
@@ -363,7 +331,7 @@ def parse_mail(raw: bytes, envelope_sender: str | None = None, limits: Limits | 
         notes.append(Note("no_from", {"address": envelope_sender}) if sender else Note("no_sender"))
     subject = one_line(headers.text("subject") or "", SUBJECT_MAX)
     thread = message_ids(headers.raw("references")) + message_ids(headers.raw("in-reply-to"))
-    automated = automated_reason(headers, envelope_sender, sender, subject, _content_type(message), own_address)
+    automated = automated_reason(headers, envelope_sender, sender, subject, mime.content_type(message), own_address)
 
     reading = _Reading(limits, language)
     texts: list[str] = []
@@ -397,4 +365,6 @@ def parse_mail(raw: bytes, envelope_sender: str | None = None, limits: Limits | 
         message_id=_message_id(headers, raw), sender=sender, sender_name=one_line(sender_name or "", NAME_MAX) or None,
         subject=subject, text=text or subject, attachments=tuple(reading.attachments), thread_ids=tuple(thread),
         automated=automated, language=headers.language(), notes=tuple(notes),
+        bounced=(tuple(reading.report_ids), reading.failure) if automated and reading.failure and reading.report_ids
+        else None,
     )

@@ -32,7 +32,7 @@ import aiosmtplib
 
 from bot.clock import Clock
 from channels.email.config import EmailConfig
-from contract.delivery import PermanentDeliveryError, TransientDeliveryError
+from contract.delivery import PermanentDeliveryError, TransientDeliveryError, UnknownDeliveryError
 from contract.messages import Outgoing
 from channels.email.text import one_line
 from contract.schema import secret
@@ -168,6 +168,14 @@ class RelaySender:
                 except aiosmtplib.SMTPResponseException as error:
                     self._drop()
                     raise _delivery_error(error.code, error.message) from None
+                except aiosmtplib.SMTPConnectTimeoutError as error:
+                    self._drop()
+                    raise TransientDeliveryError(f"relay unreachable: {type(error).__name__}") from None
+                except (aiosmtplib.SMTPTimeoutError, asyncio.TimeoutError) as error:
+                    # The relay may have taken the mail before the answer was lost: sent again,
+                    # it carries the same Message-ID, which receivers can tell is one mail.
+                    self._drop()
+                    raise UnknownDeliveryError(f"relay did not answer in time: {type(error).__name__}") from None
                 except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError, ssl.SSLError) as error:
                     self._drop()
                     raise TransientDeliveryError(f"relay unreachable: {type(error).__name__}: "

@@ -197,6 +197,12 @@ class MailHandler:
         except StoreUnavailable as error:
             log.warning("mail not stored; asked to retry", extra={"fields": {**fields, "error": str(error)}})
             return REJECT_STORE_DOWN
+        if mail.bounced is not None:
+            # A bounce of our own mail: what became of the message, for the outbox (and the
+            # citizen's next contact point).
+            ids, reason = mail.bounced
+            for message_id in ids:
+                await self.port.delivery_report("email", "undelivered", external_id=message_id, reason=reason)
         log.info("mail taken", extra={"fields": {**fields, "outcome": result.outcome, "code": result.tracking_code
                                                  or "-", "automated": mail.automated or "-",
                                                  "attachments": len(mail.attachments), "notes": len(mail.notes)}})

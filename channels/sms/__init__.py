@@ -33,6 +33,7 @@ def setup(app: web.Application, port: Port, config: SmsConfig, *, send_timeout: 
     gateways = {gateway.name: Gateway.from_config(index, gateway) for index, gateway in enumerate(config.gateways)}
     app[CHANNEL] = SmsChannel(port, config, gateways)
     app.router.add_post("/webhooks/sms/{gateway}", receive)
+    app.router.add_post("/webhooks/sms/{gateway}/status", receive)
     sender = SmsSender(port, config, gateways)
     # A little under the outbox's own limit, so that a slow gateway reads as "no answer in time".
     timeout = aiohttp.ClientTimeout(total=send_timeout * 0.9)

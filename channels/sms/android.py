@@ -6,8 +6,9 @@ The app posts webhooks as JSON: ``{"event": "sms:received", "deviceId", "id", "w
 ``X-Signature`` is the hex HMAC-SHA256, keyed with the app's signing key, of the raw body
 followed by ``X-Timestamp`` (Unix seconds). A timestamp further than
 ``sms.signature_max_age_seconds`` from our clock is refused, so a captured request cannot
-be replayed later. Other events (sent, delivered, failed, ping) are answered 200 and
-dropped: the app would otherwise retry them for two days.
+be replayed later. ``sms:sent``, ``sms:delivered`` and ``sms:failed`` report on a message
+we sent (its ``messageId`` is the id we gave it); other events (ping) are answered 200
+and dropped: the app would otherwise retry them for two days.
 
 The app's ``messageId`` is a 32-bit hash of the message, not unique across all messages
 ("do not rely on it as a unique identifier", its documentation says), so our id for
@@ -27,13 +28,14 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from channels.sms.common import (Gateway, ReceivedSms, Refused, basic_auth, fail, hmac_sha256_hex, message_id,
+from channels.sms.common import (Gateway, ReceivedSms, Refused, StatusReport, basic_auth, fail, hmac_sha256_hex,
                                  parse_time, required_text, retry_after, same_signature)
 
 CONTENT_TYPE = "application/json"
 SIGNATURE_HEADER = "X-Signature"
 TIMESTAMP_HEADER = "X-Timestamp"
 RECEIVED = "sms:received"
+REPORTS = {"sms:sent": "sent", "sms:delivered": "delivered", "sms:failed": "failed"}
 
 
 def signature(key: str, body: bytes, timestamp: str) -> str:
@@ -42,8 +44,8 @@ def signature(key: str, body: bytes, timestamp: str) -> str:
 
 
 def parse(gateway: Gateway, request: web.Request, body: bytes, *, url: str, now: datetime,
-          max_age: int) -> ReceivedSms | None:
-    """The SMS in an app webhook (None for other events); Refused(403) unless signed and fresh."""
+          max_age: int) -> ReceivedSms | StatusReport | None:
+    """The SMS or delivery report in an app webhook (None for other events); Refused(403) unless signed and fresh."""
     given = request.headers.get(SIGNATURE_HEADER, "")
     timestamp = request.headers.get(TIMESTAMP_HEADER, "").strip()
     if not given or not timestamp:
@@ -60,11 +62,15 @@ def parse(gateway: Gateway, request: web.Request, body: bytes, *, url: str, now:
         raise Refused(400, "body is not JSON") from None
     if not isinstance(event, dict) or not isinstance(event.get("event"), str):
         raise Refused(400, "missing field 'event'")
-    if event["event"] != RECEIVED:
+    if event["event"] not in (RECEIVED, *REPORTS):
         return None
     payload = event.get("payload")
     if not isinstance(payload, dict):
         raise Refused(400, "missing field 'payload'")
+    if event["event"] in REPORTS:
+        reason = payload.get("reason") if isinstance(payload.get("reason"), str) else None
+        return StatusReport(REPORTS[event["event"]], reference=required_text(payload, "messageId"),
+                            reason=reason and reason[:500])
     sid = required_text(payload, "messageId")
     sender = payload.get("sender") or payload.get("phoneNumber")
     sender = required_text({"sender": sender}, "sender", limit=64)
@@ -87,10 +93,11 @@ def message_url(base: str) -> str:
     return parts._replace(path=parts.path.rstrip("/") + "/message").geturl()
 
 
-async def send(http: aiohttp.ClientSession, gateway: Gateway, recipient: str, text: str, key: str) -> str | None:
-    """Send one SMS through the app's API; return the app's message id."""
+async def send(http: aiohttp.ClientSession, gateway: Gateway, recipient: str, text: str, reference: str,
+               status_url: str) -> str | None:
+    """Send one SMS through the app's API; return the app's message id (our reference)."""
     config = gateway.config
-    request = {"id": message_id(key), "textMessage": {"text": text}, "phoneNumbers": [recipient]}
+    request = {"id": reference, "textMessage": {"text": text}, "phoneNumbers": [recipient]}
     headers = {"Authorization": basic_auth(config.api_username, gateway.password or "")}
     async with http.post(message_url(config.base_url), json=request, headers=headers) as response:
         if response.status in (200, 201, 202):

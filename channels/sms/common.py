@@ -19,7 +19,7 @@ from bot.logs import mask_personal_data
 from channels.sms.config import SmsGatewayConfig
 from contract.schema import secret
 from contract.delivery import PermanentDeliveryError, TransientDeliveryError
-from contract.messages import Attachment
+from contract.messages import Attachment, DeliveryState
 
 MAX_ID_LENGTH = 200  # a provider's message id longer than this is not one
 
@@ -79,6 +79,16 @@ class ReceivedSms:
 
 
 @dataclass(frozen=True)
+class StatusReport:
+    """What a gateway reports of one of our messages after it was sent."""
+
+    state: DeliveryState  # sent | delivered | undelivered | failed
+    reference: str | None = None  # our reference for the message (we gave it with the send)
+    external_id: str | None = None  # the gateway's own id for it
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
 class Phone:
     """A sender's address: E.164 when it is a phone number, else what the operator gave."""
 
@@ -133,11 +143,6 @@ def parse_time(value: object, key: str) -> datetime | None:
         raise Refused(400, f"field {key!r} is not an ISO 8601 time") from None
     # A time without an offset cannot be placed; the time of arrival will do instead.
     return moment if moment.tzinfo is not None else None
-
-
-def message_id(key: str) -> str:
-    """A stable id for an outgoing message, derived from its outbox key (for gateways that dedupe)."""
-    return "fi-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
 def basic_auth(user: str, password: str) -> str:

@@ -21,13 +21,14 @@ import base64
 import hashlib
 import hmac
 from datetime import datetime
-from urllib.parse import parse_qsl, urlparse
+from urllib.parse import parse_qsl, urlencode, urlparse
 
 import aiohttp
 from aiohttp import web
 
+from channels.sms.common import (Gateway, ReceivedSms, Refused, StatusReport, basic_auth, fail, required_text,
+                                 retry_after)
 from contract.messages import Attachment
-from channels.sms.common import Gateway, ReceivedSms, Refused, basic_auth, fail, required_text, retry_after
 
 CONTENT_TYPE = "application/x-www-form-urlencoded"
 SIGNATURE_HEADER = "X-Twilio-Signature"
@@ -35,6 +36,9 @@ SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 ALGORITHMS = {"HMAC_SHA1": hashlib.sha1, "HMAC_SHA256": hashlib.sha256}
 MAX_MEDIA = 10  # Twilio delivers at most 10 media items with one message
+# Twilio's message statuses as our delivery states (queued, accepted, sending: not final yet).
+STATES = {"sent": "sent", "delivered": "delivered", "read": "delivered", "undelivered": "undelivered",
+          "failed": "failed"}
 
 
 def signature(token: str, url: str, params: list[tuple[str, str]], algorithm: str = "HMAC_SHA1") -> str:
@@ -77,8 +81,9 @@ def is_signed(token: str, url: str, params: list[tuple[str, str]], given: str, a
 
 
 def parse(gateway: Gateway, request: web.Request, body: bytes, *, url: str, now: datetime,
-          max_age: int) -> ReceivedSms | None:
-    """The SMS in a Twilio webhook; Refused(403) unless Twilio signed it, Refused(400) if malformed."""
+          max_age: int) -> ReceivedSms | StatusReport | None:
+    """The SMS or status callback in a Twilio webhook; Refused(403) unless Twilio signed it, Refused(400) if
+    malformed. A status callback's reference is the ``ref`` we put in its URL with the send."""
     try:
         params = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
     except (UnicodeDecodeError, ValueError):
@@ -90,8 +95,13 @@ def parse(gateway: Gateway, request: web.Request, body: bytes, *, url: str, now:
                                             algorithm_of(request.headers.get(SETTINGS_HEADER))):
         raise Refused(403, "signature does not verify")
     fields = dict(params)  # Twilio sends each field once; a repeated one keeps its last value
-    if "Body" not in fields and fields.get("MessageStatus", fields.get("SmsStatus")) not in (None, "received"):
-        return None  # a delivery status callback pointed at this address: nothing to store
+    status = fields.get("MessageStatus", fields.get("SmsStatus"))
+    if "Body" not in fields and status not in (None, "received"):
+        if status not in STATES:
+            return None  # queued, accepted, sending: not an outcome yet
+        reason = f"Twilio error {fields['ErrorCode']}" if fields.get("ErrorCode") else None
+        return StatusReport(STATES[status], reference=request.query.get("ref") or None,
+                            external_id=fields.get("MessageSid") or fields.get("SmsSid") or None, reason=reason)
     # SmsSid is the older name of the same id.
     sid = required_text({"MessageSid": fields.get("MessageSid") or fields.get("SmsSid")}, "MessageSid")
     sender = required_text(fields, "From", limit=64)
@@ -113,11 +123,22 @@ def accepted() -> web.Response:
     return web.Response(text=EMPTY_TWIML, content_type="text/xml")
 
 
-async def send(http: aiohttp.ClientSession, gateway: Gateway, recipient: str, text: str, key: str) -> str | None:
-    """Send one SMS through Twilio's Messages API; return its Message SID."""
+def _messages_url(gateway: Gateway) -> str:
     config = gateway.config
-    url = f"{config.base_url.rstrip('/')}/2010-04-01/Accounts/{config.account_sid}/Messages.json"
-    form = {"To": recipient, "From": config.number, "Body": text}
+    return f"{config.base_url.rstrip('/')}/2010-04-01/Accounts/{config.account_sid}/Messages.json"
+
+
+async def send(http: aiohttp.ClientSession, gateway: Gateway, recipient: str, text: str, reference: str,
+               status_url: str) -> str | None:
+    """Send one SMS through Twilio's Messages API; return its Message SID.
+
+    ``StatusCallback`` asks Twilio to report the message's fate to ``status_url``, which
+    carries our reference: the report finds its message even before we stored the SID.
+    """
+    config = gateway.config
+    url = _messages_url(gateway)
+    form = {"To": recipient, "From": config.number, "Body": text,
+            "StatusCallback": f"{status_url}?{urlencode({'ref': reference})}"}
     headers = {"Authorization": basic_auth(config.account_sid, gateway.secret)}
     async with http.post(url, data=form, headers=headers) as response:
         if response.status in (200, 201):
@@ -130,3 +151,24 @@ async def send(http: aiohttp.ClientSession, gateway: Gateway, recipient: str, te
         except (ValueError, aiohttp.ContentTypeError, AttributeError):
             detail = (await response.text())[:300]
         fail(gateway.name, response.status, detail, retry_after(response.headers.get("Retry-After")))
+
+
+async def lookup(http: aiohttp.ClientSession, gateway: Gateway, recipient: str, text: str,
+                 since: datetime) -> str | None:
+    """The SID of a message we sent to recipient with this text since then, if Twilio has one.
+
+    After an attempt that got no answer, Twilio may have taken the message all the same:
+    its message list, filtered by recipient and day, says so (Twilio keeps no id of ours).
+    """
+    config = gateway.config
+    params = {"To": recipient, "DateSent>": since.strftime("%Y-%m-%d"), "PageSize": "50"}
+    headers = {"Authorization": basic_auth(config.account_sid, gateway.secret)}
+    async with http.get(_messages_url(gateway), params=params, headers=headers) as response:
+        if response.status != 200:
+            fail(gateway.name, response.status, (await response.text())[:300])
+        listing = await response.json(content_type=None)
+    for message in listing.get("messages") or []:
+        if message.get("to") == recipient and message.get("body") == text and message.get("direction", "").startswith(
+                "outbound"):
+            return str(message.get("sid")) or None
+    return None

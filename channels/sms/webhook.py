@@ -21,7 +21,7 @@ from aiohttp import web
 from bot.logs import mask_phone
 from bot.port import Port
 from channels.sms import commands
-from channels.sms.common import Gateway, Refused, normalise_phone
+from channels.sms.common import Gateway, Refused, StatusReport, normalise_phone
 from channels.sms.config import SmsConfig
 from channels.sms.dialects import DIALECTS
 from channels.sms.text import clean
@@ -65,7 +65,8 @@ async def _body(request: web.Request, limit: int) -> bytes | None:
 def webhook_url(public_url: str, gateway: Gateway, request: web.Request) -> str:
     """The URL the gateway was told to call: the public one, as a proxy in front does not change it."""
     query = f"?{request.query_string}" if request.query_string else ""
-    return f"{public_url.rstrip('/')}/webhooks/sms/{gateway.name}{query}"
+    status = "/status" if request.path.endswith("/status") else ""
+    return f"{public_url.rstrip('/')}/webhooks/sms/{gateway.name}{status}{query}"
 
 
 async def receive(request: web.Request) -> web.Response:
@@ -91,7 +92,13 @@ async def receive(request: web.Request) -> web.Response:
     except Refused as refusal:
         return _refused(name, refusal.status, refusal.reason)
     if sms is None:
-        return dialect.accepted()  # an event we do not take (delivery report, ping): nothing to store
+        return dialect.accepted()  # an event we do not take (a ping, a status not final yet): nothing to store
+    if isinstance(sms, StatusReport):
+        known = await port.delivery_report("sms", sms.state, reference=sms.reference, external_id=sms.external_id,
+                                           reason=sms.reason)
+        log.info("sms delivery report", extra={"fields": {"gateway": gateway.name, "state": sms.state,
+                                                          "known": known}})
+        return dialect.accepted()
     text = clean(sms.text).strip()
     if not text and not sms.attachments:
         return _refused(name, 400, "empty message")

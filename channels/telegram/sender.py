@@ -2,7 +2,10 @@
 translate the Bot API's answers into the outbox's terms.
 
 Forbidden (the citizen blocked the bot, or left the group) and BadRequest (no such chat,
-a text Telegram refuses) can never succeed: permanent. Flood control (RetryAfter),
+a text Telegram refuses) can never succeed: permanent, and the outbox tries the citizen's
+next contact point. A request that timed out may have reached the chat: its outcome is
+unknown (Telegram cannot be asked, so the next attempt sends again, and the chat may show
+the message twice). Flood control (RetryAfter),
 network errors and anything unexpected are transient: the outbox tries again later,
 no sooner than Telegram asked. Short flood waits are sat out in place by the rate
 limiter, so one busy second does not cost a message a backoff of minutes.
@@ -18,13 +21,13 @@ import warnings
 from datetime import timedelta
 
 from telegram import InlineKeyboardMarkup, ReplyParameters
-from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, RetryAfter, TelegramError
+from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, RetryAfter, TelegramError, TimedOut
 from telegram.ext import AIORateLimiter, ExtBot
 
 from bot.port import Port
 from channels.telegram import citizen, staff
 from channels.telegram.common import CAPTION_LIMIT, CHANNEL, log, message_key, split_text
-from contract.delivery import PermanentDeliveryError, TransientDeliveryError
+from contract.delivery import PermanentDeliveryError, TransientDeliveryError, UnknownDeliveryError
 from contract.messages import Attachment, Outgoing
 
 # Flood waits up to this long are waited out inside the send (and inside a chat answer);
@@ -116,6 +119,9 @@ class TelegramSender:
             raise PermanentDeliveryError(f"refused: {self._scrub(str(error))}") from None
         except RetryAfter as error:
             raise TransientDeliveryError("telegram flood control", retry_after=retry_seconds(error)) from None
+        except TimedOut:
+            # The request may have reached Telegram: the message may be in the chat already.
+            raise UnknownDeliveryError("telegram did not answer in time") from None
         except InvalidToken:
             # A configuration fault, not the message's: keep it queued until someone fixes the token.
             raise TransientDeliveryError("telegram refused the bot token") from None

@@ -1,0 +1,163 @@
+"""How each message's sending ends, and what follows when it cannot reach its person.
+
+Every outcome of an attempt is written on the message's own outbox row as soon as that
+attempt returns (``sent``, ``retry``, ``unknown``, ``failed``). What a provider reports
+later (Twilio's status callbacks, the Android gateway's ``sms:delivered``/``sms:failed``,
+the generic gateway's status webhook, a bounce of our mail) is recorded on the row
+(``report``). A message that fails for good or is reported undelivered goes out once on
+the next contact point (``bot/reach.py``), written again for that channel; the complaint's
+history records the fallback. When no contact point is left, the complaint is marked
+"citizen unreachable", its officers are told, and the unit head sees it in the digest.
+Messages to staff fall back the same way, from Telegram to email.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import messages, outbox, reach
+from bot.core import Core
+from bot.outbox import FAILED, QUEUED, SENT, Claim, Queued
+from contract.messages import DeliveryState, Outgoing
+from storage.models import Complaint, Event, OutboxMessage, Staff
+
+log = logging.getLogger(__name__)
+
+# Provider reports that end a message's journey badly; "sent" and "delivered" do not.
+UNDELIVERED: tuple[DeliveryState, ...] = ("undelivered", "failed")
+# A later report never overrides a final one with an earlier state.
+_RANK = {None: 0, "sent": 1, "delivered": 2, "undelivered": 2, "failed": 2}
+
+
+async def sent(core: Core, claim: Claim, external_id: str | None, resent: bool) -> None:
+    """The provider took the message."""
+    async with core.sessions() as session, session.begin():
+        await session.execute(update(OutboxMessage).where(OutboxMessage.id == claim.id).values(
+            status=SENT, external_id=external_id, sent_at=core.clock.now(), last_error=None, claimed_by=None,
+            unsure=False, resent=resent).execution_options(synchronize_session=False))
+        complaint_id = await session.scalar(select(OutboxMessage.complaint_id).where(OutboxMessage.id == claim.id))
+        if complaint_id is not None and claim.message.audience == "citizen":
+            # A message got through: the citizen is reachable again.
+            await session.execute(update(Complaint).where(Complaint.id == complaint_id,
+                                                          Complaint.unreachable_at.is_not(None))
+                                  .values(unreachable_at=None).execution_options(synchronize_session=False))
+
+
+async def retry(core: Core, claim: Claim, reason: str, at: datetime, unsure: bool) -> None:
+    """Try again later; ``unsure``: the attempt's outcome is unknown (look it up first)."""
+    async with core.sessions() as session, session.begin():
+        await session.execute(update(OutboxMessage).where(OutboxMessage.id == claim.id).values(
+            status=QUEUED, claimed_by=None, next_attempt_at=at, last_error=reason[:2000],
+            unsure=unsure or claim.unsure).execution_options(synchronize_session=False))
+
+
+async def failed(core: Core, claim: Claim, reason: str) -> None:
+    """The message cannot go out on its channel: record why, and try the next contact point."""
+    now = core.clock.now()
+    async with core.sessions() as session, session.begin():
+        row = await session.get(OutboxMessage, claim.id, with_for_update=True)
+        row.status, row.last_error, row.claimed_by = FAILED, reason[:2000], None
+        await _fall_back(core, session, now, row, reason)
+    core.outbox_ready.set()
+
+
+async def report(core: Core, channel: str, state: DeliveryState, *, reference: str | None = None,
+                 external_id: str | None = None, reason: str | None = None) -> bool:
+    """Record what a provider reported of one of our messages; False when it is not ours.
+
+    The message is found by our reference (given to the provider with the send) or by
+    the provider's id for it. An undelivered or failed message goes on to the citizen's
+    next contact point, once.
+    """
+    if reference is None and external_id is None:
+        return False
+    now = core.clock.now()
+    async with core.sessions() as session, session.begin():
+        query = select(OutboxMessage).where(OutboxMessage.channel == channel)
+        query = query.where(OutboxMessage.reference == reference) if reference is not None else \
+            query.where(OutboxMessage.external_id == external_id)
+        row = await session.scalar(query.limit(1).with_for_update())
+        if row is None:
+            return False
+        if _RANK[state] < _RANK[row.delivery] or row.delivery in UNDELIVERED:
+            return True  # an earlier state arriving late, or a repeat of a final one
+        row.delivery, row.delivered_at = state, now
+        row.delivery_reason = (reason or "")[:2000] or None
+        if state in UNDELIVERED:
+            await _fall_back(core, session, now, row, f"{state}: {reason or 'no reason given'}")
+    core.outbox_ready.set()
+    log.info("delivery report", extra={"fields": {"channel": channel, "id": row.id, "state": state}})
+    return True
+
+
+def _fallback_key(key: str, channel: str) -> str:
+    key = f"{key}>{channel}"
+    return key if len(key) <= 200 else f"fb:{hashlib.sha256(key.encode()).hexdigest()}>{channel}"
+
+
+async def _tried(session: AsyncSession, row: OutboxMessage) -> tuple[OutboxMessage, set[str]]:
+    """The first message of a fallback chain, and every channel the chain has tried."""
+    first = row
+    channels = {row.channel}
+    while first.fallback_of is not None:
+        first = await session.get(OutboxMessage, first.fallback_of)
+        channels.add(first.channel)
+    return first, channels
+
+
+async def _fall_back(core: Core, session: AsyncSession, now: datetime, row: OutboxMessage, reason: str) -> None:
+    render = (row.payload or {}).get("render") or {}
+    if "staff_id" in render:
+        await _staff_fall_back(core, session, now, row, render["staff_id"])
+        return
+    if not render.get("text_key") or row.complaint_id is None:
+        return  # a message with no complaint behind it (a status request's answer): nothing else to try
+    first, tried = await _tried(session, row)
+    complaint = await session.get(Complaint, row.complaint_id)
+    contacts = (await reach.contacts_of(session, [complaint]))[complaint.id]
+    point = await reach.choose(core, session, contacts, render["text_key"].removeprefix("citizen."), now, tried)
+    if point is None:
+        await _unreachable(core, session, now, complaint, row, reason)
+        return
+    queued = messages.to_citizen(core, complaint, point, _fallback_key(first.key, point.channel),
+                                 render["text_key"], render.get("thread"), render.get("origin", "system"),
+                                 **render.get("params", {}))
+    await outbox.enqueue_many(session, now, [Queued(queued.message, complaint.id, queued.render, fallback_of=row.id)])
+    session.add(Event(complaint_id=complaint.id, at=now, actor="system", kind="fallback",
+                      detail={"message": first.key, "from": row.channel, "to": point.channel,
+                              "reason": reason[:300]}))
+    core.metrics.fallbacks.labels(row.channel, point.channel).inc()
+
+
+async def _unreachable(core: Core, session: AsyncSession, now: datetime, complaint: Complaint,
+                       row: OutboxMessage, reason: str) -> None:
+    session.add(Event(complaint_id=complaint.id, at=now, actor="system", kind="unreachable",
+                      detail={"message": row.key, "channel": row.channel, "reason": reason[:300]}))
+    if complaint.unreachable_at is not None:
+        return  # the officers know already
+    complaint.unreachable_at = now
+    core.metrics.unreachable.inc()
+    directory = await core.directory.staff(session)
+    await outbox.enqueue_many(session, now, messages.to_staff(
+        core, directory, directory.assignees(complaint), f"unreachable:{complaint.id}:{now.isoformat()}",
+        "staff.citizen_unreachable", complaint, reason=reason[:300]))
+
+
+async def _staff_fall_back(core: Core, session: AsyncSession, now: datetime, row: OutboxMessage,
+                           staff_id: int) -> None:
+    """A staff message that Telegram could not carry goes to the member's email."""
+    member = await session.get(Staff, staff_id)
+    first, tried = await _tried(session, row)
+    if member is None or "email" in tried or not member.email:
+        return
+    message = Outgoing.from_payload(row.channel, row.recipient, row.key, row.payload)
+    moved = Outgoing(**{**message.__dict__, "channel": "email", "recipient": member.email,
+                        "key": _fallback_key(first.key, "email"), "actions": ()})
+    await outbox.enqueue_many(session, now, [Queued(moved, row.complaint_id, {"staff_id": staff_id},
+                                                    fallback_of=row.id)])
+    core.metrics.fallbacks.labels(row.channel, "email").inc()

@@ -1,0 +1,230 @@
+"""The dispatcher: one per process, it sends what the outbox holds through the channels'
+senders, several messages at once (``outbox.concurrency``).
+
+Each process's dispatcher is a worker with a name that stays the same across restarts
+(``outbox.worker_name``, by default the host and the web port) and an incarnation that
+does not, and it keeps a heartbeat in the store. It claims messages for its incarnation;
+right before handing a few to their senders it marks them as being sent; each one's
+outcome is written as soon as its own send returns. A restarted process takes back its
+earlier incarnation's unfinished claims at once; other processes take over a process's
+claims when its heartbeat stops (``outbox.takeover_seconds``). Claimed messages never
+handed to a sender are queued again as they were; those being sent are queued marked
+unsure, and their next attempt asks the provider first where the sender can look a
+message up (``lookup``), else sends again with our reference, which providers that
+dedupe recognise. What stays possible is a second copy of the messages that were in
+flight on a channel that can neither dedupe nor be asked: at most ``outbox.concurrency``
+per crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import delivery, outbox
+from bot.core import Core
+from bot.outbox import Claim
+from contract.delivery import PermanentDeliveryError, Sender, TransientDeliveryError, UnknownDeliveryError
+from storage.db import upsert
+from storage.models import OutboxMessage, Worker
+
+log = logging.getLogger(__name__)
+
+
+def worker_name(configured: str, port: int) -> str:
+    """A worker's name: the configured one, else host:port, else (port 0: tests) a random one."""
+    if configured:
+        return configured
+    if port:
+        return f"{socket.gethostname()[:80]}:{port}"
+    return f"{socket.gethostname()[:60]}:{uuid.uuid4().hex[:12]}"
+
+
+class Dispatcher:
+    """Sends queued outbox messages through the channels' senders."""
+
+    def __init__(self, core: Core, senders: Mapping[str, Sender], name: str | None = None):
+        self.core = core
+        self.senders = dict(senders)
+        self.name = name or worker_name("", 0)
+        self.incarnation = str(uuid.uuid4())
+        self.holder = f"{self.name}/{self.incarnation}"
+        self._stopping = asyncio.Event()
+        self._beat: datetime | None = None
+
+    # ------------------------------------------------------------------ the worker's life
+
+    async def register(self) -> int:
+        """Take the name for this incarnation; take back what an earlier one left claimed."""
+        now = self.core.clock.now()
+        async with self.core.sessions() as session, session.begin():
+            statement = upsert(session, Worker).values(name=self.name, incarnation=self.incarnation,
+                                                       started_at=now, heartbeat_at=now)
+            await session.execute(statement.on_conflict_do_update(
+                index_elements=["name"], set_={"incarnation": self.incarnation, "started_at": now,
+                                               "heartbeat_at": now}))
+            earlier = list((await session.scalars(
+                select(OutboxMessage.claimed_by).distinct()
+                .where(OutboxMessage.claimed_by.like(f"{self.name}/%"), OutboxMessage.claimed_by != self.holder)
+            )).all())
+            requeued, unsure = await outbox.recover(session, earlier)
+        self._beat = now
+        if requeued or unsure:
+            log.warning("outbox: took back an earlier run's messages", extra={"fields": {
+                "worker": self.name, "requeued": requeued, "unsure": unsure}})
+            self.core.outbox_ready.set()
+        return requeued + unsure
+
+    async def heartbeat(self) -> int:
+        """Say this incarnation is alive; take over the claims of processes that are not."""
+        now = self.core.clock.now()
+        async with self.core.sessions() as session, session.begin():
+            statement = upsert(session, Worker).values(name=self.name, incarnation=self.incarnation,
+                                                       started_at=now, heartbeat_at=now)
+            await session.execute(statement.on_conflict_do_update(
+                index_elements=["name"], set_={"incarnation": self.incarnation, "heartbeat_at": now}))
+            taken = await self._take_over(session, now)
+        self._beat = now
+        return taken
+
+    async def _take_over(self, session: AsyncSession, now: datetime) -> int:
+        limit = now - timedelta(seconds=self.core.config.outbox.takeover_seconds)
+        dead = (await session.execute(
+            select(Worker.name, Worker.incarnation).where(Worker.heartbeat_at < limit, Worker.name != self.name)
+            .with_for_update(skip_locked=True))).all()
+        if not dead:
+            return 0
+        requeued, unsure = await outbox.recover(session, [f"{name}/{incarnation}" for name, incarnation in dead])
+        await session.execute(delete(Worker).where(Worker.name.in_([name for name, _ in dead])))
+        log.warning("outbox: took over the messages of stopped processes", extra={"fields": {
+            "workers": len(dead), "requeued": requeued, "unsure": unsure}})
+        if requeued or unsure:
+            self.core.outbox_ready.set()
+        return requeued + unsure
+
+    async def leave(self) -> None:
+        """Stopping cleanly: give back what was claimed and not started, and the name."""
+        released = await outbox.release(self.core, self.holder)
+        async with self.core.sessions() as session, session.begin():
+            await session.execute(delete(Worker).where(Worker.name == self.name,
+                                                       Worker.incarnation == self.incarnation))
+        if released:
+            self.core.outbox_ready.set()
+
+    # ------------------------------------------------------------------ sending
+
+    async def claim(self, limit: int | None = None) -> list[Claim]:
+        """Claim due messages for the channels this process can send on."""
+        if not self.senders:
+            return []
+        if self._beat is None:
+            await self.register()
+        return await outbox.claim(self.core, self.holder, self.senders, limit or self.core.config.outbox.batch_size)
+
+    async def send_one(self, claim: Claim) -> str:
+        """Send one message that is marked as being sent; record how it went."""
+        config = self.core.config.outbox
+        sender = self.senders[claim.channel]
+        attempt = claim.attempts + 1
+        lookup = getattr(sender, "lookup", None)
+        if claim.unsure and lookup is not None:
+            # The last attempt may have left: ask the provider before sending again.
+            try:
+                found = await asyncio.wait_for(lookup(claim.message), timeout=config.send_timeout_seconds)
+            except Exception as error:  # noqa: BLE001 - cannot tell: try again later, still unsure
+                return await self._retry(claim, attempt, f"looking the message up failed: {error}", None, True)
+            if found is not None:
+                await delivery.sent(self.core, claim, found, resent=False)
+                return self._done(claim, "sent", attempt, None)
+        try:
+            external_id = await asyncio.wait_for(sender.send(claim.message), timeout=config.send_timeout_seconds)
+        except PermanentDeliveryError as error:
+            await delivery.failed(self.core, claim, f"permanent: {error}")
+            return self._done(claim, "failed", attempt, str(error))
+        except (UnknownDeliveryError, asyncio.TimeoutError) as error:
+            reason = str(error) or "no answer in time"
+            return await self._retry(claim, attempt, f"outcome unknown: {reason}",
+                                     getattr(error, "retry_after", None), True)
+        except Exception as error:  # transient by default: a bug in a sender must not drop mail
+            retry_after = error.retry_after if isinstance(error, TransientDeliveryError) else None
+            return await self._retry(claim, attempt, str(error) or type(error).__name__, retry_after, False)
+        if claim.unsure:
+            self.core.metrics.resends.labels(claim.channel).inc()
+        await delivery.sent(self.core, claim, external_id, resent=claim.unsure)
+        return self._done(claim, "sent", attempt, None)
+
+    async def _retry(self, claim: Claim, attempt: int, reason: str, retry_after: float | None, unsure: bool) -> str:
+        if attempt >= self.core.config.outbox.max_attempts:
+            await delivery.failed(self.core, claim, f"gave up after {attempt} attempts: {reason}")
+            return self._done(claim, "failed", attempt, reason)
+        await delivery.retry(self.core, claim, reason, outbox.next_attempt(self.core, attempt, retry_after), unsure)
+        return self._done(claim, "retry", attempt, reason)
+
+    def _done(self, claim: Claim, result: str, attempt: int, error: str | None) -> str:
+        self.core.metrics.outbox_sends.labels(claim.channel, result).inc()
+        log.log(logging.INFO if result == "sent" else logging.WARNING, "outbox send",
+                extra={"fields": {"id": claim.id, "key": claim.message.key, "channel": claim.channel,
+                                  "result": result, "attempt": attempt, "error": error}})
+        return result
+
+    async def send(self, claims: list[Claim]) -> None:
+        """Send claimed messages, ``outbox.concurrency`` at a time."""
+        size = self.core.config.outbox.concurrency
+        for start in range(0, len(claims), size):
+            if self._stopping.is_set():
+                return  # what is left is given back by leave()
+            chunk = claims[start:start + size]
+            await outbox.start(self.core, self.holder, [claim.id for claim in chunk])
+            await asyncio.gather(*(self.send_one(claim) for claim in chunk))
+
+    async def run_once(self) -> int:
+        """One round: beat if due, claim a batch, send it; return how many were claimed."""
+        now = self.core.clock.now()
+        beat = timedelta(seconds=self.core.config.outbox.heartbeat_seconds)
+        if self._beat is None:
+            await self.register()
+        elif now - self._beat >= beat:
+            await self.heartbeat()
+        claims = await self.claim()
+        await self.send(claims)
+        return len(claims)
+
+    async def run(self) -> None:
+        """Dispatch until stopped; wake on the core's signal, each poll, or each heartbeat."""
+        config = self.core.config.outbox
+        if not self.senders:
+            # No channel to send on in this process: its messages wait in the outbox.
+            await self._stopping.wait()
+            return
+        try:
+            while not self._stopping.is_set():
+                try:
+                    claimed = await self.run_once()
+                except Exception:
+                    log.exception("outbox dispatch failed; retrying")
+                    claimed = 0
+                if claimed:
+                    continue
+                self.core.outbox_ready.clear()
+                waiters = [asyncio.ensure_future(self.core.outbox_ready.wait()),
+                           asyncio.ensure_future(self._stopping.wait())]
+                await asyncio.wait(waiters, timeout=min(config.poll_seconds, config.heartbeat_seconds),
+                                   return_when=asyncio.FIRST_COMPLETED)
+                for waiter in waiters:
+                    waiter.cancel()
+        finally:
+            try:
+                await self.leave()
+            except Exception:  # the store may be what stopped us; the heartbeat will tell
+                log.warning("outbox: could not give back claims on stopping", exc_info=True)
+
+    def stop(self) -> None:
+        """Finish the messages being sent, then stop; the rest stays queued."""
+        self._stopping.set()

@@ -1,0 +1,141 @@
+"""How to reach a citizen: their contact points, linked with where each link came from,
+and the one a message should go to now.
+
+A citizen may be reachable several ways: a web-form citizen who gave a phone and an
+email address, an Open311 request with both, a Telegram citizen who shared their own
+phone number (Telegram confirms it is theirs), a Zalo citizen who shared theirs. Those
+contact points are linked (``contact_links``, both ways, with the source), and never on a
+guess: a tracking code named from an unknown address links nothing, since anyone who saw
+the code could then redirect the citizen's answers.
+
+A message goes to the complaint's own contact point first (the channel the citizen used),
+unless that channel cannot carry it now: a channel with a reply window (Zalo's
+consultation window) that closed, a channel that carries only some kinds of message (a
+template service such as ZNS), or one this process has no sender for while another
+contact point has one. Then the next contact point in ``outbox.fallback_order``. "zns"
+is reached through any phone number the citizen gave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.core import Core
+from storage.db import insert_ignoring_conflicts
+from storage.models import Complaint, Contact, ContactLink, Message, OutboxMessage
+
+# A template message service reaches a citizen's phone: a channel whose addresses are the
+# phone numbers of the citizen's SMS contact points.
+PHONE_CHANNELS = {"zns": "sms"}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One way to reach a citizen: a channel and an address (a contact, or a phone for ZNS)."""
+
+    channel: str
+    address: str
+    contact: Contact
+    via: str | None = None
+
+
+async def link(session: AsyncSession, now: datetime, groups: Iterable[tuple[Sequence[int], str]]) -> None:
+    """Link the contact points of each group, given together by one citizen, both ways,
+    with the source (the channel they were given on); a link made once stays."""
+    rows = {(a, b): source for ids, source in groups for a in ids for b in ids if a != b}
+    if rows:
+        await session.execute(insert_ignoring_conflicts(session, ContactLink), [
+            dict(contact_id=a, linked_id=b, source=source[:40], created_at=now) for (a, b), source in rows.items()])
+
+
+async def contacts_of(session: AsyncSession, complaints: Sequence[Complaint]) -> dict[int, list[Contact]]:
+    """Each complaint's contact points: its own, its alternate, then every linked one."""
+    own = {c.id: [i for i in (c.contact_id, c.alternate_contact_id) if i] for c in complaints}
+    ids = {i for values in own.values() for i in values}
+    if not ids:
+        return {c.id: [] for c in complaints}
+    links = (await session.execute(select(ContactLink.contact_id, ContactLink.linked_id)
+                                   .where(ContactLink.contact_id.in_(ids)))).all()
+    linked: dict[int, list[int]] = {}
+    for a, b in links:
+        linked.setdefault(a, []).append(b)
+    every = ids | {b for _, b in links}
+    rows = {c.id: c for c in (await session.scalars(select(Contact).where(Contact.id.in_(every)))).all()}
+    out = {}
+    for complaint in complaints:
+        order = list(own[complaint.id])
+        for first in own[complaint.id]:
+            order += sorted(linked.get(first, ()))
+        out[complaint.id] = [rows[i] for i in dict.fromkeys(order) if i in rows]
+    return out
+
+
+def points(core: Core, contacts: Sequence[Contact]) -> list[Point]:
+    """The ways to reach a citizen with these contacts: the first contact (their own channel)
+    first, then the rest in ``outbox.fallback_order``; ZNS through their phone numbers."""
+    found = [Point(c.channel, c.address, c, c.via) for c in contacts]
+    for channel, phone_channel in PHONE_CHANNELS.items():
+        found += [Point(channel, c.address, c) for c in contacts if c.channel == phone_channel]
+    if not found:
+        return []
+    order = {channel: i for i, channel in enumerate(core.config.outbox.fallback_order)}
+    first, rest = found[0], found[1:]
+    rest.sort(key=lambda point: order.get(point.channel, len(order)))
+    return [first, *rest]
+
+
+async def windows(core: Core, session: AsyncSession, candidates: Iterable[Point], now: datetime) -> set[tuple[str, str]]:
+    """The (channel, address) pairs whose reply window is closed now (or used up)."""
+    closed = set()
+    for point in candidates:
+        terms = core.senders.get(point.channel)
+        if terms is None or terms.window is None:
+            continue
+        window = terms.window
+        last_in = await session.scalar(select(func.max(Message.created_at)).where(
+            Message.channel == point.channel, Message.sender == point.address, Message.direction == "in"))
+        if last_in is None or now - last_in > timedelta(hours=window.hours):
+            closed.add((point.channel, point.address))
+            continue
+        if window.messages is not None:
+            sent = await session.scalar(select(func.count()).select_from(OutboxMessage).where(
+                OutboxMessage.channel == point.channel, OutboxMessage.recipient == point.address,
+                OutboxMessage.created_at > last_in))
+            if sent >= window.messages:
+                closed.add((point.channel, point.address))
+    return closed
+
+
+def usable(core: Core, point: Point, kind: str, closed: set[tuple[str, str]]) -> bool:
+    """Whether this process can send this kind of message there now."""
+    terms = core.senders.get(point.channel)
+    if terms is None:
+        return False
+    if terms.kinds is not None and kind not in terms.kinds:
+        return False
+    return (point.channel, point.address) not in closed
+
+
+async def choose(core: Core, session: AsyncSession, contacts: Sequence[Contact], kind: str, now: datetime,
+                 tried: Iterable[str] = ()) -> Point | None:
+    """Where a message of this kind goes now; None when no contact point is left.
+
+    ``tried``: channels this message already failed on; None when none is left.
+    """
+    tried = set(tried)
+    candidates = [p for p in points(core, contacts) if p.channel not in tried]
+    if not candidates:
+        return None
+    closed = await windows(core, session, candidates, now)
+    for point in candidates:
+        if usable(core, point, kind, closed):
+            return point
+    # Nothing can carry it now. A first message still goes to the citizen's own channel:
+    # it waits there for a process with a sender, or fails there and falls back as any.
+    return None if tried else candidates[0]
+
