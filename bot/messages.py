@@ -23,9 +23,9 @@ from bot.directory import StaffDirectory, staff_address
 from bot.outbox import Queued
 from bot.reach import Point
 from contract.messages import Attachment, Origin, Outgoing
-from contract.results import Case, CaseMessage
+from contract.results import Case, CaseDelivery, CaseMessage
 from storage.models import Attachment as StoredAttachment
-from storage.models import Complaint, Contact, Message, Staff
+from storage.models import Complaint, Contact, Message, OutboxMessage, Staff
 
 THREADED_CHANNELS = ("email",)
 SUMMARY_LENGTH = 300
@@ -175,6 +175,16 @@ async def load_case(session: AsyncSession, complaint: Complaint) -> Case:
                StoredAttachment.content_type, StoredAttachment.size)
         .where(StoredAttachment.message_id.in_([m.id for m, _ in rows])))).all() if rows else []
     assignee = await session.get(Staff, complaint.assignee_id) if complaint.assignee_id else None
+    sent = (await session.execute(
+        select(OutboxMessage.created_at, OutboxMessage.channel, OutboxMessage.status, OutboxMessage.delivery,
+               OutboxMessage.delivery_reason, OutboxMessage.last_error, OutboxMessage.fallback_of,
+               OutboxMessage.payload)
+        .where(OutboxMessage.complaint_id == complaint.id).order_by(OutboxMessage.id))).all()
+    deliveries = tuple(
+        CaseDelivery(at, payload.get("kind") or "message", channel, delivery or status,
+                     delivery_reason or (last_error if status == "failed" else None), fallback_of is not None)
+        for at, channel, status, delivery, delivery_reason, last_error, fallback_of, payload in sent
+        if payload.get("audience") == "citizen")
     by_message: dict[int, list[tuple[int, str, str, int]]] = {}
     for message_id, *details in files:
         by_message.setdefault(message_id, []).append(tuple(details))
@@ -185,6 +195,7 @@ async def load_case(session: AsyncSession, complaint: Complaint) -> Case:
         resolution_due=complaint.resolution_due, latitude=complaint.latitude, longitude=complaint.longitude,
         messages=tuple(CaseMessage(m.created_at, m.direction, m.channel, m.text, name,
                                    tuple(by_message.get(m.id, ()))) for m, name in rows),
+        deliveries=deliveries, unreachable=complaint.unreachable_at is not None,
     )
 
 
@@ -216,11 +227,24 @@ def render(core: Core, case: Case, language: str, head: str, budget: int = NOTIF
     if case.latitude is not None and case.longitude is not None:
         lines.append(core.texts.get(language, "staff.location_line", latitude=f"{case.latitude:.6f}",
                                     longitude=f"{case.longitude:.6f}"))
+    lines += _reach(core, case, language)
     room = budget - sum(len(line) + 1 for line in lines) - 40
     history = _history(core, case, language, room)
     if history:
         lines += ["", core.texts.get(language, "staff.history_title"), *history]
     return "\n".join(lines)
+
+
+def _reach(core: Core, case: Case, language: str) -> list[str]:
+    """How messages reached the citizen, when one did not by the first way: the failures and
+    the fallbacks (the last few), and whether the citizen is unreachable now."""
+    troubled = [d for d in case.deliveries if d.fallback or d.state in ("failed", "undelivered")][-6:]
+    lines = [core.texts.get(language, "staff.delivery_line", time=format_time(core, d.at, language),
+                            kind=d.kind, channel=d.channel, state=d.state,
+                            reason=f" ({shorten(d.reason, 120)})" if d.reason else "") for d in troubled]
+    if case.unreachable:
+        lines.append(core.texts.get(language, "staff.unreachable_line"))
+    return lines
 
 
 def notification(core: Core, case: Case, kind: str, head: str, language: str) -> tuple[str, tuple[Attachment, ...]]:

@@ -184,6 +184,33 @@ async def requeue(core: Core, *, ids: Sequence[int] = (), channel: str | None = 
     return result.rowcount
 
 
+@dataclass(frozen=True)
+class Listed:
+    """An outbox message as the operator's listing shows it (no text: it may be personal)."""
+
+    id: int
+    key: str
+    channel: str
+    status: str
+    delivery: str | None
+    attempts: int
+    created_at: datetime
+    last_error: str | None
+
+
+async def listing(core: Core, *, failed: bool = False, channel: str | None = None, limit: int = 50) -> list[Listed]:
+    """The newest outbox messages, or only those that failed (for good or by the provider's report)."""
+    query = select(OutboxMessage)
+    if failed:
+        query = query.where((OutboxMessage.status == FAILED) | OutboxMessage.delivery.in_(("undelivered", "failed")))
+    if channel is not None:
+        query = query.where(OutboxMessage.channel == channel)
+    async with core.sessions() as session:
+        found = (await session.scalars(query.order_by(OutboxMessage.id.desc()).limit(limit))).all()
+    return [Listed(row.id, row.key, row.channel, row.status, row.delivery, row.attempts, row.created_at,
+                   row.last_error or row.delivery_reason) for row in found]
+
+
 async def refresh_gauges(core: Core) -> None:
     """Read the outbox's state from the store into the metrics gauges."""
     async with core.sessions() as session:

@@ -138,6 +138,18 @@ class CaseMessage:
 
 
 @dataclass(frozen=True)
+class CaseDelivery:
+    """What became of one message to the citizen: where it went and how it ended."""
+
+    at: datetime
+    kind: str  # acknowledgement, answer, apology, ...
+    channel: str
+    state: str  # queued, sent, delivered, undelivered, failed
+    reason: str | None
+    fallback: bool  # sent on another contact point because an earlier one did not reach them
+
+
+@dataclass(frozen=True)
 class Case:
     """A whole complaint for the officer: text, channel, status, deadlines, history."""
 
@@ -154,6 +166,8 @@ class Case:
     latitude: float | None
     longitude: float | None
     messages: tuple[CaseMessage, ...]
+    deliveries: tuple[CaseDelivery, ...] = ()
+    unreachable: bool = False  # no contact point the citizen left took our last message
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bot import digests, lifecycle, reports, routing, staff
+from bot import digests, lifecycle, outbox, reports, routing, staff
 from bot.core import Core
 from bot.logs import configure_logging
 from service.app import serve
@@ -193,6 +193,28 @@ def _report(args: argparse.Namespace) -> int:
     return _with_core(args, work)
 
 
+def _outbox(args: argparse.Namespace) -> int:
+    async def work(core) -> int:
+        if args.outbox_command == "list":
+            listed = await outbox.listing(core, failed=args.failed, channel=args.channel, limit=args.limit)
+            for item in listed:
+                state = item.status + (f"/{item.delivery}" if item.delivery else "")
+                print(f"{item.id:>8}  {item.created_at:%Y-%m-%d %H:%M}  {item.channel:<9} {state:<18} "
+                      f"{item.attempts:>2}  {item.key}  {(item.last_error or '')[:100]}")
+            if not listed:
+                print("no messages" + (" that failed" if args.failed else ""))
+            return 0
+        if args.outbox_command == "retry":
+            count = await outbox.requeue(core, ids=args.ids)
+            print(f"queued again: {count} (of {len(args.ids)} named; only failed messages are queued again)")
+            return 0 if count == len(args.ids) else 1
+        count = await outbox.requeue(core, channel=args.channel)
+        print(f"queued again: {count} failed {args.channel} message(s); the running service sends them")
+        return 0
+
+    return _with_core(args, work)
+
+
 def _iso_date(value: str) -> date:
     try:
         return date.fromisoformat(value)
@@ -275,6 +297,22 @@ def parser() -> argparse.ArgumentParser:
     digest.add_argument("--language", choices=["vi", "en"], help="language of the --dry-run text and chart")
     digest.add_argument("--config", metavar="FILE", help=config_help)
     digest.set_defaults(run=_digest)
+
+    box = commands.add_parser("outbox", help="list failed messages, send them again",
+                              description="The outbox: what was sent, what failed, and sending again after a fix.")
+    box_commands = box.add_subparsers(dest="outbox_command", required=True, metavar="COMMAND")
+    box_list = box_commands.add_parser("list", help="the newest messages (no texts: they may be personal)")
+    box_list.add_argument("--failed", action="store_true", help="only those that failed or were not delivered")
+    box_list.add_argument("--channel", help="only this channel (sms, email, telegram, ...)")
+    box_list.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    box_retry = box_commands.add_parser("retry", help="queue failed messages again by id")
+    box_retry.add_argument("ids", type=int, nargs="+", metavar="ID")
+    box_requeue = box_commands.add_parser(
+        "requeue", help="queue again every failed message of a channel (after fixing a gateway's credentials)")
+    box_requeue.add_argument("--channel", required=True)
+    for sub in (box_list, box_retry, box_requeue):
+        sub.add_argument("--config", metavar="FILE", help=config_help)
+        sub.set_defaults(run=_outbox)
 
     report = commands.add_parser(
         "report", help="every complaint received between two dates, with timings and rating, as CSV or JSON",

@@ -26,6 +26,8 @@ from bot.clock import FrozenClock
 from service.config import Config, parse_config
 from bot.core import Core
 from service.assembly import open_core
+from bot.port import Port
+from channels.web import SITE
 from service.app import CORE
 from storage import db
 
@@ -161,6 +163,11 @@ class RunningService:
     @property
     def core(self) -> Core:
         return self.app[CORE]
+
+    @property
+    def port(self) -> Port:
+        """The port the channels are given (the same object every channel of the app holds)."""
+        return self.app[SITE].port
 
     def client(self) -> aiohttp.ClientSession:
         """An HTTP client that keeps cookies like a browser (also for 127.0.0.1)."""

@@ -223,6 +223,15 @@ def test_a_bounce_threads_by_the_headers_it_returns():
     assert mail.thread_ids == (OUR_ID,) and "User unknown" in mail.text and "Reporting-MTA" not in mail.text
 
 
+def test_a_bounce_says_which_of_our_messages_failed_and_why():
+    mail = parse(fixture("bounce_dsn.eml", CODE=CODE, OUR_ID=OUR_ID), envelope="<>")
+    assert mail.bounced == ((OUR_ID,), "smtp; 550 5.1.1 User unknown")
+    delayed = fixture("bounce_dsn.eml", CODE=CODE, OUR_ID=OUR_ID).replace(b"Action: failed", b"Action: delayed")
+    assert parse(delayed, envelope="<>").bounced is None  # still trying: not a failure yet
+    for name in ("outlook_out_of_office.eml", "gmail_vacation.eml"):
+        assert parse(fixture(name, CODE=CODE, OUR_ID=OUR_ID), envelope="a@example.vn").bounced is None
+
+
 def test_a_forward_in_a_reply_is_not_trimmed_away():
     body = ("Xem thư dưới đây.\n\n---------- Forwarded message ---------\nFrom: Lê Văn Cường <c@example.vn>\n"
             "Date: Sun, 1 Nov 2026\nSubject: Karaoke\nTo: <an@example.vn>\n\nNhà số 12 hát karaoke đến 1 giờ sáng.")

@@ -119,6 +119,7 @@ class Delivered:
     text: str
     sender: str | None
     request_id: str | None
+    callback: str | None = None  # Twilio: where it reports the message's fate (StatusCallback)
 
 
 class FakeOperator:
@@ -132,6 +133,9 @@ class FakeOperator:
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._android_ids: set[str] = set()
+        self._generic_keys: dict[str, str] = {}
+        self.requested_ids: list[str] = []  # every generic request's id, a repeat included
+        self.lookups = 0
 
     def fail_next(self, *answers: int | str) -> None:
         """The next requests get these answers (an HTTP status, or "slow": no answer in time)."""
@@ -168,10 +172,21 @@ class FakeOperator:
             return web.json_response({"code": 20500, "message": "Internal Server Error", "status": status},
                                      status=status)
         sid = "SM" + secrets.token_hex(16)
-        self.delivered.append(Delivered("twilio", form["To"], form["Body"], form["From"], sid))
+        self.delivered.append(Delivered("twilio", form["To"], form["Body"], form["From"], sid,
+                                        form.get("StatusCallback")))
         return web.json_response({"sid": sid, "status": "queued", "to": form["To"], "from": form["From"],
                                   "body": form["Body"], "account_sid": ACCOUNT_SID, "num_segments": "1"},
                                  status=201)
+
+    async def twilio_list(self, request: web.Request) -> web.Response:
+        """Twilio's message list, filtered by To (DateSent> is taken as given: all are today's)."""
+        if request.match_info["sid"] != ACCOUNT_SID or self._basic(request) != (ACCOUNT_SID, TWILIO_TOKEN):
+            return web.json_response({"code": 20003, "message": "Authenticate", "status": 401}, status=401)
+        self.lookups += 1
+        to = request.query.get("To")
+        found = [{"sid": d.request_id, "to": d.to, "from": d.sender, "body": d.text, "direction": "outbound-api",
+                  "status": "sent"} for d in self.delivered if d.api == "twilio" and (to is None or d.to == to)]
+        return web.json_response({"messages": list(reversed(found)), "page": 0, "page_size": 50})
 
     async def android(self, request: web.Request) -> web.Response:
         if self._basic(request) != ("sms", ANDROID_PASSWORD):
@@ -203,12 +218,21 @@ class FakeOperator:
         status = await self._scripted()
         if status is not None:
             return web.json_response({"error": "scripted failure"}, status=status)
+        self.requested_ids.append(data["id"])
+        # An operator that keeps idempotency keys answers a retry with the first answer.
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and key in self._generic_keys:
+            return web.json_response({"id": self._generic_keys[key]})
         self.delivered.append(Delivered("generic", data["to"], data["text"], data["from"], data["id"]))
-        return web.json_response({"id": f"op-{len(self.delivered)}"})
+        answer = f"op-{len(self.delivered)}"
+        if key is not None:
+            self._generic_keys[key] = answer
+        return web.json_response({"id": answer})
 
     async def start(self) -> FakeOperator:
         app = web.Application()
         app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self.twilio)
+        app.router.add_get("/2010-04-01/Accounts/{sid}/Messages.json", self.twilio_list)
         app.router.add_post("/message", self.android)
         app.router.add_post("/send", self.generic)
         self._runner = web.AppRunner(app, access_log=None)

@@ -280,14 +280,20 @@ def _report_ids(part: Message, reading: _Reading) -> None:
 
 def _delivery_status(part: Message, reading: _Reading) -> None:
     """RFC 3464's per-recipient fields: a recipient whose Action is "failed" means our
-    message did not reach them; its Diagnostic-Code (or Status) says why."""
-    fields = mime.payload(part).decode("utf-8", "replace")
-    for block in re.split(r"\r?\n\s*\r?\n", fields):
-        action = re.search(r"^action:\s*(\S+)", block, re.IGNORECASE | re.MULTILINE)
-        if action and action.group(1).lower() == "failed":
-            why = re.search(r"^diagnostic-code:\s*(.+(?:\r?\n[ \t].+)*)", block, re.IGNORECASE | re.MULTILINE) or \
-                re.search(r"^status:\s*(\S+)", block, re.IGNORECASE | re.MULTILINE)
-            reading.failure = one_line(why.group(1) if why else "failed", 300)
+    message did not reach them; its Diagnostic-Code (or Status) says why. The standard
+    library reads the part as blocks of fields (sub-messages); a broken one as text."""
+    blocks = part.get_payload()
+    if isinstance(blocks, list):
+        fields = [{name.lower(): str(value) for name, value in block.items()} for block in blocks
+                  if isinstance(block, Message)]
+    else:
+        text = mime.payload(part).decode("utf-8", "replace")
+        fields = [{match.group(1).lower(): match.group(2) for match in
+                   re.finditer(r"^([\w-]+):[ \t]*(.*)$", block, re.MULTILINE)}
+                  for block in re.split(r"\r?\n\s*\r?\n", text)]
+    for block in fields:
+        if block.get("action", "").strip().lower() == "failed":
+            reading.failure = one_line(block.get("diagnostic-code") or block.get("status") or "failed", 300)
             return
 
 

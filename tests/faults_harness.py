@@ -1,0 +1,276 @@
+"""The fault suite's harness: the real service in child processes under SMS load, killed
+with SIGKILL at random points and started again, with the store made unreachable for a
+while, counting what citizens got. Used by tests/test_faults.py (short, in CI) and
+bench/faults.py (long).
+
+The load is what a gateway does: signed webhooks of the generic gateway, each SMS from
+its own phone, posted again until answered 2xx (a gateway retries what it could not
+deliver). The fake operator (tests/test_sms_support.py) takes the acknowledgements and,
+like a real operator with idempotency keys, keeps one copy per key; it also counts every
+request, so a message sent twice is seen even though the citizen gets it once.
+
+A run prints: accepted, stored, acknowledged, delivered, lost, doubled (a citizen who got
+two copies), sent again (a second request for one message, which the operator recognised),
+and the seconds from recovery until the outbox was empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+from sqlalchemy import func, select
+
+from service.assembly import open_core
+from service.config import parse_config
+from storage.models import Complaint, OutboxMessage
+from tests.test_sms_support import GENERIC_SECRET, SECRETS, FakeOperator, generic_headers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A port no one listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def toml(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+@dataclass
+class Process:
+    """One service process: its config file, port and the child running it."""
+
+    name: str
+    port: int
+    config: Path
+    child: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        env = {**os.environ, **SECRETS}
+        self.child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "service.cli", "serve", "--config", str(self.config), cwd=ROOT, env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                if self.child.returncode is not None:
+                    raise RuntimeError(f"{self.name} exited: {(await self.child.stderr.read()).decode()[-2000:]}")
+                try:
+                    async with http.get(f"{self.url}/healthz") as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no goodbye."""
+        if self.child is not None and self.child.returncode is None:
+            self.child.send_signal(signal.SIGKILL)
+
+    async def stop(self) -> None:
+        if self.child is not None and self.child.returncode is None:
+            self.child.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.child.wait(), 30)
+            except asyncio.TimeoutError:
+                self.child.kill()
+        if self.child is not None:
+            await self.child.wait()
+
+
+def write_config(folder: Path, name: str, database_url: str, operator_url: str, port: int, *,
+                 concurrency: int = 4) -> Path:
+    """A service on this database with the generic gateway, its dispatcher named for restarts."""
+    text = f"""
+[storage]
+url = {toml(database_url)}
+[web]
+host = "127.0.0.1"
+port = {port}
+public_url = "http://127.0.0.1:{port}"
+[sms]
+followup_window_hours = 0.0
+[[sms.gateways]]
+name = "nha-mang"
+kind = "generic"
+number = "UBND.HN"
+api_url = {toml(operator_url + "/send")}
+secret_env = "FI_TEST_GENERIC_SECRET"
+[outbox]
+poll_seconds = 0.1
+batch_size = 20
+concurrency = {concurrency}
+heartbeat_seconds = 0.5
+takeover_seconds = 2.0
+worker_name = {toml(name)}
+backoff_base_seconds = 0.2
+backoff_max_seconds = 2.0
+max_attempts = 50
+send_timeout_seconds = 5.0
+[scheduler]
+sweep_seconds = 3600.0
+"""
+    path = folder / f"{name}.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def sms_body(number: int) -> bytes:
+    """The generic gateway's webhook for SMS number ``number``, each from its own phone."""
+    return json.dumps({"id": f"load-{number}", "from": f"+84915{number:06d}", "to": "UBND.HN",
+                       "text": f"Đèn đường số {number} ngõ 12 bị hỏng, tối om."}, ensure_ascii=False).encode()
+
+
+@dataclass
+class Load:
+    """Messages a gateway must hand over; it keeps trying each until it gets a 2xx."""
+
+    total: int
+    accepted: set[int] = field(default_factory=set)
+    attempts: int = 0
+    failures: Counter = field(default_factory=Counter)
+
+    async def deliver(self, processes: list[Process], number: int, http: aiohttp.ClientSession) -> None:
+        body = sms_body(number)
+        headers = generic_headers(body, GENERIC_SECRET)
+        while True:
+            self.attempts += 1
+            target = random.choice(processes)
+            try:
+                async with http.post(f"{target.url}/webhooks/sms/nha-mang", data=body, headers=headers,
+                                     timeout=aiohttp.ClientTimeout(total=10)) as response:
+                    if 200 <= response.status < 300:
+                        self.accepted.add(number)
+                        return
+                    self.failures[response.status] += 1
+            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+                self.failures[type(error).__name__] += 1
+            await asyncio.sleep(0.05)
+
+    async def run(self, processes: list[Process], concurrency: int = 16) -> None:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for number in range(self.total):
+            queue.put_nowait(number)
+        async with aiohttp.ClientSession() as http:
+            async def worker() -> None:
+                while not queue.empty():
+                    await self.deliver(processes, queue.get_nowait(), http)
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+@dataclass
+class Outcome:
+    """What the citizens got."""
+
+    accepted: int
+    stored: int
+    acknowledged: int  # complaints with an acknowledgement the operator took
+    delivered: int  # acknowledgements the operator took, one per key
+    lost: int  # accepted SMS with no complaint, or a complaint whose citizen got nothing
+    doubled: int  # citizens who got two copies
+    sent_again: int  # second requests for one message (recognised by the operator)
+    resent_rows: int  # outbox rows marked sent again after an unknown outcome
+    drained_seconds: float
+
+    def line(self) -> str:
+        return (f"accepted {self.accepted}, stored {self.stored}, acknowledged {self.acknowledged}, delivered "
+                f"{self.delivered}, lost {self.lost}, doubled {self.doubled}, sent again {self.sent_again} "
+                f"(rows marked resent: {self.resent_rows}), outbox empty {self.drained_seconds:.1f} s after "
+                f"recovery")
+
+
+async def drain(database_url: str, expected: int, timeout: float = 120.0) -> float:
+    """Seconds until every acknowledgement of ``expected`` complaints is sent."""
+    config = parse_config({"storage": {"url": database_url}, "web": {"port": 0}}, {})
+    core = await open_core(config, upgrade=False)
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < timeout:
+            async with core.sessions() as session:
+                complaints = await session.scalar(select(func.count()).select_from(Complaint))
+                waiting = await session.scalar(select(func.count()).select_from(OutboxMessage).where(
+                    OutboxMessage.status != "sent", OutboxMessage.key.startswith("ack:")))
+                acks = await session.scalar(select(func.count()).select_from(OutboxMessage).where(
+                    OutboxMessage.key.startswith("ack:")))
+            if complaints >= expected and acks >= complaints and waiting == 0:
+                return time.monotonic() - started
+            await asyncio.sleep(0.2)
+    finally:
+        await core.close()
+    raise AssertionError(f"the outbox did not drain in {timeout:.0f} s")
+
+
+async def outcome(database_url: str, load: Load, operator: FakeOperator, drained: float) -> Outcome:
+    config = parse_config({"storage": {"url": database_url}, "web": {"port": 0}}, {})
+    core = await open_core(config, upgrade=False)
+    try:
+        async with core.sessions() as session:
+            stored = set((await session.scalars(select(Complaint.text))).all())
+            resent = await session.scalar(select(func.count()).select_from(OutboxMessage)
+                                          .where(OutboxMessage.resent.is_(True)))
+    finally:
+        await core.close()
+    stored_numbers = {number for number in load.accepted
+                      if f"Đèn đường số {number} ngõ 12 bị hỏng, tối om." in stored}
+    phones = Counter(d.to for d in operator.delivered)
+    acknowledged = {number for number in stored_numbers if phones.get(f"+84915{number:06d}")}
+    requests = Counter(operator.requested_ids)
+    return Outcome(
+        accepted=len(load.accepted), stored=len(stored_numbers), acknowledged=len(acknowledged),
+        delivered=sum(phones.values()), lost=len(load.accepted - acknowledged),
+        doubled=sum(1 for count in phones.values() if count > 1),
+        sent_again=sum(count - 1 for count in requests.values() if count > 1), resent_rows=resent,
+        drained_seconds=drained)
+
+
+async def killed_under_load(folder: Path, database_url: str, *, messages: int, kills: int, processes: int = 1,
+                            concurrency: int = 4) -> Outcome:
+    """SMS load on ``processes`` service processes; ``kills`` times one of them is killed
+    with SIGKILL at a random point and started again; then wait for the outbox to drain."""
+    operator = await FakeOperator().start()
+    running = [Process(f"web-{i + 1}", free_port(), Path()) for i in range(processes)]
+    for process in running:
+        process.config = write_config(folder, process.name, database_url, operator.url, process.port,
+                                      concurrency=concurrency)
+    try:
+        for process in running:
+            await process.start()
+        load = Load(messages)
+        sending = asyncio.create_task(load.run(running))
+        for _ in range(kills):
+            target = len(load.accepted) + random.randint(messages // (4 * kills), messages // (2 * kills))
+            while len(load.accepted) < min(target, messages - 1) and not sending.done():
+                await asyncio.sleep(0.01)
+            victim = random.choice(running)
+            victim.kill()
+            await victim.child.wait()
+            await asyncio.sleep(random.uniform(0.0, 0.5))
+            await victim.start()
+        await sending
+        drained = await drain(database_url, messages)
+        return await outcome(database_url, load, operator, drained)
+    finally:
+        for process in running:
+            await process.stop()
+        await operator.stop()

@@ -1,0 +1,26 @@
+"""The fault suite, short: the real service killed with SIGKILL under SMS load, on SQLite
+with one process and on PostgreSQL with two, and the store out of reach for a while.
+bench/faults.py runs the long version (1,500 messages and more).
+
+What must hold: no SMS a gateway got a 2xx for is lost; every citizen is acknowledged;
+no citizen gets a copy twice (the generic gateway recognises our reference); at most the
+messages in flight at each kill (``outbox.concurrency``) are sent a second time.
+"""
+
+from __future__ import annotations
+
+from tests.conftest import POSTGRES_ADMIN_URL
+from tests.faults_harness import killed_under_load
+
+CONCURRENCY = 4
+
+
+async def test_kill_minus_nine_twice_under_sms_load_loses_nothing_and_doubles_nothing(tmp_path, database_url):
+    processes = 2 if POSTGRES_ADMIN_URL else 1  # SQLite's one writer: one process per file here
+    result = await killed_under_load(tmp_path, database_url, messages=240, kills=2, processes=processes,
+                                     concurrency=CONCURRENCY)
+    print(result.line())
+    assert result.accepted == result.stored == result.acknowledged == 240
+    assert result.lost == 0 and result.doubled == 0
+    assert result.sent_again <= 2 * CONCURRENCY
+    assert result.delivered == 240
