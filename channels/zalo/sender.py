@@ -63,8 +63,11 @@ def shorten(text: str, limit: int, tail: str = "") -> str:
     """The text within limit characters, cut between words, ending with tail when cut."""
     if len(text) <= limit:
         return text
-    room = limit - len(tail) - 2
-    cut = text[:room].rsplit(None, 1)[0] if " " in text[:room] else text[:room]
+    room = limit - len(tail) - 2 if tail else limit - 1  # the ellipsis, and a line break before the tail
+    cut = text[:room]
+    if not text[room].isspace() and " " in cut:
+        cut = cut.rsplit(None, 1)[0]  # not inside a word
+    cut = cut.rstrip()
     return f"{cut}…\n{tail}".rstrip() if tail else f"{cut}…"
 
 
