@@ -27,7 +27,6 @@ from tests.telegram_fake import eventually
 from tests.zalo_fake import (  # noqa: F401
     APP_SECRET,
     CITIZEN,
-    NO_INTERACTION_7_DAYS,
     OAUTH_REFRESH_INVALID,
     OUT_OF_QUOTA,
     RATE_LIMITED,

@@ -10,14 +10,12 @@ from datetime import timedelta
 
 import aiohttp
 
-from storage.models import Attachment, Complaint, Contact, Message, OutboxMessage
+from storage.models import Attachment, Contact, Message, OutboxMessage
 from tests.conftest import MONDAY_MORNING
-from tests.telegram_fake import eventually
 from tests.zalo_fake import (  # noqa: F401
     APP_ID,
     CITIZEN,
     OA_SECRET,
-    FakeZalo,
     fake_zalo,
     fixture,
     ms,
