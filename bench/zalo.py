@@ -329,9 +329,11 @@ async def run(args: argparse.Namespace) -> int:
         # time to send the rest to the fake Zalo (which runs in this loop, so wait without blocking).
         deadline = time.monotonic() + args.drain
         while time.monotonic() < deadline:
-            queued = await store_query(url, {"acks": VERIFY_SQL["acks"].format(**before),
-                                             "greetings": VERIFY_SQL["greetings"].format(**before)})
-            if queued is not None and fake.sent >= queued["acks"] + queued["greetings"]:
+            queued = await store_query(url, {k: VERIFY_SQL[k].format(**before)
+                                             for k in ("acks", "sent_acks", "greetings", "sent_greetings")})
+            # Done when the store has every message sent (the fake may count a retried one twice).
+            if queued is not None and queued["sent_acks"] + queued["sent_greetings"] >= \
+                    queued["acks"] + queued["greetings"]:
                 break
             await asyncio.sleep(0.2)
         code = await asyncio.to_thread(service.stop)
