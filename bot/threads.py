@@ -74,6 +74,9 @@ async def follow_up(core: Core, session: AsyncSession, now: datetime, complaint:
     """What a citizen's message added to their complaint causes: the officers are told, the
     citizen hears it was added, and a finished complaint opens again."""
     complaint.updated_at = now
+    if inbound.location is not None and complaint.latitude is None:
+        # On a chat without drafts (Zalo) the place often comes as the next message: it is where the problem is.
+        complaint.latitude, complaint.longitude = inbound.location.latitude, inbound.location.longitude
     session.add(Event(complaint_id=complaint.id, at=now, actor="citizen", kind="followup",
                       detail={"channel": inbound.channel, "message_id": message_id}))
     # Khách phàn nàn, phải lắng nghe: what the citizen adds reaches whoever works on it.

@@ -22,9 +22,13 @@ from __future__ import annotations
 import re
 import secrets
 import unicodedata
+from dataclasses import dataclass
 from types import MappingProxyType
 
-__all__ = ("ALPHABET", "TrackingCodeError", "new_code", "normalise", "is_valid", "find_codes")
+from bot.folding import fold
+
+__all__ = ("ALPHABET", "TrackingCodeError", "new_code", "normalise", "is_valid", "find_codes", "StatusRequest",
+           "status_request")
 
 ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -175,3 +179,55 @@ def find_codes(text: str, prefix: str) -> list[str]:
         if code not in found:
             found.append(code)
     return found
+
+
+# ---------------------------------------------------------------------- status requests
+# "TT <code>" on the channels without buttons (SMS, Zalo): folded keywords (bot.folding.fold:
+# lower case, no diacritics) and the language of the answer.
+KEYWORDS = {("tt",): "vi", ("status",): "en", ("trang", "thai"): "vi", ("tra", "cuu"): "vi"}
+_WORDS = re.compile(r"\s*([^\W\d_]+)(?:[^\S\n]+([^\W\d_]+))?")
+_CODE_SEPARATORS = re.compile(r"[\s\-\u2010-\u2015\u2212]+")
+
+
+@dataclass(frozen=True)
+class StatusRequest:
+    """A citizen asking where a complaint stands."""
+
+    language: str
+    code: str | None = None  # the normalised code asked for; None when no code was given
+    problem: str | None = None  # why the code given is not a tracking code
+
+
+def status_request(text: str, prefix: str) -> StatusRequest | None:
+    """The status request in a message ("TT <code>", "STATUS <code>", "tra cứu ..."), or None
+    when the text is something else.
+
+    The keyword is read the way people type on phones: any case, with or without diacritics,
+    then a tracking code in any spacing. A text is only a request when what follows the
+    keyword is a code or nothing at all: "TT Đông Anh ..." (TT also abbreviates "thị trấn", a
+    township) is a complaint like any other.
+    """
+    match = _WORDS.match(text)
+    if match is None:
+        return None
+    first = fold(match[1])
+    second = fold(match[2]) if match[2] else ""
+    if (first, second) in KEYWORDS:
+        language, rest = KEYWORDS[(first, second)], text[match.end(2):]
+    elif (first,) in KEYWORDS:
+        language, rest = KEYWORDS[(first,)], text[match.end(1):]
+    else:
+        return None
+    rest = rest.strip().lstrip(":.#-").strip().rstrip(".!?").strip()
+    if not rest:
+        return StatusRequest(language)
+    compact = _CODE_SEPARATORS.sub("", rest)
+    # Only what looks like a code (8 characters, with or without the prefix; codes always mix
+    # letters and digits) makes this a request; other words after "TT" make it a complaint.
+    if not (compact.isascii() and compact.isalnum() and any(c.isdigit() for c in compact)
+            and len(compact) in (8, len(prefix) + 8)):
+        return None
+    try:
+        return StatusRequest(language, code=normalise(rest, prefix))
+    except TrackingCodeError as error:
+        return StatusRequest(language, problem=str(error))

@@ -25,6 +25,7 @@ import channels.email
 import channels.sms
 import channels.telegram
 import channels.web
+import channels.zalo
 from bot.clock import Clock
 from bot.core import Core, SenderTerms
 from bot.dispatcher import Dispatcher, worker_name
@@ -61,6 +62,8 @@ CHANNELS: tuple[Channel, ...] = (
                                                       shutdown_timeout=c.web.shutdown_timeout_seconds)),
     Channel("telegram", lambda c: c.telegram.enabled,
             lambda app, port, c: channels.telegram.setup(app, port, c.telegram)),
+    Channel("zalo", lambda c: c.zalo.enabled,
+            lambda app, port, c: channels.zalo.setup(app, port, c.zalo, send_timeout=c.outbox.send_timeout_seconds)),
 )
 
 

@@ -6,14 +6,17 @@ import argparse
 import asyncio
 import os
 import sys
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 from tqdm import tqdm
 
-from bot import digests, lifecycle, outbox, reports, routing, staff
+from bot import credentials, digests, lifecycle, outbox, reports, routing, staff, windows
 from bot.core import Core
 from bot.logs import configure_logging
+from channels.zalo.api import CREDENTIAL as ZALO_CREDENTIAL
+from channels.zalo.api import token_pair
+from channels.zalo.sender import QUOTA_KEY as ZNS_QUOTA
 from service.app import serve
 from service.assembly import open_core
 from service.config import Config, ConfigError, load_config, secret_values
@@ -215,6 +218,51 @@ def _outbox(args: argparse.Namespace) -> int:
     return _with_core(args, work)
 
 
+def _zalo_set_token(args: argparse.Namespace) -> int:
+    async def work(core) -> int:
+        if not args.access_token.strip() or not args.refresh_token.strip():
+            print("error: both tokens are needed", file=sys.stderr)
+            return 2
+        pair = token_pair(args.access_token.strip(), args.refresh_token.strip(), args.expires_in, core.clock.now())
+        await credentials.store(core, ZALO_CREDENTIAL, pair)
+        # The tokens themselves are never printed: they are secrets.
+        expiry = f"expires {pair['expires_at']}" if pair["expires_at"] else "expiry unknown until the first refresh"
+        print(f"zalo token pair stored ({expiry}); the service renews it from now on")
+        return 0
+
+    return _with_core(args, work)
+
+
+def _zalo_status(args: argparse.Namespace) -> int:
+    async def work(core) -> int:
+        config: Config = args.loaded
+        pair = await credentials.read(core, ZALO_CREDENTIAL)
+        if not pair or not pair.get("access_token"):
+            print("access token: none stored; run `feedback-intake zalo set-token`")
+        else:
+            expires = pair.get("expires_at")
+            left = ""
+            if expires:
+                minutes = int((datetime.fromisoformat(expires) - core.clock.now()).total_seconds() // 60)
+                left = f" (in {minutes // 60} h {minutes % 60} min)" if minutes > 0 else " (expired: renewed at next send)"
+            print(f"access token: expires {expires or 'unknown'}{left}; "
+                  f"last stored {pair.get('refreshed_at') or 'unknown'}")
+        zalo = config.zalo
+        use = await windows.window_use(core, "zalo", zalo.window_hours)
+        limit = f"{zalo.free_replies} free replies each" if zalo.free_replies else "free replies not limited"
+        print(f"reply window ({zalo.window_hours:g} h, {limit}): {use.citizens} citizen(s) inside it, "
+              f"{use.replies} reply(ies) sent to them since they wrote, at most {use.most} to one")
+        templates = ", ".join(sorted(zalo.zns_templates)) or "none"
+        quota = await credentials.read(core, ZNS_QUOTA)
+        known = (f"{quota.get('remaining')} of {quota.get('daily')} left today (as Zalo said at {quota.get('at')})"
+                 if quota else "not known yet (Zalo reports it with each ZNS message)")
+        print(f"ZNS: templates for {templates}; daily quota: {known}")
+        return 0 if pair else 1
+
+    args.loaded = _load(args.config)
+    return _with_core(args, work)
+
+
 def _iso_date(value: str) -> date:
     try:
         return date.fromisoformat(value)
@@ -328,6 +376,24 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--output", metavar="FILE", help="write to this file (default: standard output)")
     report.add_argument("--config", metavar="FILE", help=config_help)
     report.set_defaults(run=_report)
+    zalo = commands.add_parser("zalo", help="the Zalo Official Account: tokens and usage",
+                               description="The Zalo Official Account's tokens and usage.")
+    zalo_commands = zalo.add_subparsers(dest="zalo_command", required=True, metavar="COMMAND")
+    set_token = zalo_commands.add_parser(
+        "set-token", help="store the first access and refresh token pair the OA's admin obtained",
+        description="Store the OA's token pair (from the OAuth v4 flow or the API Explorer); the service "
+                    "refreshes it from then on. Each refresh token works once, so a pair is set once.")
+    set_token.add_argument("--access-token", required=True)
+    set_token.add_argument("--refresh-token", required=True)
+    set_token.add_argument("--expires-in", type=int, metavar="SECONDS",
+                           help="the access token's expires_in as Zalo gave it (90000: 25 hours)")
+    zalo_status = zalo_commands.add_parser(
+        "status", help="token expiry, reply-window use and ZNS quota",
+        description="Show when the access token expires, how many citizens are inside their reply window "
+                    "and what they were sent, and the ZNS quota Zalo last reported.")
+    for sub, run in ((set_token, _zalo_set_token), (zalo_status, _zalo_status)):
+        sub.add_argument("--config", metavar="FILE", help=config_help)
+        sub.set_defaults(run=run)
     return top
 
 

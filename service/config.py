@@ -27,6 +27,7 @@ from channels.email.config import EmailConfig
 from channels.sms.config import SmsConfig
 from channels.telegram.config import WEBHOOK_PORTS, TelegramConfig
 from channels.web.config import Open311Config, WebConfig
+from channels.zalo.config import ZaloConfig
 from contract.schema import Problems, Section, api_keys, join_key, secret
 from service.config_errors import ConfigError, validation_problems
 
@@ -61,6 +62,7 @@ class Config(Settings):
     sms: SmsConfig = SmsConfig()
     telegram: TelegramConfig = TelegramConfig()
     open311: Open311Config = Open311Config()
+    zalo: ZaloConfig = ZaloConfig()
 
     @model_validator(mode="after")
     def _references(self) -> Config:  # replaces Settings' check: all problems in one pass
@@ -153,7 +155,7 @@ def secret_values(config: Config, environ: Mapping[str, str] | None = None) -> l
     names = [name for _, name in config.secrets_needed()]
     # Variables of sections that are off are redacted too: a value may still reach a log.
     names += [config.telegram.token_env, config.telegram.webhook_secret_env, config.email.relay_username_env,
-              config.email.relay_password_env]
+              config.email.relay_password_env, config.zalo.oa_secret_env, config.zalo.app_secret_env]
     values = [value for value in dict.fromkeys(secret(name, environ) for name in names if name) if value]
     values += api_keys(secret(config.open311.api_keys_env, environ))
     # A password written into the database URL is a secret too, wherever the URL gets logged.

@@ -208,6 +208,15 @@ def _webhook_paths(config: Config) -> dict:
                             "schema": {"type": "string"}}],
             "requestBody": {"content": {JSON: {"schema": {"type": "object"}}}},
             "responses": answered}}
+    if config.zalo.enabled:
+        paths["/webhooks/zalo"] = {"post": {
+            "summary": "Zalo delivers an Official Account event", "tags": ["Webhooks"],
+            "description": "Signed by Zalo: X-ZEvent-Signature is mac=<hex SHA-256 of app_id + body + timestamp "
+                           "+ the OA secret key>; stale timestamps are refused.",
+            "parameters": [{"name": "X-ZEvent-Signature", "in": "header", "required": True,
+                            "schema": {"type": "string"}}],
+            "requestBody": {"content": {JSON: {"schema": {"type": "object"}}}},
+            "responses": {**answered, "503": {"description": "The store is unavailable; Zalo delivers again"}}}}
     return paths
 
 

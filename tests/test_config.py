@@ -73,7 +73,8 @@ def model_keys(model: type[BaseModel], prefix: str = "") -> typing.Iterator[tupl
                        if isinstance(a, type) and issubclass(a, BaseModel)), None)
         yield path, nested, nested is not None and typing.get_origin(annotation) is list
         if nested is not None:
-            yield from model_keys(nested, path + ".")
+            # A table of tables by name ([zalo.zns_templates.<kind>]): its keys under any name.
+            yield from model_keys(nested, path + (".*." if typing.get_origin(annotation) is dict else "."))
 
 
 def lookup(data: dict, path: str) -> list:
@@ -83,6 +84,9 @@ def lookup(data: dict, path: str) -> list:
         found = []
         for value in values:
             items = value if isinstance(value, list) else [value]
+            if part == "*":
+                found += [v for item in items if isinstance(item, dict) for v in item.values()]
+                continue
             found += [item[part] for item in items if isinstance(item, dict) and part in item]
         values = found
     return values

@@ -14,55 +14,16 @@ id, so a gateway's retry of the request does not send a second answer.
 from __future__ import annotations
 
 import hashlib
-import re
-from dataclasses import dataclass
 
 from bot import tracking
-from bot.folding import fold
+from bot.tracking import StatusRequest
 from bot.port import Port
 from contract.messages import Outgoing
-
-# Folded keywords (bot.folding.fold: lower case, no diacritics) and the language of the answer.
-KEYWORDS = {("tt",): "vi", ("status",): "en", ("trang", "thai"): "vi", ("tra", "cuu"): "vi"}
-_WORDS = re.compile(r"\s*([^\W\d_]+)(?:[^\S\n]+([^\W\d_]+))?")
-_SEPARATORS = re.compile(r"[\s\-\u2010-\u2015\u2212]+")
-
-
-@dataclass(frozen=True)
-class StatusRequest:
-    """A citizen asking where a complaint stands."""
-
-    language: str
-    code: str | None = None  # the normalised code asked for; None when no code was given
-    problem: str | None = None  # why the code given is not a tracking code
 
 
 def parse(text: str, prefix: str) -> StatusRequest | None:
     """The status request in an SMS text, or None when the text is something else."""
-    match = _WORDS.match(text)
-    if match is None:
-        return None
-    first = fold(match[1])
-    second = fold(match[2]) if match[2] else ""
-    if (first, second) in KEYWORDS:
-        language, rest = KEYWORDS[(first, second)], text[match.end(2):]
-    elif (first,) in KEYWORDS:
-        language, rest = KEYWORDS[(first,)], text[match.end(1):]
-    else:
-        return None
-    rest = rest.strip().lstrip(":.#-").strip().rstrip(".!?").strip()
-    if not rest:
-        return StatusRequest(language)
-    compact = _SEPARATORS.sub("", rest)
-    # Only what looks like a code (8 characters, with or without the prefix; codes always mix
-    # letters and digits) makes this a request; other words after "TT" make it a complaint.
-    if not (compact.isascii() and compact.isalnum() and any(c.isdigit() for c in compact)
-            and len(compact) in (8, len(prefix) + 8)):
-        return None
-    try:
-        return StatusRequest(language, code=tracking.normalise(rest, prefix))
-    except tracking.TrackingCodeError as error:
-        return StatusRequest(language, problem=str(error))
+    return tracking.status_request(text, prefix)
 
 
 async def answer(port: Port, request: StatusRequest, *, gateway: str, phone: str, message_id: str) -> None:
