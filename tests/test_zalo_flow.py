@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from bot import credentials
+from bot import credentials, lifecycle
 from service.assembly import open_core
 from storage.models import Complaint
 from tests.conftest import merge, start_service
@@ -29,7 +29,8 @@ from tests.telegram_fake import (  # noqa: F401
 )
 from tests.test_telegram_staff import notification_for, write_config
 from tests.zalo_fake import CITIZEN, fake_zalo  # noqa: F401
-from tests.zalo_world import ZALO_ENV, ZaloWorld, store_first_pair, zalo_env, zalo_overrides  # noqa: F401
+from tests.zalo_world import (ZALO_ENV, ZaloWorld, start_zalo, store_first_pair, zalo_env,  # noqa: F401
+                              zalo_overrides)
 
 ANSWER = "Đội quản lý điện chiếu sáng đã thay bóng đèn tại ngõ 12 Trần Duy Hưng sáng nay."
 
@@ -106,3 +107,34 @@ async def test_set_token_and_status_from_the_command_line(make_config, database_
     finally:
         await core.close()
     assert (stored["access_token"], stored["refresh_token"]) == ("ACCESS-1", "REFRESH-1")
+
+
+async def test_three_days_later_the_resolution_arrives_by_zns(start_zalo, fake_zalo, clock):
+    """Past the reply window the Zalo citizen who shared their phone gets what they must not
+    miss by template message (ZNS) to that phone; nothing goes by consultation message."""
+    templates = {"status_changed": {"template_id": "306430", "params": {"code": "ma_phan_anh", "text": "noi_dung"}},
+                 "survey": {"template_id": "306420", "params": {"code": "ma_phan_anh", "text": "noi_dung"}}}
+    world = await start_zalo({"staff": STAFF, "units": UNITS}, zns_templates=templates)
+    fake_zalo.add_template("306430", "ma_phan_anh", "noi_dung")
+    fake_zalo.add_template("306420", "ma_phan_anh", "noi_dung")
+    assert await world.post(fake_zalo.text(CITIZEN, "Đèn đường ở ngõ 12 Trần Duy Hưng hỏng ba hôm nay.")) == 200
+    info = {"app_id": fake_zalo.app_id, "sender": {"id": CITIZEN}, "recipient": {"id": fake_zalo.oa_id},
+            "event_name": "user_submit_info", "user_id_by_app": fake_zalo.by_app(CITIZEN),
+            "info": {"name": "Phạm Minh", "phone": "84912345678"},
+            "timestamp": str(int(clock.now().timestamp() * 1000))}
+    assert await world.post(info) == 200
+    [complaint] = await world.complaints()
+    await world.sent_to(CITIZEN, 1, contains=complaint.tracking_code)
+
+    clock.advance(hours=72)
+    await lifecycle.resolve(world.core, complaint.tracking_code, STAFF[0]["slug"])
+
+    async def by_zns():
+        return len(fake_zalo.zns_sent) == 2
+    await eventually(by_zns)
+    sent = sorted(fake_zalo.zns_sent, key=lambda c: c.body["template_id"])
+    assert [c.body["template_id"] for c in sent] == ["306420", "306430"]
+    assert {c.body["phone"] for c in sent} == {"84912345678"}
+    assert all(c.body["template_data"]["ma_phan_anh"] == complaint.tracking_code for c in sent)
+    # Not by consultation message: the window closed.
+    assert not [c for c in fake_zalo.sent if "đánh giá" in c.text or "Đã giải quyết" in c.text]
