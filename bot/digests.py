@@ -247,6 +247,10 @@ async def compose(core: Core, session: AsyncSession, unit_slug: str, period: Per
                                        now)
     unit_name = core.directory.unit_name(unit_id, language)
     subject, text = render_text(core, unit_name, period, figures, now, language)
+    count, codes = await stats.unreachable(session, unit_id)
+    if count:
+        # The head answers for citizens the unit could not reach: say which, so someone calls them.
+        text += "\n\n" + core.texts.get(language, "digest.unreachable", count=count, codes=", ".join(codes))
     return Digest(unit_slug, unit_name, period, now, language, figures, subject, text)
 
 

@@ -145,6 +145,17 @@ class UnitFigures:
     days: list[Day]
 
 
+async def unreachable(session: AsyncSession, unit_id: int, limit: int = 10) -> tuple[int, list[str]]:
+    """The unit's open complaints whose citizen no contact point reaches: how many, and the
+    codes of the longest unreachable (a few)."""
+    open_unreachable = and_(Complaint.unit_id == unit_id, Complaint.unreachable_at.is_not(None),
+                            Complaint.status.not_in(FINISHED))
+    count = await session.scalar(select(func.count()).select_from(Complaint).where(open_unreachable))
+    codes = (await session.scalars(select(Complaint.tracking_code).where(open_unreachable)
+                                   .order_by(Complaint.unreachable_at).limit(limit))).all() if count else []
+    return int(count or 0), list(codes)
+
+
 def seconds_between(dialect: str, later, earlier):
     """SQL: seconds from ``earlier`` to ``later`` (two timestamp columns)."""
     if dialect == "postgresql":

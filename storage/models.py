@@ -154,7 +154,7 @@ class Complaint(Base):
     rated_at: Mapped[datetime | None]
     # Set when a message the citizen must not miss could reach them on none of their
     # contact points; cleared when one gets through again.
-    unreachable_at: Mapped[datetime | None]
+    unreachable_at: Mapped[datetime | None] = mapped_column(index=True)
 
     contact: Mapped[Contact | None] = relationship(foreign_keys=[contact_id], lazy="raise")
     unit: Mapped[Unit] = relationship(lazy="raise")

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
-from bot import lifecycle, messages, staff
+from bot import digests, lifecycle, messages, staff
 from contract.messages import Inbound, reference_of
 from storage.models import Complaint, Event, OutboxMessage
 from tests.conftest import merge
@@ -234,6 +234,11 @@ async def test_with_no_contact_point_left_the_complaint_is_marked_unreachable_an
         assert code in notice.text
         [event] = await events(core, "unreachable")
         assert event.detail["channel"] == "telegram"
+        # The unit head reads it in the digest.
+        period = digests.parse_period("daily", clock.now() + timedelta(days=1), core.config.tz)
+        async with core.sessions() as session:
+            digest = await digests.compose(core, session, "tiep-nhan", period, clock.now())
+        assert f"Chưa liên lạc được với người dân (1 phản ánh đang mở" in digest.text and code in digest.text
         # A later message that gets through clears the mark.
         fake_api.known_chats.add(CHAT)
         await lifecycle.answer(core, code, "nguyen-van-an", "Chúng tôi đã nhận được phản ánh.")

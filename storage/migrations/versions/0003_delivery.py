@@ -39,6 +39,7 @@ def upgrade() -> None:
         batch_op.drop_column('claim_token')
     with op.batch_alter_table('complaints', schema=None) as batch_op:
         batch_op.add_column(sa.Column('unreachable_at', when, nullable=True))
+        batch_op.create_index(batch_op.f('ix_complaints_unreachable_at'), ['unreachable_at'], unique=False)
     op.create_table('workers',
     sa.Column('name', sa.String(length=120), nullable=False),
     sa.Column('incarnation', sa.String(length=36), nullable=False),
@@ -67,6 +68,7 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_workers_heartbeat_at'), table_name='workers')
     op.drop_table('workers')
     with op.batch_alter_table('complaints', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_complaints_unreachable_at'))
         batch_op.drop_column('unreachable_at')
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.add_column(sa.Column('claim_token', sa.String(length=36), nullable=True))
