@@ -58,6 +58,7 @@ class Dispatcher:
         self.holder = f"{self.name}/{self.incarnation}"
         self._stopping = asyncio.Event()
         self._beat: datetime | None = None
+        self._in_flight: set[int] = set()  # claimed rows this incarnation is working on now
 
     # ------------------------------------------------------------------ the worker's life
 
@@ -90,9 +91,16 @@ class Dispatcher:
                                                        started_at=now, heartbeat_at=now)
             await session.execute(statement.on_conflict_do_update(
                 index_elements=["name"], set_={"incarnation": self.incarnation, "heartbeat_at": now}))
+            # Rows of this incarnation it no longer works on: a round that failed halfway
+            # (the store away between the claim and the results) left them claimed.
+            own = await outbox.recover_own(session, self.holder, self._in_flight)
             taken = await self._take_over(session, now)
         self._beat = now
-        return taken
+        if any(own):
+            log.warning("outbox: took back rows a failed round left claimed", extra={"fields": {
+                "requeued": own[0], "unsure": own[1]}})
+            self.core.outbox_ready.set()
+        return taken + sum(own)
 
     async def _take_over(self, session: AsyncSession, now: datetime) -> int:
         limit = now - timedelta(seconds=self.core.config.outbox.takeover_seconds)
@@ -193,7 +201,11 @@ class Dispatcher:
         elif now - self._beat >= beat:
             await self.heartbeat()
         claims = await self.claim()
-        await self.send(claims)
+        self._in_flight.update(claim.id for claim in claims)
+        try:
+            await self.send(claims)
+        finally:
+            self._in_flight.difference_update(claim.id for claim in claims)
         return len(claims)
 
     async def run(self) -> None:

@@ -167,6 +167,22 @@ async def recover(session: AsyncSession, holders: Sequence[str]) -> tuple[int, i
     return claimed.rowcount, sending.rowcount
 
 
+async def recover_own(session: AsyncSession, holder: str, in_flight: Iterable[int]) -> tuple[int, int]:
+    """Take back a live worker's rows that it no longer holds in memory (a round of sending
+    that failed halfway, the store gone between the claim and the results); (requeued, unsure)."""
+    keep = list(in_flight)
+    claimed = update(OutboxMessage).where(OutboxMessage.claimed_by == holder, OutboxMessage.status == CLAIMED)
+    sending = update(OutboxMessage).where(OutboxMessage.claimed_by == holder, OutboxMessage.status == SENDING)
+    if keep:
+        claimed, sending = claimed.where(OutboxMessage.id.not_in(keep)), sending.where(OutboxMessage.id.not_in(keep))
+    first = await session.execute(claimed.values(status=QUEUED, claimed_by=None)
+                                  .execution_options(synchronize_session=False))
+    second = await session.execute(sending.values(status=QUEUED, claimed_by=None, unsure=True,
+                                                  last_error="its send's outcome was not recorded; outcome unknown")
+                                   .execution_options(synchronize_session=False))
+    return first.rowcount, second.rowcount
+
+
 async def requeue(core: Core, *, ids: Sequence[int] = (), channel: str | None = None) -> int:
     """Queue failed messages again for a fresh round of attempts (an operator fixed the cause)."""
     conditions = [OutboxMessage.status == FAILED]

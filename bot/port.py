@@ -13,6 +13,8 @@ authorised in ``bot/staff.py``, whichever channel they come from.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
@@ -30,6 +32,30 @@ from contract.results import (Case, CaseSummary, IntakeResult, Lookup, Officer, 
                               StoreUnavailable)
 
 
+def _store_errors(cls: type) -> type:
+    """Every coroutine of the port turns the store's failures into ``StoreUnavailable``,
+    so a channel answers "try again later" in its own protocol (HTTP 503, SMTP 451)
+    without knowing what a database is."""
+    for name, method in list(vars(cls).items()):
+        if inspect.iscoroutinefunction(method) and not name.startswith("_"):
+            setattr(cls, name, _translated(method))
+    return cls
+
+
+def _translated(method: Callable[..., Awaitable]) -> Callable[..., Awaitable]:
+    @functools.wraps(method)
+    async def call(*args: object, **kwargs: object) -> object:
+        try:
+            return await method(*args, **kwargs)
+        except StoreUnavailable:
+            raise
+        except (SQLAlchemyError, OSError, TimeoutError) as error:
+            raise StoreUnavailable(type(error).__name__) from error
+
+    return call
+
+
+@_store_errors
 class Port:
     """What channels may ask of the domain; one per process, built by the wiring."""
 
@@ -75,10 +101,7 @@ class Port:
 
     async def receive(self, inbound: Inbound) -> IntakeResult:
         """Store a citizen's message and queue what it causes; returns once committed."""
-        try:
-            return await self._writer.submit(inbound)
-        except (SQLAlchemyError, OSError, TimeoutError) as error:
-            raise StoreUnavailable(type(error).__name__) from error
+        return await self._writer.submit(inbound)
 
     def parse_code(self, code: str) -> Lookup:
         """A tracking code as typed, in normal form, or malformed with why (not looked up)."""

@@ -22,6 +22,7 @@ import os
 import random
 import signal
 import socket
+import sqlite3
 import sys
 import time
 from collections import Counter
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 from sqlalchemy import func, select
 
 from service.assembly import open_core
@@ -65,14 +67,17 @@ class Process:
 
     async def start(self) -> None:
         env = {**os.environ, **SECRETS}
-        self.child = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "service.cli", "serve", "--config", str(self.config), cwd=ROOT, env=env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        # The log goes to a file: a pipe nobody reads fills up and blocks the process's logging.
+        with open(self.config.with_suffix(".log"), "ab") as log:
+            self.child = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "service.cli", "serve", "--config", str(self.config), cwd=ROOT, env=env,
+                stdout=asyncio.subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 60
         async with aiohttp.ClientSession() as http:
             while time.monotonic() < deadline:
                 if self.child.returncode is not None:
-                    raise RuntimeError(f"{self.name} exited: {(await self.child.stderr.read()).decode()[-2000:]}")
+                    tail = self.config.with_suffix(".log").read_text(encoding="utf-8", errors="replace")[-2000:]
+                    raise RuntimeError(f"{self.name} exited: {tail}")
                 try:
                     async with http.get(f"{self.url}/healthz") as response:
                         if response.status == 200:
@@ -269,6 +274,91 @@ async def killed_under_load(folder: Path, database_url: str, *, messages: int, k
             await victim.start()
         await sending
         drained = await drain(database_url, messages)
+        return await outcome(database_url, load, operator, drained)
+    finally:
+        for process in running:
+            await process.stop()
+        await operator.stop()
+
+
+class StoreAway:
+    """Makes the store unreachable for a while, as a network cut or a busy backup would:
+    PostgreSQL refuses new connections and drops the open ones; a SQLite file is held by
+    another connection's exclusive lock (the service's busy timeout runs out)."""
+
+    def __init__(self, database_url: str):
+        self.url = database_url
+        self._sqlite = None
+
+    async def __aenter__(self) -> StoreAway:
+        if self.url.startswith("sqlite"):
+            self._sqlite = sqlite3.connect(self.url.split("///", 1)[1], timeout=30, isolation_level=None)
+            self._sqlite.execute("BEGIN EXCLUSIVE")
+        else:
+            await self._postgres(allow=False)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._sqlite is not None:
+            self._sqlite.execute("ROLLBACK")
+            self._sqlite.close()
+        else:
+            await self._postgres(allow=True)
+
+    async def _postgres(self, allow: bool) -> None:
+        base, name = self.url.replace("postgresql+asyncpg://", "postgresql://").rsplit("/", 1)
+        admin = await asyncpg.connect(f"{base}/postgres")
+        try:
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"true" if allow else "false"}')
+            if not allow:
+                await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                    "WHERE datname = $1 AND pid <> pg_backend_pid()", name)
+        finally:
+            await admin.close()
+
+
+async def store_away_under_load(folder: Path, database_url: str, *, messages: int, seconds: float,
+                                processes: int = 1) -> Outcome:
+    """SMS load while the store is out of reach for ``seconds``: the gateways get 5xx and
+    try again, and nothing is lost or doubled once the store is back."""
+    operator = await FakeOperator().start()
+    running = [Process(f"web-{i + 1}", free_port(), Path()) for i in range(processes)]
+    for process in running:
+        process.config = write_config(folder, process.name, database_url, operator.url, process.port)
+    try:
+        for process in running:
+            await process.start()
+        load = Load(messages)
+        sending = asyncio.create_task(load.run(running))
+        while len(load.accepted) < messages // 3 and not sending.done():
+            await asyncio.sleep(0.01)
+        async with StoreAway(database_url):
+            await asyncio.sleep(seconds)
+        await sending
+        drained = await drain(database_url, messages)
+        return await outcome(database_url, load, operator, drained)
+    finally:
+        for process in running:
+            await process.stop()
+        await operator.stop()
+
+
+async def gateway_down_under_load(folder: Path, database_url: str, *, messages: int, refusals: int, slow: int,
+                                  processes: int = 1) -> Outcome:
+    """The gateway answers 503 to ``refusals`` requests, then takes ``slow`` more without an
+    answer in time (it takes them all the same), then is back: every message goes out once."""
+    operator = await FakeOperator().start()
+    operator.slow_seconds = 6.0  # past the service's send_timeout_seconds (5)
+    operator.fail_next(*[503] * refusals, *["slow"] * slow)
+    running = [Process(f"web-{i + 1}", free_port(), Path()) for i in range(processes)]
+    for process in running:
+        process.config = write_config(folder, process.name, database_url, operator.url, process.port)
+    try:
+        for process in running:
+            await process.start()
+        load = Load(messages)
+        await load.run(running)
+        drained = await drain(database_url, messages, timeout=300)
         return await outcome(database_url, load, operator, drained)
     finally:
         for process in running:

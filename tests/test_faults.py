@@ -10,7 +10,7 @@ messages in flight at each kill (``outbox.concurrency``) are sent a second time.
 from __future__ import annotations
 
 from tests.conftest import POSTGRES_ADMIN_URL
-from tests.faults_harness import killed_under_load
+from tests.faults_harness import killed_under_load, store_away_under_load
 
 CONCURRENCY = 4
 
@@ -24,3 +24,11 @@ async def test_kill_minus_nine_twice_under_sms_load_loses_nothing_and_doubles_no
     assert result.lost == 0 and result.doubled == 0
     assert result.sent_again <= 2 * CONCURRENCY
     assert result.delivered == 240
+
+
+async def test_the_store_out_of_reach_for_a_few_seconds_loses_nothing(tmp_path, database_url):
+    processes = 2 if POSTGRES_ADMIN_URL else 1
+    result = await store_away_under_load(tmp_path, database_url, messages=150, seconds=3.0, processes=processes)
+    print(result.line())
+    assert result.accepted == result.stored == result.acknowledged == 150
+    assert result.lost == 0 and result.doubled == 0 and result.delivered == 150

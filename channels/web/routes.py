@@ -18,9 +18,12 @@ from aiohttp import web
 from bot.metrics import CONTENT_TYPE
 from channels.web import georeport, open311, pages, scorecard
 from channels.web.site import SITE, error_page, language_of
+from contract.results import StoreUnavailable
 from contract.schema import api_keys, secret
 
 log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 10  # how soon to try again when the store is away
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
@@ -86,6 +89,12 @@ async def pages_for_errors(request: web.Request, handler) -> web.StreamResponse:
         response = _http_error(request, error.status, error.reason)
         if "Allow" in error.headers:  # a 405 says which methods the resource takes
             response.headers["Allow"] = error.headers["Allow"]
+    except StoreUnavailable as error:
+        # The store is away (a restart, a network cut): one line, no trace, and an answer
+        # that tells gateways and browsers to come back.
+        log.warning("store unavailable", extra={"fields": {"path": request.path, "error": str(error)}})
+        response = _http_error(request, 503, "Service Unavailable")
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     except Exception:
         log.exception("request failed", extra={"fields": {"path": request.path}})
         response = _http_error(request, 500, "Internal Server Error")
