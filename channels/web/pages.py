@@ -18,8 +18,9 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from channels.web import csrf, uploads
-from channels.web.form import clean, validate
+from channels.web.form import validate
 from channels.web.site import SITE, csrf_nonce, error_page, language_of, render, with_csrf_cookie
+from contract.fields import clean_text
 from contract.messages import Inbound
 from contract.results import IntakeError, LifecycleError, Lookup, PublicStatus, RatingError
 
@@ -234,7 +235,7 @@ async def rate(request: web.Request) -> web.Response:
     found = await _find(request, language)
     if isinstance(found, web.Response):
         return found
-    comment = clean(fields.get("comment", ""))
+    comment = clean_text(fields.get("comment", ""))
     if not csrf.is_valid(request.app[SITE].csrf_key, request.cookies.get(csrf.COOKIE), fields.get(csrf.FIELD)):
         return _status_page(request, language, found, status_code=403, comment=comment,
                             notice=site.port.texts.get(language, "web.error_csrf"))
