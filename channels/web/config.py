@@ -28,6 +28,10 @@ class WebConfig(Section):
     # Width x height: a small file can claim a huge picture (a decompression bomb). At most
     # what Pillow itself opens without calling the image a bomb.
     max_image_pixels: int = Field(50_000_000, ge=10_000, le=89_000_000)
+    # The edge (issue 18): slow clients are cut off, open connections are capped.
+    header_timeout_seconds: float = Field(15.0, gt=0)
+    body_timeout_seconds: float = Field(60.0, gt=0)
+    max_connections: int = Field(500, ge=1)
 
     @field_validator("public_url")
     @classmethod
