@@ -27,7 +27,7 @@ from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import guard, messages, outbox, routing, satisfaction, threads, tracking
+from bot import bursts, guard, messages, outbox, routing, satisfaction, threads, tracking
 from bot.core import Core
 from bot.messages import format_time, to_staff
 from bot.statuses import Status, schedule_checks
@@ -327,7 +327,7 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
     for complaint, id_ in zip(complaints, ids):
         complaint.id = id_
     files = await _store_messages(session, now, complaints, inbounds)
-    events, queued = [], []
+    events, queued, notices = [], [], []
     directory = await core.directory.staff(session)
     for complaint, decision, inbound, pairs, (_, message_files) in zip(complaints, decisions, inbounds, contacts,
                                                                        files):
@@ -345,8 +345,9 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
             queued.append(messages.to_citizen(
                 core, complaint, contact, f"ack:{complaint.tracking_code}", "citizen.acknowledgement", thread,
                 origin="reply", due=format_time(core, complaint.first_response_due, complaint.language)))
-        queued += to_staff(core, directory, directory.assignees(complaint), f"new:{complaint.tracking_code}",
-                           "staff.new_complaint", complaint, messages.new_case(complaint, inbound.text, message_files))
+        notices += to_staff(core, directory, directory.assignees(complaint), f"new:{complaint.tracking_code}",
+                            "staff.new_complaint", complaint, messages.new_case(complaint, inbound.text, message_files))
+    queued += await bursts.hold(core, session, now, notices)  # a burst is summed up, not paged one by one
     await session.execute(insert(Event), events)
     await outbox.enqueue_many(session, now, queued)
     return complaints

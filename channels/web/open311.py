@@ -35,6 +35,7 @@ from email_validator import EmailNotValidError, validate_email
 from multidict import MultiMapping
 
 from channels.web import georeport
+from channels.web.clients import retry_after
 from channels.web.form import AREA_MAX, NAME_MAX, TEXT_MAX
 from contract.fields import clean_text
 from channels.web.site import SITE, Site
@@ -55,12 +56,13 @@ FORMAT = "{format:json|xml}"
 
 
 class Refusal(Exception):
-    """A request GeoReport answers with an error: HTTP status and description."""
+    """A request GeoReport answers with an error: HTTP status and description (and when to retry)."""
 
-    def __init__(self, status_code: int, description: str):
+    def __init__(self, status_code: int, description: str, retry_after: str | None = None):
         super().__init__(description)
         self.status_code = status_code
         self.description = description
+        self.retry_after = retry_after
 
 
 def _guarded(handler):
@@ -70,7 +72,10 @@ def _guarded(handler):
         try:
             return await handler(request)
         except Refusal as refusal:
-            return georeport.error(georeport.format_of(request.path), refusal.status_code, refusal.description)
+            response = georeport.error(georeport.format_of(request.path), refusal.status_code, refusal.description)
+            if refusal.retry_after:
+                response.headers["Retry-After"] = refusal.retry_after
+            return response
 
     guarded.__doc__ = handler.__doc__
     return guarded
@@ -201,6 +206,12 @@ async def service_definition(request: web.Request) -> web.Response:
 async def post_request(request: web.Request) -> web.Response:
     """POST requests.{format}: file a complaint (form-encoded; api_key required)."""
     site = request.app[SITE]
+    wait = await site.port.admit("open311", site.client(request), site.open311.limit_per_client,
+                                 site.open311.limit_window_seconds)
+    if wait is not None:
+        # Before the body is read: a flood costs one counter each, and nothing else.
+        raise Refusal(429, f"too many requests from this address; try again in {retry_after(wait)} seconds",
+                      retry_after(wait))
     if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
         raise Refusal(400, "send the request form-encoded (application/x-www-form-urlencoded)")
     try:

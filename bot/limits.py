@@ -1,0 +1,84 @@
+"""Flood control: how many requests one client may make in a window, the same count for every
+process on one database.
+
+Fixed windows: a window of ``window`` seconds ends at a multiple of ``window`` (Unix time),
+and each request is one upsert of its client's counter for the current window
+(``rate_counters``), which returns the count; past ``limit`` the request is refused until
+the window ends. A client once refused is remembered in the process until then, so a
+flood beyond its limit costs no database round trip at all, and a limit of 0 (off) costs
+nothing either. Windows past are deleted, at most once a minute per process.
+
+Clients are stored as a hash (an IP address, a form session, a mail sender are personal
+data, and of any length). When the store cannot count, the request is let through: a
+flood limit must not turn a database hiccup into refusing citizens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+
+from sqlalchemy import delete
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.core import Core
+from storage.db import upsert
+from storage.models import RateCounter
+
+log = logging.getLogger(__name__)
+
+PURGE_EVERY_SECONDS = 60.0
+MAX_REMEMBERED = 10_000  # refused clients remembered per process, at most
+
+
+def client_key(scope: str, client: str) -> str:
+    """The stored form of a client: a hash, 32 hex digits."""
+    return hashlib.blake2b(f"{scope}\x00{client}".encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+class Limiter:
+    """Counts requests per client and window in the store; one per process."""
+
+    def __init__(self, core: Core):
+        self.core = core
+        self._refused: dict[tuple[str, str], int] = {}  # (scope, key) -> end of the window it is refused in
+        self._purged_at = -math.inf
+
+    async def admit(self, scope: str, client: str, limit: int, window: float) -> float | None:
+        """Count one request; None when within the limit, else the seconds until the window ends."""
+        if limit <= 0:
+            return None
+        now = self.core.clock.now().timestamp()
+        span = max(1, round(window))
+        end = (math.floor(now) // span + 1) * span
+        key = (scope, client_key(scope, client))
+        refused_until = self._refused.get(key)
+        if refused_until is not None:
+            if now < refused_until:
+                return refused_until - now
+            del self._refused[key]
+        try:
+            hits = await self._count(key, end, now)
+        except (SQLAlchemyError, OSError, TimeoutError) as error:
+            log.warning("flood control could not count; request let through",
+                        extra={"fields": {"scope": scope, "error": type(error).__name__}})
+            return None
+        if hits <= limit:
+            return None
+        if len(self._refused) >= MAX_REMEMBERED:
+            self._refused = {k: v for k, v in self._refused.items() if v > now}
+        self._refused[key] = end
+        log.info("flood control refused a request", extra={"fields": {"scope": scope, "hits": hits, "limit": limit}})
+        return end - now
+
+    async def _count(self, key: tuple[str, str], end: int, now: float) -> int:
+        async with self.core.sessions() as session, session.begin():
+            statement = upsert(session, RateCounter).values(scope=key[0], client=key[1], window_end=end, hits=1)
+            statement = statement.on_conflict_do_update(
+                index_elements=["scope", "client", "window_end"], set_={"hits": RateCounter.hits + 1})
+            hits = (await session.execute(statement.returning(RateCounter.hits))).scalar_one()
+            if now - self._purged_at >= PURGE_EVERY_SECONDS:
+                self._purged_at = now
+                await session.execute(delete(RateCounter).where(RateCounter.window_end < now))
+        return hits
