@@ -1,14 +1,20 @@
 """Flood control: how many requests one client may make in a window, the same count for every
-process on one database.
+process on one PostgreSQL database.
 
-Fixed windows: a window of ``window`` seconds ends at a multiple of ``window`` (Unix time),
-and each request is one upsert of its client's counter for the current window
-(``rate_counters``), which returns the count; past ``limit`` the request is refused until
-the window ends. A client once refused is remembered in the process until then, so a
-flood beyond its limit costs no database round trip at all, and a limit of 0 (off) costs
-nothing either. Windows past are deleted, at most once a minute per process.
+Fixed windows: a window of ``window`` seconds ends at a multiple of ``window`` (Unix time).
+On PostgreSQL each request is one upsert of its client's counter for the current window
+(``rate_counters``), which returns the count, so several processes share it; past
+``limit`` the request is refused until the window ends. A client once refused is
+remembered in the process until then, so a flood beyond its limit costs no database
+round trip at all, and a limit of 0 (off) costs nothing either. Windows past are
+deleted, at most once a minute per process.
 
-Clients are stored as a hash (an IP address, a form session, a mail sender are personal
+On SQLite the count is kept in the process. SQLite has one writer at a time: a counter
+write per request, in a transaction of its own, queues behind every complaint being
+filed, and measured (``bench/limits.py``) it made the web form several times slower.
+SQLite is the one-process deployment; several processes are the PostgreSQL path.
+
+Clients are kept as a hash (an IP address, a form session, a mail sender are personal
 data, and of any length). When the store cannot count, the request is let through: a
 flood limit must not turn a database hiccup into refusing citizens.
 """
@@ -44,6 +50,8 @@ class Limiter:
         self.core = core
         self._refused: dict[tuple[str, str], int] = {}  # (scope, key) -> end of the window it is refused in
         self._purged_at = -math.inf
+        self._shared = core.engine.dialect.name == "postgresql"
+        self._here: dict[tuple[str, str, int], int] = {}  # SQLite: (scope, key, window end) -> hits
 
     async def admit(self, scope: str, client: str, limit: int, window: float) -> float | None:
         """Count one request; None when within the limit, else the seconds until the window ends."""
@@ -59,7 +67,7 @@ class Limiter:
                 return refused_until - now
             del self._refused[key]
         try:
-            hits = await self._count(key, end, now)
+            hits = await self._count(key, end, now) if self._shared else self._count_here(key, end, now)
         except (SQLAlchemyError, OSError, TimeoutError) as error:
             log.warning("flood control could not count; request let through",
                         extra={"fields": {"scope": scope, "error": type(error).__name__}})
@@ -71,6 +79,14 @@ class Limiter:
         self._refused[key] = end
         log.info("flood control refused a request", extra={"fields": {"scope": scope, "hits": hits, "limit": limit}})
         return end - now
+
+    def _count_here(self, key: tuple[str, str], end: int, now: float) -> int:
+        counter = (*key, end)
+        self._here[counter] = hits = self._here.get(counter, 0) + 1
+        if now - self._purged_at >= PURGE_EVERY_SECONDS:
+            self._purged_at = now
+            self._here = {k: v for k, v in self._here.items() if k[2] > now}
+        return hits
 
     async def _count(self, key: tuple[str, str], end: int, now: float) -> int:
         async with self.core.sessions() as session, session.begin():

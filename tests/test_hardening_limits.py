@@ -143,25 +143,30 @@ async def test_behind_a_trusted_proxy_each_client_has_its_own_count(make_config,
         await runner.cleanup()
 
 
-async def test_the_count_is_shared_by_every_process_on_the_database(make_config, clock, monkeypatch):
+async def test_on_postgresql_the_count_is_shared_by_every_process_on_the_database(make_config, clock, monkeypatch):
     first, first_runner = await open311_service(make_config, clock, monkeypatch)
     second, second_runner = await open311_service(make_config, clock, monkeypatch)
     try:
-        answers = [(await open311_post(service))[0] for service in (first, second, first, second)]
-        assert answers == [200, 200, 429, 429]
-        assert await count(first.core, RateCounter) == 1
+        answers = [(await open311_post(service))[0] for service in (first, second, first, second, first)]
+        if first.core.engine.dialect.name == "postgresql":
+            assert answers == [200, 200, 429, 429, 429]
+            assert await count(first.core, RateCounter) == 1
+        else:  # SQLite: one writer, one process; each process counts on its own, in memory
+            assert answers == [200, 200, 200, 200, 429]
+            assert await count(first.core, RateCounter) == 0
     finally:
         await first_runner.cleanup()
         await second_runner.cleanup()
 
 
-async def test_old_windows_are_deleted(make_config, clock, monkeypatch):
+async def test_old_windows_are_forgotten(make_config, clock, monkeypatch):
     service, runner = await open311_service(make_config, clock, monkeypatch)
     try:
-        await open311_post(service)
+        assert [(await open311_post(service))[0] for _ in range(3)] == [200, 200, 429]
         clock.advance(minutes=5)
-        await open311_post(service)
-        assert await count(service.core, RateCounter) == 1  # the first window's row is gone
+        assert (await open311_post(service))[0] == 200
+        shared = service.core.engine.dialect.name == "postgresql"
+        assert await count(service.core, RateCounter) == (1 if shared else 0)  # the first window's row is gone
     finally:
         await runner.cleanup()
 
