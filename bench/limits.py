@@ -9,9 +9,9 @@ Not a test. In one process, on one store (a temporary SQLite file, or PostgreSQL
   grouping), ``limits`` (the form's per-address and per-session limits on, set so high
   that nothing is refused: each post pays its two counter upserts) and ``all`` (limits
   and the grouping of officers' notifications, which adds one upsert per intake batch);
-* the limiter alone: ``admit`` for a client within its limit (one upsert in a
-  transaction of its own) and for a client already refused (answered from the process's
-  memory, no round trip).
+* the limiter alone: ``admit`` for a client within its limit (on PostgreSQL one upsert in
+  a transaction of its own; on SQLite counted in the process) and for a client already
+  refused (answered from the process's memory, no round trip).
 
     python bench/limits.py                       # SQLite, 3 rounds of 300 posts per mode
     python bench/limits.py --postgres            # PostgreSQL at 127.0.0.1:5432
@@ -131,8 +131,9 @@ async def run(args: argparse.Namespace) -> int:
             log(f"  {mode:7} {value * 1000:6.2f} ms per post  ({1 / value:6.0f} posts/s, "
                 f"{(value - base) * 1000:+.2f} ms, x{value / base:.2f} of off)")
         allowed, refused = await limiter_alone(database.url, args.calls)
+        how = "one upsert in the store" if database.kind == "postgresql" else "counted in the process"
         log(f"\nlimiter alone, {args.calls} calls: within the limit {allowed * 1e6:.0f} us per call "
-            f"(one upsert); already refused {refused * 1e6:.1f} us per call (from memory)")
+            f"({how}); already refused {refused * 1e6:.1f} us per call (from memory)")
         return 0
     finally:
         await database.drop(keep=False)
