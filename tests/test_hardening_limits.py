@@ -79,6 +79,26 @@ async def test_a_flood_of_posts_from_one_session_files_only_its_limit(make_confi
         await runner.cleanup()
 
 
+async def test_a_flood_from_fresh_sessions_meets_the_address_limit_and_pages_the_officer_once_more(make_config,
+                                                                                                     clock):
+    service, runner = await start_service(make_config({"staff": [OFFICER]}), clock=clock)
+    try:
+        async def one() -> int:
+            async with service.client() as client:  # a new browser each time: the session limit never bites
+                return (await post_form(client))[0]
+
+        statuses = await asyncio.gather(*(one() for _ in range(40)))
+        assert statuses.count(303) == 30 and statuses.count(429) == 10  # [web] form_limit_per_client
+        assert await count(service.core, Complaint) == 30
+        # [notifications] burst_after: ten notifications, then one summary naming the other twenty.
+        assert await count(service.core, OutboxMessage, OutboxMessage.key.like("new:%")) == 10
+        async with service.core.sessions() as session:
+            [summary] = (await session.scalars(select(OutboxMessage).where(OutboxMessage.key.like("burst:%")))).all()
+        assert "thêm 20 phản ánh mới" in summary.payload["text"]
+    finally:
+        await runner.cleanup()
+
+
 async def test_one_address_past_its_limit_gets_429_whatever_its_sessions(make_config, clock):
     config = make_config({"web": {"form_limit_per_client": 2}})
     service, runner = await start_service(config, clock=clock)
