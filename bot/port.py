@@ -235,3 +235,7 @@ class Port:
         """Count one request of a client (an address, a session, a sender) against its limit, the
         same for every process: None when within it, else the seconds until it may try again."""
         return await self._limiter.admit(scope, client, limit, window_seconds)
+
+    async def admit_all(self, checks: list[tuple[str, str, int]], window_seconds: float) -> float | None:
+        """``admit`` for several (scope, client, limit) of one request at once, in one round trip."""
+        return await self._limiter.admit_all(checks, window_seconds)

@@ -120,14 +120,13 @@ async def _flooded(request: web.Request, language: str) -> web.Response | None:
     session = request.cookies.get(csrf.COOKIE)
     if session:
         checks.append(("web-session", session[:64], web_config.form_limit_per_session))
-    for scope, client, limit in checks:
-        wait = await site.port.admit(scope, client, limit, web_config.form_limit_window_seconds)
-        if wait is not None:
-            response = error_page(request, 429, site.port.texts.get(
-                language, "limits.web_too_many", minutes=max(1, math.ceil(wait / 60))), language)
-            response.headers["Retry-After"] = retry_after(wait)
-            return response
-    return None
+    wait = await site.port.admit_all(checks, web_config.form_limit_window_seconds)
+    if wait is None:
+        return None
+    response = error_page(request, 429, site.port.texts.get(
+        language, "limits.web_too_many", minutes=max(1, math.ceil(wait / 60))), language)
+    response.headers["Retry-After"] = retry_after(wait)
+    return response
 
 
 async def submit_form(request: web.Request) -> web.Response:
