@@ -2,8 +2,9 @@
 process on one PostgreSQL database.
 
 Fixed windows: a window of ``window`` seconds ends at a multiple of ``window`` (Unix time).
-On PostgreSQL each request is one upsert of its client's counter for the current window
-(``rate_counters``), which returns the count, so several processes share it; past
+On PostgreSQL each request is an upsert of its client's counter for the current window
+(``rate_counters``), which returns the count, so several processes share it (requests
+arriving together are counted in one transaction, as intake writes them); past
 ``limit`` the request is refused until the window ends. A client once refused is
 remembered in the process until then, so a flood beyond its limit costs no database
 round trip at all, and a limit of 0 (off) costs nothing either. Windows past are
@@ -21,9 +22,11 @@ flood limit must not turn a database hiccup into refusing citizens.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
+from collections import Counter
 
 from sqlalchemy import delete, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -52,6 +55,8 @@ class Limiter:
         self._purged_at = -math.inf
         self._shared = core.engine.dialect.name == "postgresql"
         self._here: dict[tuple[str, str, int], int] = {}  # SQLite: (scope, key, window end) -> hits
+        self._waiting: list[tuple[list[tuple[str, str, int]], asyncio.Future]] = []
+        self._writer: asyncio.Task | None = None
 
     async def admit(self, scope: str, client: str, limit: int, window: float) -> float | None:
         """Count one request; None when within the limit, else the seconds until the window ends."""
@@ -102,18 +107,50 @@ class Limiter:
         return hits
 
     async def _count(self, keys: list[tuple[str, str]], end: int, now: float) -> list[int]:
+        """The counts after this request, written with whatever other requests wait at this moment."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append(([(*key, end) for key in keys], future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(now), name="flood-counters")
+        # Shielded: a client hanging up does not cancel the others' counts.
+        return await asyncio.shield(future)
+
+    async def _write(self, now: float) -> None:
+        """Group commit: every request waiting is counted in one transaction, one statement."""
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                totals = await self._upsert(Counter(counter for counters, _ in batch for counter in counters), now)
+            except Exception as error:  # noqa: BLE001 - every waiter hears of it, and lets its request through
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            # Each request gets the count it made: the n-th of a batch's k requests, total - k + n.
+            seen: Counter[tuple[str, str, int]] = Counter()
+            for counters, future in batch:
+                counts = []
+                for counter in counters:
+                    seen[counter] += 1
+                    counts.append(totals[counter][0] - totals[counter][1] + seen[counter])
+                if not future.done():
+                    future.set_result(counts)
+
+    async def _upsert(self, added: Counter[tuple[str, str, int]], now: float) -> dict[tuple[str, str, int],
+                                                                                       tuple[int, int]]:
         async with self.core.sessions() as session, session.begin():
             # A counter is not worth waiting for the disk: lost in a crash, a client gets a few
             # more requests in one window. Without this each request waited for a WAL flush.
             await session.execute(text("SET LOCAL synchronous_commit TO OFF"))
             statement = upsert(session, RateCounter)
             statement = statement.on_conflict_do_update(
-                index_elements=["scope", "client", "window_end"], set_={"hits": RateCounter.hits + 1})
+                index_elements=["scope", "client", "window_end"],
+                set_={"hits": RateCounter.hits + statement.excluded.hits})
             found = (await session.execute(
-                statement.returning(RateCounter.scope, RateCounter.client, RateCounter.hits),
-                [dict(scope=scope, client=client, window_end=end, hits=1) for scope, client in keys])).all()
+                statement.returning(RateCounter.scope, RateCounter.client, RateCounter.window_end, RateCounter.hits),
+                [dict(scope=scope, client=client, window_end=end, hits=hits)
+                 for (scope, client, end), hits in sorted(added.items())])).all()
             if now - self._purged_at >= PURGE_EVERY_SECONDS:
                 self._purged_at = now
                 await session.execute(delete(RateCounter).where(RateCounter.window_end < now))
-        hits = {(scope, client): count for scope, client, count in found}
-        return [hits[key] for key in keys]
+        return {(scope, client, end): (hits, added[(scope, client, end)]) for scope, client, end, hits in found}
