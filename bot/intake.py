@@ -27,7 +27,7 @@ from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import messages, outbox, reach, routing, satisfaction, threads, tracking
+from bot import bursts, guard, messages, outbox, reach, routing, satisfaction, threads, tracking
 from bot.core import Core
 from bot.messages import format_time, to_staff
 from bot.statuses import Status, schedule_checks
@@ -45,11 +45,14 @@ ATTEMPTS = 4
 BATCH = 64
 
 
-def _check(core: Core, inbound: Inbound) -> None:
-    if not inbound.text.strip() and not inbound.attachments:
+def _check(core: Core, inbound: Inbound) -> Inbound:
+    """The message as it may be stored (``guard``), or IntakeError saying why not."""
+    inbound = guard.checked(inbound)
+    if not inbound.text and not inbound.attachments:
         raise IntakeError("empty message")
     if inbound.category is not None and core.config.category(inbound.category) is None:
         raise IntakeError(f"unknown category {inbound.category!r}")
+    return inbound
 
 
 async def receive(core: Core, inbound: Inbound) -> IntakeResult:
@@ -58,7 +61,7 @@ async def receive(core: Core, inbound: Inbound) -> IntakeResult:
     Channels go through the port's ``IntakeWriter``, which writes messages arriving
     together in one transaction; this is the same work for one message.
     """
-    _check(core, inbound)
+    inbound = _check(core, inbound)
     [result] = await receive_batch(core, [inbound])
     if isinstance(result, Exception):
         raise result
@@ -75,7 +78,7 @@ class IntakeWriter:
 
     async def submit(self, inbound: Inbound) -> IntakeResult:
         """Queue one message for the next batch and wait until it is committed."""
-        _check(self.core, inbound)
+        inbound = _check(self.core, inbound)
         future = asyncio.get_running_loop().create_future()
         self.waiting.append((inbound, future))
         if self.task is None or self.task.done():
@@ -328,7 +331,7 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
     for complaint, id_ in zip(complaints, ids):
         complaint.id = id_
     files = await _store_messages(session, now, complaints, inbounds)
-    events, queued = [], []
+    events, queued, notices = [], [], []
     directory = await core.directory.staff(session)
     for complaint, decision, inbound, pairs, (_, message_files) in zip(complaints, decisions, inbounds, contacts,
                                                                        files):
@@ -347,8 +350,9 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
             queued.append(messages.to_citizen(
                 core, complaint, point, f"ack:{complaint.tracking_code}", "citizen.acknowledgement", thread,
                 origin="reply", due=format_time(core, complaint.first_response_due, complaint.language)))
-        queued += to_staff(core, directory, directory.assignees(complaint), f"new:{complaint.tracking_code}",
-                           "staff.new_complaint", complaint, messages.new_case(complaint, inbound.text, message_files))
+        notices += to_staff(core, directory, directory.assignees(complaint), f"new:{complaint.tracking_code}",
+                            "staff.new_complaint", complaint, messages.new_case(complaint, inbound.text, message_files))
+    queued += await bursts.hold(core, session, now, notices)  # a burst is summed up, not paged one by one
     await session.execute(insert(Event), events)
     await outbox.enqueue_many(session, now, queued)
     return complaints

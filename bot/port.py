@@ -21,7 +21,7 @@ from datetime import datetime
 from sqlalchemy import text as sql
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot import citizens, credentials, delivery, messages, outbox, reports, satisfaction, staff, status, sync
+from bot import citizens, credentials, delivery, limits, messages, outbox, reports, satisfaction, staff, status, sync
 from bot.clock import Clock
 from bot.core import Core
 from bot.intake import IntakeWriter
@@ -62,6 +62,7 @@ class Port:
     def __init__(self, core: Core, writer: IntakeWriter):
         self._core = core
         self._writer = writer
+        self._limiter = limits.Limiter(core)
 
     # ------------------------------------------------------------------ what every channel reads
 
@@ -256,3 +257,14 @@ class Port:
                                renewal: Callable[[dict], Awaitable[dict]]) -> dict:
         """Renew a credential once across processes (see ``bot/credentials.py``)."""
         return await credentials.renew(self._core, name, stale, renewal)
+
+    # ------------------------------------------------------------------ flood control
+
+    async def admit(self, scope: str, client: str, limit: int, window_seconds: float) -> float | None:
+        """Count one request of a client (an address, a session, a sender) against its limit, the
+        same for every process: None when within it, else the seconds until it may try again."""
+        return await self._limiter.admit(scope, client, limit, window_seconds)
+
+    async def admit_all(self, checks: list[tuple[str, str, int]], window_seconds: float) -> float | None:
+        """``admit`` for several (scope, client, limit) of one request at once, in one round trip."""
+        return await self._limiter.admit_all(checks, window_seconds)

@@ -287,6 +287,15 @@ class SatisfactionConfig(Section):
     reopen_on_low_rating: bool = True
 
 
+class NotificationsConfig(Section):
+    # A burst of new complaints (a flood, an outage everyone reports) must not page an officer
+    # a hundred times: past burst_after notifications to one officer in a window of
+    # burst_window_minutes, the rest are held and summed up in one message at the window's
+    # end. 0 sends every one.
+    burst_after: int = Field(10, ge=0)
+    burst_window_minutes: float = Field(10.0, gt=0, le=1440)
+
+
 def _default_units() -> list[UnitConfig]:
     return [UnitConfig(slug="tiep-nhan", name="Bộ phận tiếp nhận", name_en="Reception desk")]
 
@@ -327,6 +336,7 @@ class Settings(Section):
     outbox: OutboxConfig = OutboxConfig()
     digests: DigestsConfig = DigestsConfig()
     satisfaction: SatisfactionConfig = SatisfactionConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
 
     @model_validator(mode="after")
     def _references(self) -> Settings:

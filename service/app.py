@@ -31,7 +31,7 @@ from bot.core import Core, SenderTerms
 from bot.dispatcher import Dispatcher, worker_name
 from bot.port import Port
 from contract.delivery import Sender
-from service import openapi
+from service import edge, openapi
 from service.assembly import build_core, make_port, start_core
 from service.config import Config
 from service.scheduler import Scheduler
@@ -114,11 +114,38 @@ def build_app(config: Config, *, clock: Clock | None = None, senders: Mapping[st
     return app
 
 
+async def _serve(config: Config) -> None:
+    app_runner, _ = await edge.start(build_app(config), config, config.web.host, config.web.port,
+                                     handle_signals=True)
+    try:
+        await asyncio.Event().wait()  # until SIGTERM or Ctrl-C raises GracefulExit
+    finally:
+        await app_runner.cleanup()
+
+
 def serve(config: Config) -> None:
-    """Run the service until SIGTERM or Ctrl-C, then shut down cleanly."""
-    app = build_app(config)
+    """Run the service until SIGTERM or Ctrl-C, then shut down cleanly.
+
+    As aiohttp's ``run_app`` does, with the edge's site (``service/edge.py``) in its place.
+    """
     log.info("starting", extra={"fields": {"host": config.web.host, "port": config.web.port,
                                            "database": config.storage.url.split("://")[0]}})
-    web.run_app(app, host=config.web.host, port=config.web.port, print=None, access_log=None,
-                shutdown_timeout=config.web.shutdown_timeout_seconds, handle_signals=True)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    main = loop.create_task(_serve(config))
+    try:
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        main.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            loop.run_until_complete(main)  # the runner's cleanup: requests in flight finish
+        rest = asyncio.all_tasks(loop)
+        for task in rest:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        asyncio.set_event_loop(None)
+        loop.close()
     log.info("stopped")

@@ -115,6 +115,15 @@ def _answers(ok: str, *errors: int) -> dict:
     return responses
 
 
+def _open311_limited(responses: dict) -> dict:
+    """A posted request's answers: 429 (flood control) says when to retry."""
+    responses["429"] = {**responses["429"], "description": "Too many requests from this address ([open311] "
+                        "limit_per_client); GeoReport error, in the path's format",
+                        "headers": {"Retry-After": {"description": "Seconds until the client may post again",
+                                                    "schema": {"type": "integer"}}}}
+    return responses
+
+
 def _open311_paths(config: Config) -> dict:
     fmt = {"name": "format", "in": "path", "required": True, "schema": {"type": "string", "enum": ["json", "xml"]}}
     jurisdiction = {"name": "jurisdiction_id", "in": "query", "required": False, "schema": {"type": "string"},
@@ -161,7 +170,7 @@ def _open311_paths(config: Config) -> dict:
                     "type": "object", "required": ["service_code"], "properties": post_fields,
                     "allOf": [{"anyOf": [{"required": ["lat", "long"]}, {"required": ["address_string"]}]},
                               {"anyOf": [{"required": ["description"]}, {"required": ["media_url"]}]}]}}}},
-                "responses": _answers_list("PostedRequest", 400, 403, 404, 413)},
+                "responses": _open311_limited(_answers_list("PostedRequest", 400, 403, 404, 413, 429))},
             "get": {
                 "summary": "Requests by id, or by filters (with an api_key)", "tags": ["Open311"],
                 "security": [{API_KEY: []}, {}],

@@ -300,3 +300,30 @@ class Setting(Base):
     __tablename__ = "settings"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class RateCounter(Base):
+    """Requests of one client in one fixed window, counted for flood control by every process.
+
+    ``client`` is a hash of what identifies the client (an IP address, a form session, a
+    mail sender): no personal data at rest, and a fixed length. Rows of windows past are
+    deleted as new ones come.
+    """
+
+    __tablename__ = "rate_counters"
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
+    client: Mapped[str] = mapped_column(String(32), primary_key=True)
+    window_end: Mapped[int] = mapped_column(BigInteger, primary_key=True, index=True)  # Unix seconds
+    hits: Mapped[int] = mapped_column(Integer)
+
+
+class NotificationBurst(Base):
+    """New-complaint notifications to one staff address in one window: how many there were,
+    and the codes held back for one summary instead of a message each."""
+
+    __tablename__ = "notification_bursts"
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    recipient: Mapped[str] = mapped_column(String(320), primary_key=True)
+    window_end: Mapped[int] = mapped_column(BigInteger, primary_key=True, index=True)  # Unix seconds
+    total: Mapped[int] = mapped_column(Integer)
+    held: Mapped[list[Any]] = mapped_column(default=list)

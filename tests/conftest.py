@@ -21,6 +21,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from service import edge
 from service.app import build_app
 from bot.clock import FrozenClock
 from service.config import Config, parse_config
@@ -177,12 +178,9 @@ class RunningService:
 async def start_service(config: Config, **kwargs) -> tuple[RunningService, web.AppRunner]:
     """Start build_app(config) on 127.0.0.1 and a free port."""
     app = build_app(config, **kwargs)
-    runner = web.AppRunner(app, access_log=None, lingering_time=1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return RunningService(f"http://127.0.0.1:{port}", app), runner
+    # The edge as `serve` sets it up (timeouts, the connection cap), on a free port.
+    runner, site = await edge.start(app, config, "127.0.0.1", 0, lingering_time=1)
+    return RunningService(f"http://127.0.0.1:{site.port}", app), runner
 
 
 @pytest.fixture

@@ -36,6 +36,10 @@ class EmailConfig(Section):
     relay_ca_file: str = ""
     rate_limit_messages: int = Field(30, ge=0)
     rate_limit_window_seconds: float = Field(3600.0, gt=0)
+    client_rate_limit_messages: int = Field(60, ge=0)
+    client_rate_limit_window_seconds: float = Field(600.0, gt=0)
+    session_timeout_seconds: float = Field(300.0, gt=0)
+    max_sessions: int = Field(100, ge=1)
     max_attachments: int = Field(10, ge=0)
     max_attachment_bytes: int = Field(5_242_880, ge=1)
     attachment_types: list[str] = list(ATTACHMENT_TYPES)

@@ -20,6 +20,8 @@ from email.message import Message
 
 import email_validator
 
+from contract.fields import is_identifier
+
 POLICY = email.policy.default
 MAX_ID_LENGTH = 250  # message ids are stored in a 255-character column
 # What the stdlib's header parser raises on hostile input instead of recording a defect
@@ -41,10 +43,12 @@ _ROBOT_LOCAL_PARTS = re.compile(r"^(mailer-daemon|listserv|majordomo|owner-.*|.*
 
 
 def normal_id(token: str) -> str:
-    """A message id as stored: in angle brackets, at most MAX_ID_LENGTH long (longer ones hashed)."""
+    """A message id as stored: in angle brackets, at most MAX_ID_LENGTH long; one longer, or with
+    characters the store must not hold (controls), is hashed: the same id always gives the same
+    hash, so a retried delivery is still one message."""
     token = token.strip().strip("<>")
-    if len(token) + 2 > MAX_ID_LENGTH:
-        return f"<{hashlib.sha256(token.encode('utf-8', 'surrogateescape')).hexdigest()}@long-id.invalid>"
+    if not is_identifier(token, MAX_ID_LENGTH - 2):
+        return f"<{hashlib.sha256(token.encode('utf-8', 'surrogatepass')).hexdigest()}@long-id.invalid>"
     return f"<{token}>"
 
 

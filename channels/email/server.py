@@ -4,13 +4,16 @@ aiosmtpd's ``SMTP`` protocol runs on ``loop.create_server`` (not its ``Controlle
 which would start a second loop in a thread). The handler answers in SMTP's own terms:
 
 * RCPT to a domain not in ``accept_domains``: 550, so the server is never a relay;
-* MAIL from a sender past its rate limit: 450, the sending server tries again later;
+* MAIL from a connecting address or a sender past its rate limit: 450, the sending
+  server tries again later (counted through the port, the same for every process);
 * DATA: the mail is parsed and handed to intake; 250 only once intake has committed it
   (a retried delivery carries the same Message-ID and is stored once); a mail that is
   not taken gets the 5xx that says why; a store that is down gets 451 (try later).
 
 Size is capped by aiosmtpd itself from ``max_message_bytes`` (552, also announced in
-EHLO's SIZE). On shutdown the server stops accepting, lets the mails being stored
+EHLO's SIZE). A session waiting longer than ``session_timeout_seconds`` for a command, or
+for the whole of a mail after DATA, is closed (aiosmtpd's timeout); past ``max_sessions``
+open at once a new connection is told 421 and closed. On shutdown the server stops accepting, lets the mails being stored
 finish, and says 421 to the sessions still open.
 """
 
@@ -20,12 +23,9 @@ import asyncio
 import functools
 import logging
 import weakref
-from collections import deque
-from datetime import datetime, timedelta
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from bot.clock import Clock
 from bot.logs import mask_email
 from bot.port import Port
 from channels.email.config import EmailConfig
@@ -42,6 +42,8 @@ PARSE_IN_THREAD_BYTES = 262_144
 REJECT_RELAY = "550 5.7.1 Relaying denied: this server takes mail only for {domains}"
 REJECT_TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 REJECT_RATE = "450 4.7.1 Too many messages from this sender; try again later"
+REJECT_CLIENT_RATE = "450 4.7.1 Too many messages from this address; try again later"
+REJECT_BUSY = "421 4.7.0 Too many connections; try again later"
 REJECT_STAFF_REPLY = ("550 5.7.1 This address takes citizens' complaints; replies to staff notifications "
                       "are not read here. Please answer in the staff chat")
 REJECT_STORE_DOWN = "451 4.3.0 Cannot store the message just now; try again later"
@@ -55,38 +57,6 @@ ANSWERS = {
 }
 
 
-class SenderRateLimit:
-    """At most ``limit`` mails per ``window`` from one sender address (per process)."""
-
-    def __init__(self, limit: int, window: timedelta, clock: Clock):
-        self.limit, self.window, self.clock = limit, window, clock
-        self._seen: dict[str, deque[datetime]] = {}
-        self._recorded = 0
-
-    def _recent(self, key: str) -> deque[datetime]:
-        times = self._seen.get(key, deque())
-        horizon = self.clock.now() - self.window
-        while times and times[0] <= horizon:
-            times.popleft()
-        return times
-
-    def allows(self, key: str) -> bool:
-        """Whether one more mail from this sender is within the limit."""
-        return self.limit == 0 or len(self._recent(key.lower())) < self.limit
-
-    def record(self, key: str) -> None:
-        """Count one mail from this sender."""
-        if self.limit == 0:
-            return
-        key = key.lower()
-        self._seen[key] = self._recent(key)
-        self._seen[key].append(self.clock.now())
-        self._recorded += 1
-        if self._recorded % 1000 == 0:  # forget senders gone quiet, so the table stays small
-            for quiet in [k for k in self._seen if not self._recent(k)]:
-                del self._seen[quiet]
-
-
 class MailHandler:
     """aiosmtpd handler: refuses what is not ours, and turns each mail into an ``Inbound``."""
 
@@ -96,8 +66,7 @@ class MailHandler:
         self.accept_domains = frozenset(config.accept_domains)
         self.own_address = config.from_address
         self.own_domain = config.from_address.rpartition("@")[2].lower()
-        self.rate = SenderRateLimit(config.rate_limit_messages, timedelta(seconds=config.rate_limit_window_seconds),
-                                    port.clock)
+        self.config = config
         self.in_flight = 0
         self.stopping = False
         self._idle = asyncio.Event()
@@ -105,8 +74,19 @@ class MailHandler:
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           mail_options: list[str]) -> str:
-        """Refuse a sender past its rate limit before it sends the mail."""
-        if address != "<>" and not self.rate.allows(address):
+        """Refuse a connecting address or a sender past its rate limit before it sends the mail.
+
+        Each MAIL counts, taken or not: a client that keeps trying is held back all the same.
+        The address counts first, so a client rotating its From addresses is held back too.
+        """
+        config = self.config
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer or "")
+        if await self.port.admit("smtp-client", peer, config.client_rate_limit_messages,
+                                 config.client_rate_limit_window_seconds) is not None:
+            log.info("mail refused", extra={"fields": {"reason": "rate limit of the connecting address"}})
+            return REJECT_CLIENT_RATE
+        if address != "<>" and await self.port.admit("smtp-sender", address.lower(), config.rate_limit_messages,
+                                                     config.rate_limit_window_seconds) is not None:
             log.info("mail refused", extra={"fields": {"reason": "rate limit", "sender": mask_email(address)}})
             return REJECT_RATE
         envelope.mail_from = address
@@ -177,11 +157,6 @@ class MailHandler:
         except Exception:  # a bug in our parser: the sending server keeps the mail and retries
             log.exception("mail could not be parsed", extra={"fields": fields})
             return REJECT_LOCAL_ERROR
-        key = mail.sender or envelope.mail_from or "<>"
-        if not self.rate.allows(key):
-            log.info("mail refused", extra={"fields": {**fields, "reason": "rate limit"}})
-            return REJECT_RATE
-        self.rate.record(key)
         thread = mail.thread_ids
         if any(self._is_staff_thread(i) for i in thread):
             if not mail.automated:
@@ -218,6 +193,14 @@ class MailHandler:
         )
 
 
+class _Busy(asyncio.Protocol):
+    """A connection past ``max_sessions``: told so in SMTP's terms, and closed."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(f"{REJECT_BUSY}\r\n".encode())  # type: ignore[attr-defined]
+        transport.close()
+
+
 class MailServer:
     """The SMTP server's lifecycle: listen, serve every session, stop cleanly."""
 
@@ -227,13 +210,22 @@ class MailServer:
         self._server: asyncio.AbstractServer | None = None
         self._sessions: weakref.WeakSet[SMTP] = weakref.WeakSet()
 
-    def _session(self) -> SMTP:
+    def _session(self) -> asyncio.Protocol:
         config = self.config
+        if self.open_sessions() >= config.max_sessions:
+            log.warning("smtp connection refused: too many open", extra={"fields": {"max": config.max_sessions}})
+            return _Busy()
         smtp = SMTP(self.handler, data_size_limit=config.max_message_bytes, enable_SMTPUTF8=True,
+                    timeout=config.session_timeout_seconds,
                     # Named here: left out, aiosmtpd asks the resolver for this host's name on every connection.
                     hostname=self.handler.own_domain, ident=IDENT, loop=asyncio.get_running_loop())
         self._sessions.add(smtp)
         return smtp
+
+    def open_sessions(self) -> int:
+        """Sessions connected now (closed ones linger in the weak set until collected)."""
+        return sum(1 for session in self._sessions if session.transport is not None and
+                   not session.transport.is_closing())
 
     async def start(self) -> None:
         """Listen on ``[email] host/port``."""

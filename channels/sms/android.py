@@ -58,7 +58,7 @@ def parse(gateway: Gateway, request: web.Request, body: bytes, *, url: str, now:
         raise Refused(403, f"{TIMESTAMP_HEADER} is more than {max_age} s from our clock (a replay, or a wrong clock)")
     try:
         event = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested thousands deep
         raise Refused(400, "body is not JSON") from None
     if not isinstance(event, dict) or not isinstance(event.get("event"), str):
         raise Refused(400, "missing field 'event'")

@@ -17,6 +17,7 @@ import phonenumbers
 
 from bot.logs import mask_personal_data
 from channels.sms.config import SmsGatewayConfig
+from contract import fields
 from contract.schema import secret
 from contract.delivery import PermanentDeliveryError, TransientDeliveryError
 from contract.messages import Attachment, DeliveryState
@@ -122,13 +123,38 @@ def same_signature(expected: str, given: str) -> bool:
 
 
 def required_text(data: dict, key: str, *, allow_empty: bool = False, limit: int | None = MAX_ID_LENGTH) -> str:
-    """A string field of a payload, or 400 naming it."""
+    """A string field of a payload, or 400 naming it.
+
+    With a ``limit`` the field is an id or an address: refused when it cannot be stored as
+    it is (``contract.fields.identifier``), never altered; without one it is free text,
+    cleaned later.
+    """
     value = data.get(key)
     if not isinstance(value, str) or (not allow_empty and not value.strip()):
         raise Refused(400, f"missing field {key!r}")
-    if limit is not None and len(value) > limit:
-        raise Refused(400, f"field {key!r} is too long")
-    return value
+    if limit is None:
+        return value
+    try:
+        return fields.identifier(value, f"field {key!r}", limit)
+    except fields.FieldError as error:
+        raise Refused(400, str(error)) from None
+
+
+def external_id(gateway: str, message_id: str) -> str:
+    """Our id for dedupe of a gateway's message id; one too long for the store is hashed, never cut
+    (two ids cut to the same prefix would be taken as one message)."""
+    joined = f"{gateway}:{message_id}"
+    if len(joined) <= fields.EXTERNAL_ID_MAX:
+        return joined
+    return f"{gateway}:sha256:{hashlib.sha256(message_id.encode('utf-8')).hexdigest()}"
+
+
+def count(value: str | None, key: str, limit: int) -> int:
+    """A small count written in ASCII digits ("2", not "٢" or "1_0"), at most ``limit``; else 400."""
+    value = (value or "0").strip()
+    if not (value.isascii() and value.isdigit() and len(value) <= 6):
+        raise Refused(400, f"{key} is not a number")
+    return min(int(value), limit)
 
 
 def parse_time(value: object, key: str) -> datetime | None:

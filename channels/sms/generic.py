@@ -51,7 +51,7 @@ def parse(gateway: Gateway, request: web.Request, body: bytes, *, url: str, now:
         raise Refused(403, "signature does not verify")
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested thousands deep
         raise Refused(400, "body is not JSON") from None
     if not isinstance(data, dict):
         raise Refused(400, "body is not a JSON object")

@@ -20,6 +20,7 @@ import unicodedata
 from collections.abc import Callable
 
 from bot.tracking import ALPHABET
+from contract.fields import clean_text
 
 GSM_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -42,17 +43,14 @@ _PLAIN = str.maketrans({
     "\u200b": "", "\u200c": "", "\u200d": "", "\ufeff": "",
     "đ": "d", "Đ": "D", "ð": "d", "Ð": "D",
 })
-# Control characters other than newline (NUL breaks PostgreSQL text, the rest mean nothing on a phone).
-_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 _DASHES = "\\-\u2010\u2011\u2012\u2013\u2014\u2212"
 _URL = r"(?:https?://|www\.)\S+"
 _PHONE = r"\+?\d[\d .\-]{5,}\d"
 
 
 def clean(text: str) -> str:
-    """Text as it may be sent or stored: NFC, newlines as "\\n", no control characters."""
-    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
-    return _CONTROL.sub(lambda m: " " if m.group() == "\t" else "", text)
+    """Text as it may be sent or stored: the cleaning every channel shares, tabs as spaces."""
+    return clean_text(text.replace("\t", " "))
 
 
 def is_gsm(text: str) -> bool:

@@ -26,8 +26,8 @@ from urllib.parse import parse_qsl, urlencode, urlparse
 import aiohttp
 from aiohttp import web
 
-from channels.sms.common import (Gateway, ReceivedSms, Refused, StatusReport, basic_auth, fail, required_text,
-                                 retry_after)
+from channels.sms.common import (Gateway, ReceivedSms, Refused, StatusReport, basic_auth, count, fail,
+                                 required_text, retry_after)
 from contract.messages import Attachment
 
 CONTENT_TYPE = "application/x-www-form-urlencoded"
@@ -106,10 +106,7 @@ def parse(gateway: Gateway, request: web.Request, body: bytes, *, url: str, now:
     sid = required_text({"MessageSid": fields.get("MessageSid") or fields.get("SmsSid")}, "MessageSid")
     sender = required_text(fields, "From", limit=64)
     text = required_text(fields, "Body", allow_empty=True, limit=None)
-    try:
-        media = min(int(fields.get("NumMedia") or 0), MAX_MEDIA)
-    except ValueError:
-        raise Refused(400, "NumMedia is not a number") from None
+    media = count(fields.get("NumMedia"), "NumMedia", MAX_MEDIA)
     attachments = tuple(
         Attachment(filename=f"media-{i}", content_type=fields.get(f"MediaContentType{i}") or "application/octet-stream",
                    reference=fields[f"MediaUrl{i}"])

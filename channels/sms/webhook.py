@@ -21,7 +21,7 @@ from aiohttp import web
 from bot.logs import mask_phone
 from bot.port import Port
 from channels.sms import commands
-from channels.sms.common import Gateway, Refused, StatusReport, normalise_phone
+from channels.sms.common import Gateway, Refused, StatusReport, external_id, normalise_phone
 from channels.sms.config import SmsConfig
 from channels.sms.dialects import DIALECTS
 from channels.sms.text import clean
@@ -103,7 +103,7 @@ async def receive(request: web.Request) -> web.Response:
     if not text and not sms.attachments:
         return _refused(name, 400, "empty message")
     phone = normalise_phone(sms.sender, port.config.service.phone_region)
-    message_id = f"{gateway.name}:{sms.message_id}"[:255]
+    message_id = external_id(gateway.name, sms.message_id)
     request_for_status = commands.parse(text, port.config.service.tracking_prefix) if phone.is_phone else None
     if request_for_status is not None:
         await commands.answer(port, request_for_status, gateway=gateway.name, phone=phone.address,

@@ -1,5 +1,6 @@
 """What the citizen and staff sides of the Telegram channel share: catalogue texts, input
-cleaning, command parsing, chat-scoped message ids, and answering without failing.
+cleaning (``contract.fields``, the same for every channel), command parsing, chat-scoped
+message ids, and answering without failing.
 
 Telegram numbers messages per chat, so a message id alone names nothing: message 5 of
 one chat and message 5 of another are different messages. Every id this channel hands
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import re
-import unicodedata
 from dataclasses import dataclass
 
 from telegram import CallbackQuery, ForceReply, InlineKeyboardMarkup, Message, ReplyParameters
@@ -19,6 +19,7 @@ from telegram.error import TelegramError
 
 from bot import tracking
 from bot.port import Port
+from contract.fields import clean_text as clean  # noqa: F401 - the channel's modules take it from here
 
 log = logging.getLogger("channels.telegram")
 
@@ -28,8 +29,6 @@ CHANNEL = "telegram"
 MESSAGE_LIMIT = 4096
 CAPTION_LIMIT = 1024
 CALLBACK_DATA_LIMIT = 64
-# Control characters other than tab and newlines: NUL breaks PostgreSQL text columns.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _COMMAND = re.compile(r"^/([A-Za-z0-9_]{1,32})(?:@([A-Za-z0-9_]{1,64}))?(?:\s+|$)")
 
 
@@ -41,13 +40,6 @@ def message_key(chat_id: int | str, message_id: int | str) -> str:
 def text(port: Port, language: str | None, key: str, **params: object) -> str:
     """A text of the catalogue's [telegram] table in the given language."""
     return port.texts.get(language, f"telegram.{key}", **params)
-
-
-def clean(value: str | None) -> str:
-    """Text as stored: NFC (phones may send decomposed Vietnamese), no control characters."""
-    if not value:
-        return ""
-    return _CONTROL.sub("", unicodedata.normalize("NFC", value)).replace("\r\n", "\n").strip()
 
 
 def shorten(value: str, limit: int) -> str:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from bot.port import Port
-from channels.web import routes
+from channels.web import clients, routes
 from channels.web.config import Open311Config, WebConfig
 from channels.web.site import SITE, Site
 from contract.delivery import Sender
@@ -25,7 +25,8 @@ __all__ = ["SITE", "Site", "setup"]
 
 def setup(app: web.Application, port: Port, config: WebConfig, open311: Open311Config) -> dict[str, Sender]:
     """Add the web channel's routes and middleware to the app; it has no sender."""
-    site = Site(port, config, open311)
+    site = Site(port, config, open311, proxies=clients.networks(config.trusted_proxies),
+                metrics_networks=clients.networks(config.metrics_allow), metrics_token=secret(config.metrics_token_env))
     app[SITE] = site
     app.middlewares.append(routes.pages_for_errors)
 

@@ -6,27 +6,19 @@ typed and a message per field, in their language.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass, field
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 from bot.texts import Catalogue
+from contract.fields import clean_text
 
 TEXT_MIN = 10
 TEXT_MAX = 4000
 NAME_MAX = 100
 AREA_MAX = 200
 FIELDS = ("name", "phone", "email", "area", "category", "text")
-# Control characters (NUL breaks PostgreSQL text columns) other than tab and newlines.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-def clean(value: str) -> str:
-    """Input as stored: NFC (phones and Macs may send decomposed Vietnamese), no control characters."""
-    return _CONTROL.sub("", unicodedata.normalize("NFC", value)).replace("\r\n", "\n").strip()
 
 
 @dataclass
@@ -42,7 +34,7 @@ class FormInput:
 def validate(values: dict[str, str], *, texts: Catalogue, language: str, categories: set[str],
              phone_region: str) -> FormInput:
     """Check the form's fields; messages are in the citizen's language."""
-    form = FormInput({name: clean(values.get(name, "")) for name in FIELDS})
+    form = FormInput({name: clean_text(values.get(name, "")) for name in FIELDS})
     v = form.values
 
     def error(name: str, key: str, **params: object) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import re
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -36,7 +35,9 @@ from email_validator import EmailNotValidError, validate_email
 from multidict import MultiMapping
 
 from channels.web import georeport
-from channels.web.form import AREA_MAX, NAME_MAX, TEXT_MAX, clean
+from channels.web.clients import retry_after
+from channels.web.form import AREA_MAX, NAME_MAX, TEXT_MAX
+from contract.fields import clean_text
 from channels.web.site import SITE, Site
 from contract.messages import Attachment, Inbound, Location
 from contract.results import IntakeError
@@ -49,16 +50,19 @@ DEFAULT_WINDOW = timedelta(days=90)  # GeoReport's default span for GET requests
 MAX_IDS = 200
 URL_MAX = 1000
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,100}$")
+# A decimal number as GeoReport's examples write it: ASCII digits, an optional sign and point.
+DECIMAL = re.compile(r"[+-]?(?:[0-9]{1,3}(?:\.[0-9]{1,15})?|\.[0-9]{1,15})", re.ASCII)
 FORMAT = "{format:json|xml}"
 
 
 class Refusal(Exception):
-    """A request GeoReport answers with an error: HTTP status and description."""
+    """A request GeoReport answers with an error: HTTP status and description (and when to retry)."""
 
-    def __init__(self, status_code: int, description: str):
+    def __init__(self, status_code: int, description: str, retry_after: str | None = None):
         super().__init__(description)
         self.status_code = status_code
         self.description = description
+        self.retry_after = retry_after
 
 
 def _guarded(handler):
@@ -68,7 +72,10 @@ def _guarded(handler):
         try:
             return await handler(request)
         except Refusal as refusal:
-            return georeport.error(georeport.format_of(request.path), refusal.status_code, refusal.description)
+            response = georeport.error(georeport.format_of(request.path), refusal.status_code, refusal.description)
+            if refusal.retry_after:
+                response.headers["Retry-After"] = refusal.retry_after
+            return response
 
     guarded.__doc__ = handler.__doc__
     return guarded
@@ -92,7 +99,7 @@ def _authorised(request: web.Request, given: str | None) -> str:
 
 
 def _text(params: MultiMapping[str], name: str, limit: int) -> str:
-    value = clean(params.get(name) or "")
+    value = clean_text(params.get(name) or "")
     if len(value) > limit:
         raise Refusal(400, f"{name} is longer than {limit} characters")
     return value
@@ -104,11 +111,13 @@ def _location(params: MultiMapping[str]) -> Location | None:
         return None
     if not lat or not long:
         raise Refusal(400, "lat and long go together: send both, in decimal degrees (WGS 84)")
-    try:
-        latitude, longitude = float(lat), float(long)
-    except ValueError:
-        raise Refusal(400, "lat and long must be decimal degrees (WGS 84), e.g. lat=21.0285&long=105.8542") from None
-    if not (math.isfinite(latitude) and math.isfinite(longitude)) or abs(latitude) > 90 or abs(longitude) > 180:
+    if not (DECIMAL.fullmatch(lat) and DECIMAL.fullmatch(long)):
+        # Python's float() would also take "1_0" (as 10), "٢١" (Arabic-Indic digits, as 21),
+        # "1e1", "inf" and "nan": none of them is a decimal degree as GeoReport writes it.
+        raise Refusal(400, "lat and long must be decimal degrees (WGS 84) in ASCII digits, "
+                           "e.g. lat=21.0285&long=105.8542")
+    latitude, longitude = float(lat), float(long)
+    if abs(latitude) > 90 or abs(longitude) > 180:
         raise Refusal(400, "lat must be between -90 and 90 and long between -180 and 180 (decimal degrees, WGS 84)")
     return Location(latitude, longitude)
 
@@ -197,6 +206,12 @@ async def service_definition(request: web.Request) -> web.Response:
 async def post_request(request: web.Request) -> web.Response:
     """POST requests.{format}: file a complaint (form-encoded; api_key required)."""
     site = request.app[SITE]
+    wait = await site.port.admit("open311", site.client(request), site.open311.limit_per_client,
+                                 site.open311.limit_window_seconds)
+    if wait is not None:
+        # Before the body is read: a flood costs one counter each, and nothing else.
+        raise Refusal(429, f"too many requests from this address; try again in {retry_after(wait)} seconds",
+                      retry_after(wait))
     if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
         raise Refusal(400, "send the request form-encoded (application/x-www-form-urlencoded)")
     try:
@@ -205,6 +220,8 @@ async def post_request(request: web.Request) -> web.Response:
         raise Refusal(413, f"the request is larger than {site.web.max_body_bytes} bytes") from None
     except (ValueError, LookupError):
         raise Refusal(400, "the request body is not a valid form") from None
+    if any(not isinstance(value, str) for value in params.values()):
+        raise Refusal(400, "send text fields only; a photo goes by media_url")
     api_key = _authorised(request, params.get("api_key") or request.query.get("api_key"))
     _jurisdiction(site, params)
     service_code = (params.get("service_code") or "").strip()

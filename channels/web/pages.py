@@ -11,6 +11,7 @@ the same complaint again. Nothing is stored until every file has passed its chec
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import secrets
 from urllib.parse import urlencode
@@ -18,8 +19,10 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from channels.web import csrf, uploads
-from channels.web.form import clean, validate
+from channels.web.clients import retry_after
+from channels.web.form import validate
 from channels.web.site import SITE, csrf_nonce, error_page, language_of, render, with_csrf_cookie
+from contract.fields import clean_text
 from contract.messages import Inbound
 from contract.results import IntakeError, LifecycleError, Lookup, PublicStatus, RatingError
 
@@ -109,10 +112,30 @@ async def _check_files(request: web.Request, posted: uploads.PostedForm, languag
     return tuple(attachments)
 
 
+async def _flooded(request: web.Request, language: str) -> web.Response | None:
+    """The 429 page when this client or this browser session has posted too often, else None."""
+    site = request.app[SITE]
+    web_config = site.web
+    checks = [("web-form", site.client(request), web_config.form_limit_per_client)]
+    session = request.cookies.get(csrf.COOKIE)
+    if session:
+        checks.append(("web-session", session[:64], web_config.form_limit_per_session))
+    wait = await site.port.admit_all(checks, web_config.form_limit_window_seconds)
+    if wait is None:
+        return None
+    response = error_page(request, 429, site.port.texts.get(
+        language, "limits.web_too_many", minutes=max(1, math.ceil(wait / 60))), language)
+    response.headers["Retry-After"] = retry_after(wait)
+    return response
+
+
 async def submit_form(request: web.Request) -> web.Response:
     """POST /: file a complaint from the form, then redirect to its status page."""
     site = request.app[SITE]
     language = language_of(request, site)
+    flooded = await _flooded(request, language)
+    if flooded is not None:
+        return flooded  # before the body is read: a flood costs a counter, nothing else
     posted = await _read_form(request, language)
     if isinstance(posted, web.Response):
         return posted
@@ -234,7 +257,7 @@ async def rate(request: web.Request) -> web.Response:
     found = await _find(request, language)
     if isinstance(found, web.Response):
         return found
-    comment = clean(fields.get("comment", ""))
+    comment = clean_text(fields.get("comment", ""))
     if not csrf.is_valid(request.app[SITE].csrf_key, request.cookies.get(csrf.COOKIE), fields.get(csrf.FIELD)):
         return _status_page(request, language, found, status_code=403, comment=comment,
                             notice=site.port.texts.get(language, "web.error_csrf"))

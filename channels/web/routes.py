@@ -17,6 +17,7 @@ from aiohttp import web
 
 from bot.metrics import CONTENT_TYPE
 from channels.web import georeport, open311, pages, scorecard
+from channels.web.clients import may_read_metrics
 from channels.web.site import SITE, error_page, language_of
 from contract.results import StoreUnavailable
 from contract.schema import api_keys, secret
@@ -66,8 +67,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """GET /metrics: Prometheus text format."""
-    body = await request.app[SITE].port.metrics()
+    """GET /metrics: Prometheus text format, to the addresses or token [web] names (else to all)."""
+    site = request.app[SITE]
+    refused = may_read_metrics(request, site.metrics_networks, site.metrics_token, site.proxies)
+    if refused == 401:
+        return web.Response(status=401, text="a bearer token is required\n", headers={"WWW-Authenticate": "Bearer"})
+    if refused is not None:
+        return web.Response(status=403, text="not allowed from this address\n")
+    body = await site.port.metrics()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 

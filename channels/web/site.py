@@ -13,6 +13,7 @@ from aiohttp import web
 
 from bot.port import Port
 from channels.web import csrf
+from channels.web.clients import Network, client_address
 from channels.web.config import Open311Config, WebConfig
 
 
@@ -36,6 +37,15 @@ class Site:
     # The OpenAPI document of the whole service as configured; the wiring, which knows every
     # channel's routes, writes it.
     openapi: dict = field(default_factory=dict)
+    # From [web], parsed once: the proxies whose X-Forwarded-For is believed, who may read
+    # /metrics (addresses, and the bearer token from metrics_token_env).
+    proxies: tuple[Network, ...] = ()
+    metrics_networks: tuple[Network, ...] = ()
+    metrics_token: str | None = None
+
+    def client(self, request: web.Request) -> str:
+        """The client's address, through the trusted proxies."""
+        return client_address(request, self.proxies)
 
 
 SITE = web.AppKey("site", Site)
