@@ -28,8 +28,8 @@ from bot.intake import IntakeWriter
 from bot.settings import Settings
 from bot.texts import Catalogue
 from contract.messages import DeliveryState, Inbound, Outgoing
-from contract.results import (Case, CaseSummary, IntakeResult, Lookup, Officer, PublicStatus, StoredFile,
-                              StoreUnavailable)
+from contract.results import (Case, CaseSummary, IntakeResult, Lookup, NotAllowed, Officer, PublicStatus,
+                              StoredFile, StoreUnavailable)
 
 
 def _store_errors(cls: type) -> type:
@@ -47,7 +47,7 @@ def _translated(method: Callable[..., Awaitable]) -> Callable[..., Awaitable]:
     async def call(*args: object, **kwargs: object) -> object:
         try:
             return await method(*args, **kwargs)
-        except StoreUnavailable:
+        except (StoreUnavailable, NotAllowed):  # NotAllowed is a PermissionError, an OSError
             raise
         except (SQLAlchemyError, OSError, TimeoutError) as error:
             raise StoreUnavailable(type(error).__name__) from error
