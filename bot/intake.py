@@ -27,7 +27,7 @@ from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import bursts, guard, messages, outbox, reach, routing, satisfaction, threads, tracking
+from bot import bursts, guard, messages, outbox, reach, routing, satisfaction, threads, tracking, urgency
 from bot.core import Core
 from bot.messages import format_time, to_staff
 from bot.statuses import Status, schedule_checks
@@ -307,7 +307,6 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
     for inbound, pairs in zip(inbounds, contacts):
         decision = routing.route(rules, config.routing.default_unit, text=inbound.text, subject=inbound.subject,
                                  area=inbound.area, category=inbound.category, channel=inbound.channel)
-        first_hours, resolution_hours = config.deadlines.hours_for(decision.unit, inbound.category)
         ids = [contact_ids[pair] for pair in pairs]
         complaint = Complaint(
             tracking_code=tracking.new_code(config.service.tracking_prefix),
@@ -318,10 +317,9 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
             latitude=inbound.location.latitude if inbound.location else None,
             longitude=inbound.location.longitude if inbound.location else None,
             unit_id=core.directory.unit_ids[decision.unit], routing_reason=decision.reason[:300], status=Status.NEW,
-            created_at=now, updated_at=now, escalation_count=0,
-            first_response_due=core.calendar.add_working_hours(now, first_hours),
-            resolution_due=core.calendar.add_working_hours(now, resolution_hours),
+            created_at=now, updated_at=now, escalation_count=0, urgency=decision.urgency, public=inbound.public,
         )
+        urgency.set_deadlines(core, complaint, now, decision.unit)
         schedule_checks(core, complaint)
         complaints.append(complaint)
         decisions.append(decision)
@@ -339,19 +337,26 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
             dict(complaint_id=complaint.id, at=now, actor="citizen", kind="created",
                  detail={"channel": inbound.channel, "first_response_due": complaint.first_response_due.isoformat()}),
             dict(complaint_id=complaint.id, at=now, actor="system", kind="routed",
-                 detail={"unit": decision.unit, "reason": decision.reason, "rule": decision.rule}),
+                 detail={"unit": decision.unit, "reason": decision.reason, "rule": decision.rule,
+                         "urgency": decision.urgency, "urgency_reason": decision.urgency_reason}),
         ]
-        contacts = [Contact(id=contact_ids[(channel, address)], channel=channel, address=address,
-                            via=inbound.via if channel == inbound.channel else None) for channel, address in pairs]
-        point = await reach.choose(core, session, contacts, "acknowledgement", now) if contacts else None
+        reachable = [Contact(id=contact_ids[(channel, address)], channel=channel, address=address,
+                             via=inbound.via if channel == inbound.channel else None) for channel, address in pairs]
+        point = await reach.choose(core, session, reachable, "acknowledgement", now) if reachable else None
         if point is not None:
             thread = [inbound.external_id] if inbound.external_id and inbound.channel in messages.THREADED_CHANNELS \
                 else []
             queued.append(messages.to_citizen(
                 core, complaint, point, f"ack:{complaint.tracking_code}", "citizen.acknowledgement", thread,
                 origin="reply", due=format_time(core, complaint.first_response_due, complaint.language)))
-        notices += to_staff(core, directory, directory.assignees(complaint), f"new:{complaint.tracking_code}",
-                            "staff.new_complaint", complaint, messages.new_case(complaint, inbound.text, message_files))
+        case = messages.new_case(complaint, inbound.text, message_files)
+        if complaint.urgency == urgency.Urgency.URGENT:
+            # Paged at once, on every channel, at any hour: never held for a burst or the night.
+            queued += to_staff(core, directory, urgency.paged(directory, complaint), f"urgent:{complaint.tracking_code}",
+                               "staff.urgent_page", complaint, case, every_channel=True)
+        else:
+            notices += to_staff(core, directory, directory.assignees(complaint), f"new:{complaint.tracking_code}",
+                                "staff.new_complaint", complaint, case)
     queued += await bursts.hold(core, session, now, notices)  # a burst is summed up, not paged one by one
     await session.execute(insert(Event), events)
     await outbox.enqueue_many(session, now, queued)

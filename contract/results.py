@@ -24,7 +24,16 @@ class StoreUnavailable(RuntimeError):
 
 
 class LifecycleError(ValueError):
-    """An action that cannot be done (unknown complaint, officer or unit; wrong state)."""
+    """An action that cannot be done (unknown complaint, officer or unit; wrong state).
+
+    ``key`` names the catalogue text (``staff.<key>``) that says why in the officer's
+    language, with ``params``; the message itself is for logs.
+    """
+
+    def __init__(self, message: str, key: str | None = None, **params: object):
+        super().__init__(message)
+        self.key = key
+        self.params = params
 
 
 class NotAllowed(PermissionError):
