@@ -51,8 +51,11 @@ def _window_end(core: Core, now: datetime) -> int:
 async def hold(core: Core, session: AsyncSession, now: datetime, notices: list[Queued]) -> list[Queued]:
     """The new-complaint notifications to send now; those past the burst limit are held for the summary."""
     limit = core.config.notifications.burst_after
+    # Kept back for the night already: they go in the morning's summary, not a burst's.
+    quiet = [notice for notice in notices if notice.hold_until is not None]
+    notices = [notice for notice in notices if notice.hold_until is None]
     if limit <= 0 or not notices:
-        return notices
+        return quiet + notices
     end = _window_end(core, now)
     by_address: dict[tuple[str, str], list[Queued]] = defaultdict(list)
     for notice in notices:
@@ -72,7 +75,7 @@ async def hold(core: Core, session: AsyncSession, now: datetime, notices: list[Q
         send += queued[:room]
         if queued[room:]:
             await _hold(core, session, now, end, address, queued[room:])
-    return send
+    return quiet + send
 
 
 async def _hold(core: Core, session: AsyncSession, now: datetime, end: int, address: tuple[str, str],

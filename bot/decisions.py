@@ -17,7 +17,7 @@ from bot import outbox, urgency
 from bot.core import Core
 from bot.lifecycle import _change, queue_to_citizen, reason_given
 from bot.messages import format_time, load_case, to_staff
-from bot.statuses import FINISHED, Status
+from bot.statuses import FINISHED, Status, schedule_checks
 from contract.results import LifecycleError
 from storage.models import Complaint, Message
 
@@ -55,6 +55,7 @@ async def resume(core: Core, session: AsyncSession, now: datetime, complaint: Co
         complaint.resolution_due = clock.add_working_hours(complaint.resolution_due, waited)
     complaint.status = Status.ASSIGNED if complaint.assignee_id else Status.NEW
     complaint.paused_at = complaint.waiting_reminded_at = None
+    schedule_checks(core, complaint)
     return waited
 
 

@@ -146,7 +146,7 @@ def _after_commit(core: Core, inbound: Inbound, result: IntakeResult) -> None:
     core.metrics.messages_received.labels(inbound.channel, result.outcome).inc()
     if result.outcome == "created":
         core.metrics.complaints_received.labels(inbound.channel).inc()
-    if result.outcome in ("created", "followup", "rated"):
+    if result.outcome in ("created", "followup", "rated", "disputed"):
         core.outbox_ready.set()
     log.info("message received", extra={"fields": {"channel": inbound.channel, "outcome": result.outcome,
                                                    "code": result.tracking_code or "-"}})
@@ -216,7 +216,8 @@ def _plain_new(core: Core, inbound: Inbound, contacts: list[tuple[str, str]]) ->
         return False
     if inbound.continues_within_hours > 0 and contacts:
         return False
-    if contacts and satisfaction.parse_reply(inbound.text) is not None:
+    if contacts and (satisfaction.parse_reply(inbound.text) is not None
+                     or satisfaction.parse_dispute(inbound.text)[0]):
         return False
     prefix = core.config.service.tracking_prefix
     return not (tracking.find_codes(inbound.subject or "", prefix) or tracking.find_codes(inbound.text, prefix))
@@ -249,6 +250,14 @@ async def _receive_one(core: Core, session: AsyncSession, now: datetime, inbound
                        contacts: list[tuple[str, str]], contact_ids: dict[tuple[str, str], int]) -> IntakeResult:
     """A message that may be a rating, a follow-up or a machine's: look before filing."""
     ids = [contact_ids[pair] for pair in contacts]
+    disputed, comment = (False, None) if inbound.automated else satisfaction.parse_dispute(inbound.text)
+    if disputed:
+        # "CHUA XONG" after a resolution: it did not fix the problem, the complaint reopens.
+        complaint = await satisfaction.awaiting_dispute(session, core, ids, now, inbound.tracking_codes)
+        if complaint is not None:
+            await _store_messages(session, now, [complaint], [inbound])
+            await satisfaction.record_dispute(core, session, now, complaint, comment, via=inbound.channel)
+            return _result(core, "disputed", complaint)
     reply = None if inbound.automated else satisfaction.parse_reply(inbound.text)
     if reply is not None:
         # "5" after a survey is a rating, not a new complaint.

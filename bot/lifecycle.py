@@ -201,7 +201,8 @@ async def answer(core: Core, tracking_code: str, staff_slug: str, text: str,
             for item in attachments:
                 stored = StoredAttachment(message_id=message.id, filename=item.filename[:255],
                                           content_type=item.content_type[:127], size=len(item.data),
-                                          sha256=hashlib.sha256(item.data).hexdigest(), data=item.data)
+                                          sha256=hashlib.sha256(item.data).hexdigest() if item.data else None,
+                                          data=item.data or None, reference=item.reference)
                 change.session.add(stored)
                 await change.session.flush()
                 sent.append(ContractAttachment(stored.filename, stored.content_type, stored_id=stored.id))
@@ -211,8 +212,14 @@ async def answer(core: Core, tracking_code: str, staff_slug: str, text: str,
             complaint.first_response_at = complaint.first_response_at or change.now
             complaint.assignee_id = complaint.assignee_id or change.actor.id
             change.event(Status.ANSWERED, message_id=message.id, **{"from": previous})
+            told = text
+            if sent:
+                # Every channel says where the files are; one that can carry them sends them too.
+                told = "\n".join(filter(None, [text.strip(), core.texts.get(
+                    complaint.language, "citizen.answer_files", count=len(sent),
+                    track_url=messages.track_url(core, complaint.tracking_code))]))
             await queue_to_citizen(core, change.session, change.now, complaint, f"answer:{message.id}",
-                                   "citizen.answer", origin="person", attachments=tuple(sent), text=text)
+                                   "citizen.answer", origin="person", attachments=tuple(sent), text=told)
     except IntegrityError:
         if source_id is None:
             raise

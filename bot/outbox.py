@@ -248,7 +248,7 @@ async def refresh_gauges(core: Core) -> None:
         resent = await session.scalar(select(func.count()).select_from(OutboxMessage)
                                       .where(OutboxMessage.resent.is_(True)))
     metrics, now = core.metrics, core.clock.now()
-    for status in (QUEUED, CLAIMED, SENDING, SENT, FAILED):
+    for status in (QUEUED, CLAIMED, SENDING, SENT, FAILED, HELD, SUMMED):
         metrics.outbox_messages.labels(status).set(counts.get(status, 0))
     metrics.outbox_delivery.clear()
     for channel, status, delivery, count in outcomes:

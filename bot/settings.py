@@ -1,5 +1,6 @@
 """The domain's part of the configuration: the service, units, staff, categories,
-routing, deadlines, the outbox, digests and satisfaction.
+routing and urgency, deadlines, the reasons officers give, waiting for the citizen, the
+outbox, digests, satisfaction and notifications.
 
 Each section is a strict, frozen model (``contract.schema.Section``) whose every key has
 the default that ``config.example.toml`` documents; values that need parsing are parsed
@@ -8,6 +9,10 @@ here once into typed values (working hours into ``WorkingHours``, crontab schedu
 sections together and checks the references between them (a staff member's unit, a
 rule's categories). The channels' sections live in their packages; the wiring adds them
 to make the whole configuration (``service/config.py``).
+
+It is long (near 500 lines) because every domain section is here with its checks, and
+the checks across sections (a rule's unit, a staff member's unit) need them all in one
+place; each section is short and stands alone.
 """
 
 from __future__ import annotations
@@ -163,11 +168,21 @@ def _working_hours(value: Any) -> Any:
         raise Problems([(f"[{i}]" if i is not None else "", message) for i, message in error.problems]) from None
 
 
+def _ordered(section: Section) -> Section:
+    """Refuse a resolution deadline that falls before the first answer's."""
+    if section.resolution_hours < section.first_response_hours:
+        raise Problems([("resolution_hours", f"({section.resolution_hours:g}) must not be shorter than "
+                                             f"first_response_hours ({section.first_response_hours:g})")])
+    return section
+
+
 class UrgentDeadlinesConfig(Section):
     # Counted from receipt. Around the clock: nights, weekends and holidays count too.
     first_response_hours: float = Field(4.0, gt=0)
     resolution_hours: float = Field(4.0, gt=0)
     around_the_clock: bool = True
+
+    _check = model_validator(mode="after")(_ordered)
 
 
 class ComplexDeadlinesConfig(Section):
@@ -176,6 +191,8 @@ class ComplexDeadlinesConfig(Section):
     # A complex complaint's resolution may be extended once by this much, with a reason
     # the citizen is told.
     extension_hours: float = Field(80.0, gt=0)
+
+    _check = model_validator(mode="after")(_ordered)
 
 
 class DeadlinesConfig(Section):
@@ -340,6 +357,13 @@ class WaitingConfig(Section):
     # before the complaint is closed for want of an answer (0: never closed by itself).
     remind_after_hours: float = Field(16.0, gt=0)
     close_after_hours: float = Field(40.0, ge=0)
+
+    @model_validator(mode="after")
+    def _reminded_first(self) -> WaitingConfig:
+        if self.close_after_hours and self.close_after_hours <= self.remind_after_hours:
+            raise Problems([("close_after_hours", f"({self.close_after_hours:g}) must be longer than "
+                                                  f"remind_after_hours ({self.remind_after_hours:g}), or 0")])
+        return self
 
 
 class NotificationsConfig(Section):

@@ -230,6 +230,8 @@ class Event(Base):
     actor: Mapped[str] = mapped_column(String(100))  # system | citizen | staff:<slug>
     kind: Mapped[str] = mapped_column(String(40))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The scorecard counts resolutions and disputes of the last 90 days by kind and time.
+    __table_args__ = (Index("ix_events_kind_at", "kind", "at"),)
 
 
 class OutboxMessage(Base):

@@ -48,9 +48,11 @@ def upgrade() -> None:
                               nullable=True)
     with op.batch_alter_table('staff', schema=None) as batch_op:
         batch_op.add_column(sa.Column('areas', sa.JSON(), nullable=False, server_default='[]'))
+    op.create_index('ix_events_kind_at', 'events', ['kind', 'at'])
 
 
 def downgrade() -> None:
+    op.drop_index('ix_events_kind_at', table_name='events')
     with op.batch_alter_table('staff', schema=None) as batch_op:
         batch_op.drop_column('areas')
     with op.batch_alter_table('routing_rules', schema=None) as batch_op:
