@@ -13,6 +13,11 @@ every write transaction is alone anyway).
 
 Only notifications of new complaints are grouped: a citizen's follow-up, a deadline, an
 escalation is about a case already known and always goes out.
+
+Quiet hours are the other way staff messages are grouped: outside working hours, what
+concerns a complaint that is not urgent is kept back (``bot/messages.py``, ``held``
+outbox rows) until the next working morning, when ``release_quiet`` (run by the sweep)
+turns each person's kept messages into one summary.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ from datetime import datetime, timezone
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import outbox
 from bot.core import Core
 from bot.messages import format_time
-from bot.outbox import Queued
+from bot.outbox import HELD, SUMMED, Queued
 from contract.messages import Outgoing
 from storage.db import upsert
 from storage.models import NotificationBurst, OutboxMessage
@@ -45,8 +51,11 @@ def _window_end(core: Core, now: datetime) -> int:
 async def hold(core: Core, session: AsyncSession, now: datetime, notices: list[Queued]) -> list[Queued]:
     """The new-complaint notifications to send now; those past the burst limit are held for the summary."""
     limit = core.config.notifications.burst_after
+    # Kept back for the night already: they go in the morning's summary, not a burst's.
+    quiet = [notice for notice in notices if notice.hold_until is not None]
+    notices = [notice for notice in notices if notice.hold_until is None]
     if limit <= 0 or not notices:
-        return notices
+        return quiet + notices
     end = _window_end(core, now)
     by_address: dict[tuple[str, str], list[Queued]] = defaultdict(list)
     for notice in notices:
@@ -66,7 +75,7 @@ async def hold(core: Core, session: AsyncSession, now: datetime, notices: list[Q
         send += queued[:room]
         if queued[room:]:
             await _hold(core, session, now, end, address, queued[room:])
-    return send
+    return quiet + send
 
 
 async def _hold(core: Core, session: AsyncSession, now: datetime, end: int, address: tuple[str, str],
@@ -99,3 +108,37 @@ def _summary(core: Core, end: int, address: tuple[str, str], codes: list[str], l
     who = hashlib.blake2b(f"{address[0]}\x00{address[1]}".encode(), digest_size=8).hexdigest()
     return Outgoing(channel=address[0], recipient=address[1], text=text, key=f"burst:{end}:{who}", kind=SUMMARY_KIND,
                     audience="staff", origin="system", language=language, subject=text.split(":")[0][:300])
+
+
+async def release_quiet(core: Core) -> int:
+    """The morning after: each staff member's messages kept back outside working hours go
+    as one summary, listing each (its first line); return how many summaries were queued."""
+    now = core.clock.now()
+    async with core.sessions() as session, session.begin():
+        rows = (await session.scalars(
+            select(OutboxMessage).where(OutboxMessage.status == HELD, OutboxMessage.next_attempt_at <= now)
+            .order_by(OutboxMessage.id).with_for_update(skip_locked=True))).all()
+        if not rows:
+            return 0
+        by_address: dict[tuple[str, str], list[OutboxMessage]] = defaultdict(list)
+        for row in rows:
+            by_address[(row.channel, row.recipient)].append(row)
+        summaries = []
+        for (channel, recipient), held in by_address.items():
+            language = held[0].payload.get("language") or core.config.service.default_language
+            lines = [(row.payload.get("subject") or row.payload.get("text", "").split("\n")[0])[:200]
+                     for row in held]
+            text = "\n".join([core.texts.get(language, "staff.quiet_summary", count=len(held),
+                                              since=format_time(core, held[0].created_at, language)),
+                              *(f"- {line}" for line in lines)])
+            who = hashlib.blake2b(f"{channel}\x00{recipient}".encode(), digest_size=8).hexdigest()
+            key = f"quiet:{int(now.timestamp())}:{who}"
+            summaries.append(Queued(Outgoing(channel=channel, recipient=recipient, key=key, kind="quiet_summary",
+                                             audience="staff", language=language, text=text,
+                                             subject=text.split("\n")[0][:300]), None,
+                                    dict(held[0].payload.get("render") or {})))
+            await session.execute(update(OutboxMessage).where(OutboxMessage.id.in_([row.id for row in held]))
+                                  .values(status=SUMMED, external_id=key).execution_options(synchronize_session=False))
+        await outbox.enqueue_many(session, now, summaries)
+    core.outbox_ready.set()
+    return len(summaries)

@@ -40,7 +40,8 @@ class Core:
     sessions: async_sessionmaker[AsyncSession]
     clock: Clock
     texts: Catalogue
-    calendar: WorkingCalendar
+    calendar: WorkingCalendar  # the offices' working hours and days
+    around_the_clock: WorkingCalendar  # every hour of every day: urgent complaints' deadlines
     metrics: Metrics
     directory: Directory
     public_url: str  # the address citizens and gateways see; links to status pages start with it

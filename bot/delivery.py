@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import messages, outbox, reach
 from bot.core import Core
 from bot.outbox import FAILED, QUEUED, SENT, Claim, Queued
-from contract.messages import DeliveryState, Outgoing
+from contract.messages import Attachment, DeliveryState, Outgoing
 from storage.models import Complaint, Event, OutboxMessage, Staff
 
 log = logging.getLogger(__name__)
@@ -124,8 +124,9 @@ async def _fall_back(core: Core, session: AsyncSession, now: datetime, row: Outb
     if point is None:
         await _unreachable(core, session, now, complaint, row, reason)
         return
+    files = tuple(Attachment(name, kind, stored_id=id_) for id_, name, kind in render.get("files") or ())
     queued = messages.to_citizen(core, complaint, point, _fallback_key(first.key, point.channel),
-                                 render["text_key"], render.get("thread"), render.get("origin", "system"),
+                                 render["text_key"], render.get("thread"), render.get("origin", "system"), files,
                                  **render.get("params", {}))
     await outbox.enqueue_many(session, now, [Queued(queued.message, complaint.id, queued.render, fallback_of=row.id)])
     session.add(Event(complaint_id=complaint.id, at=now, actor="system", kind="fallback",

@@ -52,13 +52,16 @@ class StaffDirectory:
         return self.heads[complaint.unit_id] or self.admins
 
 
+def staff_addresses(member: Staff) -> list[tuple[str, str]]:
+    """Every way to reach a staff member: their Telegram chat, then their email."""
+    found = [("telegram", str(member.telegram_chat_id))] if member.telegram_chat_id is not None else []
+    return found + ([("email", member.email)] if member.email else [])
+
+
 def staff_address(member: Staff) -> tuple[str, str] | None:
     """Where a staff member gets messages: their Telegram chat, else their email."""
-    if member.telegram_chat_id is not None:
-        return "telegram", str(member.telegram_chat_id)
-    if member.email:
-        return "email", member.email
-    return None
+    found = staff_addresses(member)
+    return found[0] if found else None
 
 
 class Directory:

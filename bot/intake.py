@@ -27,7 +27,7 @@ from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import bursts, guard, messages, outbox, reach, routing, satisfaction, threads, tracking
+from bot import bursts, guard, messages, outbox, reach, routing, satisfaction, threads, tracking, urgency
 from bot.core import Core
 from bot.messages import format_time, to_staff
 from bot.statuses import Status, schedule_checks
@@ -146,7 +146,7 @@ def _after_commit(core: Core, inbound: Inbound, result: IntakeResult) -> None:
     core.metrics.messages_received.labels(inbound.channel, result.outcome).inc()
     if result.outcome == "created":
         core.metrics.complaints_received.labels(inbound.channel).inc()
-    if result.outcome in ("created", "followup", "rated"):
+    if result.outcome in ("created", "followup", "rated", "disputed"):
         core.outbox_ready.set()
     log.info("message received", extra={"fields": {"channel": inbound.channel, "outcome": result.outcome,
                                                    "code": result.tracking_code or "-"}})
@@ -216,7 +216,8 @@ def _plain_new(core: Core, inbound: Inbound, contacts: list[tuple[str, str]]) ->
         return False
     if inbound.continues_within_hours > 0 and contacts:
         return False
-    if contacts and satisfaction.parse_reply(inbound.text) is not None:
+    if contacts and (satisfaction.parse_reply(inbound.text) is not None
+                     or satisfaction.parse_dispute(inbound.text)[0]):
         return False
     prefix = core.config.service.tracking_prefix
     return not (tracking.find_codes(inbound.subject or "", prefix) or tracking.find_codes(inbound.text, prefix))
@@ -249,6 +250,14 @@ async def _receive_one(core: Core, session: AsyncSession, now: datetime, inbound
                        contacts: list[tuple[str, str]], contact_ids: dict[tuple[str, str], int]) -> IntakeResult:
     """A message that may be a rating, a follow-up or a machine's: look before filing."""
     ids = [contact_ids[pair] for pair in contacts]
+    disputed, comment = (False, None) if inbound.automated else satisfaction.parse_dispute(inbound.text)
+    if disputed:
+        # "CHUA XONG" after a resolution: it did not fix the problem, the complaint reopens.
+        complaint = await satisfaction.awaiting_dispute(session, core, ids, now, inbound.tracking_codes)
+        if complaint is not None:
+            await _store_messages(session, now, [complaint], [inbound])
+            await satisfaction.record_dispute(core, session, now, complaint, comment, via=inbound.channel)
+            return _result(core, "disputed", complaint)
     reply = None if inbound.automated else satisfaction.parse_reply(inbound.text)
     if reply is not None:
         # "5" after a survey is a rating, not a new complaint.
@@ -307,7 +316,6 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
     for inbound, pairs in zip(inbounds, contacts):
         decision = routing.route(rules, config.routing.default_unit, text=inbound.text, subject=inbound.subject,
                                  area=inbound.area, category=inbound.category, channel=inbound.channel)
-        first_hours, resolution_hours = config.deadlines.hours_for(decision.unit, inbound.category)
         ids = [contact_ids[pair] for pair in pairs]
         complaint = Complaint(
             tracking_code=tracking.new_code(config.service.tracking_prefix),
@@ -318,10 +326,9 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
             latitude=inbound.location.latitude if inbound.location else None,
             longitude=inbound.location.longitude if inbound.location else None,
             unit_id=core.directory.unit_ids[decision.unit], routing_reason=decision.reason[:300], status=Status.NEW,
-            created_at=now, updated_at=now, escalation_count=0,
-            first_response_due=core.calendar.add_working_hours(now, first_hours),
-            resolution_due=core.calendar.add_working_hours(now, resolution_hours),
+            created_at=now, updated_at=now, escalation_count=0, urgency=decision.urgency, public=inbound.public,
         )
+        urgency.set_deadlines(core, complaint, now, decision.unit)
         schedule_checks(core, complaint)
         complaints.append(complaint)
         decisions.append(decision)
@@ -339,19 +346,26 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
             dict(complaint_id=complaint.id, at=now, actor="citizen", kind="created",
                  detail={"channel": inbound.channel, "first_response_due": complaint.first_response_due.isoformat()}),
             dict(complaint_id=complaint.id, at=now, actor="system", kind="routed",
-                 detail={"unit": decision.unit, "reason": decision.reason, "rule": decision.rule}),
+                 detail={"unit": decision.unit, "reason": decision.reason, "rule": decision.rule,
+                         "urgency": decision.urgency, "urgency_reason": decision.urgency_reason}),
         ]
-        contacts = [Contact(id=contact_ids[(channel, address)], channel=channel, address=address,
-                            via=inbound.via if channel == inbound.channel else None) for channel, address in pairs]
-        point = await reach.choose(core, session, contacts, "acknowledgement", now) if contacts else None
+        reachable = [Contact(id=contact_ids[(channel, address)], channel=channel, address=address,
+                             via=inbound.via if channel == inbound.channel else None) for channel, address in pairs]
+        point = await reach.choose(core, session, reachable, "acknowledgement", now) if reachable else None
         if point is not None:
             thread = [inbound.external_id] if inbound.external_id and inbound.channel in messages.THREADED_CHANNELS \
                 else []
             queued.append(messages.to_citizen(
                 core, complaint, point, f"ack:{complaint.tracking_code}", "citizen.acknowledgement", thread,
                 origin="reply", due=format_time(core, complaint.first_response_due, complaint.language)))
-        notices += to_staff(core, directory, directory.assignees(complaint), f"new:{complaint.tracking_code}",
-                            "staff.new_complaint", complaint, messages.new_case(complaint, inbound.text, message_files))
+        case = messages.new_case(complaint, inbound.text, message_files)
+        if complaint.urgency == urgency.Urgency.URGENT:
+            # Paged at once, on every channel, at any hour: never held for a burst or the night.
+            queued += to_staff(core, directory, urgency.paged(directory, complaint), f"urgent:{complaint.tracking_code}",
+                               "staff.urgent_page", complaint, case, every_channel=True)
+        else:
+            notices += to_staff(core, directory, directory.assignees(complaint), f"new:{complaint.tracking_code}",
+                                "staff.new_complaint", complaint, case)
     queued += await bursts.hold(core, session, now, notices)  # a burst is summed up, not paged one by one
     await session.execute(insert(Event), events)
     await outbox.enqueue_many(session, now, queued)

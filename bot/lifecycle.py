@@ -8,6 +8,7 @@ channel. Staff commands (Telegram, CLI) call these functions and nothing lower.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,12 +18,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import messages, outbox, reach
+from bot import messages, outbox, reach, urgency
 from bot.core import Core
 from bot.messages import format_time, to_staff
 from bot.statuses import CLAIMABLE, FINISHED, Status, schedule_checks
-from contract.messages import Origin
+from contract.messages import Attachment, Origin
+from contract.messages import Attachment as ContractAttachment
 from contract.results import LifecycleError
+from storage.models import Attachment as StoredAttachment
 from storage.models import Complaint, Event, Message, Staff, Unit
 
 __all__ = ["LifecycleError", "answer", "assign", "note", "notify_staff", "queue_to_citizen", "reassign", "reopen",
@@ -30,7 +33,8 @@ __all__ = ["LifecycleError", "answer", "assign", "note", "notify_staff", "queue_
 
 
 async def queue_to_citizen(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, key: str,
-                           text_key: str, origin: Origin = "system", **params: str) -> None:
+                           text_key: str, origin: Origin = "system", attachments: tuple[Attachment, ...] = (),
+                           **params: str) -> None:
     """Queue a catalogue text to the complaint's citizen, on the contact point that can
     carry it now (``bot/reach.py``), if they left a way to reach them."""
     if complaint.contact_id is None:
@@ -43,7 +47,7 @@ async def queue_to_citizen(core: Core, session: AsyncSession, now: datetime, com
     if any(contact.channel in messages.THREADED_CHANNELS for contact in contacts):
         thread = (await messages.thread_ids(session, [complaint.id])).get(complaint.id)
     await outbox.enqueue_many(session, now, [messages.to_citizen(core, complaint, point, key, text_key, thread,
-                                                                 origin, **params)])
+                                                                 origin, attachments, **params)])
 
 
 async def notify_staff(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, key: str,
@@ -62,13 +66,11 @@ def reopen(core: Core, session: AsyncSession, now: datetime, complaint: Complain
            **detail: object) -> None:
     """Open a finished complaint again with fresh deadlines (caller's transaction)."""
     previous = complaint.status
-    first_hours, resolution_hours = core.config.deadlines.hours_for(core.directory.unit_slug(complaint.unit_id),
-                                                                    complaint.category)
     complaint.status, complaint.resolved_at, complaint.first_response_at = Status.REOPENED, None, None
     # A fresh round: its deadlines, reminders and apology are new (the events keep the old).
     complaint.apologised_for_due = complaint.reminded_for_due = None
-    complaint.first_response_due = core.calendar.add_working_hours(now, first_hours)
-    complaint.resolution_due = core.calendar.add_working_hours(now, resolution_hours)
+    complaint.paused_at = complaint.waiting_reminded_at = None
+    urgency.set_deadlines(core, complaint, now, core.directory.unit_slug(complaint.unit_id))
     complaint.updated_at = now
     schedule_checks(core, complaint)
     session.add(Event(complaint_id=complaint.id, at=now, actor=actor, kind=Status.REOPENED,
@@ -134,11 +136,23 @@ async def assign(core: Core, tracking_code: str, staff_slug: str, by: str | None
                                    status=core.texts.get(complaint.language, f"status.{Status.ASSIGNED}"))
 
 
+def reason_given(core: Core, slug: str | None, action: str, language: str) -> str:
+    """The name of a configured reason for an action, in a language; LifecycleError without one."""
+    found = core.config.reason(slug or "", action)
+    if found is None:
+        choices = ", ".join(r.slug for r in core.config.reasons if action in r.actions)
+        raise LifecycleError(f"{action} needs a reason, one of {choices}", "reason_needed", action=action,
+                             reasons=choices)
+    return found.name_en or found.name if language == "en" else found.name
+
+
 async def reassign(core: Core, tracking_code: str, unit_slug: str, by: str | None = None,
-                   restart_deadlines: bool = True) -> None:
-    """Pass a complaint to another unit; deadlines are recomputed and the citizen told."""
+                   restart_deadlines: bool = True, reason: str | None = None, note: str = "") -> None:
+    """Pass a complaint to another unit, with a reason from the configured list (and free
+    text); deadlines are recomputed and the citizen told the reason and the new date."""
     async with _change(core, tracking_code, by) as change:
         complaint = change.complaint
+        why = reason_given(core, reason, "transfer", complaint.language)
         unit = await change.session.scalar(select(Unit).where(Unit.slug == unit_slug, Unit.active.is_(True)))
         if unit is None:
             raise LifecycleError(f"no unit {unit_slug}")
@@ -149,32 +163,30 @@ async def reassign(core: Core, tracking_code: str, unit_slug: str, by: str | Non
         if complaint.status == Status.ASSIGNED:
             complaint.status = Status.NEW
         old_due = complaint.first_response_due
-        first_hours, resolution_hours = core.config.deadlines.hours_for(unit_slug, complaint.category)
         start = change.now if restart_deadlines else complaint.created_at
-        if complaint.first_response_at is None:
-            complaint.first_response_due = core.calendar.add_working_hours(start, first_hours)
-        complaint.resolution_due = core.calendar.add_working_hours(start, resolution_hours)
+        urgency.set_deadlines(core, complaint, start, unit_slug, first_response=complaint.first_response_at is None)
         complaint.routing_reason = f"reassigned from {previous} by {change.actor_name}"[:300]
-        change.event("reassigned", **{"from": previous, "to": unit_slug,
-                                      "first_response_due": {"from": old_due and old_due.isoformat(),
-                                                             "to": complaint.first_response_due.isoformat()}})
+        change.event("reassigned", reason=reason, note=note[:500], **{
+            "from": previous, "to": unit_slug, "first_response_due": {"from": old_due and old_due.isoformat(),
+                                                                      "to": complaint.first_response_due.isoformat()}})
         await queue_to_citizen(core, change.session, change.now, complaint,
                                f"reassigned:{complaint.id}:{change.now.isoformat()}", "citizen.reassigned",
-                               due=format_time(core, complaint.first_response_due, complaint.language))
+                               due=format_time(core, complaint.first_response_due, complaint.language),
+                               reason=" — ".join(filter(None, [why, note.strip()])))
         await notify_staff(core, change.session, change.now, complaint,
                            f"reassigned-staff:{complaint.id}:{change.now.isoformat()}", "staff.reassigned_in",
                            with_case=True)
 
 
 async def answer(core: Core, tracking_code: str, staff_slug: str, text: str,
-                 source_id: str | None = None) -> Message | None:
+                 source_id: str | None = None, attachments: tuple[Attachment, ...] = ()) -> Message | None:
     """Record an officer's public answer and send it to the citizen on their channel.
 
     ``source_id`` names where the answer came from (a Telegram chat and message): the same
     answer delivered again, to this process or another, is recorded and sent once; the
     repeat returns None.
     """
-    if not text.strip():
+    if not text.strip() and not attachments:
         raise LifecycleError("empty answer")
     try:
         async with _change(core, tracking_code, staff_slug) as change:
@@ -183,14 +195,31 @@ async def answer(core: Core, tracking_code: str, staff_slug: str, text: str,
                               author_staff_id=change.actor.id, text=text, public=True, created_at=change.now)
             change.session.add(message)
             await change.session.flush()
+            # Photos or documents that show the work done: kept with the answer, shown on the
+            # status page, and sent to the citizen where their channel can carry them.
+            sent = []
+            for item in attachments:
+                stored = StoredAttachment(message_id=message.id, filename=item.filename[:255],
+                                          content_type=item.content_type[:127], size=len(item.data),
+                                          sha256=hashlib.sha256(item.data).hexdigest() if item.data else None,
+                                          data=item.data or None, reference=item.reference)
+                change.session.add(stored)
+                await change.session.flush()
+                sent.append(ContractAttachment(stored.filename, stored.content_type, stored_id=stored.id))
             previous = complaint.status
             if complaint.status not in FINISHED:
                 complaint.status = Status.ANSWERED
             complaint.first_response_at = complaint.first_response_at or change.now
             complaint.assignee_id = complaint.assignee_id or change.actor.id
             change.event(Status.ANSWERED, message_id=message.id, **{"from": previous})
+            told = text
+            if sent:
+                # Every channel says where the files are; one that can carry them sends them too.
+                told = "\n".join(filter(None, [text.strip(), core.texts.get(
+                    complaint.language, "citizen.answer_files", count=len(sent),
+                    track_url=messages.track_url(core, complaint.tracking_code))]))
             await queue_to_citizen(core, change.session, change.now, complaint, f"answer:{message.id}",
-                                   "citizen.answer", origin="person", text=text)
+                                   "citizen.answer", origin="person", attachments=tuple(sent), text=told)
     except IntegrityError:
         if source_id is None:
             raise
@@ -198,11 +227,30 @@ async def answer(core: Core, tracking_code: str, staff_slug: str, text: str,
     return message
 
 
+async def has_proof(session: AsyncSession, complaint: Complaint) -> bool:
+    """Whether an answer of the complaint carries a photo or document."""
+    return await session.scalar(
+        select(StoredAttachment.id).join(Message, Message.id == StoredAttachment.message_id)
+        .where(Message.complaint_id == complaint.id, Message.direction == "out", Message.public.is_(True))
+        .limit(1)) is not None
+
+
 async def resolve(core: Core, tracking_code: str, staff_slug: str, text: str | None = None,
-                  source_id: str | None = None) -> None:
-    """Close a complaint as resolved (with a final answer if given) and tell the citizen."""
-    if text and text.strip():
-        await answer(core, tracking_code, staff_slug, text, source_id=source_id)
+                  source_id: str | None = None, attachments: tuple[Attachment, ...] = ()) -> None:
+    """Close a complaint as resolved (with a final answer if given) and tell the citizen.
+
+    A category that needs proof (``proof_required``) is resolved only with a photo or
+    document the citizen can check: given now, or with an earlier answer.
+    """
+    if not attachments:
+        async with core.sessions() as session:
+            complaint = await session.scalar(select(Complaint).where(Complaint.tracking_code == tracking_code))
+            category = core.config.category(complaint.category) if complaint and complaint.category else None
+            if category is not None and category.proof_required and not await has_proof(session, complaint):
+                raise LifecycleError(f"{category.slug} needs a photo or document of the work done to be resolved",
+                                     "proof_required", code=tracking_code)
+    if (text and text.strip()) or attachments:
+        await answer(core, tracking_code, staff_slug, text or "", source_id=source_id, attachments=attachments)
     async with _change(core, tracking_code, staff_slug) as change:
         complaint = change.complaint
         if complaint.status in FINISHED:

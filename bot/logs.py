@@ -103,6 +103,11 @@ def mask_personal_data(text: str) -> str:
     return _PERSONAL_DATA_RE.sub(_mask_match, text)
 
 
+def remove_personal_data(text: str) -> str:
+    """``text`` with every e-mail address and phone number in it taken out, for a public page."""
+    return _PERSONAL_DATA_RE.sub("***", text)
+
+
 def _render_value(value: object) -> str:
     """A field value for ``key=value``, quoted when it would not read as one token."""
     text = str(value)

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core import Core
-from bot.directory import StaffDirectory, staff_address
+from bot.directory import StaffDirectory, staff_address, staff_addresses
 from bot.outbox import Queued
 from bot.reach import Point
 from contract.messages import Attachment, Origin, Outgoing
@@ -37,7 +37,7 @@ HISTORY_ENTRY_LIMIT = 1000
 PHOTOS_PER_NOTIFICATION = 3
 CAPTION_LIMIT = 1024
 # Notifications that show the whole case: the officer starts work on it from the chat.
-DETAILED_KINDS = ("new_complaint", "reassigned_in", "followup")
+DETAILED_KINDS = ("new_complaint", "reassigned_in", "followup", "urgent_page")
 
 
 def format_time(core: Core, moment: datetime | None, language: str) -> str:
@@ -95,7 +95,8 @@ async def thread_ids(session: AsyncSession, complaint_ids: Iterable[int]) -> dic
 
 
 def to_citizen(core: Core, complaint: Complaint, contact: Contact | Point, key: str, text_key: str,
-               thread: list[str] | None = None, origin: Origin = "system", **params: object) -> Queued:
+               thread: list[str] | None = None, origin: Origin = "system", attachments: tuple[Attachment, ...] = (),
+               **params: object) -> Queued:
     """One message to the complaint's citizen at a contact point (their channel and address).
 
     ``origin``: "reply" for what answers the citizen's own message at once (the
@@ -109,23 +110,29 @@ def to_citizen(core: Core, complaint: Complaint, contact: Contact | Point, key: 
     kind = text_key.removeprefix("citizen.")
     # How to write it again for another contact point, should this one not reach the citizen.
     again = {"text_key": text_key, "params": {name: str(value) for name, value in params.items()},
-             "origin": origin, "thread": list(thread or ())[-20:]}
+             "origin": origin, "thread": list(thread or ())[-20:],
+             "files": [[item.stored_id, item.filename, item.content_type] for item in attachments
+                       if item.stored_id is not None]}
     return Queued(Outgoing(
         channel=contact.channel, recipient=contact.address, key=key, kind=kind, audience="citizen",
         origin=origin, language=language,
         text=citizen_text(core, contact.channel, language, text_key, **fields),
         subject=f"[{complaint.tracking_code}] {topic}"[:300], tracking_code=complaint.tracking_code, status_url=url,
         # The last of the citizen's messages is the one this answers; all of them thread it.
-        in_reply_to=tuple(thread or ())[-20:], via=contact.via,
-        actions=("rate",) if kind == "survey" else ()), complaint.id, again)
+        in_reply_to=tuple(thread or ())[-20:], via=contact.via, attachments=attachments,
+        actions=("rate", "not_fixed") if kind == "survey" else ()), complaint.id, again)
 
 
 def to_staff(core: Core, directory: StaffDirectory, members: list[Staff], key: str, text_key: str,
-             complaint: Complaint, case: Case | None = None, **params: object) -> list[Queued]:
+             complaint: Complaint, case: Case | None = None, *, every_channel: bool = False,
+             **params: object) -> list[Queued]:
     """Messages telling these staff members about a complaint.
 
     With the ``case``, a notification that shows the whole case carries its history and
-    the citizen's photos to staff who read it in a chat.
+    the citizen's photos to staff who read it in a chat. ``every_channel``: a page, sent
+    on every channel each member has, at once. Otherwise, outside working hours, what
+    concerns a complaint that is not urgent waits for the next working morning
+    (``notifications.quiet_hours``), to go as one summary.
     """
     language = core.config.service.default_language
     assignee = directory.by_id.get(complaint.assignee_id) if complaint.assignee_id else None
@@ -138,19 +145,30 @@ def to_staff(core: Core, directory: StaffDirectory, members: list[Staff], key: s
     kind = text_key.removeprefix("staff.")
     detailed = notification(core, case, kind, text, language) if case is not None and kind in DETAILED_KINDS \
         else None
+    hold_until = None if every_channel else quiet_until(core, complaint)
     out = []
     for member in members:
-        address = staff_address(member)
-        if address is None:
-            continue
-        in_chat = address[0] == "telegram"
-        body, photos = detailed if detailed and in_chat else (text, ())
-        out.append(Queued(Outgoing(
-            channel=address[0], recipient=address[1], key=f"{key}:{member.id}", kind=kind, audience="staff",
-            language=language, text=body, subject=f"[{complaint.tracking_code}] {text.splitlines()[0]}"[:300],
-            tracking_code=complaint.tracking_code, attachments=photos, actions=STAFF_ACTIONS), complaint.id,
-            {"staff_id": member.id}))
+        addresses = staff_addresses(member) if every_channel else [a for a in [staff_address(member)] if a]
+        for channel, recipient in addresses:
+            body, photos = detailed if detailed and channel == "telegram" else (text, ())
+            out.append(Queued(Outgoing(
+                channel=channel, recipient=recipient,
+                key=f"{key}:{member.id}:{channel}" if every_channel else f"{key}:{member.id}", kind=kind,
+                audience="staff", language=language, text=body,
+                subject=f"[{complaint.tracking_code}] {text.splitlines()[0]}"[:300],
+                tracking_code=complaint.tracking_code, attachments=photos, actions=STAFF_ACTIONS), complaint.id,
+                {"staff_id": member.id}, hold_until=hold_until))
     return out
+
+
+def quiet_until(core: Core, complaint: Complaint) -> datetime | None:
+    """When staff messages about this complaint may go, if not now: the next working
+    moment, outside working hours, unless the complaint is urgent."""
+    if not core.config.notifications.quiet_hours or complaint.urgency == "urgent":
+        return None
+    now = core.clock.now()
+    opens = core.calendar.next_working_moment(now)
+    return opens if opens > now else None
 
 
 def new_case(complaint: Complaint, text: str, files: Iterable[tuple[int, str, str, int]]) -> Case:

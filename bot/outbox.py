@@ -38,6 +38,8 @@ from storage.models import Attachment, OutboxMessage
 
 # Statuses of an outbox row (a message's own, not a complaint's).
 QUEUED, CLAIMED, SENDING, SENT, FAILED = "queued", "claimed", "sending", "sent", "failed"
+# Staff messages kept back outside working hours, and then sent as part of one summary.
+HELD, SUMMED = "held", "summed"
 IN_FLIGHT = (CLAIMED, SENDING)
 
 
@@ -50,6 +52,7 @@ class Queued:
     complaint_id: int | None = None
     render: dict = field(default_factory=dict)
     fallback_of: int | None = None
+    hold_until: datetime | None = None  # kept back until then, to go in one summary
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,9 @@ async def enqueue_many(session: AsyncSession, now: datetime, queued: Sequence[Qu
         return
     rows = [dict(key=q.message.key, reference=q.message.reference, channel=q.message.channel,
                  recipient=q.message.recipient, complaint_id=q.complaint_id,
-                 payload={**q.message.to_payload(), "render": q.render}, status=QUEUED, attempts=0,
-                 next_attempt_at=now, created_at=now, fallback_of=q.fallback_of, unsure=False, resent=False)
+                 payload={**q.message.to_payload(), "render": q.render}, status=HELD if q.hold_until else QUEUED,
+                 attempts=0, next_attempt_at=q.hold_until or now, created_at=now, fallback_of=q.fallback_of,
+                 unsure=False, resent=False)
             for q in queued]
     await session.execute(insert_ignoring_conflicts(session, OutboxMessage), rows)
 
@@ -244,7 +248,7 @@ async def refresh_gauges(core: Core) -> None:
         resent = await session.scalar(select(func.count()).select_from(OutboxMessage)
                                       .where(OutboxMessage.resent.is_(True)))
     metrics, now = core.metrics, core.clock.now()
-    for status in (QUEUED, CLAIMED, SENDING, SENT, FAILED):
+    for status in (QUEUED, CLAIMED, SENDING, SENT, FAILED, HELD, SUMMED):
         metrics.outbox_messages.labels(status).set(counts.get(status, 0))
     metrics.outbox_delivery.clear()
     for channel, status, delivery, count in outcomes:

@@ -27,7 +27,7 @@ from bot.core import Core
 from bot.intake import IntakeWriter
 from bot.settings import Settings
 from bot.texts import Catalogue
-from contract.messages import DeliveryState, Inbound, Outgoing
+from contract.messages import Attachment, DeliveryState, Inbound, Outgoing
 from contract.results import (Case, CaseSummary, IntakeResult, Lookup, NotAllowed, Officer, PublicStatus,
                               StoredFile, StoreUnavailable)
 
@@ -180,22 +180,24 @@ class Port:
         """The officer takes the complaint."""
         await staff.claim(self._core, officer, code)
 
-    async def answer(self, officer: Officer | None, code: str, text: str, source_id: str | None = None) -> None:
-        """Answer the citizen on their own channel (once per source id)."""
-        await staff.reply(self._core, officer, code, text, source_id)
+    async def answer(self, officer: Officer | None, code: str, text: str, source_id: str | None = None,
+                     attachments: tuple[Attachment, ...] = ()) -> None:
+        """Answer the citizen on their own channel (once per source id), with any files."""
+        await staff.reply(self._core, officer, code, text, source_id, attachments)
 
     async def note(self, officer: Officer | None, code: str, text: str, source_id: str | None = None) -> None:
         """Add an internal note (once per source id)."""
         await staff.note(self._core, officer, code, text, source_id)
 
     async def resolve(self, officer: Officer | None, code: str, text: str | None = None,
-                      source_id: str | None = None) -> None:
-        """Resolve the complaint, with a last answer if given."""
-        await staff.resolve(self._core, officer, code, text, source_id)
+                      source_id: str | None = None, attachments: tuple[Attachment, ...] = ()) -> None:
+        """Resolve the complaint, with a last answer and proof of the work if given."""
+        await staff.resolve(self._core, officer, code, text, source_id, attachments)
 
-    async def reassign(self, officer: Officer | None, code: str, unit_slug: str) -> None:
-        """Pass the complaint to another unit."""
-        await staff.reassign(self._core, officer, code, unit_slug)
+    async def reassign(self, officer: Officer | None, code: str, unit_slug: str, reason: str | None = None,
+                       note: str = "") -> None:
+        """Pass the complaint to another unit, with a configured reason and free text."""
+        await staff.reassign(self._core, officer, code, unit_slug, reason, note)
 
     async def mine(self, officer: Officer | None) -> list[CaseSummary]:
         """The officer's open complaints, soonest deadline first."""
@@ -268,3 +270,29 @@ class Port:
     async def admit_all(self, checks: list[tuple[str, str, int]], window_seconds: float) -> float | None:
         """``admit`` for several (scope, client, limit) of one request at once, in one round trip."""
         return await self._limiter.admit_all(checks, window_seconds)
+
+    # ------------------------------------------------------------------ urgency and decisions
+
+    async def ask(self, officer: Officer | None, code: str, question: str, source_id: str | None = None) -> None:
+        """Ask the citizen for more; the complaint's clock waits for their answer."""
+        await staff.ask(self._core, officer, code, question, source_id)
+
+    async def set_urgency(self, officer: Officer | None, code: str, level: str, reason: str) -> None:
+        """Make the complaint urgent, normal or complex, with a reason."""
+        await staff.set_urgency(self._core, officer, code, level, reason)
+
+    async def extend(self, officer: Officer | None, code: str, reason: str) -> None:
+        """Give a complex complaint more time, once, telling the citizen why."""
+        await staff.extend(self._core, officer, code, reason)
+
+    async def reject(self, officer: Officer | None, code: str, reason: str | None, note: str = "") -> None:
+        """Close the complaint without acting on it, with a configured reason and free text."""
+        await staff.reject(self._core, officer, code, reason, note)
+
+    async def not_fixed(self, code: str, comment: str | None = None, via: str = "web") -> None:
+        """The citizen says a resolution did not fix it: the complaint reopens, to the unit head."""
+        await satisfaction.not_fixed(self._core, code, comment, via)
+
+    async def public_file(self, code: str, attachment_id: int) -> StoredFile:
+        """A file of a public answer (proof of the work done), for whoever holds the code."""
+        return await status.public_file(self._core, code, attachment_id)

@@ -1,5 +1,6 @@
 """The domain's part of the configuration: the service, units, staff, categories,
-routing, deadlines, the outbox, digests and satisfaction.
+routing and urgency, deadlines, the reasons officers give, waiting for the citizen, the
+outbox, digests, satisfaction and notifications.
 
 Each section is a strict, frozen model (``contract.schema.Section``) whose every key has
 the default that ``config.example.toml`` documents; values that need parsing are parsed
@@ -8,6 +9,10 @@ here once into typed values (working hours into ``WorkingHours``, crontab schedu
 sections together and checks the references between them (a staff member's unit, a
 rule's categories). The channels' sections live in their packages; the wiring adds them
 to make the whole configuration (``service/config.py``).
+
+It is long (near 500 lines) because every domain section is here with its checks, and
+the checks across sections (a rule's unit, a staff member's unit) need them all in one
+place; each section is short and stands alone.
 """
 
 from __future__ import annotations
@@ -73,16 +78,32 @@ class StaffConfig(Section):
     role: Literal["agent", "head", "admin"] = "agent"
     telegram_chat_id: int | None = None
     email: OptionalEmailAddress = None
+    areas: list[str] = []  # wards the officer covers: paged first for an urgent complaint there
 
 
 class CategoryConfig(Section):
     slug: Slug
     name: str = Field(min_length=1)
     name_en: str = ""
+    # Resolving a complaint of this category needs a photo or document the citizen can check.
+    proof_required: bool = False
+
+
+Urgency = Literal["urgent", "normal", "complex"]
+
+
+class ReasonConfig(Section):
+    slug: Slug
+    name: str = Field(min_length=1)
+    name_en: str = ""
+    # What it may be given for: rejecting a complaint, transferring it to another unit.
+    actions: list[Literal["reject", "transfer"]] = ["reject", "transfer"]
 
 
 class RoutingRuleConfig(Section):
-    unit: Slug
+    # The unit it sends complaints to; "" for a rule that only sets their urgency.
+    unit: Annotated[Slug | None, BeforeValidator(empty_is_none)] = None
+    urgency: Urgency | None = None
     keywords: list[str] = []
     areas: list[str] = []
     categories: list[Slug] = []
@@ -94,6 +115,8 @@ class RoutingRuleConfig(Section):
         if not (self.keywords or self.areas or self.categories or self.channels):
             problems.append(("", "a rule needs keywords, areas, categories or channels; one with none never "
                                  "matches (complaints no rule takes go to routing.default_unit)"))
+        if self.unit is None and self.urgency is None:
+            problems.append(("unit", "a rule needs a unit, an urgency, or both"))
         for key in ("keywords", "areas"):
             for i, word in enumerate(getattr(self, key)):
                 # Matching folds text to letters and digits; anything else can never match.
@@ -107,9 +130,15 @@ class RoutingRuleConfig(Section):
         return self
 
 
+def _default_rules() -> list[RoutingRuleConfig]:
+    # Hà Nội's rules (Quyết định 1207/QĐ-UBND) make these urgent: handled within 4 hours.
+    return [RoutingRuleConfig(urgency="urgent", keywords=["cháy", "hỏa hoạn", "sập", "điện giật", "ngập", "nổ",
+                                                          "rò rỉ khí", "đuối nước"])]
+
+
 class RoutingConfig(Section):
     default_unit: Slug = "tiep-nhan"
-    rules: list[RoutingRuleConfig] = []
+    rules: list[RoutingRuleConfig] = Field(default_factory=_default_rules)
 
 
 class DeadlineOverrideConfig(Section):
@@ -139,10 +168,37 @@ def _working_hours(value: Any) -> Any:
         raise Problems([(f"[{i}]" if i is not None else "", message) for i, message in error.problems]) from None
 
 
+def _ordered(section: Section) -> Section:
+    """Refuse a resolution deadline that falls before the first answer's."""
+    if section.resolution_hours < section.first_response_hours:
+        raise Problems([("resolution_hours", f"({section.resolution_hours:g}) must not be shorter than "
+                                             f"first_response_hours ({section.first_response_hours:g})")])
+    return section
+
+
+class UrgentDeadlinesConfig(Section):
+    # Counted from receipt. Around the clock: nights, weekends and holidays count too.
+    first_response_hours: float = Field(4.0, gt=0)
+    resolution_hours: float = Field(4.0, gt=0)
+    around_the_clock: bool = True
+
+    _check = model_validator(mode="after")(_ordered)
+
+
+class ComplexDeadlinesConfig(Section):
+    first_response_hours: float = Field(8.0, gt=0)
+    resolution_hours: float = Field(240.0, gt=0)
+    # A complex complaint's resolution may be extended once by this much, with a reason
+    # the citizen is told.
+    extension_hours: float = Field(80.0, gt=0)
+
+    _check = model_validator(mode="after")(_ordered)
+
+
 class DeadlinesConfig(Section):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    first_response_hours: float = Field(16.0, gt=0)
+    first_response_hours: float = Field(8.0, gt=0)
     resolution_hours: float = Field(80.0, gt=0)
     remind_before_hours: float = Field(2.0, ge=0)
     extension_hours: float = Field(8.0, gt=0)
@@ -153,6 +209,8 @@ class DeadlinesConfig(Section):
     extra_days_off: list[IsoDate] = []
     extra_working_days: list[IsoDate] = []
     overrides: list[DeadlineOverrideConfig] = []
+    urgent: UrgentDeadlinesConfig = UrgentDeadlinesConfig()
+    complex: ComplexDeadlinesConfig = ComplexDeadlinesConfig()
 
     @field_validator("working_days")
     @classmethod
@@ -195,8 +253,13 @@ class DeadlinesConfig(Section):
             raise Problems(problems)
         return self
 
-    def hours_for(self, unit: str, category: str | None) -> tuple[float, float]:
-        """Working hours to the first response and to resolution for a unit and category."""
+    def hours_for(self, unit: str, category: str | None, urgency: str = "normal") -> tuple[float, float]:
+        """Hours to the first response and to resolution for a unit, category and urgency:
+        an urgent or complex complaint's own, else the overrides' or the defaults."""
+        if urgency == "urgent":
+            return self.urgent.first_response_hours, self.urgent.resolution_hours
+        if urgency == "complex":
+            return self.complex.first_response_hours, self.complex.resolution_hours
         return deadline_hours((self.first_response_hours, self.resolution_hours),
                               [(o.unit, o.category, o.first_response_hours, o.resolution_hours)
                                for o in self.overrides], unit, category)
@@ -285,6 +348,22 @@ class DigestsConfig(Section):
 class SatisfactionConfig(Section):
     survey_window_days: float = Field(7.0, gt=0)
     reopen_on_low_rating: bool = True
+    # How long after a resolution the citizen may say it did not fix it ("chưa xong").
+    dispute_days: float = Field(7.0, ge=0)
+
+
+class WaitingConfig(Section):
+    # Working hours after asking the citizen for more before they are reminded once, and
+    # before the complaint is closed for want of an answer (0: never closed by itself).
+    remind_after_hours: float = Field(16.0, gt=0)
+    close_after_hours: float = Field(40.0, ge=0)
+
+    @model_validator(mode="after")
+    def _reminded_first(self) -> WaitingConfig:
+        if self.close_after_hours and self.close_after_hours <= self.remind_after_hours:
+            raise Problems([("close_after_hours", f"({self.close_after_hours:g}) must be longer than "
+                                                  f"remind_after_hours ({self.remind_after_hours:g}), or 0")])
+        return self
 
 
 class NotificationsConfig(Section):
@@ -294,6 +373,10 @@ class NotificationsConfig(Section):
     # end. 0 sends every one.
     burst_after: int = Field(10, ge=0)
     burst_window_minutes: float = Field(10.0, gt=0, le=1440)
+    # Outside working hours, what concerns a normal or complex complaint (new ones,
+    # reminders, escalations) waits for the next working morning and goes as one summary;
+    # an urgent one pages at once.
+    quiet_hours: bool = True
 
 
 def _default_units() -> list[UnitConfig]:
@@ -308,6 +391,20 @@ def _default_categories() -> list[CategoryConfig]:
         CategoryConfig(slug="trat-tu", name="Trật tự đô thị", name_en="Public order"),
         CategoryConfig(slug="thu-tuc", name="Thủ tục hành chính", name_en="Administrative procedures"),
         CategoryConfig(slug="khac", name="Khác", name_en="Other"),
+    ]
+
+
+def _default_reasons() -> list[ReasonConfig]:
+    return [
+        ReasonConfig(slug="sai-tham-quyen", name="Không thuộc thẩm quyền của đơn vị", name_en="Not within our remit"),
+        ReasonConfig(slug="trung-lap", name="Trùng với phản ánh đã tiếp nhận", name_en="A duplicate of a complaint "
+                     "already received", actions=["reject"]),
+        ReasonConfig(slug="thieu-thong-tin", name="Không đủ thông tin để xử lý", name_en="Not enough information to "
+                     "act on", actions=["reject"]),
+        ReasonConfig(slug="khong-co-co-so", name="Không có cơ sở giải quyết", name_en="No grounds to act on",
+                     actions=["reject"]),
+        ReasonConfig(slug="dung-don-vi", name="Chuyển đúng đơn vị có thẩm quyền", name_en="Passed to the unit in "
+                     "charge", actions=["transfer"]),
     ]
 
 
@@ -337,6 +434,8 @@ class Settings(Section):
     digests: DigestsConfig = DigestsConfig()
     satisfaction: SatisfactionConfig = SatisfactionConfig()
     notifications: NotificationsConfig = NotificationsConfig()
+    waiting: WaitingConfig = WaitingConfig()
+    reasons: list[ReasonConfig] = Field(default_factory=_default_reasons)
 
     @model_validator(mode="after")
     def _references(self) -> Settings:
@@ -359,8 +458,9 @@ class Settings(Section):
         for i, member in enumerate(self.staff):
             if member.unit not in units:
                 problems.append((f"staff[{i}].unit", f"no unit {member.unit!r} in [[units]]"))
+        problems += duplicates([r.slug for r in self.reasons], "reasons[{}].slug", "reason")
         for i, rule in enumerate(self.routing.rules):
-            if rule.unit not in units:
+            if rule.unit is not None and rule.unit not in units:
                 problems.append((f"routing.rules[{i}].unit", f"no unit {rule.unit!r} in [[units]]"))
             for j, category in enumerate(rule.categories):
                 if category not in categories:
@@ -384,3 +484,7 @@ class Settings(Section):
     def category(self, slug: str) -> CategoryConfig | None:
         """The configured complaint category with this slug, if any."""
         return next((c for c in self.categories if c.slug == slug), None)
+
+    def reason(self, slug: str, action: str) -> ReasonConfig | None:
+        """The configured reason with this slug, if it may be given for this action."""
+        return next((r for r in self.reasons if r.slug == slug and action in r.actions), None)

@@ -15,10 +15,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import lifecycle
+from bot import decisions, lifecycle
 from bot.core import Core
 from bot.messages import load_case
 from bot.statuses import FINISHED
+from contract.messages import Attachment as FileGiven
 from contract.results import Case, CaseSummary, NotAllowed, Officer, StoredFile
 from storage.models import Attachment, Complaint, Message, OutboxMessage, Setting, Staff
 
@@ -68,10 +69,12 @@ async def claim(core: Core, officer: Officer | None, code: str) -> None:
     await lifecycle.assign(core, code, officer.slug)
 
 
-async def reply(core: Core, officer: Officer | None, code: str, text: str, source_id: str | None = None) -> None:
-    """Answer the citizen, on the citizen's own channel (once per source_id)."""
+async def reply(core: Core, officer: Officer | None, code: str, text: str, source_id: str | None = None,
+                attachments: tuple[FileGiven, ...] = ()) -> None:
+    """Answer the citizen, on the citizen's own channel (once per source_id), with any
+    photos or documents."""
     await authorise(core, officer, code)
-    await lifecycle.answer(core, code, officer.slug, text, source_id=source_id)
+    await lifecycle.answer(core, code, officer.slug, text, source_id=source_id, attachments=attachments)
 
 
 async def note(core: Core, officer: Officer | None, code: str, text: str, source_id: str | None = None) -> None:
@@ -81,10 +84,10 @@ async def note(core: Core, officer: Officer | None, code: str, text: str, source
 
 
 async def resolve(core: Core, officer: Officer | None, code: str, text: str | None = None,
-                  source_id: str | None = None) -> None:
-    """Resolve the complaint, with a last answer if given."""
+                  source_id: str | None = None, attachments: tuple[FileGiven, ...] = ()) -> None:
+    """Resolve the complaint, with a last answer and proof of the work if given."""
     await authorise(core, officer, code)
-    await lifecycle.resolve(core, code, officer.slug, text, source_id=source_id)
+    await lifecycle.resolve(core, code, officer.slug, text, source_id=source_id, attachments=attachments)
 
 
 async def code_for_message(core: Core, channel: str, external_id: str) -> str | None:
@@ -95,10 +98,12 @@ async def code_for_message(core: Core, channel: str, external_id: str) -> str | 
             .where(OutboxMessage.channel == channel, OutboxMessage.external_id == external_id).limit(1))
 
 
-async def reassign(core: Core, officer: Officer | None, code: str, unit_slug: str) -> None:
-    """Pass the complaint to another unit (agents, heads and admins of its current unit)."""
+async def reassign(core: Core, officer: Officer | None, code: str, unit_slug: str, reason: str | None = None,
+                   note: str = "") -> None:
+    """Pass the complaint to another unit (agents, heads and admins of its current unit),
+    with a reason from the configured list and free text, both told to the citizen."""
     await authorise(core, officer, code)
-    await lifecycle.reassign(core, code, unit_slug, by=officer.slug)
+    await lifecycle.reassign(core, code, unit_slug, by=officer.slug, reason=reason, note=note)
 
 
 async def _summaries(core: Core, query) -> list[CaseSummary]:
@@ -189,3 +194,29 @@ async def link(core: Core, code: str, telegram_chat_id: int) -> Officer | None:
     core.directory.forget()  # this process sees the new chat at once; others within directory.TTL
     return _officer(member)
 
+
+
+# ---------------------------------------------------------------- decisions (bot/decisions.py)
+
+async def ask(core: Core, officer: Officer | None, code: str, question: str, source_id: str | None = None) -> None:
+    """Ask the citizen for more; the complaint's clock waits for their answer."""
+    await authorise(core, officer, code)
+    await decisions.ask(core, code, officer.slug, question, source_id=source_id)
+
+
+async def set_urgency(core: Core, officer: Officer | None, code: str, level: str, reason: str) -> None:
+    """Make the complaint urgent, normal or complex, with a reason."""
+    await authorise(core, officer, code)
+    await decisions.set_urgency(core, code, officer.slug, level, reason)
+
+
+async def extend(core: Core, officer: Officer | None, code: str, reason: str) -> None:
+    """Give a complex complaint more time, once, telling the citizen why."""
+    await authorise(core, officer, code)
+    await decisions.extend(core, code, officer.slug, reason)
+
+
+async def reject(core: Core, officer: Officer | None, code: str, reason: str | None, note: str = "") -> None:
+    """Close the complaint without acting on it, with a configured reason and free text."""
+    await authorise(core, officer, code)
+    await decisions.reject(core, code, officer.slug, reason, note)

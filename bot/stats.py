@@ -22,8 +22,8 @@ from sqlalchemy import (Column, Float, Integer, MetaData, Table, and_, case, cas
                         text)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.statuses import FINISHED
-from storage.models import Complaint, Staff, UTCDateTime
+from bot.statuses import FINISHED, Status
+from storage.models import Complaint, Event, Staff, UTCDateTime
 
 # Ratings shown among "the lowest-rated answers": below 4 (hài lòng).
 LOW_RATING = 3
@@ -84,6 +84,11 @@ class PeriodFigures:
         return self.answered_on_time / self.answered if self.answered else None
 
     @property
+    def disputed_rate(self) -> float | None:
+        """Share of resolutions the citizen said did not fix the problem, or None without any."""
+        return self.disputed / self.resolutions if self.resolutions else None
+
+    @property
     def quiet(self) -> bool:
         """Nothing happened in the period and nothing is waiting."""
         return not (self.new or self.answered or self.resolved or self.ratings or self.open)
@@ -132,6 +137,11 @@ class Day:
     def on_time_rate(self) -> float | None:
         """Share of the day's first answers given on time, or None without answers."""
         return self.answered_on_time / self.answered if self.answered else None
+
+    @property
+    def disputed_rate(self) -> float | None:
+        """Share of resolutions the citizen said did not fix the problem, or None without any."""
+        return self.disputed / self.resolutions if self.resolutions else None
 
 
 @dataclass
@@ -314,11 +324,18 @@ class UnitScore:
     answered_on_time: int
     ratings: int
     rating_average: float | None
+    resolutions: int = 0  # times a complaint of the unit was resolved in the window
+    disputed: int = 0  # of which the citizen said "not fixed"
 
     @property
     def on_time_rate(self) -> float | None:
         """Share of first answers given on time, or None without answers."""
         return self.answered_on_time / self.answered if self.answered else None
+
+    @property
+    def disputed_rate(self) -> float | None:
+        """Share of resolutions the citizen said did not fix the problem, or None without any."""
+        return self.disputed / self.resolutions if self.resolutions else None
 
 
 async def scores(session: AsyncSession, now: datetime, windows: tuple[int, ...] = (30, 90)) -> list[UnitScore]:
@@ -335,10 +352,25 @@ async def scores(session: AsyncSession, now: datetime, windows: tuple[int, ...] 
         select(Complaint.unit_id, *columns)
         .where(or_(Complaint.first_response_at >= longest, Complaint.rated_at >= longest))
         .group_by(Complaint.unit_id))).all()
+    # Resolutions and disputes are counted from the audit trail: a disputed resolution is
+    # reopened, so the complaint's own columns no longer say it was resolved.
+    outcomes = []
+    for days in windows:
+        since = now - timedelta(days=days)
+        held = and_(Event.at >= since, Event.at <= now)
+        outcomes += [_count(and_(held, Event.kind == Status.RESOLVED)), _count(and_(held, Event.kind == "disputed"))]
+    disputes = {unit_id: values for unit_id, *values in (await session.execute(
+        select(Complaint.unit_id, *outcomes).join(Complaint, Complaint.id == Event.complaint_id)
+        .where(Event.kind.in_((Status.RESOLVED, "disputed")), Event.at >= longest)
+        .group_by(Complaint.unit_id))).all()}
+    scored = {unit_id: values for unit_id, *values in rows}
     out = []
-    for unit_id, *values in rows:
+    for unit_id in scored.keys() | disputes.keys():
+        values = scored.get(unit_id) or [0, 0, 0, None] * len(windows)
+        outcome = disputes.get(unit_id) or [0, 0] * len(windows)
         for i, days in enumerate(windows):
             answered, on_time, ratings, average = values[4 * i:4 * i + 4]
-            out.append(UnitScore(unit_id, days, int(answered), int(on_time), int(ratings),
-                                 float(average) if average is not None else None))
+            out.append(UnitScore(unit_id, days, int(answered or 0), int(on_time or 0), int(ratings or 0),
+                                 float(average) if average is not None else None,
+                                 int(outcome[2 * i] or 0), int(outcome[2 * i + 1] or 0)))
     return out

@@ -20,12 +20,12 @@ from datetime import datetime
 
 from sqlalchemy import insert, select
 
-from bot import messages, outbox, reach
+from bot import bursts, messages, outbox, reach, urgency
 from bot.core import Core
 from bot.directory import StaffDirectory
 from bot.messages import format_time, to_staff
 from bot.statuses import pending as owed
-from bot.statuses import schedule_checks
+from bot.statuses import Status, schedule_checks
 from storage.models import Complaint, Event, Staff
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,14 @@ def _act(batch: _Batch, complaint: Complaint, result: SweepResult) -> None:
     fmt = lambda moment: format_time(core, moment, complaint.language)  # noqa: E731
     staff_fmt = lambda moment: format_time(core, moment, core.config.service.default_language)  # noqa: E731
     pending = owed(core, complaint)
+    if complaint.status == Status.WAITING:
+        _waiting(batch, complaint, pending)
+        schedule_checks(core, complaint)
+        return
     missed = pending.get("apologise")
     if missed is not None and missed <= now:
-        new_due = core.calendar.add_working_hours(now, core.config.deadlines.extension_hours)
+        new_due = urgency.calendar(core, complaint.urgency).add_working_hours(
+            now, core.config.deadlines.extension_hours)
         complaint.apologised_for_due = complaint.reminded_for_due = missed
         complaint.first_response_due = new_due
         complaint.escalation_count += 1
@@ -117,8 +122,26 @@ def _act(batch: _Batch, complaint: Complaint, result: SweepResult) -> None:
     schedule_checks(core, complaint)
 
 
+def _waiting(batch: _Batch, complaint: Complaint, pending: dict[str, datetime]) -> None:
+    """A complaint waiting for the citizen: remind them once; close it when they stay silent."""
+    now = batch.now
+    if "close_unanswered" in pending and pending["close_unanswered"] <= now:
+        complaint.status, complaint.paused_at = Status.CLOSED, None
+        batch.to_citizen(f"closed-no-reply:{complaint.id}", "citizen.closed_no_reply", complaint)
+        batch.to_staff(batch.directory.assignees(complaint), f"closed-no-reply-staff:{complaint.id}",
+                       "staff.closed_no_reply", complaint)
+        batch.event(complaint, Status.CLOSED, reason="no_reply", **{"from": Status.WAITING})
+    elif "remind_citizen" in pending and pending["remind_citizen"] <= now:
+        complaint.waiting_reminded_at = now
+        batch.to_citizen(f"question-reminder:{complaint.id}:{complaint.paused_at.isoformat()}",
+                         "citizen.question_reminder", complaint)
+        batch.event(complaint, "citizen_reminded", asked=complaint.paused_at.isoformat())
+
+
 async def sweep(core: Core, batch_size: int = BATCH) -> SweepResult:
     """Process every complaint whose next check has come; return what was done."""
+    # Staff messages kept back overnight go as one summary per person once the day starts.
+    await bursts.release_quiet(core)
     result = SweepResult()
     seen: set[int] = set()
     while True:

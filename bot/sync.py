@@ -47,6 +47,7 @@ async def sync_directory(core: Core) -> None:
             member.unit_id = units[member_config.unit].id
             member.role = member_config.role
             member.email = member_config.email
+            member.areas = list(member_config.areas)
             member.active = True
             if member_config.telegram_chat_id is not None:
                 member.telegram_chat_id = member_config.telegram_chat_id
@@ -55,9 +56,10 @@ async def sync_directory(core: Core) -> None:
                 member.active = False
         await session.execute(delete(RoutingRule).where(RoutingRule.source == "config"))
         for rule in routing.rules_from_config(config.routing.rules):
-            session.add(RoutingRule(unit_id=units[rule.unit].id, priority=rule.priority, source="config",
-                                    keywords=list(rule.keywords), areas=list(rule.areas),
-                                    categories=list(rule.categories), channels=list(rule.channels)))
+            session.add(RoutingRule(unit_id=units[rule.unit].id if rule.unit else None, priority=rule.priority,
+                                    source="config", keywords=list(rule.keywords), areas=list(rule.areas),
+                                    categories=list(rule.categories), channels=list(rule.channels),
+                                    urgency=rule.urgency))
     async with core.sessions() as session:
         await core.directory.load_units(session)
 

@@ -5,7 +5,8 @@ citizen's own earlier message), when it names one of the sender's own tracking c
 on a channel without reply threading (SMS), when it comes soon after from the same sender
 while their complaint is open. A code named by a stranger joins nothing: the answer would
 go to someone else. A follow-up reaches whoever works on the complaint ("Khách phàn nàn,
-phải lắng nghe") and reopens a finished one.
+phải lắng nghe") and reopens a finished one; on a complaint waiting for the citizen's
+answer to a question, it is that answer: the clock runs again (``bot/decisions.py``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import tracking
+from bot import decisions, tracking
 from bot.core import Core
 from bot.lifecycle import notify_staff, queue_to_citizen, reopen
 from bot.messages import format_time
-from bot.statuses import FINISHED
+from bot.statuses import FINISHED, Status
 from contract.messages import Inbound
 from storage.models import Complaint, Event, Message, OutboxMessage
 
@@ -60,11 +61,12 @@ async def continued(core: Core, session: AsyncSession, now: datetime, inbound: I
     if window > 0:
         # A channel without reply threading (SMS): a message soon after from the same sender
         # continues the open conversation rather than starting a new complaint.
+        # A complaint waiting for the citizen's answer to a question takes it however late.
         return await session.scalar(
             select(Complaint).where(
                 Complaint.contact_id == contact_ids[0], Complaint.status.not_in(FINISHED),
-                Complaint.updated_at >= now - timedelta(hours=window),
-            ).order_by(Complaint.updated_at.desc()).limit(1)
+                or_(Complaint.updated_at >= now - timedelta(hours=window), Complaint.status == Status.WAITING),
+            ).order_by((Complaint.status == Status.WAITING).desc(), Complaint.updated_at.desc()).limit(1)
         )
     return None
 
@@ -79,6 +81,17 @@ async def follow_up(core: Core, session: AsyncSession, now: datetime, complaint:
         complaint.latitude, complaint.longitude = inbound.location.latitude, inbound.location.longitude
     session.add(Event(complaint_id=complaint.id, at=now, actor="citizen", kind="followup",
                       detail={"channel": inbound.channel, "message_id": message_id}))
+    if complaint.status == Status.WAITING:
+        # The answer to the officer's question: the clock runs again from where it stopped.
+        waited = await decisions.resume(core, session, now, complaint)
+        session.add(Event(complaint_id=complaint.id, at=now, actor="citizen", kind="resumed",
+                          detail={"message_id": message_id, "waited_hours": round(waited, 2)}))
+        await notify_staff(core, session, now, complaint, f"answered-staff:{message_id}", "staff.citizen_replied",
+                           with_case=True, text=inbound.text or "-",
+                           due=format_time(core, complaint.resolution_due, core.config.service.default_language))
+        await queue_to_citizen(core, session, now, complaint, f"followup:{message_id}", "citizen.followup_received",
+                               origin="reply")
+        return
     # Khách phàn nàn, phải lắng nghe: what the citizen adds reaches whoever works on it.
     await notify_staff(core, session, now, complaint, f"followup-staff:{message_id}", "staff.followup",
                        with_case=True, text=inbound.text or "-")

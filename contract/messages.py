@@ -80,6 +80,8 @@ class Inbound:
     # A channel without reply threading (SMS): a message from the same sender within this
     # many hours of their open complaint's last change continues it. 0: never.
     continues_within_hours: float = 0.0
+    # The citizen lets the complaint's text be shown publicly (personal data removed).
+    public: bool = False
 
 
 @dataclass(frozen=True)

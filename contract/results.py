@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-Outcome = Literal["created", "followup", "duplicate", "ignored", "rated"]
+Outcome = Literal["created", "followup", "duplicate", "ignored", "rated", "disputed"]
 
 
 class IntakeError(ValueError):
@@ -24,7 +24,16 @@ class StoreUnavailable(RuntimeError):
 
 
 class LifecycleError(ValueError):
-    """An action that cannot be done (unknown complaint, officer or unit; wrong state)."""
+    """An action that cannot be done (unknown complaint, officer or unit; wrong state).
+
+    ``key`` names the catalogue text (``staff.<key>``) that says why in the officer's
+    language, with ``params``; the message itself is for logs.
+    """
+
+    def __init__(self, message: str, key: str | None = None, **params: object):
+        super().__init__(message)
+        self.key = key
+        self.params = params
 
 
 class NotAllowed(PermissionError):
@@ -48,11 +57,21 @@ class IntakeResult:
 
 
 @dataclass(frozen=True)
+class PublicFile:
+    """A photo or document that came with a public answer: proof of the work done."""
+
+    id: int
+    filename: str
+    content_type: str
+
+
+@dataclass(frozen=True)
 class PublicReply:
     """An answer the unit made public."""
 
     at: datetime
     text: str
+    files: tuple[PublicFile, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,6 +90,12 @@ class PublicStatus:
     replies: tuple[PublicReply, ...]
     updated_at: datetime | None = None
     finished: bool = False  # resolved or closed: answered for good, and open to a rating
+    urgency: str = "normal"  # urgent | normal | complex
+    # The complaint's own words, when the citizen let them be public, with phone numbers
+    # and e-mail addresses taken out; else None.
+    description: str | None = None
+    # Until when the citizen may say a resolution did not fix it; None when they may not.
+    disputable_until: datetime | None = None
 
     def unit_in(self, language: str) -> str:
         """The unit's name in a language."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from bot.clock import Clock, SystemClock
 from bot.core import Core
+from bot.deadlines import WorkingCalendar
 from bot.directory import Directory
 from bot.intake import IntakeWriter
 from bot.metrics import Metrics
@@ -26,7 +27,10 @@ def build_core(config: Config, clock: Clock | None = None, metrics: Metrics | No
                               pool_size=config.storage.pool_size)
     return Core(config=config, engine=engine, sessions=db.sessionmaker(engine), clock=clock or SystemClock(),
                 texts=Catalogue(config.service.default_language),
-                calendar=config.deadlines.calendar(config.service.timezone), metrics=metrics or Metrics(),
+                calendar=config.deadlines.calendar(config.service.timezone),
+                around_the_clock=WorkingCalendar.from_config(config.service.timezone, ["00:00-24:00"],
+                                                             range(1, 8), "", [], []),
+                metrics=metrics or Metrics(),
                 directory=Directory(), public_url=config.web.public_url)
 
 

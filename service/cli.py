@@ -50,7 +50,9 @@ def parser() -> argparse.ArgumentParser:
     rules_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
     rules_list = rules_commands.add_parser("list", help="list every rule in priority order")
     rules_add = rules_commands.add_parser("add", help="add a rule; repeat or comma-separate values")
-    rules_add.add_argument("--unit", required=True, help="unit slug the rule routes to")
+    rules_add.add_argument("--unit", help="unit slug the rule routes to (leave out for a rule that only sets urgency)")
+    rules_add.add_argument("--urgency", choices=["urgent", "normal", "complex"],
+                           help="the urgency complaints it matches get")
     rules_add.add_argument("--keyword", action="append", help="keyword or phrase (diacritics optional)")
     rules_add.add_argument("--area", action="append", help="ward or district name")
     rules_add.add_argument("--category", action="append", help="category slug")

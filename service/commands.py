@@ -94,8 +94,9 @@ def route_test_command(args: argparse.Namespace) -> int:
         decision = routing.route(rules, core.config.routing.default_unit, text=args.text, area=args.area,
                                  category=args.category, channel=args.channel, subject=args.subject)
         unit = core.config.unit(decision.unit)
-        print(f"unit:   {decision.unit} ({unit.name if unit else '?'})")
-        print(f"reason: {decision.reason}")
+        print(f"unit:    {decision.unit} ({unit.name if unit else '?'})")
+        print(f"reason:  {decision.reason}")
+        print(f"urgency: {decision.urgency}" + (f" ({decision.urgency_reason})" if decision.urgency_reason else ""))
         return 0
 
     return with_core(args, work)
@@ -111,7 +112,8 @@ def rules_command(args: argparse.Namespace) -> int:
                 if args.rules_command == "add":
                     rule_id = await routing.add_rule(
                         session, unit=args.unit, keywords=split(args.keyword), areas=split(args.area),
-                        categories=split(args.category), channels=split(args.channel), priority=args.priority)
+                        categories=split(args.category), channels=split(args.channel), priority=args.priority,
+                        urgency=args.urgency)
                     print(f"added rule {rule_id}")
                 elif args.rules_command == "remove":
                     await routing.remove_rule(session, args.id)
@@ -123,7 +125,8 @@ def rules_command(args: argparse.Namespace) -> int:
                 if args.rules_command == "list":
                     criteria = {k: list(getattr(rule, k)) for k in ("keywords", "areas", "categories", "channels")
                                 if getattr(rule, k)}
-                    print(f"{rule.priority:>6}  {rule.name:<14} -> {rule.unit}  {criteria}")
+                    target = " ".join(filter(None, [rule.unit, f"urgency {rule.urgency}" if rule.urgency else None]))
+                    print(f"{rule.priority:>6}  {rule.name:<14} -> {target}  {criteria}")
         return 0
 
     return with_core(args, work)

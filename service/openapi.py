@@ -45,9 +45,19 @@ def _schemas(config: Config) -> dict:
                 "created": instant,
                 "due": _nullable("string", format="date-time", description="The first-response deadline."),
                 "resolution_due": _nullable("string", format="date-time"),
+                "urgency": {"type": "string", "enum": ["urgent", "normal", "complex"]},
+                "description": _nullable("string", description="The complaint's text when the citizen let it be "
+                                                               "public, phone numbers and emails taken out."),
                 "replies": {"type": "array", "items": {
-                    "type": "object", "required": ["at", "text"],
-                    "properties": {"at": instant, "text": {"type": "string"}}}},
+                    "type": "object", "required": ["at", "text", "files"],
+                    "properties": {"at": instant, "text": {"type": "string"},
+                                   "files": {"type": "array", "items": {
+                                       "type": "object", "required": ["name", "type", "url"],
+                                       "properties": {"name": {"type": "string"}, "type": {"type": "string"},
+                                                      "url": {"type": "string"}}}}}}},
+                "disputable_until": _nullable("string", format="date-time",
+                                              description="Until when the citizen may say the resolution did "
+                                                          "not fix the problem."),
             },
         },
         "Health": {"type": "object", "required": ["status", "database"],
@@ -81,8 +91,9 @@ def _georeport_schemas(config: Config) -> dict:
         "ServiceDefinition": {"type": "object", "required": ["service_code", "attributes"], "properties": {
             "service_code": {"type": "string"}, "attributes": {"type": "array", "maxItems": 0}}},
         "ServiceRequest": {
-            "type": "object", "description": "A complaint's public status: no description, address, position "
-                                             "or media, which could identify the citizen.",
+            "type": "object", "description": "A complaint's public status: no address, position or media, which "
+                                             "could identify the citizen; the description only when the citizen "
+                                             "let it be public, phone numbers and emails taken out.",
             "required": ["service_request_id", "status", "requested_datetime"],
             "properties": {
                 "service_request_id": {"type": "string", "description": "The tracking code."},
@@ -93,6 +104,9 @@ def _georeport_schemas(config: Config) -> dict:
                 "updated_datetime": _nullable("string", format="date-time"),
                 "expected_datetime": _nullable("string", format="date-time",
                                                description="The first-response deadline."),
+                "description": _nullable("string"),
+                "urgency": {"type": "string", "enum": ["urgent", "normal", "complex"],
+                            "description": "Our extension to GeoReport."},
             }},
         "PostedRequest": {"type": "object", "required": ["service_request_id"], "properties": {
             "service_request_id": {"type": "string"}, "service_notice": _nullable("string"),
@@ -142,6 +156,9 @@ def _open311_paths(config: Config) -> dict:
         "last_name": {"type": "string", "maxLength": 100}, "phone": text,
         "description": {"type": "string", "minLength": 1, "maxLength": 4000, "pattern": r"\S"},
         "media_url": {"type": "string", "format": "uri", "maxLength": 1000},
+        "public": {"type": "string", "enum": ["true", "false"], "default": "false",
+                   "description": "Our extension: whether the description may be shown publicly (listings show "
+                                  "only public requests)."},
     }
     ids = {"name": "service_request_id", "in": "query", "required": False, "schema": {"type": "string"},
            "description": "Tracking codes, comma-separated; overrides every other filter; needs no key."}

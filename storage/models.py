@@ -93,6 +93,7 @@ class Staff(Base):
     telegram_chat_id: Mapped[int | None] = mapped_column(BigInteger)
     email: Mapped[str | None] = mapped_column(String(320))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    areas: Mapped[list[Any]] = mapped_column(default=list)  # wards the officer covers (urgent pages)
 
 
 class Contact(Base):
@@ -155,6 +156,15 @@ class Complaint(Base):
     # Set when a message the citizen must not miss could reach them on none of their
     # contact points; cleared when one gets through again.
     unreachable_at: Mapped[datetime | None] = mapped_column(index=True)
+    # urgent | normal | complex (bot/urgency.py); a CHECK constraint keeps it to those.
+    urgency: Mapped[str] = mapped_column(String(8), default="normal")
+    # Waiting for the citizen: since when the clock is paused, and when they were reminded.
+    paused_at: Mapped[datetime | None]
+    waiting_reminded_at: Mapped[datetime | None]
+    extended_at: Mapped[datetime | None]  # a complex complaint's one extension
+    disputed_at: Mapped[datetime | None]  # the citizen said the resolution did not fix it
+    # The citizen let its text be shown publicly (Open311 listings), personal data removed.
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
 
     contact: Mapped[Contact | None] = relationship(foreign_keys=[contact_id], lazy="raise")
     unit: Mapped[Unit] = relationship(lazy="raise")
@@ -200,7 +210,8 @@ class RoutingRule(Base):
 
     __tablename__ = "routing_rules"
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"))
+    unit_id: Mapped[int | None] = mapped_column(ForeignKey("units.id"))  # None: a rule that only sets urgency
+    urgency: Mapped[str | None] = mapped_column(String(8))
     priority: Mapped[int] = mapped_column(Integer, default=100)
     source: Mapped[str] = mapped_column(String(16), default="config")  # config | db
     keywords: Mapped[list[Any]] = mapped_column(default=list)
@@ -219,6 +230,8 @@ class Event(Base):
     actor: Mapped[str] = mapped_column(String(100))  # system | citizen | staff:<slug>
     kind: Mapped[str] = mapped_column(String(40))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The scorecard counts resolutions and disputes of the last 90 days by kind and time.
+    __table_args__ = (Index("ix_events_kind_at", "kind", "at"),)
 
 
 class OutboxMessage(Base):

@@ -401,7 +401,7 @@ async def test_after_a_restart_in_the_middle_the_catch_up_sends_only_what_was_mi
     core, codes = week
     # Monday 08:00 came while the service was down for one unit's digest: the first unit's
     # went out before the restart, the second unit's did not.
-    await lifecycle.reassign(core, codes["D"], "dien-luc", by="truong")
+    await lifecycle.reassign(core, codes["D"], "dien-luc", by="truong", reason="dung-don-vi")
     daily = digests.period_for("daily", core.clock.now(), core.config.tz)
     weekly = week45(core)
     assert (await digests.send(core, "tiep-nhan", weekly)).result == "queued"

@@ -38,21 +38,22 @@ async def test_new_complaint_is_filed_with_code_unit_deadline_and_acknowledgemen
     assert complaint.tracking_code == result.tracking_code
     assert complaint.unit_id == core.directory.unit_ids["tiep-nhan"]
     assert complaint.status == "new"
-    # Filed Monday 08:00 in Hà Nội; 16 working hours later is Tuesday 17:00 (10:00 UTC).
-    assert complaint.first_response_due == datetime(2026, 11, 3, 10, 0, tzinfo=timezone.utc)
+    # Filed Monday 08:00 in Hà Nội; 8 working hours later is Monday 17:00 (10:00 UTC).
+    assert complaint.first_response_due == datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)
     [ack] = await rows(core, OutboxMessage)
     assert (ack.channel, ack.recipient, ack.status) == ("sms", PHONE, "queued")
-    assert result.tracking_code in ack.payload["text"] and "17:00 ngày 03/11/2026" in ack.payload["text"]
+    assert result.tracking_code in ack.payload["text"] and "17:00 ngày 02/11/2026" in ack.payload["text"]
     created, routed = await rows(core, Event)
     assert (created.kind, routed.kind) == ("created", "routed")
-    assert routed.detail == {"unit": "tiep-nhan", "reason": "default unit (no rule matched)", "rule": None}
+    assert routed.detail == {"unit": "tiep-nhan", "reason": "default unit (no rule matched)", "rule": None,
+                             "urgency": "normal", "urgency_reason": None}
 
 
 async def test_english_citizen_is_acknowledged_in_english(core):
     result = await intake.receive(core, sms(core, language="en-GB"))
     [ack] = await rows(core, OutboxMessage)
     assert result.language == "en"
-    assert ack.payload["text"].startswith(f"Complaint {result.tracking_code} received. Answer due: 03 Nov 2026, 17:00")
+    assert ack.payload["text"].startswith(f"Complaint {result.tracking_code} received. Answer due: 02 Nov 2026, 17:00")
 
 
 async def test_an_email_citizen_gets_the_full_text_with_the_code_in_the_subject(core):
@@ -182,8 +183,8 @@ async def test_a_follow_up_to_a_resolved_complaint_reopens_it(core):
     assert again.outcome == "followup"
     [complaint] = await rows(core, Complaint)
     assert complaint.status == "reopened" and complaint.resolved_at is None
-    # A new first-response deadline from the reopening: Thursday 08:00 + 16 h = Friday 17:00.
-    assert complaint.first_response_due == datetime(2026, 11, 6, 10, 0, tzinfo=timezone.utc)
+    # A new first-response deadline from the reopening: Thursday 08:00 + 8 h = Thursday 17:00.
+    assert complaint.first_response_due == datetime(2026, 11, 5, 10, 0, tzinfo=timezone.utc)
     events = await rows(core, Event)
     assert [e.kind for e in events] == ["created", "routed", "followup", "reopened"]
     assert events[-1].detail["from"] == "resolved"

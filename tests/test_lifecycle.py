@@ -94,8 +94,10 @@ async def test_an_english_citizen_is_told_in_english(staffed):
     (lambda core, code: lifecycle.answer(core, code, "nobody", "x"), "no staff member nobody"),
     (lambda core, code: lifecycle.answer(core, "PA-2222-2222", "an", "x"), "no complaint PA-2222-2222"),
     (lambda core, code: lifecycle.answer(core, code, "an", "   "), "empty answer"),
-    (lambda core, code: lifecycle.reassign(core, code, "nowhere"), "no unit nowhere"),
-    (lambda core, code: lifecycle.reassign(core, code, "tiep-nhan"), "already with tiep-nhan"),
+    (lambda core, code: lifecycle.reassign(core, code, "nowhere", reason="dung-don-vi"), "no unit nowhere"),
+    (lambda core, code: lifecycle.reassign(core, code, "tiep-nhan", reason="dung-don-vi"), "already with tiep-nhan"),
+    (lambda core, code: lifecycle.reassign(core, code, "dien-luc"), "transfer needs a reason"),
+    (lambda core, code: lifecycle.reassign(core, code, "dien-luc", reason="trung-lap"), "transfer needs a reason"),
 ])
 async def test_impossible_changes_are_refused_and_change_nothing(staffed, action, message):
     core = staffed

@@ -65,8 +65,10 @@ async def count(service, model) -> int:
 
 
 async def file(service, text: str = TEXT, **fields: str) -> str:
+    """File a request; public (shown in listings) unless ``public`` says otherwise ("" leaves it out)."""
+    fields = {"public": "true"} | fields
     status, _, body = await post(service, {"api_key": CRM_KEY, "service_code": "moi-truong", "description": text,
-                                           "address_string": "Cầu Giấy"} | fields)
+                                           "address_string": "Cầu Giấy"} | {k: v for k, v in fields.items() if v})
     assert status == 200, body
     return json.loads(body)[0]["service_request_id"]
 
@@ -287,6 +289,7 @@ async def test_a_request_s_status_follows_the_complaint(open311):
         "agency_responsible": "Bộ phận tiếp nhận", "service_notice": None,
         "requested_datetime": "2026-11-02T08:00:00+07:00", "updated_datetime": "2026-11-02T08:00:00+07:00",
         "expected_datetime": complaint.first_response_due.astimezone(open311.core.config.tz).isoformat(),
+        "description": TEXT, "urgency": "normal",
     }
     open311.core.clock.advance(hours=3)
     await lifecycle.resolve(open311.core, code, "an", "Đã cưa và dọn cây đổ, đường đã thông.")
@@ -375,3 +378,31 @@ async def test_listed_requests_carry_no_personal_data(open311):
         leaked = [item for item in ("Hoa", "Trần", "example.vn", "0912", "912345678", "Nguyễn Trãi", "20.99",
                                     "105.81", "fixmystreet.example.vn/photo", "Ổ gà") if item in answer]
         assert leaked == []
+
+
+async def test_a_private_request_never_appears_in_a_listing_and_shows_no_text(open311):
+    """The citizen chooses: by default the text is private; a listing shows only public
+    requests, and a public one's text has phone numbers and e-mail addresses taken out."""
+    private = await file(open311, public="")
+    told_no = await file(open311, "Rác ùn ứ ở chợ Nghĩa Tân, liên hệ 0912345678.", public="false")
+    public = await file(open311, "Rác ùn ứ ở chợ Nghĩa Tân, gọi 0912 345 678 hoặc an@example.vn.")
+    status, _, body = await get(open311, "/requests.json", api_key=FMS_KEY)
+    assert status == 200
+    listed = json.loads(body)
+    assert [r["service_request_id"] for r in listed] == [public]
+    assert listed[0]["description"] == "Rác ùn ứ ở chợ Nghĩa Tân, gọi *** hoặc ***."
+    # Its own code finds a private request, as the citizen's status page does, without its text.
+    for code in (private, told_no):
+        _, _, body = await get(open311, f"/requests/{code}.json")
+        [request] = json.loads(body)
+        assert request["service_request_id"] == code and request["description"] is None
+    async with open311.core.sessions() as session:
+        flags = dict((await session.execute(select(Complaint.tracking_code, Complaint.public))).all())
+    assert flags == {private: False, told_no: False, public: True}
+
+
+async def test_public_must_be_true_or_false(open311):
+    status, _, body = await post(open311, {"api_key": CRM_KEY, "service_code": "moi-truong", "description": TEXT,
+                                           "address_string": "Cầu Giấy", "public": "maybe"})
+    assert status == 400 and error_of(body) == (400, "public must be true or false")
+    assert await count(open311, Complaint) == 0

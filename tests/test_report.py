@@ -102,7 +102,7 @@ async def test_paging_in_small_chunks_reads_every_row_once(week):
 
 async def test_a_unit_and_bad_selections(week):
     core, codes = week
-    await lifecycle.reassign(core, codes["C"], "dien-luc", by="truong")
+    await lifecycle.reassign(core, codes["C"], "dien-luc", by="truong", reason="dung-don-vi")
     rows = json.loads(await export(core, reports.Selection(WEEK.since, WEEK.until, unit="dien-luc"), "json"))
     assert [row["code"] for row in rows] == [codes["C"]]
     for selection in (reports.Selection(WEEK.since, WEEK.until, unit="khong-co"),

@@ -70,15 +70,16 @@ def test_route_test_and_admin_rules_from_the_command_line(tmp_path, database_url
     config = write_config(tmp_path, database_url)
     shown = cli("route-test", "Khu tôi mất  điện", "--config", config)
     assert shown.returncode == 0, shown.stderr
-    assert shown.stdout.splitlines() == ["unit:   dien-luc (Điện lực)", "reason: config rule 1: keyword 'mất điện'"]
+    assert shown.stdout.splitlines() == ["unit:    dien-luc (Điện lực)", "reason:  config rule 1: keyword 'mất điện'",
+                                         "urgency: normal"]
 
     assert "default unit" in cli("route-test", "rác thải ở chợ", "--config", config).stdout
     added = cli("rules", "add", "--unit", "moi-truong", "--keyword", "rác thải,ô nhiễm", "--config", config)
     assert added.returncode == 0 and added.stdout.startswith("added rule "), added.stderr
     rule_id = added.stdout.split()[-1]
     shown = cli("route-test", "rac thai o cho", "--config", config)
-    assert shown.stdout.splitlines() == ["unit:   moi-truong (Phòng Tài nguyên và Môi trường)",
-                                         f"reason: db rule {rule_id}: keyword 'rác thải'"]
+    assert shown.stdout.splitlines() == ["unit:    moi-truong (Phòng Tài nguyên và Môi trường)",
+                                         f"reason:  db rule {rule_id}: keyword 'rác thải'", "urgency: normal"]
     listing = cli("rules", "list", "--config", config).stdout
     assert "config rule 1" in listing and f"db rule {rule_id}" in listing
 

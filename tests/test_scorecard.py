@@ -52,6 +52,8 @@ async def test_each_unit_shows_its_on_time_rate_and_satisfaction_over_30_and_90_
         ("on_time", 90): "80,0% (5 phản ánh được trả lời)",
         ("satisfaction", 30): "3,5/5 (2 lượt đánh giá)",
         ("satisfaction", 90): "3,7/5 (3 lượt đánh giá)",
+        ("disputed", 30): "0,0% (0/3 lần giải quyết)",
+        ("disputed", 90): "0,0% (0/4 lần giải quyết)",
     }
     assert set(shown["dien-luc"].values()) == {"Chưa có số liệu"}
     assert "Trả lời đúng hạn, 30 ngày gần nhất" in page and "Mức độ hài lòng, 90 ngày gần nhất" in page

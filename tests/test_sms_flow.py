@@ -41,7 +41,7 @@ async def test_the_officers_answer_and_the_survey_arrive_on_the_citizens_phone(s
 
 async def test_an_apology_reaches_the_phone_when_the_deadline_passes(sms_service, operator, clock):
     code = await file_complaint(sms_service, operator)
-    clock.advance(days=2)  # Monday 08:00 to Wednesday 08:00: the 16 working hours ran out on Tuesday 17:00
+    clock.advance(days=2)  # Monday 08:00 to Wednesday 08:00: the 8 working hours ran out on Monday 17:00
     await sweep.sweep(sms_service.core)
     delivered = await operator.wait(2)
     assert delivered[1].text.startswith("Chúng tôi xin lỗi vì đã để Quý ông/bà chờ đợi.") and code in delivered[1].text
@@ -79,8 +79,8 @@ async def test_a_status_request_gets_the_status_back_by_sms(sms_service, operato
     for _ in range(2):  # Twilio retrying the request: one answer all the same
         assert (await post_twilio(sms_service, fixture(name, code=code)))[0] == 200
     delivered = await operator.wait(2)
-    expected = {"vi": f"{code}: Mới tiếp nhận. Hạn trả lời: 17:00 ngày 03/11/2026.",
-                "en": f"{code}: Received. Answer due: 03 Nov 2026, 17:00."}[language]
+    expected = {"vi": f"{code}: Mới tiếp nhận. Hạn trả lời: 17:00 ngày 02/11/2026.",
+                "en": f"{code}: Received. Answer due: 02 Nov 2026, 17:00."}[language]
     assert (delivered[1].to, delivered[1].text) == (CITIZEN, expected)
     # A question is not part of the complaint: nothing stored, nothing for the officer.
     assert len(await inbound(sms_service.core)) == 1
@@ -125,7 +125,7 @@ async def test_with_ascii_only_texts_go_without_diacritics_in_gsm_7(sms_config, 
     async with running(sms_config({"sms": {"ascii_only": True}}), clock) as service:
         code = await file_complaint(service, operator)
         [ack] = operator.delivered
-        assert ack.text.startswith(f"Da tiep nhan phan anh {code}. Han tra loi: 17:00 ngay 03/11/2026.")
+        assert ack.text.startswith(f"Da tiep nhan phan anh {code}. Han tra loi: 17:00 ngay 02/11/2026.")
         assert sms_text.is_gsm(ack.text) and sms_text.segments(ack.text) == 1
         await lifecycle.answer(service.core, code, STAFF["slug"], "Đã sửa xong đèn đường “ngõ 12” – cảm ơn!")
         assert (await operator.wait(2))[1].text == f'{code}: Da sua xong den duong "ngo 12" - cam on!'

@@ -209,7 +209,7 @@ async def test_reassignment_recomputes_deadlines_records_it_and_tells_the_citize
     try:
         code = await file(core)
         clock.set(local(2026, 11, 2, 10, 0))
-        await lifecycle.reassign(core, code, "dien-luc", by="truong")
+        await lifecycle.reassign(core, code, "dien-luc", by="truong", reason="dung-don-vi")
         stored = await complaint(core, code)
         assert stored.unit_id == core.directory.unit_ids["dien-luc"]
         assert stored.first_response_due == local(2026, 11, 2, 15, 0)  # 4 working hours from 10:00

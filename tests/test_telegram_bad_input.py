@@ -201,7 +201,7 @@ async def test_a_survey_gets_rating_buttons_and_a_press_is_the_citizens_answer(b
             actions=("rate",)), complaint.id)
     bot.core.outbox_ready.set()
     survey = await api.wait_for("sendMessage", CITIZEN, contains="mức độ hài lòng")
-    assert [data for _, data in survey.buttons()] == [f"rate:{code}:{n}" for n in range(1, 6)]
+    assert [data for _, data in survey.buttons()] == [f"rate:{code}:{n}" for n in range(1, 6)] + [f"notfixed:{code}"]
     message = api.message_of(survey)
     mark = api.mark()
     await api.deliver(api.press(CITIZEN, message, f"rate:{code}:5"))

@@ -138,11 +138,20 @@ async def test_reassign_passes_the_complaint_and_its_new_unit_is_told(bot):
     assert (("Phòng Quản lý đô thị", f"move:{code}:quan-ly-do-thi") in choice.buttons())
     mark = api.mark()
     await api.deliver(api.press(OFFICER, api.message_of(choice), f"move:{code}:quan-ly-do-thi"))
-    await api.wait_for("editMessageText", OFFICER, mark, contains="Phòng Quản lý đô thị")
+    # A transfer needs a reason: the unit chosen, the reasons configured for it are offered.
+    reasons = await api.wait_for("editMessageText", OFFICER, mark, contains="Chọn lý do")
+    assert (await complaint_by_code(bot, code)).unit_id == bot.core.directory.unit_ids["tiep-nhan"]
+    why = f"why:{code}:quan-ly-do-thi:dung-don-vi"
+    assert ("Chuyển đúng đơn vị có thẩm quyền", why) in reasons.buttons()
+    assert all(data.split(":")[-1] in ("sai-tham-quyen", "dung-don-vi") for _, data in reasons.buttons())
+    mark = api.mark()
+    await api.deliver(api.press(OFFICER, api.message_of(choice), why))
+    await api.wait_for("editMessageText", OFFICER, mark, contains="Đã chuyển")
     moved = await notification_for(bot, code, OTHER_OFFICER, mark)
     assert moved.text.startswith(f"Phản ánh {code} được chuyển tới Phòng Quản lý đô thị.")
     assert "Lịch sử:" in moved.text  # the new unit gets the whole case
-    await api.wait_for("sendMessage", CITIZEN, mark, contains="Phòng Quản lý đô thị")
+    told = await api.wait_for("sendMessage", CITIZEN, mark, contains="Phòng Quản lý đô thị")
+    assert "Lý do: Chuyển đúng đơn vị có thẩm quyền." in told.text
 
     # The first officer's old buttons no longer work on it: it is another unit's now.
     mark = api.mark()
@@ -189,7 +198,11 @@ async def test_commands_reply_note_resolve_mine_overdue_case(bot, clock):
     assert (await complaint_by_code(bot, other)).status == "resolved"
     assert (await command(f"/reply {code}")).startswith("Cú pháp: /reply")
     assert "không hợp lệ" in await command("/reply PA-ZZZZ-ZZZZ trả lời")
-    assert "Không thực hiện được" in await command(f"/reassign {code} khong-co-don-vi-nay")
+    assert "Không thực hiện được" in await command(f"/reassign {code} khong-co-don-vi-nay dung-don-vi")
+    assert (await command(f"/reassign {code} quan-ly-do-thi")).startswith("Cú pháp: /reassign MÃ đơn_vị lý_do")
+    refused = await command(f"/reassign {code} quan-ly-do-thi trung-lap")
+    assert refused == f"Không thực hiện được với phản ánh {code}: Cần chọn lý do, một trong: sai-tham-quyen, " \
+                      "dung-don-vi."
 
 
 async def test_staff_actions_are_authorised(bot):

@@ -54,6 +54,8 @@ ANSWERS = {
     "followup": "250 2.0.0 Added to {code}",
     "duplicate": "250 2.0.0 Already taken as {code}",
     "ignored": "250 2.0.0 Recorded; automated mail is not answered",
+    "rated": "250 2.0.0 Rating recorded for {code}",
+    "disputed": "250 2.0.0 {code} reopened: not fixed",
 }
 
 

@@ -14,30 +14,28 @@ from __future__ import annotations
 
 import phonenumbers
 from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, User
-from telegram.error import TelegramError
 
 from bot import tracking
 from bot.port import Port
-from contract.messages import Attachment, Inbound, Location
+from contract.messages import Inbound, Location
 from contract.results import IntakeError
 from channels.telegram.common import (
     CHANNEL,
     MESSAGE_LIMIT,
     answer_button,
     clean,
+    download,
     edit,
-    log,
+    file_of,
     message_key,
     say,
     shorten,
     text,
 )
 
-ACTIONS = ("draft", "lang", "rate")
+ACTIONS = ("draft", "lang", "rate", "notfixed")
 TEXT_LIMIT = 4000  # the web form's limit: a complaint reads the same whatever channel it came by
 FILES_PER_COMPLAINT = 10
-# Files up to this size are copied into the store; bigger ones are kept as a Telegram file id.
-DOWNLOAD_LIMIT = 5 * 1024 * 1024
 SUMMARY_TEXT_LIMIT = 1500
 SEEN_LIMIT = 50
 # Kinds of message a complaint cannot be made of; they get a polite "please write".
@@ -45,10 +43,12 @@ _UNSUPPORTED = ("sticker", "voice", "video", "video_note", "animation", "audio",
                 "paid_media", "invoice", "checklist")
 
 
-def rating_markup(code: str) -> InlineKeyboardMarkup:
-    """1 to 5 under a satisfaction survey."""
+def rating_markup(port: Port, language: str, code: str) -> InlineKeyboardMarkup:
+    """1 to 5 under a satisfaction survey, and "not fixed"."""
     return InlineKeyboardMarkup([[InlineKeyboardButton(str(n), callback_data=f"rate:{code}:{n}")
-                                  for n in range(1, 6)]])
+                                  for n in range(1, 6)],
+                                 [InlineKeyboardButton(text(port, language, "button_not_fixed"),
+                                                       callback_data=f"notfixed:{code}")]])
 
 
 def _summary_markup(port: Port, language: str) -> InlineKeyboardMarkup:
@@ -57,22 +57,6 @@ def _summary_markup(port: Port, language: str) -> InlineKeyboardMarkup:
         InlineKeyboardButton(text(port, language, "button_edit"), callback_data="draft:edit"),
         InlineKeyboardButton(text(port, language, "button_cancel"), callback_data="draft:cancel"),
     ]])
-
-
-def _file_of(message: Message) -> dict | None:
-    """The photo or document of a message, as the draft keeps it."""
-    if message.photo:
-        # Sizes come smallest first; take the largest we would still copy.
-        sizes = [p for p in message.photo if (p.file_size or 0) <= DOWNLOAD_LIMIT] or list(message.photo[:1])
-        photo = sizes[-1]
-        return {"id": message.message_id, "file_id": photo.file_id, "name": f"photo-{photo.file_unique_id}.jpg",
-                "type": "image/jpeg", "size": photo.file_size or 0}
-    if message.document:
-        document = message.document
-        return {"id": message.message_id, "file_id": document.file_id,
-                "name": clean(document.file_name)[:200] or f"file-{document.file_unique_id}",
-                "type": document.mime_type or "application/octet-stream", "size": document.file_size or 0}
-    return None
 
 
 class CitizenDesk:
@@ -144,7 +128,7 @@ class CitizenDesk:
         full = clean(message.text or message.caption)
         body = shorten(full, TEXT_LIMIT)
         notices = [self._t(language, "draft_truncated", max=TEXT_LIMIT)] if len(full) > TEXT_LIMIT else []
-        file = _file_of(message)
+        file = file_of(message)
         location = message.location or (message.venue.location if message.venue else None)
         if message.venue:
             body = "\n".join(filter(None, [body, clean(f"{message.venue.title}, {message.venue.address}")]))
@@ -189,7 +173,7 @@ class CitizenDesk:
             sender=str(message.chat_id), sender_name=user.full_name, text=body, received_at=self.port.clock.now(),
             language=language, tracking_codes=(code,),
             in_reply_to=(message_key(message.chat_id, replied.message_id),) if replied else (),
-            attachments=tuple([await self._download(message, file)] if file else []),
+            attachments=tuple([await download(message, file)] if file else []),
             location=Location(location.latitude, location.longitude) if location else None,
         )
         try:
@@ -274,19 +258,6 @@ class CitizenDesk:
         await self.port.save_draft(CHANNEL, address, draft)
         await say(message, self._summary(draft, language, []), markup=_summary_markup(self.port, language))
 
-    async def _download(self, message: Message, file: dict) -> Attachment:
-        """The file's bytes (when small enough), and its Telegram file id either way."""
-        reference = f"telegram:{file['file_id']}"
-        data = b""
-        if file.get("size", 0) <= DOWNLOAD_LIMIT:
-            try:
-                telegram_file = await message.get_bot().get_file(file["file_id"])
-                data = bytes(await telegram_file.download_as_bytearray())
-            except TelegramError as error:
-                # The complaint still goes in; the file id lets an officer fetch the file later.
-                log.warning("telegram file not downloaded", extra={"fields": {"error": type(error).__name__}})
-        return Attachment(file["name"], file["type"], data[:DOWNLOAD_LIMIT] if data else b"", reference)
-
     async def on_button(self, query: CallbackQuery, user: User, action: str, rest: str) -> None:
         """Send, Edit, Cancel under a summary; a language; a rating."""
         message = query.message if isinstance(query.message, Message) else None
@@ -304,6 +275,8 @@ class CitizenDesk:
             await edit(message, self._t(chosen, "lang_set"))
         elif action == "rate":
             await self._rate(query, message, user, language, rest)
+        elif action == "notfixed":
+            await self._not_fixed(query, message, user, language, rest)
         else:
             await answer_button(query, self._t(language, "button_expired"))
 
@@ -317,7 +290,7 @@ class CitizenDesk:
         if not body:
             await answer_button(query, self._t(language, "draft_needs_text"), alert=True)
             return
-        attachments = tuple([await self._download(message, file) for file in draft["files"]])
+        attachments = tuple([await download(message, file) for file in draft["files"]])
         inbound = Inbound(
             channel=CHANNEL, external_id=draft["first"], sender=address, sender_name=user.full_name, text=body,
             received_at=self.port.clock.now(), language=draft.get("language") or language, attachments=attachments,
@@ -346,6 +319,26 @@ class CitizenDesk:
         await self.port.delete_draft(CHANNEL, str(message.chat_id))
         await answer_button(query, None)
         await edit(message, self._t(language, "draft_cancelled"))
+
+    async def _not_fixed(self, query: CallbackQuery, message: Message, user: User, language: str,
+                         rest: str) -> None:
+        """"Not fixed" under a survey: the citizen's "chưa xong", as an SMS citizen would send it."""
+        code = self.port.parse_code(rest).code
+        if code is None or not await self.port.owns(CHANNEL, str(message.chat_id), code):
+            await answer_button(query, self._t(language, "button_expired"))
+            return
+        result = await self.port.receive(Inbound(
+            channel=CHANNEL, external_id=f"{message_key(message.chat_id, message.message_id)}:notfixed",
+            sender=str(message.chat_id), sender_name=user.full_name, text="chưa xong",
+            received_at=self.port.clock.now(), language=language, tracking_codes=(code,),
+            in_reply_to=(message_key(message.chat_id, message.message_id),)))
+        if result.outcome != "disputed":
+            # Pressed again, or too late: the resolution can no longer be disputed here.
+            await answer_button(query, self._t(language, "button_expired"))
+            return
+        await answer_button(query, self._t(language, "not_fixed_thanks"))
+        await edit(message, "\n".join([shorten(message.text or "", MESSAGE_LIMIT - 200),
+                                        self._t(language, "not_fixed_thanks")]))
 
     async def _rate(self, query: CallbackQuery, message: Message, user: User, language: str, rest: str) -> None:
         raw, _, rating = rest.rpartition(":")

@@ -20,6 +20,7 @@ from telegram.error import TelegramError
 from bot import tracking
 from bot.port import Port
 from contract.fields import clean_text as clean  # noqa: F401 - the channel's modules take it from here
+from contract.messages import Attachment
 
 log = logging.getLogger("channels.telegram")
 
@@ -29,6 +30,8 @@ CHANNEL = "telegram"
 MESSAGE_LIMIT = 4096
 CAPTION_LIMIT = 1024
 CALLBACK_DATA_LIMIT = 64
+# Files up to this size are copied into the store; bigger ones are kept as a Telegram file id.
+DOWNLOAD_LIMIT = 5 * 1024 * 1024
 _COMMAND = re.compile(r"^/([A-Za-z0-9_]{1,32})(?:@([A-Za-z0-9_]{1,64}))?(?:\s+|$)")
 
 
@@ -133,3 +136,33 @@ async def edit(message: Message, new_text: str, markup: InlineKeyboardMarkup | N
             reply_markup=markup)
     except TelegramError as error:
         log.warning("telegram message not edited", extra={"fields": {"error": type(error).__name__}})
+
+
+def file_of(message: Message) -> dict | None:
+    """The photo or document of a message, as the draft keeps it."""
+    if message.photo:
+        # Sizes come smallest first; take the largest we would still copy.
+        sizes = [p for p in message.photo if (p.file_size or 0) <= DOWNLOAD_LIMIT] or list(message.photo[:1])
+        photo = sizes[-1]
+        return {"id": message.message_id, "file_id": photo.file_id, "name": f"photo-{photo.file_unique_id}.jpg",
+                "type": "image/jpeg", "size": photo.file_size or 0}
+    if message.document:
+        document = message.document
+        return {"id": message.message_id, "file_id": document.file_id,
+                "name": clean(document.file_name)[:200] or f"file-{document.file_unique_id}",
+                "type": document.mime_type or "application/octet-stream", "size": document.file_size or 0}
+    return None
+
+
+async def download(message: Message, file: dict) -> Attachment:
+    """The file's bytes (when small enough), and its Telegram file id either way."""
+    reference = f"telegram:{file['file_id']}"
+    data = b""
+    if file.get("size", 0) <= DOWNLOAD_LIMIT:
+        try:
+            telegram_file = await message.get_bot().get_file(file["file_id"])
+            data = bytes(await telegram_file.download_as_bytearray())
+        except TelegramError as error:
+            # The message still goes in; the file id lets an officer fetch the file later.
+            log.warning("telegram file not downloaded", extra={"fields": {"error": type(error).__name__}})
+    return Attachment(file["name"], file["type"], data[:DOWNLOAD_LIMIT] if data else b"", reference)

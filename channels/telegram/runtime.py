@@ -199,7 +199,8 @@ class TelegramChannel:
         if user is None or user.is_bot or chat.type == "channel":
             return
         private = chat.type == "private"
-        command = parse_command(message.text, context.bot.username)
+        # A photo's caption may carry a command: "/resolve CODE text" with the proof of the work.
+        command = parse_command(message.text or message.caption, context.bot.username)
         officer = await self.staff.officer_for(chat, user.id)
         if command is not None:
             await self._command(message, user, officer, command, private)

@@ -103,7 +103,7 @@ class TelegramSender:
         if code and message.audience == "staff" and message.actions:
             markup = staff.action_markup(self.port, message.language, code)
         elif code and "rate" in message.actions:
-            markup = citizen.rating_markup(code)
+            markup = citizen.rating_markup(self.port, message.language, code)
         # The files that go with the message (a citizen's photos, a digest's chart) follow it.
         photos = [item for item in message.attachments if item.content_type.startswith("image/") and item.data]
         try:

@@ -3,8 +3,12 @@ buttons, staff commands, and answering a citizen by replying to a notification.
 
 Everything an officer does goes through ``bot.staff``, which decides who may do what; this
 module only reads the command or the button and says how it went. Button data is
-``action:CODE[:unit]`` and, like everything a client sends, untrusted: a forged press is
-refused by the same authorisation as a typed command.
+``action:CODE[:unit[:reason]]`` and, like everything a client sends, untrusted: a forged
+press is refused by the same authorisation as a typed command.
+
+A photo or document an officer sends with ``/resolve`` or ``/reply`` in its caption, or as
+a reply to a notification, goes with the answer: proof of the work done, shown to the
+citizen.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from channels.telegram.common import (
     Command,
     answer_button,
     clean,
+    download,
     edit,
+    file_of,
     log,
     message_key,
     say,
@@ -34,8 +40,11 @@ from channels.telegram.common import (
 )
 
 # Buttons an officer may press; a citizen's press of one (a forged callback) is refused.
-ACTIONS = ("claim", "reply", "reassign", "resolve", "move", "done", "keep")
-COMMANDS = ("reply", "note", "resolve", "reassign", "claim", "case", "mine", "overdue", "attachment")
+ACTIONS = ("claim", "reply", "reassign", "resolve", "move", "why", "done", "keep")
+COMMANDS = ("reply", "note", "resolve", "reassign", "claim", "case", "mine", "overdue", "attachment", "ask", "urgent",
+            "complex", "normal", "extend", "reject")
+# Commands whose text after the code is required: what they say or why.
+NEEDS_TEXT = ("reply", "note", "reassign", "ask", "urgent", "complex", "normal", "extend", "reject")
 
 
 def _language(port: Port) -> str:
@@ -106,11 +115,25 @@ class StaffDesk:
         except NotAllowed:
             await report(self._t("not_allowed", code=code), True)
         except LifecycleError as error:
-            await report(self._t("cannot", code=code, reason=str(error)), True)
+            await report(self._t("cannot", code=code, reason=self._why(error, code)), True)
         else:
             await report(done, False)
             return True
         return False
+
+    def _why(self, error: LifecycleError, code: str) -> str:
+        """Why an action could not be done, in the officer's language when the catalogue says it."""
+        if error.key is None:
+            return str(error)
+        return self.port.texts.get(_language(self.port), f"staff.{error.key}", **{"code": code, **error.params})
+
+    async def _files(self, message: Message) -> tuple:
+        """The photo or document sent with a message, as an attachment."""
+        file = file_of(message)
+        return (await download(message, file),) if file else ()
+
+    def _reasons(self, action: str) -> str:
+        return ", ".join(r.slug for r in self.port.config.reasons if action in r.actions)
 
     async def command(self, message: Message, officer: Officer, command: Command) -> None:
         """One staff command typed in a staff chat."""
@@ -123,10 +146,15 @@ class StaffDesk:
             return
         code, argument = split_code(self.port, rest)
         argument = clean(argument)
-        usage = {"reply": "usage_reply", "note": "usage_note", "resolve": "usage_resolve", "reassign": "usage_reassign"}
-        if not rest or (code is not None and name in ("reply", "note", "reassign") and not argument):
+        files = await self._files(message) if name in ("reply", "resolve") else ()
+        usage = {"reply": "usage_reply", "note": "usage_note", "resolve": "usage_resolve", "reassign": "usage_reassign",
+                 "ask": "usage_ask", "urgent": "usage_urgency", "complex": "usage_urgency", "normal": "usage_urgency",
+                 "extend": "usage_extend", "reject": "usage_reject"}
+        if not rest or (code is not None and name in NEEDS_TEXT and not argument and not files) or \
+                (code is not None and name == "reassign" and len(argument.split()) < 2):
             key = usage.get(name, "usage_code")
-            await say(message, self._t(key, command=name, units=", ".join(u.slug for u in self.port.config.units)))
+            await say(message, self._t(key, command=name, units=", ".join(u.slug for u in self.port.config.units),
+                                       reasons=self._reasons("reject" if name == "reject" else "transfer")))
             return
         if code is None:
             await self._bad_code(message, rest.split()[0])
@@ -137,20 +165,35 @@ class StaffDesk:
         # The same command delivered again (Telegram retries, another process) acts once.
         source = f"{CHANNEL}:{message_key(message.chat_id, message.message_id)}"
         if name == "reply":
-            await self._act(answer, code, lambda: self.port.answer(officer, code, argument, source),
+            await self._act(answer, code, lambda: self.port.answer(officer, code, argument, source, files),
                             self._t("replied", code=code))
         elif name == "note":
             await self._act(answer, code, lambda: self.port.note(officer, code, argument, source),
                             self._t("noted", code=code))
         elif name == "resolve":
-            await self._act(answer, code, lambda: self.port.resolve(officer, code, argument or None, source),
+            await self._act(answer, code, lambda: self.port.resolve(officer, code, argument or None, source, files),
                             self._t("marked_resolved", code=code))
         elif name == "claim":
             await self._act(answer, code, lambda: self.port.claim(officer, code), self._t("claimed", code=code))
         elif name == "reassign":
-            unit = argument.split()[0].lower()
-            await self._act(answer, code, lambda: self.port.reassign(officer, code, unit),
-                            self._t("moved", code=code, unit=self._unit_name(unit)))
+            unit, reason, *note = argument.split(None, 2)
+            await self._act(answer, code, lambda: self.port.reassign(officer, code, unit.lower(), reason.lower(),
+                                                                     " ".join(note)),
+                            self._t("moved", code=code, unit=self._unit_name(unit.lower())))
+        elif name == "ask":
+            await self._act(answer, code, lambda: self.port.ask(officer, code, argument, source),
+                            self._t("asked", code=code))
+        elif name in ("urgent", "complex", "normal"):
+            level = self.port.texts.get(_language(self.port), f"urgency.{name}")
+            await self._act(answer, code, lambda: self.port.set_urgency(officer, code, name, argument),
+                            self._t("urgency_set", code=code, urgency=level))
+        elif name == "extend":
+            await self._act(answer, code, lambda: self.port.extend(officer, code, argument),
+                            self._t("extended", code=code))
+        elif name == "reject":
+            reason, _, note = argument.partition(" ")
+            await self._act(answer, code, lambda: self.port.reject(officer, code, reason.lower(), note.strip()),
+                            self._t("rejected", code=code))
         elif name == "case":
             await self._case(message, officer, code)
 
@@ -245,19 +288,21 @@ class StaffDesk:
             await say(message, self._t("no_code_in_reply"))
             return
         answer_text = clean(message.text or message.caption)
-        if not answer_text:
+        files = await self._files(message)
+        if not answer_text and not files:
             await say(message, self._t("usage_reply"))
             return
         async def answer(reply: str, failed: bool) -> None:
             await say(message, reply, quote=True)
 
         source = f"{CHANNEL}:{message_key(message.chat_id, message.message_id)}"
-        await self._act(answer, code, lambda: self.port.answer(officer, code, answer_text, source),
+        await self._act(answer, code, lambda: self.port.answer(officer, code, answer_text, source, files),
                         self._t("replied", code=code))
 
     async def on_button(self, query: CallbackQuery, officer: Officer | None, action: str, rest: str) -> None:
         """A press of Claim, Reply, Reassign, Resolve (and the choices they offer)."""
         raw, _, unit = rest.partition(":")
+        unit, _, reason = unit.partition(":")
         code = self.port.parse_code(raw).code
         if code is None:
             await answer_button(query, self._t("button_expired"))
@@ -278,7 +323,11 @@ class StaffDesk:
             if await self._act(alert, code, lambda: self.port.authorise(officer, code), "") and message:
                 await self._next_step(message, action, code)
         elif action == "move":
-            if await self._act(alert, code, lambda: self.port.reassign(officer, code, unit),
+            # The unit chosen: a transfer needs a reason, chosen next.
+            if await self._act(alert, code, lambda: self.port.authorise(officer, code), "") and message:
+                await self._reason_step(message, code, unit)
+        elif action == "why":
+            if await self._act(alert, code, lambda: self.port.reassign(officer, code, unit, reason),
                                self._t("moved", code=code, unit=self._unit_name(unit))) and message:
                 await edit(message, self._t("moved", code=code, unit=self._unit_name(unit)))
         elif action == "done":
@@ -289,6 +338,16 @@ class StaffDesk:
             await answer_button(query, None)
             if message:
                 await edit(message, self._t("resolve_kept", code=code))
+
+    async def _reason_step(self, message: Message, code: str, unit: str) -> None:
+        """The reasons a transfer may be given for, as buttons (those whose data fits)."""
+        language = _language(self.port)
+        buttons = [[InlineKeyboardButton(reason.name_en or reason.name if language == "en" else reason.name,
+                                         callback_data=f"why:{code}:{unit}:{reason.slug}")]
+                   for reason in self.port.config.reasons if "transfer" in reason.actions
+                   and len(f"why:{code}:{unit}:{reason.slug}".encode()) <= CALLBACK_DATA_LIMIT]
+        await edit(message, self._t("reassign_reason", code=code, unit=self._unit_name(unit)),
+                   markup=InlineKeyboardMarkup(buttons))
 
     async def _next_step(self, message: Message, action: str, code: str) -> None:
         if action == "reply":

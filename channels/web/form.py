@@ -18,7 +18,7 @@ TEXT_MIN = 10
 TEXT_MAX = 4000
 NAME_MAX = 100
 AREA_MAX = 200
-FIELDS = ("name", "phone", "email", "area", "category", "text")
+FIELDS = ("name", "phone", "email", "area", "category", "text", "public")
 
 
 @dataclass
@@ -29,6 +29,11 @@ class FormInput:
     errors: dict[str, str] = field(default_factory=dict)
     phone_e164: str | None = None
     email: str | None = None
+
+    @property
+    def public(self) -> bool:
+        """The citizen lets the complaint's text be shown publicly (a ticked box; default no)."""
+        return self.values.get("public") == "1"
 
 
 def validate(values: dict[str, str], *, texts: Catalogue, language: str, categories: set[str],
@@ -50,6 +55,8 @@ def validate(values: dict[str, str], *, texts: Catalogue, language: str, categor
         error("name", "error_name_long", max=NAME_MAX)
     if len(v["area"]) > AREA_MAX:
         error("area", "error_area_long", max=AREA_MAX)
+    if v["public"] not in ("", "1"):
+        v["public"] = ""  # only a ticked box says yes
     if v["category"] and v["category"] not in categories:
         error("category", "error_category")
     if v["phone"]:

@@ -83,8 +83,10 @@ def service(site: Site, slug: str) -> dict:
 def request(site: Site, found: PublicStatus) -> dict:
     """A complaint's public status as a GeoReport service request.
 
-    Only the public status: no description, address, position or media, which could
-    identify the citizen (the status page shows none of them either).
+    Only the public status: no address, position or media, which could identify the
+    citizen (the status page shows none of them either); the description only when the
+    citizen let it be public, with phone numbers and e-mail addresses taken out. ``urgency``
+    is our extension: urgent, normal or complex.
     """
     category = site.port.config.category(found.category) if found.category else None
     label = site.port.texts.get(site.port.config.service.default_language, f"status.{found.status}")
@@ -99,4 +101,6 @@ def request(site: Site, found: PublicStatus) -> dict:
         "requested_datetime": w3c(site, found.created_at),
         "updated_datetime": w3c(site, found.updated_at),
         "expected_datetime": w3c(site, found.first_response_due),
+        "description": found.description,
+        "urgency": found.urgency,
     }

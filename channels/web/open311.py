@@ -241,6 +241,7 @@ async def post_request(request: web.Request) -> web.Response:
         channel="open311", external_id=_external_id(request, api_key), sender=None,
         sender_name=_name(site, params), text=text, received_at=site.port.clock.now(), attachments=media,
         location=location, category=service_code, area=area or None, reply_to=_contact(site, params),
+        public=_public(params),
     )
     try:
         result = await site.port.receive(inbound)
@@ -253,6 +254,16 @@ async def post_request(request: web.Request) -> web.Response:
                             due=site.port.format_time(result.due, language), url=site.port.track_url(result.tracking_code))
     return georeport.answer(request.match_info["format"], "service_requests", [
         {"service_request_id": result.tracking_code, "service_notice": notice, "account_id": None}])
+
+
+def _public(params: MultiMapping[str]) -> bool:
+    """Our extension ``public``: whether the complaint's text may be shown publicly (default no)."""
+    value = (params.get("public") or "").strip().lower()
+    if value in ("", "false", "0", "no"):
+        return False
+    if value in ("true", "1", "yes"):
+        return True
+    raise Refusal(400, "public must be true or false")
 
 
 def _codes(site: Site, value: str) -> list[str]:
@@ -311,8 +322,10 @@ async def get_requests(request: web.Request) -> web.Response:
             start = end - DEFAULT_WINDOW
         if end is not None and start > end:
             raise Refusal(400, "start_date must not be after end_date")
+        # A listing shows only what the citizens let be public: a private complaint is
+        # found by its own code, never by browsing.
         listed = await site.port.search(categories=categories, received_from=start, received_until=end,
-                                        closed=closed)
+                                        closed=closed, public_only=True)
     return georeport.answer(fmt, "service_requests",
                             [georeport.request(site, item) for item in listed])
 

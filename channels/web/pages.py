@@ -1,5 +1,6 @@
 """The citizen's pages: the complaint form (with photos and documents), the status page
-and, once a complaint is resolved, its satisfaction rating.
+(with the files of the answers: proof of the work done) and, once a complaint is
+resolved, its satisfaction rating and "not fixed".
 
 They translate and hand off: a posted form becomes an ``Inbound`` and one awaited call to
 the port's ``receive``; the answer (a redirect to the status page) is sent only after the
@@ -169,6 +170,7 @@ async def submit_form(request: web.Request) -> web.Response:
         channel="web", external_id=submission_id, sender=None, sender_name=form.values["name"] or None,
         text=form.values["text"], received_at=site.port.clock.now(), language=language, attachments=files,
         category=form.values["category"] or None, area=form.values["area"] or None, reply_to=reply_to,
+        public=form.public,
     )
     try:
         result = await site.port.receive(inbound)
@@ -201,6 +203,9 @@ def _status_page(request: web.Request, language: str, found: PublicStatus, *, st
         unit=found.unit_name_en if language == "en" else found.unit_name,
         fmt=lambda moment: site.port.format_time(moment, language),
         rateable=found.finished, rated=request.query.get("rated") == "1",
+        urgency_label=site.port.texts.get(language, f"urgency.{found.urgency}"),
+        disputable=found.disputable_until is not None and site.port.clock.now() < found.disputable_until,
+        disputed=request.query.get("disputed") == "1",
         ratings=RATINGS, rating_error=rating_error, notice=notice, comment=comment, comment_max=COMMENT_MAX,
         csrf_field=csrf.FIELD, csrf_token=csrf.token_for(request.app[SITE].csrf_key, nonce),
     )
@@ -238,10 +243,9 @@ async def track(request: web.Request) -> web.Response:
     return _status_page(request, language, found)
 
 
-async def rate(request: web.Request) -> web.Response:
-    """POST /track/{code}/rating: the citizen rates a resolved complaint from 1 to 5."""
+async def _read_small_form(request: web.Request, language: str) -> tuple[dict[str, str], str] | web.Response:
+    """A short form posted from the status page: its text fields and the language to answer in."""
     site = request.app[SITE]
-    language = language_of(request, site)
     if request.content_type != "application/x-www-form-urlencoded":
         return error_page(request, 415, site.port.texts.get(language, "web.error_bad_request"), language)
     try:
@@ -254,6 +258,16 @@ async def rate(request: web.Request) -> web.Response:
     fields = {k: v for k, v in posted.items() if isinstance(v, str)}
     if fields.get("lang") in site.port.texts.texts:
         language = fields["lang"]
+    return fields, language
+
+
+async def rate(request: web.Request) -> web.Response:
+    """POST /track/{code}/rating: the citizen rates a resolved complaint from 1 to 5."""
+    site = request.app[SITE]
+    read = await _read_small_form(request, language_of(request, site))
+    if isinstance(read, web.Response):
+        return read
+    fields, language = read
     found = await _find(request, language)
     if isinstance(found, web.Response):
         return found
@@ -278,3 +292,52 @@ async def rate(request: web.Request) -> web.Response:
     except LifecycleError:
         return error_page(request, 404, site.port.texts.get(language, "web.error_not_found", code=found.code), language)
     raise web.HTTPSeeOther(f"/track/{found.code}?{urlencode({'rated': 1, 'lang': language})}#rating-thanks")
+
+
+async def not_fixed(request: web.Request) -> web.Response:
+    """POST /track/{code}/not-fixed: the citizen says the resolution did not fix the problem;
+    the complaint reopens and goes to the unit head."""
+    site = request.app[SITE]
+    read = await _read_small_form(request, language_of(request, site))
+    if isinstance(read, web.Response):
+        return read
+    fields, language = read
+    found = await _find(request, language)
+    if isinstance(found, web.Response):
+        return found
+    comment = clean_text(fields.get("comment", ""))
+    if not csrf.is_valid(request.app[SITE].csrf_key, request.cookies.get(csrf.COOKIE), fields.get(csrf.FIELD)):
+        return _status_page(request, language, found, status_code=403, notice=site.port.texts.get(language,
+                                                                                             "web.error_csrf"))
+    try:
+        await site.port.not_fixed(found.code, comment[:COMMENT_MAX] or None, via="web")
+    except LifecycleError:
+        return error_page(request, 409, site.port.texts.get(language, "web.error_not_fixed_late"), language)
+    raise web.HTTPSeeOther(f"/track/{found.code}?{urlencode({'disputed': 1, 'lang': language})}#disputed")
+
+
+# What a file of an answer may be shown as in the browser; anything else is downloaded.
+INLINE_TYPES = ("image/jpeg", "image/png", "image/webp", "application/pdf")
+
+
+async def answer_file(request: web.Request) -> web.Response:
+    """GET /track/{code}/files/{id}: a photo or document of one of the complaint's public
+    answers (never a citizen's own file)."""
+    site = request.app[SITE]
+    language = language_of(request, site)
+    found = site.port.parse_code(request.match_info["code"])
+    file_id = request.match_info["file_id"]
+    if found.malformed or not file_id.isdigit():
+        return error_page(request, 404, site.port.texts.get(language, "web.error_file_not_found"), language)
+    try:
+        stored = await site.port.public_file(found.code, int(file_id))
+    except LifecycleError:
+        stored = None
+    if stored is None or not stored.data:
+        return error_page(request, 404, site.port.texts.get(language, "web.error_file_not_found"), language)
+    inline = stored.content_type in INLINE_TYPES
+    name = re.sub(r'[^\w.\- ]', "_", stored.filename)[:100] or "file"
+    return web.Response(body=stored.data, content_type=stored.content_type if inline else "application/octet-stream",
+                        headers={"Content-Disposition": f'{"inline" if inline else "attachment"}; filename="{name}"',
+                                 "X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600",
+                                 "Content-Security-Policy": "default-src 'none'; sandbox"})

@@ -54,7 +54,12 @@ async def api_status(request: web.Request) -> web.Response:
         "unit": {"slug": status.unit_slug, "name": status.unit_name, "name_en": status.unit_name_en},
         "category": status.category, "created": _iso(status.created_at),
         "due": _iso(status.first_response_due), "resolution_due": _iso(status.resolution_due),
-        "replies": [{"at": _iso(r.at), "text": r.text} for r in status.replies],
+        "urgency": status.urgency, "description": status.description,
+        "replies": [{"at": _iso(r.at), "text": r.text,
+                     "files": [{"name": f.filename, "type": f.content_type,
+                                "url": f"/track/{status.code}/files/{f.id}"} for f in r.files]}
+                    for r in status.replies],
+        "disputable_until": _iso(status.disputable_until),
     }, dumps=lambda data: json.dumps(data, ensure_ascii=False))
 
 
@@ -133,6 +138,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/track", pages.lookup)
     app.router.add_get("/track/{code}", pages.track)
     app.router.add_post("/track/{code}/rating", pages.rate)
+    app.router.add_post("/track/{code}/not-fixed", pages.not_fixed)
+    app.router.add_get("/track/{code}/files/{file_id}", pages.answer_file)
     app.router.add_get("/api/v1/complaints/{code}", api_status)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

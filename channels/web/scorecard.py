@@ -65,6 +65,11 @@ def _cells(site: Site, language: str, unit) -> list[dict]:
         cells.append({"measure": "satisfaction", "days": days, "label": t("scorecard_satisfaction", days=days),
                       "value": t("scorecard_rating", average=number(score.rating_average), count=score.ratings)
                       if score.rating_average is not None else t("scorecard_none")})
+    for days, score in unit.scores.items():
+        rate = score.disputed_rate
+        cells.append({"measure": "disputed", "days": days, "label": t("scorecard_disputed", days=days),
+                      "value": t("scorecard_disputed_value", rate=number(100 * rate), disputed=score.disputed,
+                                 resolved=score.resolutions) if rate is not None else t("scorecard_none")})
     return cells
 
 
