@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import messages, outbox, routing, satisfaction, threads, tracking
 from bot.core import Core
+from bot.incidents import candidates, grouping, match
 from bot.messages import format_time, to_staff
 from bot.statuses import Status, schedule_checks
 from contract.messages import Inbound
@@ -315,6 +316,8 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
             first_response_due=core.calendar.add_working_hours(now, first_hours),
             resolution_due=core.calendar.add_working_hours(now, resolution_hours),
         )
+        found = match.features(inbound.text, inbound.area, inbound.subject, complaint.latitude, complaint.longitude)
+        candidates.stamp(complaint, found)
         schedule_checks(core, complaint)
         complaints.append(complaint)
         decisions.append(decision)
@@ -324,10 +327,13 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
     for complaint, id_ in zip(complaints, ids):
         complaint.id = id_
     files = await _store_messages(session, now, complaints, inbounds)
+    # One candidate search per complaint, in order, so a burst of reports of one event
+    # filed in one batch joins up as well as one spread over an hour.
+    incidents = [await _incident(core, session, now, complaint, inbound) for complaint, inbound in zip(complaints, inbounds)]
     events, queued = [], []
     directory = await core.directory.staff(session)
-    for complaint, decision, inbound, pairs, (_, message_files) in zip(complaints, decisions, inbounds, contacts,
-                                                                       files):
+    for complaint, decision, inbound, pairs, (_, message_files), (joined, suggested) in zip(
+            complaints, decisions, inbounds, contacts, files, incidents):
         events += [
             dict(complaint_id=complaint.id, at=now, actor="citizen", kind="created",
                  detail={"channel": inbound.channel, "first_response_due": complaint.first_response_due.isoformat()}),
@@ -339,11 +345,34 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
             contact = Contact(id=complaint.contact_id, channel=channel, address=address,
                               via=inbound.via if channel == inbound.channel else None)
             thread = [inbound.external_id] if inbound.external_id and channel in messages.THREADED_CHANNELS else []
+            # A citizen whose report joined an incident hears that the unit is already on it.
             queued.append(messages.to_citizen(
-                core, complaint, contact, f"ack:{complaint.tracking_code}", "citizen.acknowledgement", thread,
-                origin="reply", due=format_time(core, complaint.first_response_due, complaint.language)))
+                core, complaint, contact, f"ack:{complaint.tracking_code}",
+                "incidents.joined" if joined else "citizen.acknowledgement", thread, origin="reply",
+                due=format_time(core, complaint.first_response_due, complaint.language),
+                **({"reports": str(joined[1])} if joined else {})))
+        if joined:
+            # The officers see the report under the incident; they are told when one forms.
+            if joined[1] == 2:
+                queued += to_staff(core, directory, directory.assignees(complaint), f"incident:{joined[0]}",
+                                   "incidents.created", complaint, incident=joined[0], reports=joined[1])
+            continue
         queued += to_staff(core, directory, directory.assignees(complaint), f"new:{complaint.tracking_code}",
                            "staff.new_complaint", complaint, messages.new_case(complaint, inbound.text, message_files))
+        if suggested is not None:
+            queued += grouping.suggestion(core, directory, complaint, suggested)
     await session.execute(insert(Event), events)
     await outbox.enqueue_many(session, now, queued)
     return complaints
+
+
+async def _incident(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, inbound: Inbound):
+    """Join an incident or suggest one (``bot.incidents``): (incident id, reports) when joined,
+    and the decision when only suggested."""
+    found = match.Features.from_json(complaint.match_features, complaint.latitude, complaint.longitude)
+    decision = await candidates.find(session, core.config.incidents, found, inbound.category, now,
+                                     before_id=complaint.id, latitude=complaint.latitude, longitude=complaint.longitude)
+    joined = await grouping.attach(core, session, now, complaint, decision)
+    if joined is not None:
+        return (joined[0].id, joined[1]), None
+    return None, decision if decision.action == "suggest" else None

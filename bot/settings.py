@@ -1,5 +1,5 @@
 """The domain's part of the configuration: the service, units, staff, categories,
-routing, deadlines, the outbox, digests and satisfaction.
+routing, deadlines, the outbox, digests, satisfaction and incidents.
 
 Each section is a strict, frozen model (``contract.schema.Section``) whose every key has
 the default that ``config.example.toml`` documents; values that need parsing are parsed
@@ -22,6 +22,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, PlainSerializer, field_
 
 from bot.crontab import Crontab, CrontabError
 from bot.deadlines import WorkingCalendar, deadline_hours
+from bot.incidents.config import IncidentsConfig
 from bot.working_hours import WorkingHours, WorkingHoursError
 from contract.messages import CHANNELS
 from contract.schema import IsoDate, OptionalEmailAddress, Problems, Section, Slug, empty_is_none
@@ -301,6 +302,7 @@ class Settings(Section):
     outbox: OutboxConfig = OutboxConfig()
     digests: DigestsConfig = DigestsConfig()
     satisfaction: SatisfactionConfig = SatisfactionConfig()
+    incidents: IncidentsConfig = IncidentsConfig()
 
     @model_validator(mode="after")
     def _references(self) -> Settings:
@@ -334,6 +336,9 @@ class Settings(Section):
                 problems.append((f"deadlines.overrides[{i}].unit", f"no unit {override.unit!r} in [[units]]"))
             if override.category is not None and override.category not in categories:
                 problems.append((f"deadlines.overrides[{i}].category", f"no category {override.category!r} in [[categories]]"))
+        for i, rule in enumerate(self.incidents.overrides):
+            if rule.category is not None and rule.category not in categories:
+                problems.append((f"incidents.overrides[{i}].category", f"no category {rule.category!r} in [[categories]]"))
         return problems
 
     @property

@@ -33,8 +33,12 @@ CLAIMABLE = frozenset({Status.NEW, Status.REOPENED})
 
 
 def pending(core: Core, complaint: Complaint) -> dict[str, datetime]:
-    """What the complaint is still owed, and when: reminder or deadline, per deadline."""
-    if complaint.status in FINISHED:
+    """What the complaint is still owed, and when: reminder or deadline, per deadline.
+
+    A member of an incident owes nothing of its own: its lead's deadline is the incident's,
+    and the sweep tells every reporter from there (``bot/sweep.py``).
+    """
+    if complaint.status in FINISHED or complaint.incident_role == "member":
         return {}
     remind = core.config.deadlines.remind_before_hours
     owed: dict[str, datetime] = {}

@@ -1,0 +1,142 @@
+"""The candidate search at intake: which open complaints (and so which incidents) a new
+complaint may report the same event as, each with a score and its reasons.
+
+One statement per new complaint, four index range scans joined by UNION ALL, each over
+open complaints only (the partial indexes of migration 0007) and within the time window:
+the same kind of event, the same place key, a geo cell around the coordinates, and,
+when the new complaint names no kind of event or no place, the most recent ones. Each
+branch is capped, so the work per complaint does not grow with the store.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, text, union_all
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.incidents.config import IncidentsConfig
+from bot.incidents.match import Features, Rule, Score, score
+from bot.statuses import OPEN
+from storage.models import Complaint
+
+# Geo cells of 0.02° (about 2.2 km north-south, 2 km east-west at Hà Nội's latitude).
+CELL_DEGREES = 0.02
+# Rows one branch of the search reads at most.
+BRANCH_LIMIT = 200
+# The partial indexes' condition, built from bot.statuses in the order the migration wrote it.
+OPEN_CONDITION = "status IN (" + ", ".join(f"'{status}'" for status in sorted(OPEN)) + ")"
+
+
+def geo_cell(latitude: float | None, longitude: float | None) -> int | None:
+    """The coarse cell a point lies in, as one integer the store indexes."""
+    if latitude is None or longitude is None:
+        return None
+    row, column = math.floor((latitude + 90) / CELL_DEGREES), math.floor((longitude + 180) / CELL_DEGREES)
+    return row * 100_000 + column
+
+
+def cells_around(latitude: float, longitude: float, distance_m: float) -> list[int]:
+    """The cells within ``distance_m`` of a point (its own and enough rings around it)."""
+    rings = max(1, math.ceil(distance_m / (CELL_DEGREES * 111_000 * math.cos(math.radians(latitude)))))
+    centre = geo_cell(latitude, longitude)
+    row, column = divmod(centre, 100_000)
+    return [(row + dr) * 100_000 + column + dc for dr in range(-rings, rings + 1) for dc in range(-rings, rings + 1)]
+
+
+@dataclass
+class Candidate:
+    """An open complaint that may report the same event, with what it belongs to."""
+
+    complaint_id: int
+    tracking_code: str
+    incident_id: int | None
+    created_at: datetime
+    score: Score
+
+
+@dataclass
+class Decision:
+    """What to do with a new complaint: join, suggest or nothing, and the best candidate."""
+
+    action: str | None  # "join" | "suggest" | None
+    best: Candidate | None
+    rule: Rule
+    reports: int = 0  # complaints in the best candidate's incident (1 when it has none)
+    considered: int = 0
+    others: list[Candidate] = field(default_factory=list)
+
+
+def stamp(complaint: Complaint, found: Features) -> None:
+    """Write what the candidate search reads onto a complaint before it is stored."""
+    complaint.match_topic = found.topic
+    complaint.match_place = found.place.key
+    complaint.geo_cell = geo_cell(complaint.latitude, complaint.longitude)
+    complaint.match_features = found.to_json()
+
+
+COLUMNS = (Complaint.id, Complaint.tracking_code, Complaint.incident_id, Complaint.created_at, Complaint.latitude,
+           Complaint.longitude, Complaint.match_features)
+
+
+def query(found: Features, rule: Rule, now: datetime, before_id: int | None, latitude: float | None,
+          longitude: float | None):
+    """The candidate search as one statement (also what bench/incidents.py EXPLAINs)."""
+    since = now - timedelta(minutes=rule.window_minutes)
+
+    def branch(*conditions):
+        statement = select(*COLUMNS).where(text(OPEN_CONDITION), Complaint.created_at >= since, *conditions)
+        if before_id is not None:
+            statement = statement.where(Complaint.id < before_id)
+        return select(statement.order_by(Complaint.created_at.desc()).limit(BRANCH_LIMIT).subquery())
+
+    branches = []
+    if found.topic:
+        branches.append(branch(Complaint.match_topic == found.topic))
+    if found.place.key:
+        branches.append(branch(Complaint.match_place == found.place.key))
+    if latitude is not None and longitude is not None:
+        branches.append(branch(Complaint.geo_cell.in_(cells_around(latitude, longitude, 2 * rule.distance_m))))
+    if not found.topic or not found.place.key:
+        branches.append(branch())
+    return union_all(*branches) if len(branches) > 1 else branches[0]
+
+
+async def find(session: AsyncSession, config: IncidentsConfig, found: Features, category: str | None,
+               now: datetime, before_id: int | None = None, latitude: float | None = None,
+               longitude: float | None = None) -> Decision:
+    """Score the open complaints a new complaint may be about; decide join, suggest or nothing."""
+    rule = config.rule(found.topic, category)
+    if not config.enabled or not rule.group:
+        return Decision(None, None, rule)
+    rows = (await session.execute(query(found, rule, now, before_id, latitude, longitude))).all()
+    seen: set[int] = set()
+    scored: list[Candidate] = []
+    sizes: dict[int, int] = {}
+    for id_, code, incident_id, created_at, lat, lon, data in rows:
+        if id_ in seen or data is None:
+            continue
+        seen.add(id_)
+        if incident_id is not None:
+            sizes[incident_id] = sizes.get(incident_id, 0) + 1
+        other = Features.from_json(data, lat, lon)
+        if config.rule(other.topic, None).group is False:
+            continue  # a procedure is its citizen's own case
+        minutes = (now - created_at).total_seconds() / 60
+        scored.append(Candidate(id_, code, incident_id, created_at, score(found, other, minutes, rule)))
+    if not scored:
+        return Decision(None, None, rule, considered=len(seen))
+
+    def rank(candidate: Candidate) -> tuple:
+        # Equal scores: the bigger incident (more reports seen), then the most recent.
+        size = sizes.get(candidate.incident_id, 1) if candidate.incident_id else 1
+        return (candidate.score.value + 0.001 * math.log(size + 1), candidate.created_at)
+
+    scored.sort(key=rank, reverse=True)
+    best = scored[0]
+    action = "join" if best.score.value >= rule.join_above else "suggest" if best.score.value >= rule.suggest_above \
+        else None
+    reports = sizes.get(best.incident_id, 1) if best.incident_id else 1
+    return Decision(action, best, rule, reports, len(seen), scored[1:4])
