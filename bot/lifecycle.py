@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import messages, outbox
 from bot.core import Core
+from bot.incidents import grouping
 from bot.messages import format_time, to_staff
 from bot.statuses import CLAIMABLE, FINISHED, Status, schedule_checks
 from contract.messages import Origin
@@ -88,6 +89,12 @@ class _Change:
                                detail=detail))
 
 
+def _event(change: _Change, complaint: Complaint, kind: str, **detail: object) -> None:
+    """An audit event on another complaint of the same change (a report of the same incident)."""
+    change.session.add(Event(complaint_id=complaint.id, at=change.now, actor=change.actor_name, kind=kind,
+                             detail=detail))
+
+
 @asynccontextmanager
 async def _change(core: Core, tracking_code: str, staff_slug: str | None) -> AsyncIterator[_Change]:
     """One transaction on one complaint, locked against concurrent changes."""
@@ -124,10 +131,18 @@ async def assign(core: Core, tracking_code: str, staff_slug: str, by: str | None
         if complaint.status in CLAIMABLE:
             complaint.status = Status.ASSIGNED
         change.event(Status.ASSIGNED, officer=officer.slug, **{"from": previous})
-        if previous == Status.NEW:
-            await queue_to_citizen(core, change.session, change.now, complaint, f"assigned:{complaint.id}",
-                                   "citizen.status_changed",
-                                   status=core.texts.get(complaint.language, f"status.{Status.ASSIGNED}"))
+        # An incident has one owner: every report of it is the officer's, each citizen told once.
+        for target in [complaint, *await grouping.members(change.session, complaint)]:
+            if target is not complaint:
+                was, target.assignee_id, target.updated_at = target.status, officer.id, change.now
+                if target.status in CLAIMABLE:
+                    target.status = Status.ASSIGNED
+                _event(change, target, Status.ASSIGNED, officer=officer.slug, incident=complaint.incident_id,
+                       **{"from": was})
+            if (previous if target is complaint else was) == Status.NEW:
+                await queue_to_citizen(core, change.session, change.now, target, f"assigned:{target.id}",
+                                       "citizen.status_changed",
+                                       status=core.texts.get(target.language, f"status.{Status.ASSIGNED}"))
 
 
 async def reassign(core: Core, tracking_code: str, unit_slug: str, by: str | None = None,
@@ -187,6 +202,21 @@ async def answer(core: Core, tracking_code: str, staff_slug: str, text: str,
             change.event(Status.ANSWERED, message_id=message.id, **{"from": previous})
             await queue_to_citizen(core, change.session, change.now, complaint, f"answer:{message.id}",
                                    "citizen.answer", origin="person", text=text)
+            # One answer to an incident reaches every reporter, each on their own channel, once.
+            for other in await grouping.members(change.session, complaint):
+                copy = Message(complaint_id=other.id, direction="out", channel="staff", author_staff_id=change.actor.id,
+                               text=text, public=True, created_at=change.now)
+                change.session.add(copy)
+                await change.session.flush()
+                was = other.status
+                other.status = Status.ANSWERED
+                other.first_response_at = other.first_response_at or change.now
+                other.assignee_id = other.assignee_id or change.actor.id
+                other.updated_at = change.now
+                _event(change, other, Status.ANSWERED, message_id=copy.id, incident=complaint.incident_id,
+                       **{"from": was})
+                await queue_to_citizen(core, change.session, change.now, other, f"answer:{copy.id}", "citizen.answer",
+                                       origin="person", text=text)
     except IntegrityError:
         if source_id is None:
             raise
@@ -208,12 +238,19 @@ async def resolve(core: Core, tracking_code: str, staff_slug: str, text: str | N
         complaint.resolved_at = change.now
         complaint.first_response_at = complaint.first_response_at or change.now
         change.event(Status.RESOLVED, **{"from": previous})
-        await queue_to_citizen(core, change.session, change.now, complaint,
-                               f"resolved:{complaint.id}:{change.now.isoformat()}", "citizen.status_changed",
-                               status=core.texts.get(complaint.language, f"status.{Status.RESOLVED}"))
-        # Khách về, được hài lòng: ask how the answer was.
-        await queue_to_citizen(core, change.session, change.now, complaint,
-                               f"survey:{complaint.id}:{change.now.isoformat()}", "citizen.survey")
+        for target in [complaint, *await grouping.members(change.session, complaint)]:
+            if target is not complaint:  # the incident resolved: every report of it is
+                was, target.status, target.resolved_at = target.status, Status.RESOLVED, change.now
+                target.first_response_at = target.first_response_at or change.now
+                target.updated_at = change.now
+                schedule_checks(core, target)
+                _event(change, target, Status.RESOLVED, incident=complaint.incident_id, **{"from": was})
+            await queue_to_citizen(core, change.session, change.now, target,
+                                   f"resolved:{target.id}:{change.now.isoformat()}", "citizen.status_changed",
+                                   status=core.texts.get(target.language, f"status.{Status.RESOLVED}"))
+            # Khách về, được hài lòng: ask how the answer was.
+            await queue_to_citizen(core, change.session, change.now, target,
+                                   f"survey:{target.id}:{change.now.isoformat()}", "citizen.survey")
 
 
 async def note(core: Core, tracking_code: str, staff_slug: str, text: str,

@@ -24,8 +24,8 @@ from bot import messages, outbox
 from bot.core import Core
 from bot.directory import StaffDirectory
 from bot.messages import format_time, to_staff
+from bot.statuses import FINISHED, schedule_checks
 from bot.statuses import pending as owed
-from bot.statuses import schedule_checks
 from storage.models import Complaint, Contact, Event, Staff
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ class _Batch:
         self.core, self.now, self.directory, self.contacts, self.threads = core, now, directory, contacts, threads
         self.messages: list[outbox.Queued] = []
         self.events: list[dict] = []
+        # An incident lead's members: its missed deadline is theirs (one apology per reporter).
+        self.riders: dict[int, list[Complaint]] = {}
 
     def to_staff(self, members: list[Staff], key: str, text_key: str, complaint: Complaint, **params: object) -> int:
         messages = to_staff(self.core, self.directory, members, key, text_key, complaint, **params)
@@ -82,6 +84,14 @@ def _act(batch: _Batch, complaint: Complaint, result: SweepResult) -> None:
         complaint.escalation_count += 1
         stamp = missed.isoformat()
         batch.to_citizen(f"apology:{complaint.id}:{stamp}", "citizen.apology", complaint, due=fmt(new_due))
+        for rider in batch.riders.get(complaint.incident_id, []) if complaint.incident_role == "lead" else []:
+            if rider.first_response_at is None and rider.apologised_for_due != missed:
+                rider.apologised_for_due, rider.first_response_due = missed, new_due
+                batch.to_citizen(f"apology:{rider.id}:{stamp}", "citizen.apology", rider,
+                                 due=format_time(core, new_due, rider.language))
+                batch.event(rider, "apologised", missed_due=stamp, new_due=new_due.isoformat(),
+                            incident=complaint.incident_id)
+                result.apologies += 1
         heads = batch.directory.heads_of(complaint)
         told = batch.to_staff(heads, f"escalation:{complaint.id}:{stamp}", "staff.escalation", complaint,
                               due=staff_fmt(missed), new_due=staff_fmt(new_due), count=complaint.escalation_count)
@@ -117,6 +127,16 @@ def _act(batch: _Batch, complaint: Complaint, result: SweepResult) -> None:
     schedule_checks(core, complaint)
 
 
+async def _riders(session, complaints: list[Complaint]) -> list[Complaint]:
+    """The open members of the incidents these complaints lead."""
+    incidents = {c.incident_id for c in complaints if c.incident_role == "lead"}
+    if not incidents:
+        return []
+    return list((await session.scalars(select(Complaint).where(
+        Complaint.incident_id.in_(incidents), Complaint.incident_role == "member",
+        Complaint.status.not_in(FINISHED)).with_for_update())).all())
+
+
 async def sweep(core: Core, batch_size: int = BATCH) -> SweepResult:
     """Process every complaint whose next check has come; return what was done."""
     result = SweepResult()
@@ -134,13 +154,16 @@ async def sweep(core: Core, batch_size: int = BATCH) -> SweepResult:
             if not complaints or seen.issuperset(c.id for c in complaints):
                 break
             seen.update(c.id for c in complaints)
-            contact_ids = {c.contact_id for c in complaints if c.contact_id}
+            riders = await _riders(session, complaints)
+            contact_ids = {c.contact_id for c in [*complaints, *riders] if c.contact_id}
             contacts = {c.id: c for c in (await session.scalars(
                 select(Contact).where(Contact.id.in_(contact_ids)))).all()} if contact_ids else {}
             threads = await messages.thread_ids(
-                session, [c.id for c in complaints if c.contact_id in contacts and contacts[c.contact_id].channel
-                          in messages.THREADED_CHANNELS])
+                session, [c.id for c in [*complaints, *riders] if c.contact_id in contacts
+                          and contacts[c.contact_id].channel in messages.THREADED_CHANNELS])
             batch = _Batch(core, now, await StaffDirectory.load(session), contacts, threads)
+            for rider in riders:
+                batch.riders.setdefault(rider.incident_id, []).append(rider)
             for complaint in complaints:
                 _act(batch, complaint, result)
             # One multi-row INSERT: ORM objects would cost one statement per event on SQLite.
