@@ -12,6 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bot import digests, lifecycle, reports, routing, staff
+from bot.incidents import candidates, grouping, match
 from bot.core import Core
 from bot.logs import configure_logging
 from service.app import serve
@@ -93,6 +94,58 @@ def _route_test(args: argparse.Namespace) -> int:
         print(f"reason: {decision.reason}")
         return 0
 
+    return _with_core(args, work)
+
+
+def _incident_test(args: argparse.Namespace) -> int:
+    async def work(core) -> int:
+        found = match.features(args.text, args.area, None, args.lat, args.lon)
+        rule = core.config.incidents.rule(found.topic, args.category)
+        print(f"event:  {', '.join(found.topics) or 'none recognised'}")
+        print(f"place:  {found.place.describe()} (key {found.place.key or '-'})")
+        print(f"rule:   join above {rule.join_above:g}, suggest above {rule.suggest_above:g}, window "
+              f"{rule.window_minutes:g} min, distance {rule.distance_m:g} m ({rule.reach})"
+              + ("" if rule.group else ", never grouped"))
+        async with core.sessions() as session:
+            decision = await candidates.find(session, core.config.incidents, found, args.category, core.clock.now(),
+                                             latitude=args.lat, longitude=args.lon)
+        print(f"open complaints compared: {decision.considered}")
+        for candidate in [decision.best, *decision.others] if decision.best else []:
+            where = f"incident #{candidate.incident_id}" if candidate.incident_id else "no incident"
+            print(f"  {candidate.score.value:.2f}  {candidate.tracking_code} ({where}): "
+                  + "; ".join(candidate.score.reasons))
+        verdict = {"join": "would join", "suggest": "would be suggested to the officer"}.get(decision.action)
+        target = decision.best and (f"incident #{decision.best.incident_id}" if decision.best.incident_id
+                                    else decision.best.tracking_code)
+        print(f"result: {verdict} {target}" if verdict else "result: a complaint of its own")
+        return 0
+
+    return _with_core(args, work)
+
+
+def _incident(args: argparse.Namespace) -> int:
+    async def work(core) -> int:
+        try:
+            if args.action == "merge":
+                found = await grouping.merge(core, args.codes, "cli")
+            elif args.action == "split":
+                found = await grouping.split(core, args.codes[0], "cli")
+            else:
+                found = await grouping.describe(core, args.codes[0])
+        except lifecycle.LifecycleError as error:
+            print(f"cannot: {error}", file=sys.stderr)
+            return 1
+        if found is None:
+            print("no incident")
+            return 0
+        print(f"incident #{found.id} ({found.state}): {len(found.codes)} reports, lead {found.lead_code}, "
+              f"answer due {found.first_response_due.isoformat() if found.first_response_due else '-'}")
+        print("  " + " ".join(found.codes))
+        return 0
+
+    if args.action != "merge" and len(args.codes) != 1 or args.action == "merge" and len(args.codes) < 2:
+        print("merge takes two codes or more (the first stays); split and show take one", file=sys.stderr)
+        return 2
     return _with_core(args, work)
 
 
@@ -235,6 +288,27 @@ def parser() -> argparse.ArgumentParser:
     route_test.add_argument("--channel", default="web", help="channel it arrived on (default: web)")
     route_test.add_argument("--config", metavar="FILE", help=config_help)
     route_test.set_defaults(run=_route_test)
+
+    incident_test = commands.add_parser(
+        "incident-test", help="show which open complaints or incident a text would join, and why",
+        description="Score a text against the open complaints of the store as intake would: the event and place "
+                    "it names, the rule that applies, the best candidates with their reasons, and the result.")
+    incident_test.add_argument("text", help="the complaint's text")
+    incident_test.add_argument("--area", help="ward/district as the citizen wrote it")
+    incident_test.add_argument("--category", help="category slug")
+    incident_test.add_argument("--lat", type=float, help="latitude (WGS 84)")
+    incident_test.add_argument("--lon", type=float, help="longitude (WGS 84)")
+    incident_test.add_argument("--config", metavar="FILE", help=config_help)
+    incident_test.set_defaults(run=_incident_test)
+
+    incident = commands.add_parser(
+        "incident", help="merge complaints into one incident, split one out, or show one",
+        description="merge CODE CODE...: the first complaint's incident survives, the others join it; "
+                    "split CODE: take a complaint out of its incident; show CODE: the incident it is in.")
+    incident.add_argument("action", choices=["merge", "split", "show"])
+    incident.add_argument("codes", nargs="+", metavar="CODE")
+    incident.add_argument("--config", metavar="FILE", help=config_help)
+    incident.set_defaults(run=_incident)
 
     rules = commands.add_parser("rules", help="list, add or remove admins' routing rules",
                                 description="Routing rules kept in the database (config rules live in the file).")

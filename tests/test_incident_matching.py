@@ -117,7 +117,7 @@ def test_names_of_different_wards_disagree():
 
 async def test_the_labelled_set_joins_precisely_and_suggests_what_it_should(make_core, clock):
     doc = load()
-    core = await make_core()
+    core = await make_core({"incidents": {"enabled": True}})
     start = datetime.fromisoformat(doc["start"])
     numbers = {item["id"]: n for n, item in enumerate(doc["complaints"])}
     for item in doc["complaints"]:

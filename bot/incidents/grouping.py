@@ -11,7 +11,7 @@ touches (its score and reasons for an automatic join), so the history stays on b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import func, select, update
@@ -23,23 +23,12 @@ from bot.directory import StaffDirectory
 from bot.incidents.candidates import Decision
 from bot.messages import STAFF_ACTIONS, to_staff
 from bot.statuses import FINISHED, schedule_checks
-from contract.results import LifecycleError
+from contract.results import IncidentSummary, LifecycleError
 from storage.models import Complaint, Event, Incident
 
 LEAD, MEMBER = "lead", "member"
 # The button pair a suggestion carries: join the candidate's incident, or keep separate.
 SUGGESTION_ACTION = "incident"
-
-
-@dataclass(frozen=True)
-class IncidentInfo:
-    """An incident as staff see it: its number, lead, reports and deadline."""
-
-    id: int
-    lead_code: str
-    codes: tuple[str, ...]
-    first_response_due: datetime | None
-    state: str
 
 
 async def current(session: AsyncSession, incident_id: int) -> Incident:
@@ -125,16 +114,16 @@ async def _by_codes(session: AsyncSession, codes: list[str]) -> list[Complaint]:
     return [found[code] for code in codes]
 
 
-async def info(session: AsyncSession, incident: Incident) -> IncidentInfo:
+async def info(session: AsyncSession, incident: Incident) -> IncidentSummary:
     """What staff are shown of an incident."""
     rows = (await session.execute(select(Complaint.tracking_code, Complaint.id).where(
         Complaint.incident_id == incident.id).order_by(Complaint.id))).all()
     lead = await session.get(Complaint, incident.lead_complaint_id)
-    return IncidentInfo(incident.id, lead.tracking_code, tuple(code for code, _ in rows), lead.first_response_due,
+    return IncidentSummary(incident.id, lead.tracking_code, tuple(code for code, _ in rows), lead.first_response_due,
                         incident.state)
 
 
-async def merge(core: Core, codes: list[str], actor: str) -> IncidentInfo:
+async def merge(core: Core, codes: list[str], actor: str) -> IncidentSummary:
     """Merge complaints (and the incidents they are in) into the first one's incident.
 
     The survivor keeps its lead and deadline; every other complaint becomes its member,
@@ -180,7 +169,7 @@ async def merge(core: Core, codes: list[str], actor: str) -> IncidentInfo:
         return await info(session, survivor)
 
 
-async def split(core: Core, code: str, actor: str) -> IncidentInfo | None:
+async def split(core: Core, code: str, actor: str) -> IncidentSummary | None:
     """Take one complaint out of its incident, with its own deadlines again.
 
     When it led the incident the next report leads; an incident left with one complaint
@@ -222,7 +211,7 @@ async def split(core: Core, code: str, actor: str) -> IncidentInfo | None:
         return await info(session, incident)
 
 
-async def describe(core: Core, code: str) -> IncidentInfo | None:
+async def describe(core: Core, code: str) -> IncidentSummary | None:
     """The incident a complaint is in, if any."""
     async with core.sessions() as session:
         complaint = await session.scalar(select(Complaint).where(Complaint.tracking_code == code.upper()))

@@ -34,22 +34,34 @@ from channels.telegram.common import (
 )
 
 # Buttons an officer may press; a citizen's press of one (a forged callback) is refused.
-ACTIONS = ("claim", "reply", "reassign", "resolve", "move", "done", "keep")
-COMMANDS = ("reply", "note", "resolve", "reassign", "claim", "case", "mine", "overdue", "attachment")
+ACTIONS = ("claim", "reply", "reassign", "resolve", "move", "done", "keep", "ijoin", "isep")
+COMMANDS = ("reply", "note", "resolve", "reassign", "claim", "case", "mine", "overdue", "attachment", "merge", "split",
+            "incident")
+# A notification's action that offers Join / Keep separate for a suggested incident.
+SUGGESTION = "incident:"
 
 
 def _language(port: Port) -> str:
     return port.config.service.default_language
 
 
-def action_markup(port: Port, language: str, code: str) -> InlineKeyboardMarkup:
-    """Claim, Reply, Reassign, Resolve for one complaint."""
-    return InlineKeyboardMarkup([
+def action_markup(port: Port, language: str, code: str, actions: tuple[str, ...] = ()) -> InlineKeyboardMarkup:
+    """Claim, Reply, Reassign, Resolve for one complaint; Join / Keep separate for a suggestion."""
+    rows = [
         [InlineKeyboardButton(text(port, language, "button_claim"), callback_data=f"claim:{code}"),
          InlineKeyboardButton(text(port, language, "button_reply"), callback_data=f"reply:{code}")],
         [InlineKeyboardButton(text(port, language, "button_reassign"), callback_data=f"reassign:{code}"),
          InlineKeyboardButton(text(port, language, "button_resolve"), callback_data=f"resolve:{code}")],
-    ])
+    ]
+    for action in actions:
+        candidate = action.removeprefix(SUGGESTION)
+        if action.startswith(SUGGESTION) and len(f"ijoin:{code}:{candidate}".encode()) <= CALLBACK_DATA_LIMIT:
+            rows.append([
+                InlineKeyboardButton(port.texts.get(language, "incidents.button_join"),
+                                     callback_data=f"ijoin:{code}:{candidate}"),
+                InlineKeyboardButton(port.texts.get(language, "incidents.button_separate"),
+                                     callback_data=f"isep:{code}:{candidate}")])
+    return InlineKeyboardMarkup(rows)
 
 
 class StaffDesk:
@@ -120,6 +132,9 @@ class StaffDesk:
             return
         if name == "attachment":
             await self._attachment(message, officer, rest)
+            return
+        if name in ("merge", "split", "incident"):
+            await self._incident(message, officer, name, rest)
             return
         code, argument = split_code(self.port, rest)
         argument = clean(argument)
@@ -285,6 +300,8 @@ class StaffDesk:
             if await self._act(alert, code, lambda: self.port.resolve(officer, code),
                                self._t("marked_resolved", code=code)) and message:
                 await edit(message, self._t("marked_resolved", code=code))
+        elif action in ("ijoin", "isep"):
+            await self._suggestion(alert, message, officer, action, code, self.port.parse_code(unit).code)
         elif action == "keep":
             await answer_button(query, None)
             if message:
@@ -304,3 +321,68 @@ class StaffDesk:
                 InlineKeyboardButton(self._t("button_confirm"), callback_data=f"done:{code}"),
                 InlineKeyboardButton(self._t("button_keep"), callback_data=f"keep:{code}")]]))
 
+
+    # ------------------------------------------------------------------ incidents
+
+    def _i(self, key: str, **params: object) -> str:
+        return self.port.texts.get(_language(self.port), f"incidents.{key}", **params)
+
+    def _summary(self, incident) -> str:
+        due = self.port.format_time(incident.first_response_due, _language(self.port)) \
+            if incident.first_response_due else "-"
+        return self._i("show", incident=incident.id, reports=len(incident.codes), lead=incident.lead_code, due=due,
+                       codes=", ".join(incident.codes))
+
+    async def _incident(self, message: Message, officer: Officer, name: str, rest: str) -> None:
+        """/merge CODE CODE…, /split CODE, /incident CODE."""
+        codes, left = [], rest
+        while left.strip():
+            code, after = split_code(self.port, left)
+            if code is None:
+                await self._bad_code(message, left.split()[0])
+                return
+            codes.append(code)
+            left = after
+        if name == "merge" and len(codes) < 2 or name != "merge" and len(codes) != 1:
+            await say(message, self._i("usage_merge") if name == "merge" else self._i("usage_split")
+                      if name == "split" else self._t("usage_code", command=name))
+            return
+        found: list = []
+
+        async def answer(reply: str, failed: bool) -> None:
+            await say(message, reply if failed else reply + (self._summary(found[0]) if found and found[0] else ""))
+
+        async def run(call) -> None:
+            found.append(await call())
+
+        code = codes[0]
+        if name == "merge":
+            await self._act(answer, code, lambda: run(lambda: self.port.incident_merge(officer, codes)), "")
+        elif name == "split":
+            if await self._act(answer, code, lambda: run(lambda: self.port.incident_split(officer, code)),
+                               self._i("split_done", code=code) + " ") and not found[0]:
+                await say(message, self._i("split_ended", code=code))
+        else:
+            if await self._act(answer, code, lambda: run(lambda: self.port.incident_of(officer, code)), "") \
+                    and not found[0]:
+                await say(message, self._i("none", code=code))
+
+    async def _suggestion(self, alert, message: Message | None, officer: Officer, action: str, code: str,
+                          candidate: str | None) -> None:
+        """Join / Keep separate pressed under a suggestion."""
+        if candidate is None:
+            await alert(self._t("button_expired"), True)
+            return
+        if action == "ijoin":
+            found: list = []
+
+            async def join() -> None:
+                found.append(await self.port.incident_join(officer, code, candidate))
+
+            if await self._act(alert, code, join, self._i("joined_done", code=code, incident="", reports="")) \
+                    and message:
+                await edit(message, self._i("joined_done", code=code, incident=found[0].id,
+                                            reports=len(found[0].codes)))
+        elif await self._act(alert, code, lambda: self.port.incident_keep(officer, code, candidate),
+                             self._i("kept_separate", code=code)) and message:
+            await edit(message, self._i("kept_separate", code=code))
