@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from datetime import timedelta
+from datetime import date, datetime, timezone
 
 import aiohttp
 import pytest
 from sqlalchemy import select
 
-from bot import sweep
+from bot import digests, reports, sweep
 from storage.models import Complaint, Event, Incident, Message, OutboxMessage
 from channels.email import MAIL_SERVER
 from tests.conftest import get_form, merge, start_service
@@ -198,6 +198,19 @@ async def test_thirty_reports_of_one_outage_are_one_incident_answered_once(world
         followup = await session.scalar(select(Message).where(Message.text == "Van chua co dien nhe, nha em van toi"))
     assert followup.complaint_id == member.id
     await api.wait_for("sendMessage", OFFICER, mark, contains=member.tracking_code)
+
+    # Counting: the incident is one answer in the unit's figures, shown with its 30 reports.
+    clock.set(datetime(2026, 11, 9, 3, 0, tzinfo=timezone.utc))  # Monday after: last week's digest
+    async with core.sessions() as session, session.begin():
+        digest = await digests.compose(core, session, "tiep-nhan",
+                                       digests.period_for("weekly", clock.now(), core.config.tz), clock.now())
+    figures = digest.figures.period
+    assert (figures.new, figures.answered, figures.incidents, figures.incident_reports) == (30, 1, 1, 30)
+    assert "Sự cố: 1, gồm 30 phản ánh" in digest.text
+    [unit] = [line for line in await reports.scorecard(core) if line.slug == "tiep-nhan"]
+    assert unit.scores[30].answered == 1
+    rows = [row async for row in reports.complaints(core, reports.Selection(date(2026, 11, 2), date(2026, 11, 2)))]
+    assert len(rows) == 30 and {row["incident"] for row in rows} == {lead.incident_id}
 
 
 async def test_staff_merge_and_split_keep_history_and_replies_land_under_the_survivor(world, clock):
