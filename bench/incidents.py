@@ -201,6 +201,8 @@ async def run(args: argparse.Namespace) -> int:
     failures: list[str] = []
     core = None
     try:
+        if args.store:
+            db.url, db.folder = f"sqlite+aiosqlite:///{Path(args.store) / 'feedback.db'}", None
         await db.create()
         core = await open_core(parse_config({"storage": {"url": db.url}}, environ={}), clock=FrozenClock(NOW))
         async with core.engine.connect() as conn:
@@ -209,8 +211,11 @@ async def run(args: argparse.Namespace) -> int:
         log(f"database: {db.kind} {version}")
         log(f"store: {args.rows:,} complaints, {args.open:,} open among the last ten days")
         pool = samples()
-        log("seeding (not part of the target):")
-        await seed(core, db, args, pool)
+        if args.store:
+            log(f"the store kept by an earlier run with --keep: {args.store}")
+        else:
+            log("seeding (not part of the target):")
+            await seed(core, db, args, pool)
         probes = [item for item in pool]
         random.Random(args.seed + 1).shuffle(probes)
         probes = (probes * (args.runs // len(probes) + 1))[:args.runs]
@@ -263,6 +268,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=14, help="random seed of the data")
     parser.add_argument("--keep", action="store_true", help="keep the store (SQLite folder / PG database)")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument("--store", help="SQLite: a folder kept by an earlier run with --keep (no seeding)")
     return asyncio.run(run(parser.parse_args()))
 
 

@@ -150,7 +150,7 @@ async def test_thirty_reports_of_one_outage_are_one_incident_answered_once(world
     acks = await outbox(core, "ack:")
     assert len(acks) == 24 and len({a.payload["code"] for a in acks}) == 24
     joined_acks = [a for a in acks if a.complaint_id != lead.id]
-    assert all("đã nắm được sự việc này" in a.payload["text"] for a in joined_acks)
+    assert all("sự việc này" in a.payload["text"] and "phản ánh)" in a.payload["text"] for a in joined_acks)
     # The officer hears of the first report and of the incident, not of thirty complaints.
     notes = [c for c in api.find("sendMessage", OFFICER)]
     assert len([c for c in notes if c.text.startswith("Phản ánh mới")]) == 1

@@ -10,11 +10,13 @@ branch is capped, so the work per complaint does not grow with the store.
 
 from __future__ import annotations
 
+import json
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, text, union_all
+from sqlalchemy import Text, select, text, type_coerce, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.incidents.config import IncidentsConfig
@@ -24,8 +26,14 @@ from storage.models import Complaint
 
 # Geo cells of 0.02° (about 2.2 km north-south, 2 km east-west at Hà Nội's latitude).
 CELL_DEGREES = 0.02
+# The most a candidate reporting another kind of event can score (event -1, place 1,
+# words 1: see bot.incidents.match.score).
+BEST_WITH_OTHER_EVENT = 0.2
 # Rows one branch of the search reads at most.
 BRANCH_LIMIT = 200
+# Features of open complaints read lately, by their stored form: a complaint's features
+# never change once filed, and each is read again for every new complaint in its window.
+FEATURE_CACHE = 20_000
 # The partial indexes' condition, built from bot.statuses in the order the migration wrote it.
 OPEN_CONDITION = "status IN (" + ", ".join(f"'{status}'" for status in sorted(OPEN)) + ")"
 
@@ -77,8 +85,21 @@ def stamp(complaint: Complaint, found: Features) -> None:
     complaint.match_features = found.to_json()
 
 
+# The stored features as text: decoded only when not already known (``_features``).
 COLUMNS = (Complaint.id, Complaint.tracking_code, Complaint.incident_id, Complaint.created_at, Complaint.latitude,
-           Complaint.longitude, Complaint.match_features)
+           Complaint.longitude, type_coerce(Complaint.match_features, Text).label("match_features"))
+_known: OrderedDict[tuple, Features] = OrderedDict()
+
+
+def _features(data: str, latitude: float | None, longitude: float | None) -> Features:
+    key = (data, latitude, longitude)
+    found = _known.get(key)
+    if found is None:
+        found = Features.from_json(json.loads(data), latitude, longitude)
+        _known[key] = found
+        if len(_known) > FEATURE_CACHE:
+            _known.popitem(last=False)
+    return found
 
 
 def query(found: Features, rule: Rule, now: datetime, before_id: int | None, latitude: float | None,
@@ -115,15 +136,19 @@ async def find(session: AsyncSession, config: IncidentsConfig, found: Features, 
     seen: set[int] = set()
     scored: list[Candidate] = []
     sizes: dict[int, int] = {}
+    apart = {o.topic for o in config.overrides if o.topic and o.group is False}
     for id_, code, incident_id, created_at, lat, lon, data in rows:
         if id_ in seen or data is None:
             continue
         seen.add(id_)
         if incident_id is not None:
             sizes[incident_id] = sizes.get(incident_id, 0) + 1
-        other = Features.from_json(data, lat, lon)
-        if config.rule(other.topic, None).group is False:
+        other = _features(data, lat, lon)
+        if other.topic in apart:
             continue  # a procedure is its citizen's own case
+        if found.topics and other.topics and found.topic != other.topic and not set(found.topics) & set(other.topics) \
+                and BEST_WITH_OTHER_EVENT < rule.suggest_above:
+            continue  # another kind of event scores below any suggestion, whatever the place
         minutes = (now - created_at).total_seconds() / 60
         scored.append(Candidate(id_, code, incident_id, created_at, score(found, other, minutes, rule)))
     if not scored:

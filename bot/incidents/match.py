@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime
 
 from bot.incidents.places import Place, expand, parse
@@ -110,6 +112,11 @@ class Features:
         """The main kind of event, if any."""
         return self.topics[0] if self.topics else None
 
+    @cached_property
+    def terms(self) -> frozenset[str]:
+        """What the text similarity compares: the words and the kinds of event."""
+        return self.words | frozenset(self.topics)
+
     def to_json(self) -> dict:
         """The features as plain values, for the store."""
         return {"topics": list(self.topics), "place": self.place.to_json(), "words": sorted(self.words)}
@@ -152,75 +159,80 @@ class Rule:
 
 @dataclass(frozen=True)
 class Score:
-    """How likely two complaints report the same event, and why."""
+    """How likely two complaints report the same event, and why (the reasons are written
+    out only when asked: intake scores hundreds of candidates and explains a few)."""
 
     value: float
-    reasons: tuple[str, ...]
+    why: tuple[Callable[[], str], ...] = ()
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """The reasons, one per part of the score."""
+        return tuple(reason() for reason in self.why)
 
 
-def _topic_part(new: Features, old: Features) -> tuple[float, str]:
+def _topic_part(new: Features, old: Features) -> tuple[float, Callable[[], str]]:
     if not new.topics or not old.topics:
-        return 0.3, "event: " + (new.topic or old.topic or "unknown") + " on one side only"
+        return 0.3, lambda: "event: " + (new.topic or old.topic or "unknown") + " on one side only"
     if new.topic == old.topic:
-        return 1.0, f"event: {new.topic}"
+        return 1.0, lambda: f"event: {new.topic}"
     if set(new.topics) & set(old.topics):
-        shared = sorted(set(new.topics) & set(old.topics))
-        return 0.6, f"event: {new.topic}/{old.topic} share {','.join(shared)}"
-    return -1.0, f"event: {new.topic} vs {old.topic}"
+        return 0.6, lambda: f"event: {new.topic}/{old.topic} share {','.join(sorted(set(new.topics) & set(old.topics)))}"
+    return -1.0, lambda: f"event: {new.topic} vs {old.topic}"
 
 
-def _place_part(new: Features, old: Features, rule: Rule) -> tuple[float, str]:
+def _place_part(new: Features, old: Features, rule: Rule) -> tuple[float, Callable[[], str]]:
     """Strong 1, medium 0.5, weak 0.2, unknown 0, conflict -1; with the reason."""
     a, b = new.place, old.place
     near = None
-    if None not in (new.latitude, new.longitude, old.latitude, old.longitude):
+    if new.latitude is not None and old.latitude is not None and new.longitude is not None \
+            and old.longitude is not None:
         near = distance_m(new.latitude, new.longitude, old.latitude, old.longitude)
         if near > 2 * rule.distance_m:
-            return -1.0, f"place: {near:.0f} m apart"
+            return -1.0, lambda: f"place: {near:.0f} m apart"
     wards_a, wards_b = a.current, b.current
     if wards_a and wards_b and not wards_a & wards_b:
-        return -1.0, f"place: {a.describe()} vs {b.describe()}"
+        return -1.0, lambda: f"place: {a.describe()} vs {b.describe()}"
     if a.districts and b.districts and not a.districts & b.districts:
-        return -1.0, f"place: {min(a.districts)} vs {min(b.districts)}"
-    local = rule.reach in ("spot", "street")
-    if local and a.streets and b.streets and not a.streets & b.streets:
-        return -1.0, f"place: {min(a.streets)} vs {min(b.streets)}"
-    buildings_a = {s for s in a.spots if any(ch.isdigit() for ch in s)}
-    buildings_b = {s for s in b.spots if any(ch.isdigit() for ch in s)}
+        return -1.0, lambda: f"place: {min(a.districts)} vs {min(b.districts)}"
+    if rule.reach != "ward" and a.streets and b.streets and not a.streets & b.streets:
+        return -1.0, lambda: f"place: {min(a.streets)} vs {min(b.streets)}"
     if rule.reach == "spot":
+        buildings_a, buildings_b = a.buildings, b.buildings
         if buildings_a and buildings_b and not buildings_a & buildings_b:
-            return -1.0, f"place: {min(buildings_a)} vs {min(buildings_b)}"
+            return -1.0, lambda: f"place: {min(buildings_a)} vs {min(buildings_b)}"
         if a.numbers and b.numbers and not a.numbers & b.numbers:
-            return -1.0, f"place: no. {min(a.numbers)} vs {min(b.numbers)}"
+            return -1.0, lambda: f"place: no. {min(a.numbers)} vs {min(b.numbers)}"
     within = near is not None and near <= rule.distance_m
     shared_spots = a.spots & b.spots
     shared_streets = a.streets & b.streets
-    shared_old = (a.old | a.via) & (b.old | b.via)
+    shared_old = a.named_or_via & b.named_or_via
     if rule.reach == "ward":
-        named = a.old & (b.old | b.via) or b.old & (a.old | a.via) or shared_spots or shared_streets
+        named = a.old & b.named_or_via or b.old & a.named_or_via or shared_spots or shared_streets
         if named:
-            return 1.0, f"place: {', '.join(sorted(named))[:60]}" + (f", {near:.0f} m" if near is not None else "")
+            return 1.0, lambda: f"place: {', '.join(sorted(named))[:60]}" + (f", {near:.0f} m" if near is not None
+                                                                                else "")
         if shared_old or within or wards_a & wards_b:
-            return 0.5, "place: " + (f"{near:.0f} m" if within else ", ".join(sorted(shared_old or wards_a & wards_b)))
+            return 0.5, lambda: "place: " + (f"{near:.0f} m" if within else ", ".join(sorted(shared_old or
+                                                                                              wards_a & wards_b)))
     else:
         if within:
-            return 1.0, f"place: {near:.0f} m"
+            return 1.0, lambda: f"place: {near:.0f} m"
         if shared_spots:
-            return 1.0, f"place: {', '.join(sorted(shared_spots))}"
+            return 1.0, lambda: f"place: {', '.join(sorted(shared_spots))}"
         if shared_streets:
-            overlap = len(shared_streets) / len(a.streets | b.streets)
-            if rule.reach == "street" or overlap >= 0.5:
-                return 1.0, f"place: {', '.join(sorted(shared_streets))}"
-            return 0.5, f"place: {', '.join(sorted(shared_streets))} (junction differs)"
+            if rule.reach == "street" or len(shared_streets) / len(a.streets | b.streets) >= 0.5:
+                return 1.0, lambda: f"place: {', '.join(sorted(shared_streets))}"
+            return 0.5, lambda: f"place: {', '.join(sorted(shared_streets))} (junction differs)"
         if shared_old:
-            return 0.5, f"place: {', '.join(sorted(shared_old))}"
+            return 0.5, lambda: f"place: {', '.join(sorted(shared_old))}"
         if wards_a & wards_b:
-            return 0.2, f"place: {', '.join(sorted(wards_a & wards_b))}"
+            return 0.2, lambda: f"place: {', '.join(sorted(wards_a & wards_b))}"
     if a.districts & b.districts:
-        return 0.2, f"place: {min(a.districts & b.districts)} (district)"
+        return 0.2, lambda: f"place: {min(a.districts & b.districts)} (district)"
     if near is not None:
-        return 0.0, f"place: {near:.0f} m"
-    return 0.0, "place: unknown"
+        return 0.0, lambda: f"place: {near:.0f} m"
+    return 0.0, lambda: "place: unknown"
 
 
 def similarity(a: frozenset[str], b: frozenset[str]) -> float:
@@ -234,7 +246,8 @@ def score(new: Features, old: Features, minutes: float, rule: Rule) -> Score:
     """How likely ``new`` reports the same event as ``old``, written ``minutes`` earlier."""
     topic, topic_reason = _topic_part(new, old)
     place, place_reason = _place_part(new, old, rule)
-    text = similarity(new.words | set(new.topics), old.words | set(old.topics))
+    text = similarity(new.terms, old.terms)
     value = max(0.0, min(1.0, 0.4 * topic + 0.4 * place + 0.2 * text))
-    return Score(round(value, 3), (topic_reason, place_reason, f"time: {minutes:.0f} min", f"text: {text:.2f}"))
+    return Score(round(value, 3), (topic_reason, place_reason, lambda: f"time: {minutes:.0f} min",
+                                   lambda: f"text: {text:.2f}"))
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 
 from bot.folding import fold
@@ -49,6 +49,16 @@ class Place:
     def empty(self) -> bool:
         """True when nothing at all is known of the place."""
         return not (self.old or self.current or self.via or self.districts or self.streets or self.spots)
+
+    @cached_property
+    def buildings(self) -> frozenset[str]:
+        """The buildings among the spots (a code with a number: HH2B, C4)."""
+        return frozenset(s for s in self.spots if any(ch.isdigit() for ch in s))
+
+    @cached_property
+    def named_or_via(self) -> frozenset[str]:
+        """Old wards named or reached through a street or landmark."""
+        return self.old | self.via
 
     @property
     def key(self) -> str | None:
