@@ -172,6 +172,18 @@ async def reassign(core: Core, tracking_code: str, unit_slug: str, by: str | Non
         await queue_to_citizen(core, change.session, change.now, complaint,
                                f"reassigned:{complaint.id}:{change.now.isoformat()}", "citizen.reassigned",
                                due=format_time(core, complaint.first_response_due, complaint.language))
+        # The incident moves whole: every report to the new unit, with the lead's deadlines.
+        for other in await grouping.members(change.session, complaint):
+            other.unit_id, other.assignee_id, other.updated_at = unit.id, None, change.now
+            if other.status == Status.ASSIGNED:
+                other.status = Status.NEW
+            if other.first_response_at is None:
+                other.first_response_due = complaint.first_response_due
+            other.resolution_due = complaint.resolution_due
+            _event(change, other, "reassigned", incident=complaint.incident_id, **{"from": previous, "to": unit_slug})
+            await queue_to_citizen(core, change.session, change.now, other,
+                                   f"reassigned:{other.id}:{change.now.isoformat()}", "citizen.reassigned",
+                                   due=format_time(core, other.first_response_due, other.language))
         await notify_staff(core, change.session, change.now, complaint,
                            f"reassigned-staff:{complaint.id}:{change.now.isoformat()}", "staff.reassigned_in",
                            with_case=True)

@@ -279,3 +279,29 @@ async def test_a_suggestion_offers_join_and_keep_separate_and_join_works(world, 
 async def _joined(core, complaint_id: int) -> bool:
     async with core.sessions() as session:
         return (await session.get(Complaint, complaint_id)).incident_id is not None
+
+
+async def test_the_incident_moves_whole_to_another_unit_and_resolves_whole(make_core, clock):
+    from bot import intake, lifecycle  # noqa: PLC0415 - the domain's own entry points, no channel needed here
+    from contract.messages import Inbound  # noqa: PLC0415
+
+    core = await make_core({"incidents": {"enabled": True},
+                            "units": [{"slug": "tiep-nhan", "name": "Bộ phận tiếp nhận"},
+                                      {"slug": "dien-luc", "name": "Điện lực Cầu Giấy"}],
+                            "staff": [{"slug": "an", "name": "An", "unit": "tiep-nhan"},
+                                      {"slug": "binh", "name": "Bình", "unit": "dien-luc"}]})
+    codes = []
+    for n, text in enumerate(["Mất điện ở Nghĩa Tân", "mat dien khu nghia tan", "Nghĩa Tân mất điện cả khu"]):
+        result = await intake.receive(core, Inbound(channel="sms", external_id=f"move-{n}", sender=f"+8491200000{n}",
+                                                    text=text, received_at=clock.now()))
+        codes.append(result.tracking_code)
+        clock.advance(minutes=1)
+    await lifecycle.reassign(core, codes[1], "dien-luc", by="an")  # from a member: the whole incident moves
+    stored = await complaints(core)
+    assert {c.unit_id for c in stored} == {core.directory.unit_ids["dien-luc"]}
+    assert len({c.first_response_due for c in stored}) == 1
+    assert len(await outbox(core, "reassigned:")) == 3
+    await lifecycle.resolve(core, codes[0], "binh", "Đã có điện lại từ 11 giờ.")
+    stored = await complaints(core)
+    assert {c.status for c in stored} == {"resolved"}
+    assert len(await outbox(core, "survey:")) == 3 and len(await outbox(core, "answer:")) == 3
