@@ -16,7 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Text, select, text, type_coerce, union_all
+from sqlalchemy import Text, cast, select, text, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.incidents.config import IncidentsConfig
@@ -87,7 +87,7 @@ def stamp(complaint: Complaint, found: Features) -> None:
 
 # The stored features as text: decoded only when not already known (``_features``).
 COLUMNS = (Complaint.id, Complaint.tracking_code, Complaint.incident_id, Complaint.created_at, Complaint.latitude,
-           Complaint.longitude, type_coerce(Complaint.match_features, Text).label("match_features"))
+           Complaint.longitude, cast(Complaint.match_features, Text).label("match_features"))
 _known: OrderedDict[tuple, Features] = OrderedDict()
 
 
