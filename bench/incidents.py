@@ -50,7 +50,7 @@ from service.config import parse_config
 from storage.models import Complaint, Contact
 
 TARGET_MS = 5.0
-INDEXES = ("ix_complaints_open_topic", "ix_complaints_open_place", "ix_complaints_open_cell",
+INDEXES = ("ix_complaints_open_topic_place", "ix_complaints_open_topic", "ix_complaints_open_place", "ix_complaints_open_cell",
            "ix_complaints_open_created")
 HANOI = ZoneInfo("Asia/Ho_Chi_Minh")
 NOW = datetime(2026, 11, 4, 10, 0, tzinfo=HANOI).astimezone(timezone.utc)

@@ -1,11 +1,12 @@
 """The candidate search at intake: which open complaints (and so which incidents) a new
 complaint may report the same event as, each with a score and its reasons.
 
-One statement per new complaint, four index range scans joined by UNION ALL, each over
-open complaints only (the partial indexes of migration 0007) and within the time window:
-the same kind of event, the same place key, a geo cell around the coordinates, and,
-when the new complaint names no kind of event or no place, the most recent ones. Each
-branch is capped, so the work per complaint does not grow with the store.
+One statement per new complaint, a few index range scans joined by UNION ALL, each over
+open complaints only (the partial indexes of migration 0007) and within the time window
+(``query`` says which). Each branch is capped, so the work per complaint does not grow
+with the store. The place key is coarse (usually the district), so a complaint of the
+same event nearly always shares it; one naming two districts may be found only through
+its kind of event without a place, or its coordinates.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 
-from sqlalchemy import Text, cast, select, text, union_all
+from sqlalchemy import Text, bindparam, cast, or_, select, text, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.incidents.config import IncidentsConfig
@@ -29,8 +31,10 @@ CELL_DEGREES = 0.02
 # The most a candidate reporting another kind of event can score (event -1, place 1,
 # words 1: see bot.incidents.match.score).
 BEST_WITH_OTHER_EVENT = 0.2
-# Rows one branch of the search reads at most.
-BRANCH_LIMIT = 200
+# Rows the main branch of the search reads at most, and each side branch.
+BRANCH_LIMIT = 100
+SIDE_LIMIT = 40
+RECENT_LIMIT = 20
 # Features of open complaints read lately, by their stored form: a complaint's features
 # never change once filed, and each is read again for every new complaint in its window.
 FEATURE_CACHE = 20_000
@@ -103,25 +107,52 @@ def _features(data: str, latitude: float | None, longitude: float | None) -> Fea
 
 
 def query(found: Features, rule: Rule, now: datetime, before_id: int | None, latitude: float | None,
-          longitude: float | None):
-    """The candidate search as one statement (also what bench/incidents.py EXPLAINs)."""
-    since = now - timedelta(minutes=rule.window_minutes)
+          longitude: float | None) -> tuple[object, dict]:
+    """The candidate search as one statement and its parameters (also what bench/incidents.py
+    EXPLAINs).
 
-    def branch(*conditions):
-        statement = select(*COLUMNS).where(text(OPEN_CONDITION), Complaint.created_at >= since, *conditions)
-        if before_id is not None:
-            statement = statement.where(Complaint.id < before_id)
-        return select(statement.order_by(Complaint.created_at.desc()).limit(BRANCH_LIMIT).subquery())
+    Branches, each an index range scan over open complaints in the window, newest first:
+    the same kind of event at the same place key, or with no place, or (the latest few)
+    anywhere; the same place with another or no kind of event; the geo cells around; and
+    when the kind of event or the place is unknown, the same kind anywhere or the same
+    place, and the most recent.
+    """
+    located = latitude is not None and longitude is not None
+    params = {"since": now - timedelta(minutes=rule.window_minutes), "topic": found.topic,
+              "place": found.place.key, "before": before_id}
+    if located:
+        params["cells"] = cells_around(latitude, longitude, 2 * rule.distance_m)
+    return _statement(bool(found.topic), bool(found.place.key), located, before_id is not None), params
 
+
+@cache
+def _statement(topic: bool, place: bool, located: bool, before: bool):
+    """The statement for one shape of search, built once (its values are parameters)."""
+    def branch(limit: int, *conditions):
+        statement = select(*COLUMNS).where(text(OPEN_CONDITION), Complaint.created_at >= bindparam("since"),
+                                           *conditions)
+        if before:
+            statement = statement.where(Complaint.id < bindparam("before"))
+        return select(statement.order_by(Complaint.created_at.desc()).limit(limit).subquery())
+
+    same_topic, same_place = Complaint.match_topic == bindparam("topic"), Complaint.match_place == bindparam("place")
     branches = []
-    if found.topic:
-        branches.append(branch(Complaint.match_topic == found.topic))
-    if found.place.key:
-        branches.append(branch(Complaint.match_place == found.place.key))
-    if latitude is not None and longitude is not None:
-        branches.append(branch(Complaint.geo_cell.in_(cells_around(latitude, longitude, 2 * rule.distance_m))))
-    if not found.topic or not found.place.key:
-        branches.append(branch())
+    if topic and place:
+        branches += [branch(BRANCH_LIMIT, same_topic, same_place),
+                     branch(SIDE_LIMIT, same_topic, Complaint.match_place.is_(None)),
+                     # The latest of the same kind anywhere: a place key of another kind
+                     # (a building, a street) may still be the same place.
+                     branch(RECENT_LIMIT, same_topic),
+                     branch(SIDE_LIMIT, same_place,
+                            or_(Complaint.match_topic.is_(None), Complaint.match_topic != bindparam("topic")))]
+    elif topic:
+        branches.append(branch(BRANCH_LIMIT, same_topic))
+    elif place:
+        branches += [branch(BRANCH_LIMIT, same_place), branch(SIDE_LIMIT)]
+    else:
+        branches.append(branch(BRANCH_LIMIT))
+    if located:
+        branches.append(branch(SIDE_LIMIT, Complaint.geo_cell.in_(bindparam("cells", expanding=True))))
     return union_all(*branches) if len(branches) > 1 else branches[0]
 
 
@@ -132,7 +163,8 @@ async def find(session: AsyncSession, config: IncidentsConfig, found: Features, 
     rule = config.rule(found.topic, category)
     if not config.enabled or not rule.group:
         return Decision(None, None, rule)
-    rows = (await session.execute(query(found, rule, now, before_id, latitude, longitude))).all()
+    statement, params = query(found, rule, now, before_id, latitude, longitude)
+    rows = (await session.execute(statement, params)).all()
     seen: set[int] = set()
     scored: list[Candidate] = []
     sizes: dict[int, int] = {}

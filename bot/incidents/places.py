@@ -44,6 +44,9 @@ class Place:
     streets: frozenset[str] = frozenset()
     spots: frozenset[str] = frozenset()  # landmarks and buildings
     numbers: frozenset[str] = frozenset()  # house and alley numbers
+    # The district of the first place named (the area field first): the index key, so
+    # that a street crossing into another district does not move a report's key.
+    first_district: str | None = None
 
     @property
     def empty(self) -> bool:
@@ -63,6 +66,8 @@ class Place:
     @property
     def key(self) -> str | None:
         """The coarse key candidates are indexed by: a district, else a new ward, street or spot."""
+        if self.first_district:
+            return f"d:{self.first_district}"[:64]
         for values, prefix in ((self.districts, "d"), (self.current, "w"), (self.streets, "s"), (self.spots, "b")):
             if values:
                 return f"{prefix}:{min(values)}"[:64]
@@ -70,13 +75,17 @@ class Place:
 
     def to_json(self) -> dict[str, list[str]]:
         """The place as plain lists, for the store."""
-        return {name: sorted(getattr(self, name)) for name in FIELDS if getattr(self, name)}
+        out: dict = {name: sorted(getattr(self, name)) for name in FIELDS if getattr(self, name)}
+        if self.first_district:
+            out["first_district"] = self.first_district
+        return out
 
     @classmethod
     def from_json(cls, data: dict | None) -> Place:
         """A place stored by ``to_json``."""
         data = data or {}
-        return cls(**{name: frozenset(data.get(name, ())) for name in FIELDS})
+        return cls(**{name: frozenset(data.get(name, ())) for name in FIELDS},
+                   first_district=data.get("first_district"))
 
     def describe(self) -> str:
         """A short human description of the most specific names, for reasons and CLI output."""
@@ -186,6 +195,7 @@ def parse(*texts: str | None) -> Place:
     current: set[str] = set()
     via: set[str] = set()
     districts: set[str] = set()
+    first: str | None = None
     streets: set[str] = set()
     spots: set[str] = set()
     numbers: set[str] = set()
@@ -217,13 +227,16 @@ def parse(*texts: str | None) -> Place:
             elif i and NUMBER.match(words[i - 1]) and "street" in kinds:
                 numbers.add(words[i - 1])  # "18 Hoàng Quốc Việt"
             _resolve(kinds, marker, old, current, via, districts, streets, spots)
+            if first is None:
+                first = next((d for d in sorted(districts)), None) or next(
+                    (g.ward_district[w] for w in sorted(old | via) if w in g.ward_district), None)
             i += size
     for ward in old | via:
         current |= g.ward_new.get(ward, frozenset())
         if ward in g.ward_district:
             districts.add(g.ward_district[ward])
     return Place(frozenset(old), frozenset(current), frozenset(via - old), frozenset(districts), frozenset(streets),
-                 frozenset(spots), frozenset(numbers))
+                 frozenset(spots), frozenset(numbers), first)
 
 
 def _resolve(kinds: dict[str, object], marker: str | None, old: set, current: set, via: set, districts: set,

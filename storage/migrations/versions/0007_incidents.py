@@ -4,8 +4,8 @@ Revision ID: 0007
 Revises: 0002
 Create Date: 2026-12-05
 
-The candidate search at intake reads open complaints by kind of event, by place key and
-by geo cell, each within a time window: one partial index per way, on open complaints
+The candidate search at intake reads open complaints by kind of event and place key, by
+kind of event, by place key and by geo cell, each within a time window: one partial index per way, on open complaints
 only, so the search reads a handful of index entries however many complaints are stored.
 The open statuses are written out here on purpose, as in 0002 (a migration records the
 schema at one moment); bot/incidents/candidates.py builds the same condition from
@@ -24,6 +24,7 @@ depends_on = None
 Id = sa.BigInteger().with_variant(sa.Integer(), 'sqlite')
 OPEN = "status IN ('answered', 'assigned', 'new', 'reopened')"
 INDEXES = {
+    'ix_complaints_open_topic_place': ['match_topic', 'match_place', 'created_at'],
     'ix_complaints_open_topic': ['match_topic', 'created_at'],
     'ix_complaints_open_place': ['match_place', 'created_at'],
     'ix_complaints_open_cell': ['geo_cell', 'created_at'],
