@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections import Counter
+from types import SimpleNamespace
 from datetime import date, datetime, timezone
 
 import aiohttp
@@ -105,9 +108,7 @@ async def outbox(core, prefix: str) -> list[OutboxMessage]:
 
 async def thirty_reports(running, api, clock) -> None:
     """Ten SMS, eight Telegram chats, six emails and six web forms, one every twenty seconds."""
-    class _World:  # what tests.test_telegram_citizen.file_complaint expects
-        def __init__(self):
-            self.api = api
+    chats = SimpleNamespace(api=api)  # what tests.test_telegram_citizen.file_complaint drives
 
     channels = ([("sms", t) for t in SMS_TEXTS] + [("telegram", t) for t in TELEGRAM_TEXTS]
                 + [("email", t) for t in EMAILS] + [("web", t) for t in WEB])
@@ -117,10 +118,10 @@ async def thirty_reports(running, api, clock) -> None:
         if channel == "sms":
             await sms_in(running, n, item, clock)
         elif channel == "telegram":
-            await file_complaint(_World(), chat_id=FIRST_TELEGRAM + n, body=item)
+            await file_complaint(chats, chat_id=FIRST_TELEGRAM + n, body=item)
         elif channel == "email":
             raw = new_mail(f"dan{n}@example.vn", "Mất điện", item, f"<m{n}@example.vn>")
-            await asyncio.to_thread(smtp_send, running.app_smtp_port, raw, f"dan{n}@example.vn", [OURS])
+            await asyncio.to_thread(smtp_send, running.app[MAIL_SERVER].port, raw, f"dan{n}@example.vn", [OURS])
         else:
             await web_in(running, *item)
         clock.advance(seconds=20)
@@ -128,7 +129,6 @@ async def thirty_reports(running, api, clock) -> None:
 
 async def test_thirty_reports_of_one_outage_are_one_incident_answered_once(world, clock):
     running, api, operator, relay = world
-    running.app_smtp_port = running.app[MAIL_SERVER].port  # the running SMTP server, for smtplib
     core = running.core
     await thirty_reports(running, api, clock)
 
@@ -305,3 +305,43 @@ async def test_the_incident_moves_whole_to_another_unit_and_resolves_whole(make_
     stored = await complaints(core)
     assert {c.status for c in stored} == {"resolved"}
     assert len(await outbox(core, "survey:")) == 3 and len(await outbox(core, "answer:")) == 3
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+async def test_incident_test_merge_split_and_show_from_the_command_line(tmp_path, make_config, database_url):
+    from bot import intake  # noqa: PLC0415 - filing straight into the store the command reads
+    from bot.clock import SystemClock  # noqa: PLC0415
+    from contract.messages import Inbound  # noqa: PLC0415
+    from service.assembly import open_core  # noqa: PLC0415
+
+    config = tmp_path / "feedback.toml"
+    config.write_text(f'[storage]\nurl = "{database_url}"\n', encoding="utf-8")
+    core = await open_core(make_config({"incidents": {"enabled": True}}), clock=SystemClock())  # the command's now
+    try:
+        codes = [(await intake.receive(core, Inbound(channel="sms", external_id=f"cli-{n}", sender=f"+849130000{n}",
+                                                      text=text, received_at=core.clock.now()))).tracking_code
+                 for n, text in enumerate(["Mất điện ở Nghĩa Tân", "Ổ gà trên phố Tô Hiệu"])]
+    finally:
+        await core.close()
+    shown = cli("incident-test", "mat dien khu tap the nghia tan", "--config", str(config))
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == "event:  power" and "nghia tan" in lines[1] and "window 720 min" in lines[2]
+    assert any(line.strip().startswith(("1.00", "0.9", "0.8")) and codes[0] in line and "event: power" in line
+               for line in lines)
+    assert lines[-1] == f"result: would join {codes[0]}"
+    assert cli("incident-test", "Đề nghị cấp lại sổ đỏ", "--config", str(config)).stdout.splitlines()[-1] \
+        == "result: a complaint of its own"
+
+    merged = cli("incident", "merge", codes[0], codes[1], "--config", str(config))
+    assert merged.returncode == 0 and "2 reports, lead " + codes[0] in merged.stdout, merged.stderr
+    assert codes[1] in cli("incident", "show", codes[1], "--config", str(config)).stdout
+    assert cli("incident", "split", codes[1], "--config", str(config)).stdout.strip() == "no incident"
+    assert cli("incident", "show", codes[0], "--config", str(config)).stdout.strip() == "no incident"
+    refused = cli("incident", "merge", codes[0], "--config", str(config))
+    assert refused.returncode == 2 and "two codes or more" in refused.stderr
+    unknown = cli("incident", "split", "PA-2345-6789", "--config", str(config))
+    assert unknown.returncode == 1 and "no complaint" in unknown.stderr
