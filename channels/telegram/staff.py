@@ -103,7 +103,8 @@ class StaffDesk:
     async def help(self, message: Message, officer: Officer) -> None:
         """The staff commands."""
         await say(message, self._t("help_staff", name=officer.name,
-                                   unit=self.port.unit_name(officer.unit_id, _language(self.port))))
+                                   unit=self.port.unit_name(officer.unit_id, _language(self.port)))
+                  + "\n" + self._i("help"))
 
     async def _bad_code(self, message: Message, raw: str) -> None:
         """Say what is wrong with a code that is not one."""
