@@ -201,9 +201,12 @@ async def run(args: argparse.Namespace) -> int:
     failures: list[str] = []
     core = None
     try:
-        if args.store:
+        if args.store and args.store.startswith("postgresql"):
+            db.url, db.kind, db.created = args.store, "postgresql", False  # kept: neither made nor dropped
+        elif args.store:
             db.url, db.folder = f"sqlite+aiosqlite:///{Path(args.store) / 'feedback.db'}", None
-        await db.create()
+        else:
+            await db.create()
         core = await open_core(parse_config({"storage": {"url": db.url}}, environ={}), clock=FrozenClock(NOW))
         async with core.engine.connect() as conn:
             version = (await conn.execute(text(
@@ -268,7 +271,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=14, help="random seed of the data")
     parser.add_argument("--keep", action="store_true", help="keep the store (SQLite folder / PG database)")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
-    parser.add_argument("--store", help="SQLite: a folder kept by an earlier run with --keep (no seeding)")
+    parser.add_argument("--store", help="a store kept by an earlier run with --keep, used as it is: a SQLite folder, "
+                                        "or a postgresql+asyncpg:// URL")
     return asyncio.run(run(parser.parse_args()))
 
 

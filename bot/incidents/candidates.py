@@ -156,6 +156,23 @@ def _statement(topic: bool, place: bool, located: bool, before: bool):
     return union_all(*branches) if len(branches) > 1 else branches[0]
 
 
+async def _generic_plans(session: AsyncSession) -> None:
+    """PostgreSQL: plan the search once per connection, not at every execution.
+
+    Left to itself PostgreSQL plans a prepared statement afresh for each set of values
+    when it guesses that pays; for this union of small index scans planning took longer
+    (2-3 ms) than running it (under 1 ms), and the plan never changes with the values.
+    The setting lasts until the end of the caller's transaction.
+    """
+    if session.bind.dialect.name != "postgresql":
+        return
+    await session.connection()  # the transaction begins here if it has not yet
+    transaction = session.get_transaction()
+    if session.info.get("incidents_generic_plans") is not transaction:
+        await session.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+        session.info["incidents_generic_plans"] = transaction
+
+
 async def find(session: AsyncSession, config: IncidentsConfig, found: Features, category: str | None,
                now: datetime, before_id: int | None = None, latitude: float | None = None,
                longitude: float | None = None) -> Decision:
@@ -164,6 +181,7 @@ async def find(session: AsyncSession, config: IncidentsConfig, found: Features, 
     if not config.enabled or not rule.group:
         return Decision(None, None, rule)
     statement, params = query(found, rule, now, before_id, latitude, longitude)
+    await _generic_plans(session)
     rows = (await session.execute(statement, params)).all()
     seen: set[int] = set()
     scored: list[Candidate] = []
