@@ -297,7 +297,7 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
     """
     config = core.config
     rules = await core.directory.rules(session)
-    complaints, decisions = [], []
+    complaints, decisions, features = [], [], []
     for inbound, pairs in zip(inbounds, contacts):
         decision = routing.route(rules, config.routing.default_unit, text=inbound.text, subject=inbound.subject,
                                  area=inbound.area, category=inbound.category, channel=inbound.channel)
@@ -321,6 +321,7 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
         schedule_checks(core, complaint)
         complaints.append(complaint)
         decisions.append(decision)
+        features.append(found)
     columns = [c.key for c in Complaint.__table__.columns if c.key != "id"]
     ids = (await session.scalars(insert(Complaint).returning(Complaint.id, sort_by_parameter_order=True),
                                  [{k: getattr(c, k) for k in columns} for c in complaints])).all()
@@ -329,7 +330,8 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
     files = await _store_messages(session, now, complaints, inbounds)
     # One candidate search per complaint, in order, so a burst of reports of one event
     # filed in one batch joins up as well as one spread over an hour.
-    incidents = [await _incident(core, session, now, complaint, inbound) for complaint, inbound in zip(complaints, inbounds)]
+    incidents = [await _incident(core, session, now, complaint, inbound, found)
+                 for complaint, inbound, found in zip(complaints, inbounds, features)]
     events, queued = [], []
     directory = await core.directory.staff(session)
     for complaint, decision, inbound, pairs, (_, message_files), (joined, suggested) in zip(
@@ -366,10 +368,10 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
     return complaints
 
 
-async def _incident(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, inbound: Inbound):
+async def _incident(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, inbound: Inbound,
+                    found: match.Features):
     """Join an incident or suggest one (``bot.incidents``): (incident id, reports) when joined,
     and the decision when only suggested."""
-    found = match.Features.from_json(complaint.match_features, complaint.latitude, complaint.longitude)
     decision = await candidates.find(session, core.config.incidents, found, inbound.category, now,
                                      before_id=complaint.id, latitude=complaint.latitude, longitude=complaint.longitude)
     joined = await grouping.attach(core, session, now, complaint, decision)
