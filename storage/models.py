@@ -282,6 +282,7 @@ class Incident(Base):
     unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"))
     topic: Mapped[str | None] = mapped_column(String(24))
     title: Mapped[str] = mapped_column(String(200))
+    reports: Mapped[int] = mapped_column(Integer, default=1)  # complaints it groups
     # "active"; "merged" when staff merged it into another; "ended" when split down to one.
     state: Mapped[str] = mapped_column(String(8), default="active")
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"))

@@ -182,7 +182,10 @@ async def find(session: AsyncSession, config: IncidentsConfig, found: Features, 
         return Decision(None, None, rule)
     statement, params = query(found, rule, now, before_id, latitude, longitude)
     await _generic_plans(session)
-    rows = (await session.execute(statement, params)).all()
+    # Nothing the search reads waits in the session: joins update complaints at once, and
+    # an incident's count (all that may be pending) is written with the commit.
+    with session.no_autoflush:
+        rows = (await session.execute(statement, params)).all()
     seen: set[int] = set()
     scored: list[Candidate] = []
     sizes: dict[int, int] = {}

@@ -39,9 +39,11 @@ async def current(session: AsyncSession, incident_id: int) -> Incident:
     return incident
 
 
-async def reports(session: AsyncSession, incident_id: int) -> int:
-    """How many complaints an incident groups."""
-    return await session.scalar(select(func.count()).select_from(Complaint).where(Complaint.incident_id == incident_id))
+async def recount(session: AsyncSession, incident: Incident) -> None:
+    """Set how many complaints an incident groups from the store (after a merge or split)."""
+    await session.flush()
+    incident.reports = await session.scalar(
+        select(func.count()).select_from(Complaint).where(Complaint.incident_id == incident.id))
 
 
 async def members(session: AsyncSession, complaint: Complaint, open_only: bool = True) -> list[Complaint]:
@@ -56,13 +58,14 @@ async def members(session: AsyncSession, complaint: Complaint, open_only: bool =
 
 async def create(session: AsyncSession, now: datetime, lead: Complaint, actor: str) -> Incident:
     """Make an incident led by this complaint (caller's transaction)."""
-    incident = Incident(lead_complaint_id=lead.id, unit_id=lead.unit_id, topic=lead.match_topic,
+    incident = Incident(lead_complaint_id=lead.id, unit_id=lead.unit_id, topic=lead.match_topic, reports=1,
                         title=" ".join(lead.text.split())[:200], state="active", created_at=now, updated_at=now)
     session.add(incident)
     await session.flush()
     lead.incident_id, lead.incident_role = incident.id, LEAD
     session.add(Event(complaint_id=lead.id, at=now, actor=actor, kind="incident_created",
                       detail={"incident": incident.id}))
+    await session.flush()  # the next candidate search must see the lead in its incident
     return incident
 
 
@@ -87,22 +90,35 @@ async def attach(core: Core, session: AsyncSession, now: datetime, complaint: Co
               "considered": decision.considered}
     if decision.action == "suggest":
         detail["incident"] = best.incident_id
+        if best.incident_id is not None:  # its true size, for the officer's question
+            decision.reports = (await session.get(Incident, best.incident_id)).reports
         session.add(Event(complaint_id=complaint.id, at=now, actor="system", kind="incident_suggested", detail=detail))
         return None
-    target = await session.get(Complaint, best.complaint_id, with_for_update=True)
-    if target.incident_id is None:
-        incident = await create(session, now, target, "system")
+    # An incident joined before in the same transaction (a burst filed in one batch) is
+    # locked and read once: its lead and its count are kept here until the commit.
+    transaction, known = session.info.get("incidents_joined", (None, {}))
+    if transaction is not session.get_transaction():
+        known = {}
+        session.info["incidents_joined"] = (session.get_transaction(), known)
+    if best.incident_id is not None and best.incident_id in known:
+        incident, lead = known[best.incident_id]
     else:
-        incident = await current(session, target.incident_id)
-    lead = target if target.id == incident.lead_complaint_id else await session.get(Complaint, incident.lead_complaint_id)
+        if best.incident_id is not None:
+            incident = await current(session, best.incident_id)
+        else:
+            incident = await create(session, now, await session.get(Complaint, best.complaint_id,
+                                                                    with_for_update=True), "system")
+        lead = await session.get(Complaint, incident.lead_complaint_id)
+        known[incident.id] = known[best.incident_id or incident.id] = (incident, lead)
     values = ride_along(complaint, lead, incident)
-    await session.execute(update(Complaint).where(Complaint.id == complaint.id).values(**values))
+    with session.no_autoflush:  # the incident's count waits for the commit (see above)
+        await session.execute(update(Complaint).where(Complaint.id == complaint.id).values(**values))
     for key, value in values.items():
         setattr(complaint, key, value)
-    incident.updated_at = now
+    incident.updated_at, incident.reports = now, incident.reports + 1
     session.add(Event(complaint_id=complaint.id, at=now, actor="system", kind="incident_joined",
                       detail={**detail, "incident": incident.id, "lead": lead.tracking_code}))
-    return incident, await reports(session, incident.id)
+    return incident, incident.reports
 
 
 async def _by_codes(session: AsyncSession, codes: list[str]) -> list[Complaint]:
@@ -165,7 +181,7 @@ async def merge(core: Core, codes: list[str], actor: str) -> IncidentSummary:
         survivor.updated_at = now
         session.add(Event(complaint_id=lead.id, at=now, actor=actor, kind="incident_merged_in",
                           detail={"incident": survivor.id, "codes": [c.tracking_code for c in moved]}))
-        await session.flush()
+        await recount(session, survivor)
         return await info(session, survivor)
 
 
@@ -201,13 +217,13 @@ async def split(core: Core, code: str, actor: str) -> IncidentSummary | None:
             session.add(Event(complaint_id=incident.lead_complaint_id, at=now, actor=actor, kind="incident_split_off",
                               detail={"incident": incident.id, "code": complaint.tracking_code}))
         if len(rest) <= 1:
-            incident.state = "ended"
+            incident.state, incident.reports = "ended", len(rest)
             for other in rest:
                 other.incident_id = other.incident_role = None
                 schedule_checks(core, other)
             await session.flush()
             return None
-        await session.flush()
+        await recount(session, incident)
         return await info(session, incident)
 
 

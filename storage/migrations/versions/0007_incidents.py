@@ -39,6 +39,7 @@ def upgrade() -> None:
     sa.Column('unit_id', Id, nullable=False),
     sa.Column('topic', sa.String(length=24), nullable=True),
     sa.Column('title', sa.String(length=200), nullable=False),
+    sa.Column('reports', sa.Integer(), nullable=False),
     sa.Column('state', sa.String(length=8), nullable=False),
     sa.Column('merged_into_id', Id, nullable=True),
     sa.Column('created_at', storage.models.UTCDateTime(timezone=True), nullable=False),
