@@ -201,9 +201,13 @@ async def run(args: argparse.Namespace) -> int:
     failures: list[str] = []
     core = None
     try:
+        if args.store and db.folder is not None:
+            db.folder.rmdir()  # the empty folder made for a new SQLite store: not needed
         if args.store and args.store.startswith("postgresql"):
             db.url, db.kind, db.created = args.store, "postgresql", False  # kept: neither made nor dropped
         elif args.store:
+            if not (Path(args.store) / "feedback.db").is_file():
+                raise SystemExit(f"no store kept at {args.store} (feedback.db missing)")
             db.url, db.folder = f"sqlite+aiosqlite:///{Path(args.store) / 'feedback.db'}", None
         else:
             await db.create()
