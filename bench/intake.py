@@ -271,7 +271,7 @@ async def verify(url: str, floor: int, load: Load) -> list[str]:
 
 # --- the run -------------------------------------------------------------------------------------
 
-def service_config(path: Path, url: str, port: int, pool_size: int | None = None) -> None:
+def service_config(path: Path, url: str, port: int, pool_size: int | None = None, incidents: bool = True) -> None:
     def q(value: str) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -281,7 +281,8 @@ def service_config(path: Path, url: str, port: int, pool_size: int | None = None
         + (f"pool_size = {pool_size}\n" if pool_size is not None else "")
         + "\n"
         "[web]\n"
-        f'host = "127.0.0.1"\nport = {port}\npublic_url = {q(f"http://127.0.0.1:{port}")}\n',
+        f'host = "127.0.0.1"\nport = {port}\npublic_url = {q(f"http://127.0.0.1:{port}")}\n'
+        + ("" if incidents else "\n[incidents]\nenabled = false\n"),
         encoding="utf-8",
     )
 
@@ -350,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="record the service with py-spy while it is measured: FILE.svg flame graph, "
                              "FILE.json speedscope, anything else collapsed stacks (pip install py-spy); "
                              "use --rounds 1 so that the recording covers the service's slice only")
+    parser.add_argument("--incidents", action=argparse.BooleanOptionalAction, default=True,
+                        help="incident grouping at intake (default on, as the service's default)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
     parser.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -388,7 +391,7 @@ async def run(args: argparse.Namespace) -> int:
         service_port = free_port()
     service = Server("service", service_command() + ["serve", "--config", str(workdir / "config.toml")],
                      service_port, workdir / "service.log", 303)
-    service_config(workdir / "config.toml", url, service.port, args.pool_size)
+    service_config(workdir / "config.toml", url, service.port, args.pool_size, args.incidents)
     targets: list[Target] = []
     profiling: asyncio.Task | None = None
     problems: list[str] = []

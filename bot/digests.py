@@ -209,6 +209,9 @@ def render_text(core: Core, unit_name: str, period: Period, figures: stats.UnitF
     else:
         lines.append(t("on_time", rate=_number(core, language, 100 * f.on_time_rate), on_time=f.answered_on_time,
                        answered=f.answered))
+    if f.incidents:  # many reports of one event: one case, counted once above
+        lines.append(core.texts.get(language, "incidents.digest", incidents=f.incidents, reports=f.incident_reports,
+                                    per=_number(core, language, f.incident_reports / f.incidents)))
     if f.rating_average is None:
         lines.append(t("satisfaction_none"))
     else:

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import bursts, guard, messages, outbox, reach, routing, satisfaction, threads, tracking, urgency
 from bot.core import Core
+from bot.incidents import candidates, grouping, match
 from bot.messages import format_time, to_staff
 from bot.statuses import Status, schedule_checks
 from contract.messages import Inbound
@@ -312,7 +313,7 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
     """
     config = core.config
     rules = await core.directory.rules(session)
-    complaints, decisions = [], []
+    complaints, decisions, features = [], [], []
     for inbound, pairs in zip(inbounds, contacts):
         decision = routing.route(rules, config.routing.default_unit, text=inbound.text, subject=inbound.subject,
                                  area=inbound.area, category=inbound.category, channel=inbound.channel)
@@ -329,19 +330,26 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
             created_at=now, updated_at=now, escalation_count=0, urgency=decision.urgency, public=inbound.public,
         )
         urgency.set_deadlines(core, complaint, now, decision.unit)
+        found = match.features(inbound.text, inbound.area, inbound.subject, complaint.latitude, complaint.longitude)
+        candidates.stamp(complaint, found)
         schedule_checks(core, complaint)
         complaints.append(complaint)
         decisions.append(decision)
+        features.append(found)
     columns = [c.key for c in Complaint.__table__.columns if c.key != "id"]
     ids = (await session.scalars(insert(Complaint).returning(Complaint.id, sort_by_parameter_order=True),
                                  [{k: getattr(c, k) for k in columns} for c in complaints])).all()
     for complaint, id_ in zip(complaints, ids):
         complaint.id = id_
     files = await _store_messages(session, now, complaints, inbounds)
+    # One candidate search per complaint, in order, so a burst of reports of one event
+    # filed in one batch joins up as well as one spread over an hour.
+    incidents = [await grouping.at_intake(core, session, now, complaint, inbound.category, found)
+                 for complaint, inbound, found in zip(complaints, inbounds, features)]
     events, queued, notices = [], [], []
     directory = await core.directory.staff(session)
-    for complaint, decision, inbound, pairs, (_, message_files) in zip(complaints, decisions, inbounds, contacts,
-                                                                       files):
+    for complaint, decision, inbound, pairs, (_, message_files), (joined, suggested) in zip(
+            complaints, decisions, inbounds, contacts, files, incidents):
         events += [
             dict(complaint_id=complaint.id, at=now, actor="citizen", kind="created",
                  detail={"channel": inbound.channel, "first_response_due": complaint.first_response_due.isoformat()}),
@@ -355,9 +363,18 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
         if point is not None:
             thread = [inbound.external_id] if inbound.external_id and inbound.channel in messages.THREADED_CHANNELS \
                 else []
+            # A citizen whose report joined an incident hears that the unit is already on it.
             queued.append(messages.to_citizen(
-                core, complaint, point, f"ack:{complaint.tracking_code}", "citizen.acknowledgement", thread,
-                origin="reply", due=format_time(core, complaint.first_response_due, complaint.language)))
+                core, complaint, point, f"ack:{complaint.tracking_code}",
+                "incidents.joined" if joined else "citizen.acknowledgement", thread, origin="reply",
+                due=format_time(core, complaint.first_response_due, complaint.language),
+                **({"reports": str(joined[1])} if joined else {})))
+        if joined:
+            # The officers see the report under the incident; they are told when one forms.
+            if joined[1] == 2:
+                queued += to_staff(core, directory, directory.assignees(complaint), f"incident:{joined[0]}",
+                                   "incidents.created", complaint, incident=joined[0], reports=joined[1])
+            continue
         case = messages.new_case(complaint, inbound.text, message_files)
         if complaint.urgency == urgency.Urgency.URGENT:
             # Paged at once, on every channel, at any hour: never held for a burst or the night.
@@ -366,7 +383,10 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
         else:
             notices += to_staff(core, directory, directory.assignees(complaint), f"new:{complaint.tracking_code}",
                                 "staff.new_complaint", complaint, case)
+        if suggested is not None:
+            queued += grouping.suggestion(core, directory, complaint, suggested)
     queued += await bursts.hold(core, session, now, notices)  # a burst is summed up, not paged one by one
     await session.execute(insert(Event), events)
     await outbox.enqueue_many(session, now, queued)
     return complaints
+

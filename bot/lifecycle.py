@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import messages, outbox, reach, urgency
 from bot.core import Core
+from bot.incidents import grouping
 from bot.messages import format_time, to_staff
 from bot.statuses import CLAIMABLE, FINISHED, Status, schedule_checks
 from contract.messages import Attachment, Origin
@@ -94,6 +95,12 @@ class _Change:
                                detail=detail))
 
 
+def _event(change: _Change, complaint: Complaint, kind: str, **detail: object) -> None:
+    """An audit event on another complaint of the same change (a report of the same incident)."""
+    change.session.add(Event(complaint_id=complaint.id, at=change.now, actor=change.actor_name, kind=kind,
+                             detail=detail))
+
+
 @asynccontextmanager
 async def _change(core: Core, tracking_code: str, staff_slug: str | None) -> AsyncIterator[_Change]:
     """One transaction on one complaint, locked against concurrent changes."""
@@ -130,10 +137,18 @@ async def assign(core: Core, tracking_code: str, staff_slug: str, by: str | None
         if complaint.status in CLAIMABLE:
             complaint.status = Status.ASSIGNED
         change.event(Status.ASSIGNED, officer=officer.slug, **{"from": previous})
-        if previous == Status.NEW:
-            await queue_to_citizen(core, change.session, change.now, complaint, f"assigned:{complaint.id}",
-                                   "citizen.status_changed",
-                                   status=core.texts.get(complaint.language, f"status.{Status.ASSIGNED}"))
+        # An incident has one owner: every report of it is the officer's, each citizen told once.
+        for target in [complaint, *await grouping.members(change.session, complaint)]:
+            if target is not complaint:
+                was, target.assignee_id, target.updated_at = target.status, officer.id, change.now
+                if target.status in CLAIMABLE:
+                    target.status = Status.ASSIGNED
+                _event(change, target, Status.ASSIGNED, officer=officer.slug, incident=complaint.incident_id,
+                       **{"from": was})
+            if (previous if target is complaint else was) == Status.NEW:
+                await queue_to_citizen(core, change.session, change.now, target, f"assigned:{target.id}",
+                                       "citizen.status_changed",
+                                       status=core.texts.get(target.language, f"status.{Status.ASSIGNED}"))
 
 
 def reason_given(core: Core, slug: str | None, action: str, language: str) -> str:
@@ -173,6 +188,21 @@ async def reassign(core: Core, tracking_code: str, unit_slug: str, by: str | Non
                                f"reassigned:{complaint.id}:{change.now.isoformat()}", "citizen.reassigned",
                                due=format_time(core, complaint.first_response_due, complaint.language),
                                reason=" — ".join(filter(None, [why, note.strip()])))
+        # The incident moves whole: every report to the new unit, with the lead's deadlines.
+        for other in await grouping.members(change.session, complaint):
+            other.unit_id, other.assignee_id, other.updated_at = unit.id, None, change.now
+            if other.status == Status.ASSIGNED:
+                other.status = Status.NEW
+            if other.first_response_at is None:
+                other.first_response_due = complaint.first_response_due
+            other.resolution_due = complaint.resolution_due
+            _event(change, other, "reassigned", incident=complaint.incident_id, reason=reason,
+                   **{"from": previous, "to": unit_slug})
+            await queue_to_citizen(core, change.session, change.now, other,
+                                   f"reassigned:{other.id}:{change.now.isoformat()}", "citizen.reassigned",
+                                   due=format_time(core, other.first_response_due, other.language),
+                                   reason=" — ".join(filter(None, [reason_given(core, reason, "transfer",
+                                                                                other.language), note.strip()])))
         await notify_staff(core, change.session, change.now, complaint,
                            f"reassigned-staff:{complaint.id}:{change.now.isoformat()}", "staff.reassigned_in",
                            with_case=True)
@@ -220,6 +250,29 @@ async def answer(core: Core, tracking_code: str, staff_slug: str, text: str,
                     track_url=messages.track_url(core, complaint.tracking_code))]))
             await queue_to_citizen(core, change.session, change.now, complaint, f"answer:{message.id}",
                                    "citizen.answer", origin="person", attachments=tuple(sent), text=told)
+            # One answer to an incident reaches every reporter, each on their own channel, once.
+            for other in await grouping.members(change.session, complaint):
+                copy = Message(complaint_id=other.id, direction="out", channel="staff", author_staff_id=change.actor.id,
+                               text=text, public=True, created_at=change.now)
+                change.session.add(copy)
+                await change.session.flush()
+                # The files too, shown on each reporter's own page: the bytes stay with the first.
+                for item in sent:
+                    change.session.add(StoredAttachment(
+                        message_id=copy.id, filename=item.filename, content_type=item.content_type, size=0,
+                        reference=f"{messages.SHARED_FILE}{item.stored_id}"))
+                was = other.status
+                other.status = Status.ANSWERED
+                other.first_response_at = other.first_response_at or change.now
+                other.assignee_id = other.assignee_id or change.actor.id
+                other.updated_at = change.now
+                _event(change, other, Status.ANSWERED, message_id=copy.id, incident=complaint.incident_id,
+                       **{"from": was})
+                theirs = text if not sent else "\n".join(filter(None, [text.strip(), core.texts.get(
+                    other.language, "citizen.answer_files", count=len(sent),
+                    track_url=messages.track_url(core, other.tracking_code))]))
+                await queue_to_citizen(core, change.session, change.now, other, f"answer:{copy.id}", "citizen.answer",
+                                       origin="person", attachments=tuple(sent), text=theirs)
     except IntegrityError:
         if source_id is None:
             raise
@@ -260,12 +313,19 @@ async def resolve(core: Core, tracking_code: str, staff_slug: str, text: str | N
         complaint.resolved_at = change.now
         complaint.first_response_at = complaint.first_response_at or change.now
         change.event(Status.RESOLVED, **{"from": previous})
-        await queue_to_citizen(core, change.session, change.now, complaint,
-                               f"resolved:{complaint.id}:{change.now.isoformat()}", "citizen.status_changed",
-                               status=core.texts.get(complaint.language, f"status.{Status.RESOLVED}"))
-        # Khách về, được hài lòng: ask how the answer was.
-        await queue_to_citizen(core, change.session, change.now, complaint,
-                               f"survey:{complaint.id}:{change.now.isoformat()}", "citizen.survey")
+        for target in [complaint, *await grouping.members(change.session, complaint)]:
+            if target is not complaint:  # the incident resolved: every report of it is
+                was, target.status, target.resolved_at = target.status, Status.RESOLVED, change.now
+                target.first_response_at = target.first_response_at or change.now
+                target.updated_at = change.now
+                schedule_checks(core, target)
+                _event(change, target, Status.RESOLVED, incident=complaint.incident_id, **{"from": was})
+            await queue_to_citizen(core, change.session, change.now, target,
+                                   f"resolved:{target.id}:{change.now.isoformat()}", "citizen.status_changed",
+                                   status=core.texts.get(target.language, f"status.{Status.RESOLVED}"))
+            # Khách về, được hài lòng: ask how the answer was.
+            await queue_to_citizen(core, change.session, change.now, target,
+                                   f"survey:{target.id}:{change.now.isoformat()}", "citizen.survey")
 
 
 async def note(core: Core, tracking_code: str, staff_slug: str, text: str,

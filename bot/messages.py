@@ -36,6 +36,9 @@ NOTIFICATION_BUDGET = 4096
 HISTORY_ENTRY_LIMIT = 1000
 PHOTOS_PER_NOTIFICATION = 3
 CAPTION_LIMIT = 1024
+# An answer's file shown on another reporter's page of the same incident: its bytes are the
+# first answer's file, which this reference names (``bot/status.py`` follows it).
+SHARED_FILE = "stored:"
 # Notifications that show the whole case: the officer starts work on it from the chat.
 DETAILED_KINDS = ("new_complaint", "reassigned_in", "followup", "urgent_page")
 

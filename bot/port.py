@@ -28,8 +28,8 @@ from bot.intake import IntakeWriter
 from bot.settings import Settings
 from bot.texts import Catalogue
 from contract.messages import Attachment, DeliveryState, Inbound, Outgoing
-from contract.results import (Case, CaseSummary, IntakeResult, Lookup, NotAllowed, Officer, PublicStatus,
-                              StoredFile, StoreUnavailable)
+from contract.results import (Case, CaseSummary, IncidentSummary, IntakeResult, Lookup, NotAllowed, Officer,
+                              PublicStatus, StoredFile, StoreUnavailable)
 
 
 def _store_errors(cls: type) -> type:
@@ -296,3 +296,24 @@ class Port:
     async def public_file(self, code: str, attachment_id: int) -> StoredFile:
         """A file of a public answer (proof of the work done), for whoever holds the code."""
         return await status.public_file(self._core, code, attachment_id)
+    # ------------------------------------------------------------------ incidents
+
+    async def incident_merge(self, officer: Officer | None, codes: list[str]) -> IncidentSummary:
+        """Merge complaints (and their incidents) into the first one's incident."""
+        return await staff.incident_merge(self._core, officer, codes)
+
+    async def incident_split(self, officer: Officer | None, code: str) -> IncidentSummary | None:
+        """Take a complaint out of its incident (None when the incident ended)."""
+        return await staff.incident_split(self._core, officer, code)
+
+    async def incident_join(self, officer: Officer | None, code: str, candidate: str) -> IncidentSummary:
+        """Join a suggested complaint to its candidate's incident."""
+        return await staff.incident_join(self._core, officer, code, candidate)
+
+    async def incident_keep(self, officer: Officer | None, code: str, candidate: str) -> None:
+        """Keep a suggested complaint separate."""
+        await staff.incident_keep(self._core, officer, code, candidate)
+
+    async def incident_of(self, officer: Officer | None, code: str) -> IncidentSummary | None:
+        """The incident a complaint is in, if any."""
+        return await staff.incident_of(self._core, officer, code)

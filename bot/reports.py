@@ -35,7 +35,8 @@ CHUNK = 2000
 FORMATS = ("csv", "json")
 COLUMNS = ("code", "received_at", "unit", "category", "area", "channel", "status", "officer",
            "first_response_due", "first_response_at", "response_hours", "answered_on_time",
-           "resolution_due", "resolved_at", "resolution_hours", "apologies", "rating", "rated_at", "rating_comment")
+           "resolution_due", "resolved_at", "resolution_hours", "apologies", "rating", "rated_at", "rating_comment",
+           "incident")
 CONTACT_COLUMNS = ("contact_channel", "contact_address", "contact_name", "text")
 SCORECARD_WINDOWS = (30, 90)
 
@@ -132,6 +133,7 @@ def _row(core: Core, row, with_contacts: bool) -> dict:
         "apologies": complaint.escalation_count, "rating": complaint.rating, "rated_at": local(complaint.rated_at),
         "rating_comment": complaint.rating_comment if with_contacts or not complaint.rating_comment
         else mask_personal_data(complaint.rating_comment),
+        "incident": complaint.incident_id,
     }
     if with_contacts:
         out.update(contact_channel=row[2], contact_address=row[3], contact_name=row[4], text=complaint.text)

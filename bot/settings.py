@@ -1,6 +1,6 @@
 """The domain's part of the configuration: the service, units, staff, categories,
 routing and urgency, deadlines, the reasons officers give, waiting for the citizen, the
-outbox, digests, satisfaction and notifications.
+outbox, digests, satisfaction, notifications and incidents.
 
 Each section is a strict, frozen model (``contract.schema.Section``) whose every key has
 the default that ``config.example.toml`` documents; values that need parsing are parsed
@@ -27,6 +27,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, PlainSerializer, field_
 
 from bot.crontab import Crontab, CrontabError
 from bot.deadlines import WorkingCalendar, deadline_hours
+from bot.incidents.config import IncidentsConfig
 from bot.working_hours import WorkingHours, WorkingHoursError
 from contract.messages import CHANNELS
 from contract.schema import IsoDate, OptionalEmailAddress, Problems, Section, Slug, empty_is_none
@@ -436,6 +437,7 @@ class Settings(Section):
     notifications: NotificationsConfig = NotificationsConfig()
     waiting: WaitingConfig = WaitingConfig()
     reasons: list[ReasonConfig] = Field(default_factory=_default_reasons)
+    incidents: IncidentsConfig = IncidentsConfig()
 
     @model_validator(mode="after")
     def _references(self) -> Settings:
@@ -470,6 +472,9 @@ class Settings(Section):
                 problems.append((f"deadlines.overrides[{i}].unit", f"no unit {override.unit!r} in [[units]]"))
             if override.category is not None and override.category not in categories:
                 problems.append((f"deadlines.overrides[{i}].category", f"no category {override.category!r} in [[categories]]"))
+        for i, rule in enumerate(self.incidents.overrides):
+            if rule.category is not None and rule.category not in categories:
+                problems.append((f"incidents.overrides[{i}].category", f"no category {rule.category!r} in [[categories]]"))
         return problems
 
     @property

@@ -17,10 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import decisions, lifecycle
 from bot.core import Core
+from bot.incidents import grouping
 from bot.messages import load_case
 from bot.statuses import FINISHED
 from contract.messages import Attachment as FileGiven
-from contract.results import Case, CaseSummary, NotAllowed, Officer, StoredFile
+from contract.results import Case, CaseSummary, IncidentSummary, NotAllowed, Officer, StoredFile
 from storage.models import Attachment, Complaint, Message, OutboxMessage, Setting, Staff
 
 LINK_CODE_LIFETIME = timedelta(hours=24)
@@ -220,3 +221,33 @@ async def reject(core: Core, officer: Officer | None, code: str, reason: str | N
     """Close the complaint without acting on it, with a configured reason and free text."""
     await authorise(core, officer, code)
     await decisions.reject(core, code, officer.slug, reason, note)
+# ---------------------------------------------------------------------------- incidents
+
+async def incident_merge(core: Core, officer: Officer | None, codes: list[str]) -> IncidentSummary:
+    """Merge complaints (and their incidents) into the first one's incident."""
+    for code in codes:
+        await authorise(core, officer, code)
+    return await grouping.merge(core, codes, f"staff:{officer.slug}")
+
+
+async def incident_split(core: Core, officer: Officer | None, code: str) -> IncidentSummary | None:
+    """Take a complaint out of its incident; the incident as it is after (None if it ended)."""
+    await authorise(core, officer, code)
+    return await grouping.split(core, code, f"staff:{officer.slug}")
+
+
+async def incident_join(core: Core, officer: Officer | None, code: str, candidate: str) -> IncidentSummary:
+    """Join a suggested complaint to its candidate's incident (the officer pressed Join)."""
+    return await incident_merge(core, officer, [candidate, code])
+
+
+async def incident_keep(core: Core, officer: Officer | None, code: str, candidate: str) -> None:
+    """Keep a suggested complaint separate (recorded, so the suggestion is answered)."""
+    await authorise(core, officer, code)
+    await grouping.keep_separate(core, code, candidate, f"staff:{officer.slug}")
+
+
+async def incident_of(core: Core, officer: Officer | None, code: str) -> IncidentSummary | None:
+    """The incident a complaint is in, for an officer who may see the complaint."""
+    await authorise(core, officer, code)
+    return await grouping.describe(core, code)

@@ -46,6 +46,9 @@ WORKING_SET = Table(
     Column("overdue", Integer),
     Column("on_time", Integer),
     Column("response_seconds", Float),
+    # Incidents: a member's answer is its incident's, counted once (on the lead).
+    Column("member", Integer),
+    Column("incident_id", Integer),
     prefixes=["TEMPORARY"],
     postgresql_on_commit="DROP",
 )
@@ -77,10 +80,14 @@ class PeriodFigures:
     rating_average: float | None = None
     response_median_seconds: float | None = None
     response_p90_seconds: float | None = None
+    # Incidents with reports in the period, and how many reports they had in it.
+    incidents: int = 0
+    incident_reports: int = 0
 
     @property
     def on_time_rate(self) -> float | None:
-        """Share of the period's first answers given on time, or None without answers."""
+        """Share of the period's first answers given on time, or None without answers
+        (an incident's answer is one answer, however many reported it)."""
         return self.answered_on_time / self.answered if self.answered else None
 
     @property
@@ -189,6 +196,11 @@ def overdue(now: datetime):
                 or_(unanswered_late, Complaint.resolution_due <= now))
 
 
+def not_member():
+    """SQL: the complaint is no member riding on an incident (alone, or the incident's lead)."""
+    return or_(Complaint.incident_role.is_(None), Complaint.incident_role != "member")
+
+
 def _count(condition):
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
@@ -203,6 +215,7 @@ async def _fill_working_set(session: AsyncSession, unit_id: int, since: datetime
         Complaint.rating, Complaint.assignee_id,
         case((is_open, 1), else_=0), case((overdue(now), 1), else_=0), case((answered_on_time(), 1), else_=0),
         seconds_between(dialect, Complaint.first_response_at, Complaint.created_at),
+        case((not_member(), 0), else_=1), Complaint.incident_id,
     ).where(Complaint.unit_id == unit_id,
             or_(is_open, Complaint.created_at >= since, Complaint.first_response_at >= since,
                 Complaint.resolved_at >= since, Complaint.rated_at >= since))
@@ -257,13 +270,17 @@ async def unit_figures(session: AsyncSession, unit_id: int, period: Span, days: 
 async def _figures(session: AsyncSession, period: Span, days: list[datetime]) -> UnitFigures:
     ws = WORKING_SET.c
     rated = and_(period.holds(ws.rated_at), ws.rating.is_not(None))
+    answered = and_(period.holds(ws.first_response_at), ws.member == 0)
+    reported = and_(period.holds(ws.created_at), ws.incident_id.is_not(None))
     row = (await session.execute(select(
-        _count(period.holds(ws.created_at)), _count(period.holds(ws.first_response_at)),
-        _count(and_(period.holds(ws.first_response_at), ws.on_time == 1)), _count(period.holds(ws.resolved_at)),
+        _count(period.holds(ws.created_at)), _count(answered),
+        _count(and_(answered, ws.on_time == 1)), _count(period.holds(ws.resolved_at)),
         _count(ws.is_open == 1), _count(ws.overdue == 1), _count(rated),
         func.avg(case((rated, ws.rating), else_=None)),
+        func.count(func.distinct(case((reported, ws.incident_id), else_=None))), _count(reported),
     ))).one()
-    figures = PeriodFigures(*[int(v) for v in row[:7]], rating_average=float(row[7]) if row[7] is not None else None)
+    figures = PeriodFigures(*[int(v) for v in row[:7]], rating_average=float(row[7]) if row[7] is not None else None,
+                            incidents=int(row[8]), incident_reports=int(row[9]))
     figures.response_median_seconds, figures.response_p90_seconds = await _percentiles(session, period, (0.5, 0.9))
 
     # The few rows shown are chosen in the working set first, then joined for their text:
@@ -306,8 +323,10 @@ async def _days(session: AsyncSession, boundaries: list[datetime]) -> list[Day]:
         (answered, ws.first_response_at, (func.sum(ws.on_time),))]
     for found, column, extra in counts:
         day = _day_index(column, boundaries).label("day")
+        # An incident's answer is one answer: its members' are not counted again.
+        once = ws.member == 0 if found is answered else True
         rows = (await session.execute(
-            select(day, func.count(), *extra).where(window.holds(column)).group_by(day))).all()
+            select(day, func.count(), *extra).where(window.holds(column), once).group_by(day))).all()
         found.update({int(index): tuple(int(v or 0) for v in values) for index, *values in rows if index is not None})
     return [Day(start=boundaries[i], new=received.get(i, (0,))[0], resolved=resolved.get(i, (0,))[0],
                 answered=answered.get(i, (0, 0))[0], answered_on_time=answered.get(i, (0, 0))[1])
@@ -344,7 +363,7 @@ async def scores(session: AsyncSession, now: datetime, windows: tuple[int, ...] 
     columns = []
     for days in windows:
         since = now - timedelta(days=days)
-        answered = and_(Complaint.first_response_at >= since, Complaint.first_response_at <= now)
+        answered = and_(Complaint.first_response_at >= since, Complaint.first_response_at <= now, not_member())
         rated = and_(Complaint.rated_at >= since, Complaint.rated_at <= now, Complaint.rating.is_not(None))
         columns += [_count(answered), _count(and_(answered, answered_on_time())), _count(rated),
                     func.avg(case((rated, Complaint.rating), else_=None))]

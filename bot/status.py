@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import tracking
 from bot.core import Core
-from bot.messages import citizen_text, format_time
+from bot.messages import SHARED_FILE, citizen_text, format_time
 from bot.logs import remove_personal_data
 from bot.statuses import DISPUTABLE, FINISHED
 from contract.results import LifecycleError, Lookup, PublicFile, PublicReply, PublicStatus, StoredFile
@@ -80,6 +80,11 @@ async def public_file(core: Core, code: str, attachment_id: int) -> StoredFile:
             .join(Complaint, Complaint.id == Message.complaint_id)
             .where(Attachment.id == attachment_id, Complaint.tracking_code == code, Message.public.is_(True),
                    Message.direction == "out"))
+        if item is not None and item.data is None and (item.reference or "").startswith(SHARED_FILE):
+            # Another reporter's copy of an incident's answer: the bytes are the first answer's.
+            shared = await session.get(Attachment, int(item.reference.removeprefix(SHARED_FILE)))
+            data = shared.data if shared is not None else None
+            return StoredFile(item.filename, item.content_type, data, None)
     if item is None:
         raise LifecycleError(f"no public file {attachment_id} of {code}")
     return StoredFile(item.filename, item.content_type, item.data, item.reference)

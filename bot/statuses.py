@@ -40,9 +40,11 @@ def pending(core: Core, complaint: Complaint) -> dict[str, datetime]:
     """What the complaint is still owed, and when: reminder or deadline, per deadline.
 
     While it waits for the citizen its deadlines are paused: it is owed a reminder to the
-    citizen, once, and then (when configured) its closing for want of an answer.
+    citizen, once, and then (when configured) its closing for want of an answer. A member
+    of an incident owes nothing of its own: its lead's deadline is the incident's, and the
+    sweep tells every reporter from there (``bot/sweep.py``).
     """
-    if complaint.status in FINISHED:
+    if complaint.status in FINISHED or complaint.incident_role == "member":
         return {}
     if complaint.status == Status.WAITING:
         waiting = core.config.waiting

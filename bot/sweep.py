@@ -24,8 +24,8 @@ from bot import bursts, messages, outbox, reach, urgency
 from bot.core import Core
 from bot.directory import StaffDirectory
 from bot.messages import format_time, to_staff
+from bot.statuses import FINISHED, Status, schedule_checks
 from bot.statuses import pending as owed
-from bot.statuses import Status, schedule_checks
 from storage.models import Complaint, Event, Staff
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ class _Batch:
         self.core, self.now, self.directory, self.reached, self.threads = core, now, directory, reached, threads
         self.messages: list[outbox.Queued] = []
         self.events: list[dict] = []
+        # An incident lead's members: its missed deadline is theirs (one apology per reporter).
+        self.riders: dict[int, list[Complaint]] = {}
 
     def to_staff(self, members: list[Staff], key: str, text_key: str, complaint: Complaint, **params: object) -> int:
         messages = to_staff(self.core, self.directory, members, key, text_key, complaint, **params)
@@ -87,6 +89,14 @@ def _act(batch: _Batch, complaint: Complaint, result: SweepResult) -> None:
         complaint.escalation_count += 1
         stamp = missed.isoformat()
         batch.to_citizen(f"apology:{complaint.id}:{stamp}", "citizen.apology", complaint, due=fmt(new_due))
+        for rider in batch.riders.get(complaint.incident_id, []) if complaint.incident_role == "lead" else []:
+            if rider.first_response_at is None and rider.apologised_for_due != missed:
+                rider.apologised_for_due, rider.first_response_due = missed, new_due
+                batch.to_citizen(f"apology:{rider.id}:{stamp}", "citizen.apology", rider,
+                                 due=format_time(core, new_due, rider.language))
+                batch.event(rider, "apologised", missed_due=stamp, new_due=new_due.isoformat(),
+                            incident=complaint.incident_id)
+                result.apologies += 1
         heads = batch.directory.heads_of(complaint)
         told = batch.to_staff(heads, f"escalation:{complaint.id}:{stamp}", "staff.escalation", complaint,
                               due=staff_fmt(missed), new_due=staff_fmt(new_due), count=complaint.escalation_count)
@@ -138,6 +148,16 @@ def _waiting(batch: _Batch, complaint: Complaint, pending: dict[str, datetime]) 
         batch.event(complaint, "citizen_reminded", asked=complaint.paused_at.isoformat())
 
 
+async def _riders(session, complaints: list[Complaint]) -> list[Complaint]:
+    """The open members of the incidents these complaints lead."""
+    incidents = {c.incident_id for c in complaints if c.incident_role == "lead"}
+    if not incidents:
+        return []
+    return list((await session.scalars(select(Complaint).where(
+        Complaint.incident_id.in_(incidents), Complaint.incident_role == "member",
+        Complaint.status.not_in(FINISHED)).with_for_update())).all())
+
+
 async def sweep(core: Core, batch_size: int = BATCH) -> SweepResult:
     """Process every complaint whose next check has come; return what was done."""
     # Staff messages kept back overnight go as one summary per person once the day starts.
@@ -157,13 +177,18 @@ async def sweep(core: Core, batch_size: int = BATCH) -> SweepResult:
             if not complaints or seen.issuperset(c.id for c in complaints):
                 break
             seen.update(c.id for c in complaints)
-            contacts = await reach.contacts_of(session, complaints)
-            # The sweep writes to citizens only to apologise: where an apology goes now.
-            reached = {c.id: await reach.choose(core, session, contacts[c.id], "apology", now) for c in complaints}
+            riders = await _riders(session, complaints)
+            contacts = await reach.contacts_of(session, [*complaints, *riders])
+            # The sweep writes to citizens only to apologise (and remind a citizen of a
+            # question): where that goes now.
+            reached = {c.id: await reach.choose(core, session, contacts[c.id], "apology", now)
+                       for c in [*complaints, *riders]}
             threads = await messages.thread_ids(
-                session, [c.id for c in complaints
+                session, [c.id for c in [*complaints, *riders]
                           if any(contact.channel in messages.THREADED_CHANNELS for contact in contacts[c.id])])
             batch = _Batch(core, now, await StaffDirectory.load(session), reached, threads)
+            for rider in riders:
+                batch.riders.setdefault(rider.incident_id, []).append(rider)
             for complaint in complaints:
                 _act(batch, complaint, result)
             # One multi-row INSERT: ORM objects would cost one statement per event on SQLite.

@@ -203,3 +203,14 @@ class StoredFile:
     content_type: str
     data: bytes | None
     reference: str | None
+
+
+@dataclass(frozen=True)
+class IncidentSummary:
+    """An incident as staff see it: its number, lead (first report), reports and deadline."""
+
+    id: int
+    lead_code: str
+    codes: tuple[str, ...]
+    first_response_due: datetime | None
+    state: str

@@ -45,6 +45,27 @@ def parser() -> argparse.ArgumentParser:
     route_test.add_argument("--config", metavar="FILE", help=config_help)
     route_test.set_defaults(run=do.route_test_command)
 
+    incident_test = commands.add_parser(
+        "incident-test", help="show which open complaints or incident a text would join, and why",
+        description="Score a text against the open complaints of the store as intake would: the event and place "
+                    "it names, the rule that applies, the best candidates with their reasons, and the result.")
+    incident_test.add_argument("text", help="the complaint's text")
+    incident_test.add_argument("--area", help="ward/district as the citizen wrote it")
+    incident_test.add_argument("--category", help="category slug")
+    incident_test.add_argument("--lat", type=float, help="latitude (WGS 84)")
+    incident_test.add_argument("--lon", type=float, help="longitude (WGS 84)")
+    incident_test.add_argument("--config", metavar="FILE", help=config_help)
+    incident_test.set_defaults(run=do.incident_test_command)
+
+    incident = commands.add_parser(
+        "incident", help="merge complaints into one incident, split one out, or show one",
+        description="merge CODE CODE...: the first complaint's incident survives, the others join it; "
+                    "split CODE: take a complaint out of its incident; show CODE: the incident it is in.")
+    incident.add_argument("action", choices=["merge", "split", "show"])
+    incident.add_argument("codes", nargs="+", metavar="CODE")
+    incident.add_argument("--config", metavar="FILE", help=config_help)
+    incident.set_defaults(run=do.incident_command)
+
     rules = commands.add_parser("rules", help="list, add or remove admins' routing rules",
                                 description="Routing rules kept in the database (config rules live in the file).")
     rules_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from bot import credentials, digests, lifecycle, outbox, reports, routing, staff, windows
 from bot.core import Core
+from bot.incidents import candidates, grouping, match
 from bot.logs import configure_logging
 from channels.zalo.api import CREDENTIAL as ZALO_CREDENTIAL
 from channels.zalo.api import token_pair
@@ -99,6 +100,58 @@ def route_test_command(args: argparse.Namespace) -> int:
         print(f"urgency: {decision.urgency}" + (f" ({decision.urgency_reason})" if decision.urgency_reason else ""))
         return 0
 
+    return with_core(args, work)
+
+
+def incident_test_command(args: argparse.Namespace) -> int:
+    async def work(core) -> int:
+        found = match.features(args.text, args.area, None, args.lat, args.lon)
+        rule = core.config.incidents.rule(found.topic, args.category)
+        print(f"event:  {', '.join(found.topics) or 'none recognised'}")
+        print(f"place:  {found.place.describe()} (key {found.place.key or '-'})")
+        print(f"rule:   join above {rule.join_above:g}, suggest above {rule.suggest_above:g}, window "
+              f"{rule.window_minutes:g} min, distance {rule.distance_m:g} m ({rule.reach})"
+              + ("" if rule.group else ", never grouped"))
+        async with core.sessions() as session:
+            decision = await candidates.find(session, core.config.incidents, found, args.category, core.clock.now(),
+                                             latitude=args.lat, longitude=args.lon)
+        print(f"open complaints compared: {decision.considered}")
+        for candidate in [decision.best, *decision.others] if decision.best else []:
+            where = f"incident #{candidate.incident_id}" if candidate.incident_id else "no incident"
+            print(f"  {candidate.score.value:.2f}  {candidate.tracking_code} ({where}): "
+                  + "; ".join(candidate.score.reasons))
+        verdict = {"join": "would join", "suggest": "would be suggested to the officer"}.get(decision.action)
+        target = decision.best and (f"incident #{decision.best.incident_id}" if decision.best.incident_id
+                                    else decision.best.tracking_code)
+        print(f"result: {verdict} {target}" if verdict else "result: a complaint of its own")
+        return 0
+
+    return with_core(args, work)
+
+
+def incident_command(args: argparse.Namespace) -> int:
+    async def work(core) -> int:
+        try:
+            if args.action == "merge":
+                found = await grouping.merge(core, args.codes, "cli")
+            elif args.action == "split":
+                found = await grouping.split(core, args.codes[0], "cli")
+            else:
+                found = await grouping.describe(core, args.codes[0])
+        except lifecycle.LifecycleError as error:
+            print(f"cannot: {error}", file=sys.stderr)
+            return 1
+        if found is None:
+            print("no incident")
+            return 0
+        print(f"incident #{found.id} ({found.state}): {len(found.codes)} reports, lead {found.lead_code}, "
+              f"answer due {found.first_response_due.isoformat() if found.first_response_due else '-'}")
+        print("  " + " ".join(found.codes))
+        return 0
+
+    if args.action != "merge" and len(args.codes) != 1 or args.action == "merge" and len(args.codes) < 2:
+        print("merge takes two codes or more (the first stays); split and show take one", file=sys.stderr)
+        return 2
     return with_core(args, work)
 
 

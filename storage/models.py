@@ -165,6 +165,17 @@ class Complaint(Base):
     disputed_at: Mapped[datetime | None]  # the citizen said the resolution did not fix it
     # The citizen let its text be shown publicly (Open311 listings), personal data removed.
     public: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Incidents (migration 0007): the incident this complaint reports, and whether it is the
+    # incident's lead (the first report, which carries the deadlines and the staff's side)
+    # or a member riding on it. The match_* columns are what the matcher compares, computed
+    # once at intake; partial indexes on open complaints (topic, place, geo cell, each with
+    # created_at) serve the candidate search.
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), index=True)
+    incident_role: Mapped[str | None] = mapped_column(String(8))  # lead | member
+    match_topic: Mapped[str | None] = mapped_column(String(24))
+    match_place: Mapped[str | None] = mapped_column(String(64))
+    geo_cell: Mapped[int | None] = mapped_column(BigInteger)
+    match_features: Mapped[dict[str, Any] | None] = mapped_column()
 
     contact: Mapped[Contact | None] = relationship(foreign_keys=[contact_id], lazy="raise")
     unit: Mapped[Unit] = relationship(lazy="raise")
@@ -340,3 +351,19 @@ class NotificationBurst(Base):
     window_end: Mapped[int] = mapped_column(BigInteger, primary_key=True, index=True)  # Unix seconds
     total: Mapped[int] = mapped_column(Integer)
     held: Mapped[list[Any]] = mapped_column(default=list)
+class Incident(Base):
+    """Many complaints about one event (a power cut, a burst main): one owner, one deadline
+    (its lead's, the first report's), one answer to every reporter."""
+
+    __tablename__ = "incidents"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    lead_complaint_id: Mapped[int] = mapped_column(ForeignKey("complaints.id", use_alter=True))
+    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"))
+    topic: Mapped[str | None] = mapped_column(String(24))
+    title: Mapped[str] = mapped_column(String(200))
+    reports: Mapped[int] = mapped_column(Integer, default=1)  # complaints it groups
+    # "active"; "merged" when staff merged it into another; "ended" when split down to one.
+    state: Mapped[str] = mapped_column(String(8), default="active")
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

@@ -118,8 +118,11 @@ def make_config(database_url: str) -> Callable[..., Config]:
     """Build a Config on the test's database, with overrides as nested dicts."""
 
     def make(overrides: dict | None = None, environ: dict | None = None) -> Config:
+        # Incident grouping is off unless a test turns it on: tests of other features send
+        # look-alike complaints in quick succession, which would otherwise join up.
         data = merge({"storage": {"url": database_url}, "web": {"port": 0},
-                      "outbox": {"poll_seconds": 0.05, "backoff_base_seconds": 1}}, overrides or {})
+                      "outbox": {"poll_seconds": 0.05, "backoff_base_seconds": 1},
+                      "incidents": {"enabled": False}}, overrides or {})
         return parse_config(data, environ or {})
 
     return make

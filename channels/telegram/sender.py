@@ -101,7 +101,7 @@ class TelegramSender:
         code = message.tracking_code
         markup = None
         if code and message.audience == "staff" and message.actions:
-            markup = staff.action_markup(self.port, message.language, code)
+            markup = staff.action_markup(self.port, message.language, code, message.actions)
         elif code and "rate" in message.actions:
             markup = citizen.rating_markup(self.port, message.language, code)
         # The files that go with the message (a citizen's photos, a digest's chart) follow it.

@@ -19,6 +19,7 @@ from telegram.error import TelegramError
 from bot import tracking
 from bot.port import Port
 from contract.results import LifecycleError, NotAllowed, Officer
+from channels.telegram.incidents import IncidentDesk
 from channels.telegram.common import (
     CALLBACK_DATA_LIMIT,
     CHANNEL,
@@ -40,28 +41,39 @@ from channels.telegram.common import (
 )
 
 # Buttons an officer may press; a citizen's press of one (a forged callback) is refused.
-ACTIONS = ("claim", "reply", "reassign", "resolve", "move", "why", "done", "keep")
+ACTIONS = ("claim", "reply", "reassign", "resolve", "move", "why", "done", "keep", "ijoin", "isep")
 COMMANDS = ("reply", "note", "resolve", "reassign", "claim", "case", "mine", "overdue", "attachment", "ask", "urgent",
-            "complex", "normal", "extend", "reject")
+            "complex", "normal", "extend", "reject", "merge", "split", "incident")
 # Commands whose text after the code is required: what they say or why.
 NEEDS_TEXT = ("reply", "note", "reassign", "ask", "urgent", "complex", "normal", "extend", "reject")
+# A notification's action that offers Join / Keep separate for a suggested incident.
+SUGGESTION = "incident:"
 
 
 def _language(port: Port) -> str:
     return port.config.service.default_language
 
 
-def action_markup(port: Port, language: str, code: str) -> InlineKeyboardMarkup:
-    """Claim, Reply, Reassign, Resolve for one complaint."""
-    return InlineKeyboardMarkup([
+def action_markup(port: Port, language: str, code: str, actions: tuple[str, ...] = ()) -> InlineKeyboardMarkup:
+    """Claim, Reply, Reassign, Resolve for one complaint; Join / Keep separate for a suggestion."""
+    rows = [
         [InlineKeyboardButton(text(port, language, "button_claim"), callback_data=f"claim:{code}"),
          InlineKeyboardButton(text(port, language, "button_reply"), callback_data=f"reply:{code}")],
         [InlineKeyboardButton(text(port, language, "button_reassign"), callback_data=f"reassign:{code}"),
          InlineKeyboardButton(text(port, language, "button_resolve"), callback_data=f"resolve:{code}")],
-    ])
+    ]
+    for action in actions:
+        candidate = action.removeprefix(SUGGESTION)
+        if action.startswith(SUGGESTION) and len(f"ijoin:{code}:{candidate}".encode()) <= CALLBACK_DATA_LIMIT:
+            rows.append([
+                InlineKeyboardButton(port.texts.get(language, "incidents.button_join"),
+                                     callback_data=f"ijoin:{code}:{candidate}"),
+                InlineKeyboardButton(port.texts.get(language, "incidents.button_separate"),
+                                     callback_data=f"isep:{code}:{candidate}")])
+    return InlineKeyboardMarkup(rows)
 
 
-class StaffDesk:
+class StaffDesk(IncidentDesk):
     """Staff commands and buttons in Telegram chats linked to staff members."""
 
     def __init__(self, port: Port):
@@ -100,7 +112,8 @@ class StaffDesk:
     async def help(self, message: Message, officer: Officer) -> None:
         """The staff commands."""
         await say(message, self._t("help_staff", name=officer.name,
-                                   unit=self.port.unit_name(officer.unit_id, _language(self.port))))
+                                   unit=self.port.unit_name(officer.unit_id, _language(self.port)))
+                  + "\n" + self._i("help"))
 
     async def _bad_code(self, message: Message, raw: str) -> None:
         """Say what is wrong with a code that is not one."""
@@ -143,6 +156,9 @@ class StaffDesk:
             return
         if name == "attachment":
             await self._attachment(message, officer, rest)
+            return
+        if name in ("merge", "split", "incident"):
+            await self._incident(message, officer, name, rest)
             return
         code, argument = split_code(self.port, rest)
         argument = clean(argument)
@@ -334,6 +350,8 @@ class StaffDesk:
             if await self._act(alert, code, lambda: self.port.resolve(officer, code),
                                self._t("marked_resolved", code=code)) and message:
                 await edit(message, self._t("marked_resolved", code=code))
+        elif action in ("ijoin", "isep"):
+            await self._suggestion(alert, message, officer, action, code, self.port.parse_code(unit).code)
         elif action == "keep":
             await answer_button(query, None)
             if message:
@@ -362,4 +380,3 @@ class StaffDesk:
             await say(message, self._t("resolve_confirm", code=code), markup=InlineKeyboardMarkup([[
                 InlineKeyboardButton(self._t("button_confirm"), callback_data=f"done:{code}"),
                 InlineKeyboardButton(self._t("button_keep"), callback_data=f"keep:{code}")]]))
-

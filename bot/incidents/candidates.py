@@ -1,0 +1,220 @@
+"""The candidate search at intake: which open complaints (and so which incidents) a new
+complaint may report the same event as, each with a score and its reasons.
+
+One statement per new complaint, a few index range scans joined by UNION ALL, each over
+open complaints only (the partial indexes of migration 0007) and within the time window
+(``query`` says which). Each branch is capped, so the work per complaint does not grow
+with the store. The place key is coarse (usually the district), so a complaint of the
+same event nearly always shares it; one naming two districts may be found only through
+its kind of event without a place, or its coordinates.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import cache
+
+from sqlalchemy import Text, bindparam, cast, or_, select, text, union_all
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.incidents.config import IncidentsConfig
+from bot.incidents.match import Features, Rule, Score, score
+from bot.statuses import OPEN
+from storage.models import Complaint
+
+# Geo cells of 0.02° (about 2.2 km north-south, 2 km east-west at Hà Nội's latitude).
+CELL_DEGREES = 0.02
+# The most a candidate reporting another kind of event can score (event -1, place 1,
+# words 1: see bot.incidents.match.score).
+BEST_WITH_OTHER_EVENT = 0.2
+# Rows the main branch of the search reads at most, and each side branch.
+BRANCH_LIMIT = 100
+SIDE_LIMIT = 40
+RECENT_LIMIT = 20
+# Features of open complaints read lately, by their stored form: a complaint's features
+# never change once filed, and each is read again for every new complaint in its window.
+FEATURE_CACHE = 20_000
+# The partial indexes' condition, built from bot.statuses in the order the migration wrote it.
+OPEN_CONDITION = "status IN (" + ", ".join(f"'{status}'" for status in sorted(OPEN)) + ")"
+
+
+def geo_cell(latitude: float | None, longitude: float | None) -> int | None:
+    """The coarse cell a point lies in, as one integer the store indexes."""
+    if latitude is None or longitude is None:
+        return None
+    row, column = math.floor((latitude + 90) / CELL_DEGREES), math.floor((longitude + 180) / CELL_DEGREES)
+    return row * 100_000 + column
+
+
+def cells_around(latitude: float, longitude: float, distance_m: float) -> list[int]:
+    """The cells within ``distance_m`` of a point (its own and enough rings around it)."""
+    rings = max(1, math.ceil(distance_m / (CELL_DEGREES * 111_000 * math.cos(math.radians(latitude)))))
+    centre = geo_cell(latitude, longitude)
+    row, column = divmod(centre, 100_000)
+    return [(row + dr) * 100_000 + column + dc for dr in range(-rings, rings + 1) for dc in range(-rings, rings + 1)]
+
+
+@dataclass
+class Candidate:
+    """An open complaint that may report the same event, with what it belongs to."""
+
+    complaint_id: int
+    tracking_code: str
+    incident_id: int | None
+    created_at: datetime
+    score: Score
+
+
+@dataclass
+class Decision:
+    """What to do with a new complaint: join, suggest or nothing, and the best candidate."""
+
+    action: str | None  # "join" | "suggest" | None
+    best: Candidate | None
+    rule: Rule
+    reports: int = 0  # complaints in the best candidate's incident (1 when it has none)
+    considered: int = 0
+    others: list[Candidate] = field(default_factory=list)
+
+
+def stamp(complaint: Complaint, found: Features) -> None:
+    """Write what the candidate search reads onto a complaint before it is stored."""
+    complaint.match_topic = found.topic
+    complaint.match_place = found.place.key
+    complaint.geo_cell = geo_cell(complaint.latitude, complaint.longitude)
+    complaint.match_features = found.to_json()
+
+
+# The stored features as text: decoded only when not already known (``_features``).
+COLUMNS = (Complaint.id, Complaint.tracking_code, Complaint.incident_id, Complaint.created_at, Complaint.latitude,
+           Complaint.longitude, cast(Complaint.match_features, Text).label("match_features"))
+_known: OrderedDict[tuple, Features] = OrderedDict()
+
+
+def _features(data: str, latitude: float | None, longitude: float | None) -> Features:
+    key = (data, latitude, longitude)
+    found = _known.get(key)
+    if found is None:
+        found = Features.from_json(json.loads(data), latitude, longitude)
+        _known[key] = found
+        if len(_known) > FEATURE_CACHE:
+            _known.popitem(last=False)
+    return found
+
+
+def query(found: Features, rule: Rule, now: datetime, before_id: int | None, latitude: float | None,
+          longitude: float | None) -> tuple[object, dict]:
+    """The candidate search as one statement and its parameters (also what bench/incidents.py
+    EXPLAINs).
+
+    Branches, each an index range scan over open complaints in the window, newest first:
+    the same kind of event at the same place key, or with no place, or (the latest few)
+    anywhere; the same place with another or no kind of event; the geo cells around; and
+    when the kind of event or the place is unknown, the same kind anywhere or the same
+    place, and the most recent.
+    """
+    located = latitude is not None and longitude is not None
+    params = {"since": now - timedelta(minutes=rule.window_minutes), "topic": found.topic,
+              "place": found.place.key, "before": before_id}
+    if located:
+        params["cells"] = cells_around(latitude, longitude, 2 * rule.distance_m)
+    return _statement(bool(found.topic), bool(found.place.key), located, before_id is not None), params
+
+
+@cache
+def _statement(topic: bool, place: bool, located: bool, before: bool):
+    """The statement for one shape of search, built once (its values are parameters)."""
+    def branch(limit: int, *conditions):
+        statement = select(*COLUMNS).where(text(OPEN_CONDITION), Complaint.created_at >= bindparam("since"),
+                                           *conditions)
+        if before:
+            statement = statement.where(Complaint.id < bindparam("before"))
+        return select(statement.order_by(Complaint.created_at.desc()).limit(limit).subquery())
+
+    same_topic, same_place = Complaint.match_topic == bindparam("topic"), Complaint.match_place == bindparam("place")
+    branches = []
+    if topic and place:
+        branches += [branch(BRANCH_LIMIT, same_topic, same_place),
+                     branch(SIDE_LIMIT, same_topic, Complaint.match_place.is_(None)),
+                     # The latest of the same kind anywhere: a place key of another kind
+                     # (a building, a street) may still be the same place.
+                     branch(RECENT_LIMIT, same_topic),
+                     branch(SIDE_LIMIT, same_place,
+                            or_(Complaint.match_topic.is_(None), Complaint.match_topic != bindparam("topic")))]
+    elif topic:
+        branches.append(branch(BRANCH_LIMIT, same_topic))
+    elif place:
+        branches += [branch(BRANCH_LIMIT, same_place), branch(SIDE_LIMIT)]
+    else:
+        branches.append(branch(BRANCH_LIMIT))
+    if located:
+        branches.append(branch(SIDE_LIMIT, Complaint.geo_cell.in_(bindparam("cells", expanding=True))))
+    return union_all(*branches) if len(branches) > 1 else branches[0]
+
+
+async def _generic_plans(session: AsyncSession) -> None:
+    """PostgreSQL: plan the search once per connection, not at every execution.
+
+    Left to itself PostgreSQL plans a prepared statement afresh for each set of values
+    when it guesses that pays; for this union of small index scans planning took longer
+    (2-3 ms) than running it (under 1 ms), and the plan never changes with the values.
+    The setting lasts until the end of the caller's transaction.
+    """
+    if session.bind.dialect.name != "postgresql":
+        return
+    await session.connection()  # the transaction begins here if it has not yet
+    transaction = session.get_transaction()
+    if session.info.get("incidents_generic_plans") is not transaction:
+        await session.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+        session.info["incidents_generic_plans"] = transaction
+
+
+async def find(session: AsyncSession, config: IncidentsConfig, found: Features, category: str | None,
+               now: datetime, before_id: int | None = None, latitude: float | None = None,
+               longitude: float | None = None) -> Decision:
+    """Score the open complaints a new complaint may be about; decide join, suggest or nothing."""
+    rule = config.rule(found.topic, category)
+    if not config.enabled or not rule.group:
+        return Decision(None, None, rule)
+    statement, params = query(found, rule, now, before_id, latitude, longitude)
+    await _generic_plans(session)
+    # Nothing the search reads waits in the session: joins update complaints at once, and
+    # an incident's count (all that may be pending) is written with the commit.
+    with session.no_autoflush:
+        rows = (await session.execute(statement, params)).all()
+    seen: set[int] = set()
+    scored: list[Candidate] = []
+    sizes: dict[int, int] = {}
+    apart = {o.topic for o in config.overrides if o.topic and o.group is False}
+    for id_, code, incident_id, created_at, lat, lon, data in rows:
+        if id_ in seen or data is None:
+            continue
+        seen.add(id_)
+        if incident_id is not None:
+            sizes[incident_id] = sizes.get(incident_id, 0) + 1
+        other = _features(data, lat, lon)
+        if other.topic in apart:
+            continue  # a procedure is its citizen's own case
+        if found.topics and other.topics and found.topic != other.topic and not set(found.topics) & set(other.topics) \
+                and BEST_WITH_OTHER_EVENT < rule.suggest_above:
+            continue  # another kind of event scores below any suggestion, whatever the place
+        minutes = (now - created_at).total_seconds() / 60
+        scored.append(Candidate(id_, code, incident_id, created_at, score(found, other, minutes, rule)))
+    if not scored:
+        return Decision(None, None, rule, considered=len(seen))
+
+    def rank(candidate: Candidate) -> tuple:
+        # Equal scores: the bigger incident (more reports seen), then the most recent.
+        size = sizes.get(candidate.incident_id, 1) if candidate.incident_id else 1
+        return (candidate.score.value + 0.001 * math.log(size + 1), candidate.created_at)
+
+    scored.sort(key=rank, reverse=True)
+    best = scored[0]
+    action = "join" if best.score.value >= rule.join_above else "suggest" if best.score.value >= rule.suggest_above \
+        else None
+    reports = sizes.get(best.incident_id, 1) if best.incident_id else 1
+    return Decision(action, best, rule, reports, len(seen), scored[1:4])

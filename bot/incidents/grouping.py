@@ -1,0 +1,275 @@
+"""Incidents in the store: created, joined, merged and split; who leads and who rides along.
+
+An incident's lead is its first report: it carries the incident's owner (unit and
+officer) and its one deadline, and the sweep looks at it alone. The other complaints are
+members: each keeps its citizen, channel, language and tracking code, takes the lead's
+unit, officer and deadlines, and owes the sweep nothing of its own (``statuses.pending``),
+so a missed deadline is one apology per reporter, sent when the lead's deadline passes,
+never thirty deadlines. Every join, merge and split is an event on each complaint it
+touches (its score and reasons for an automatic join), so the history stays on both sides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import outbox
+from bot.core import Core
+from bot.directory import StaffDirectory
+from bot.incidents import candidates, match
+from bot.incidents.candidates import Decision
+from bot.messages import STAFF_ACTIONS, to_staff
+from bot.statuses import FINISHED, schedule_checks
+from contract.results import IncidentSummary, LifecycleError
+from storage.models import Complaint, Event, Incident
+
+LEAD, MEMBER = "lead", "member"
+# The button pair a suggestion carries: join the candidate's incident, or keep separate.
+SUGGESTION_ACTION = "incident"
+
+
+async def current(session: AsyncSession, incident_id: int) -> Incident:
+    """The incident, or the one it was merged into (followed to the end)."""
+    incident = await session.get(Incident, incident_id, with_for_update=True)
+    while incident.merged_into_id is not None:
+        incident = await session.get(Incident, incident.merged_into_id, with_for_update=True)
+    return incident
+
+
+async def recount(session: AsyncSession, incident: Incident) -> None:
+    """Set how many complaints an incident groups from the store (after a merge or split)."""
+    await session.flush()
+    incident.reports = await session.scalar(
+        select(func.count()).select_from(Complaint).where(Complaint.incident_id == incident.id))
+
+
+async def members(session: AsyncSession, complaint: Complaint, open_only: bool = True) -> list[Complaint]:
+    """The other complaints of this complaint's incident (locked), oldest first; [] without one."""
+    if complaint.incident_id is None:
+        return []
+    query = select(Complaint).where(Complaint.incident_id == complaint.incident_id, Complaint.id != complaint.id)
+    if open_only:
+        query = query.where(Complaint.status.not_in(FINISHED))
+    return list((await session.scalars(query.order_by(Complaint.id).with_for_update())).all())
+
+
+async def create(session: AsyncSession, now: datetime, lead: Complaint, actor: str) -> Incident:
+    """Make an incident led by this complaint (caller's transaction)."""
+    incident = Incident(lead_complaint_id=lead.id, unit_id=lead.unit_id, topic=lead.match_topic, reports=1,
+                        title=" ".join(lead.text.split())[:200], state="active", created_at=now, updated_at=now)
+    session.add(incident)
+    await session.flush()
+    lead.incident_id, lead.incident_role = incident.id, LEAD
+    session.add(Event(complaint_id=lead.id, at=now, actor=actor, kind="incident_created",
+                      detail={"incident": incident.id}))
+    await session.flush()  # the next candidate search must see the lead in its incident
+    return incident
+
+
+def ride_along(complaint: Complaint, lead: Complaint, incident: Incident) -> dict:
+    """The values a member takes from its lead: the owner and the one deadline."""
+    return dict(incident_id=incident.id, incident_role=MEMBER, unit_id=lead.unit_id, assignee_id=lead.assignee_id,
+                first_response_due=lead.first_response_due, resolution_due=lead.resolution_due, next_check_at=None)
+
+
+async def attach(core: Core, session: AsyncSession, now: datetime, complaint: Complaint,
+                 decision: Decision) -> tuple[Incident, int] | None:
+    """Act on the candidate search for a complaint just filed (intake's transaction).
+
+    ``join``: it becomes a member of the best candidate's incident (made now if the
+    candidate had none), with the score and reasons in its audit event; ``suggest``: the
+    suggestion is recorded for the officer. Returns the incident joined and its size.
+    """
+    best = decision.best
+    if decision.action is None or best is None:
+        return None
+    detail = {"score": best.score.value, "reasons": list(best.score.reasons), "candidate": best.tracking_code,
+              "considered": decision.considered}
+    if decision.action == "suggest":
+        detail["incident"] = best.incident_id
+        if best.incident_id is not None:  # its true size, for the officer's question
+            decision.reports = (await session.get(Incident, best.incident_id)).reports
+        session.add(Event(complaint_id=complaint.id, at=now, actor="system", kind="incident_suggested", detail=detail))
+        return None
+    # An incident joined before in the same transaction (a burst filed in one batch) is
+    # locked and read once: its lead and its count are kept here until the commit.
+    transaction, known = session.info.get("incidents_joined", (None, {}))
+    if transaction is not session.get_transaction():
+        known = {}
+        session.info["incidents_joined"] = (session.get_transaction(), known)
+    if best.incident_id is not None and best.incident_id in known:
+        incident, lead = known[best.incident_id]
+    else:
+        if best.incident_id is not None:
+            incident = await current(session, best.incident_id)
+        else:
+            incident = await create(session, now, await session.get(Complaint, best.complaint_id,
+                                                                    with_for_update=True), "system")
+        lead = await session.get(Complaint, incident.lead_complaint_id)
+        known[incident.id] = known[best.incident_id or incident.id] = (incident, lead)
+    values = ride_along(complaint, lead, incident)
+    with session.no_autoflush:  # the incident's count waits for the commit (see above)
+        await session.execute(update(Complaint).where(Complaint.id == complaint.id).values(**values))
+    for key, value in values.items():
+        setattr(complaint, key, value)
+    incident.updated_at, incident.reports = now, incident.reports + 1
+    session.add(Event(complaint_id=complaint.id, at=now, actor="system", kind="incident_joined",
+                      detail={**detail, "incident": incident.id, "lead": lead.tracking_code}))
+    return incident, incident.reports
+
+
+async def _by_codes(session: AsyncSession, codes: list[str]) -> list[Complaint]:
+    found = {c.tracking_code: c for c in (await session.scalars(
+        select(Complaint).where(Complaint.tracking_code.in_(codes)).with_for_update())).all()}
+    missing = [code for code in codes if code not in found]
+    if missing:
+        raise LifecycleError(f"no complaint {', '.join(missing)}")
+    return [found[code] for code in codes]
+
+
+async def info(session: AsyncSession, incident: Incident) -> IncidentSummary:
+    """What staff are shown of an incident."""
+    rows = (await session.execute(select(Complaint.tracking_code, Complaint.id).where(
+        Complaint.incident_id == incident.id).order_by(Complaint.id))).all()
+    lead = await session.get(Complaint, incident.lead_complaint_id)
+    return IncidentSummary(incident.id, lead.tracking_code, tuple(code for code, _ in rows), lead.first_response_due,
+                        incident.state)
+
+
+async def merge(core: Core, codes: list[str], actor: str) -> IncidentSummary:
+    """Merge complaints (and the incidents they are in) into the first one's incident.
+
+    The survivor keeps its lead and deadline; every other complaint becomes its member,
+    and an incident merged away points to the survivor, so a reply to any of them lands
+    under the survivor.
+    """
+    codes = list(dict.fromkeys(code.upper() for code in codes))
+    if len(codes) < 2:
+        raise LifecycleError("name at least two complaints to merge")
+    now = core.clock.now()
+    async with core.sessions() as session, session.begin():
+        complaints = await _by_codes(session, codes)
+        first = complaints[0]
+        survivor = await current(session, first.incident_id) if first.incident_id else await create(
+            session, now, first, actor)
+        lead = await session.get(Complaint, survivor.lead_complaint_id)
+        moved: list[Complaint] = []
+        for complaint in complaints[1:]:
+            if complaint.incident_id is not None:
+                old = await current(session, complaint.incident_id)
+                if old.id == survivor.id:
+                    continue
+                old.state, old.merged_into_id, old.updated_at = "merged", survivor.id, now
+                moved += (await session.scalars(select(Complaint).where(Complaint.incident_id == old.id)
+                                                .with_for_update())).all()
+                session.add(Event(complaint_id=old.lead_complaint_id, at=now, actor=actor, kind="incident_merged",
+                                  detail={"incident": old.id, "into": survivor.id}))
+            else:
+                moved.append(complaint)
+        for complaint in moved:
+            if complaint.status in FINISHED:
+                continue  # a finished case keeps its own history
+            for key, value in ride_along(complaint, lead, survivor).items():
+                setattr(complaint, key, value)
+            complaint.updated_at = now
+            schedule_checks(core, complaint)
+            session.add(Event(complaint_id=complaint.id, at=now, actor=actor, kind="incident_joined",
+                              detail={"incident": survivor.id, "lead": lead.tracking_code, "merged": True}))
+        survivor.updated_at = now
+        session.add(Event(complaint_id=lead.id, at=now, actor=actor, kind="incident_merged_in",
+                          detail={"incident": survivor.id, "codes": [c.tracking_code for c in moved]}))
+        await recount(session, survivor)
+        return await info(session, survivor)
+
+
+async def split(core: Core, code: str, actor: str) -> IncidentSummary | None:
+    """Take one complaint out of its incident, with its own deadlines again.
+
+    When it led the incident the next report leads; an incident left with one complaint
+    ends. Returns the incident as it is after (None when it ended).
+    """
+    now = core.clock.now()
+    async with core.sessions() as session, session.begin():
+        [complaint] = await _by_codes(session, [code.upper()])
+        if complaint.incident_id is None:
+            raise LifecycleError(f"{complaint.tracking_code} is in no incident")
+        incident = await session.get(Incident, complaint.incident_id, with_for_update=True)
+        rest = await members(session, complaint, open_only=False)
+        first_hours, resolution_hours = core.config.deadlines.hours_for(
+            core.directory.unit_slug(complaint.unit_id), complaint.category)
+        if complaint.first_response_at is None and complaint.incident_role == MEMBER:
+            complaint.first_response_due = core.calendar.add_working_hours(complaint.created_at, first_hours)
+            complaint.resolution_due = core.calendar.add_working_hours(complaint.created_at, resolution_hours)
+        complaint.incident_id = complaint.incident_role = None
+        complaint.updated_at = now
+        schedule_checks(core, complaint)
+        session.add(Event(complaint_id=complaint.id, at=now, actor=actor, kind="incident_split",
+                          detail={"incident": incident.id}))
+        if incident.lead_complaint_id == complaint.id and rest:
+            incident.lead_complaint_id = rest[0].id
+            rest[0].incident_role = LEAD
+            schedule_checks(core, rest[0])
+        incident.updated_at = now
+        if rest:
+            session.add(Event(complaint_id=incident.lead_complaint_id, at=now, actor=actor, kind="incident_split_off",
+                              detail={"incident": incident.id, "code": complaint.tracking_code}))
+        if len(rest) <= 1:
+            incident.state, incident.reports = "ended", len(rest)
+            for other in rest:
+                other.incident_id = other.incident_role = None
+                schedule_checks(core, other)
+            await session.flush()
+            return None
+        await recount(session, incident)
+        return await info(session, incident)
+
+
+async def describe(core: Core, code: str) -> IncidentSummary | None:
+    """The incident a complaint is in, if any."""
+    async with core.sessions() as session:
+        complaint = await session.scalar(select(Complaint).where(Complaint.tracking_code == code.upper()))
+        if complaint is None:
+            raise LifecycleError(f"no complaint {code}")
+        if complaint.incident_id is None:
+            return None
+        incident = await session.get(Incident, complaint.incident_id)
+        while incident.merged_into_id is not None:
+            incident = await session.get(Incident, incident.merged_into_id)
+        return await info(session, incident)
+
+
+async def keep_separate(core: Core, code: str, candidate: str, actor: str) -> None:
+    """Record that an officer kept a suggested complaint out of an incident."""
+    now = core.clock.now()
+    async with core.sessions() as session, session.begin():
+        [complaint] = await _by_codes(session, [code.upper()])
+        session.add(Event(complaint_id=complaint.id, at=now, actor=actor, kind="incident_kept_separate",
+                          detail={"candidate": candidate.upper()}))
+
+
+def suggestion(core: Core, directory: StaffDirectory, complaint: Complaint, decision: Decision) -> list[outbox.Queued]:
+    """"Looks like incident #… (N reports): join / keep separate", to the complaint's officers."""
+    best = decision.best
+    text_key = "incidents.suggested" if best.incident_id else "incidents.suggested_one"
+    queued = to_staff(core, directory, directory.assignees(complaint), f"suggest:{complaint.tracking_code}", text_key,
+                      complaint, incident=best.incident_id or "", reports=decision.reports, candidate=best.tracking_code,
+                      score=f"{best.score.value:.2f}", reasons="; ".join(best.score.reasons))
+    # The chat shows Join / Keep separate beside the usual buttons (channels/telegram/staff.py).
+    action = f"{SUGGESTION_ACTION}:{best.tracking_code}"
+    return [replace(item, message=replace(item.message, actions=(*STAFF_ACTIONS, action))) for item in queued]
+
+
+async def at_intake(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, category: str | None,
+                    found: match.Features) -> tuple[tuple[int, int] | None, Decision | None]:
+    """Join an incident or suggest one for a complaint just filed (intake's transaction):
+    (incident id, reports) when joined, and the decision when only suggested."""
+    decision = await candidates.find(session, core.config.incidents, found, category, now,
+                                     before_id=complaint.id, latitude=complaint.latitude, longitude=complaint.longitude)
+    joined = await attach(core, session, now, complaint, decision)
+    if joined is not None:
+        return (joined[0].id, joined[1]), None
+    return None, decision if decision.action == "suggest" else None

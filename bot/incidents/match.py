@@ -1,0 +1,252 @@
+"""Is a new complaint about the same event as an earlier one? A score and its reasons.
+
+What a complaint says is reduced once, at intake, to ``Features``: the kinds of event it
+reports (``topics``: "mất điện", "cúp điện", "cắt điện", "power cut" and "outage" are all
+``power``), where it is (``places.Place``), its coordinates, and its words folded and
+with SMS abbreviations written out. Two complaints are compared on four things, each
+giving part of the score and a reason:
+
+- the event: the same kind scores, different kinds count against;
+- the place: named the same (a ward, a street, a landmark, a building) or within the
+  distance when both have coordinates scores; named differently (another ward, another
+  street for a pothole, another alley number) counts against. How close is close enough
+  depends on how far the event reaches (``reach``): a power cut spans a ward, a flood a
+  street, a pothole one spot;
+- the time: outside the window there is no comparison at all;
+- the words: the share of words they have in common.
+
+A complaint joins an incident by itself above ``join_above`` and is put to the officer
+between ``suggest_above`` and ``join_above``; both, the window and the distance are set per
+category or kind of event in ``[incidents]`` (``bot.settings.IncidentsConfig``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+
+from bot.incidents.places import Place, expand, parse
+
+# Kinds of event and the phrases that report them (folded, abbreviations written out),
+# with how far such an event reaches. A phrase may be a regular expression over the
+# folded words. Order matters only for ties: the first kind named in a text is its main one.
+TOPICS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "power": ("ward", (
+        "mat dien", "cup dien", "cat dien", "khong co dien", "chua co dien", "co dien lai", "co dien", "bi mat dien",
+        "power cut", "power outage", "outage", "no power", "no electricity", "blackout")),
+    "water": ("ward", (
+        "mat nuoc", "cat nuoc", "ngat nuoc", "nuoc bi ngat", "khong co nuoc", "chua co nuoc", "co nuoc lai",
+        "co nuoc", "vo ong", "ong nuoc vo", "ong nuoc bi vo", "ong vo", "nuoc yeu", "ro ri", "duong ong cap nuoc",
+        "no water", "water cut", "pipe burst", "water pipe", "water main")),
+    "water_quality": ("ward", (
+        "nuoc duc", "duc", "nuoc ban", "mui clo", "co can", "nuoc vang", "vang duc", "dirty water")),
+    "flood": ("street", ("ngap", "ngap ung", "flood", "flooded", "flooding")),
+    "tree": ("spot", (
+        "cay do", r"cay(?: \w+){0,5} (?:bi )?do", "do cay", "bat goc", "cay nga", "cay gay", "fallen tree",
+        "tree down", "tree fell")),
+    "burning": ("ward", ("dot rom", "dot rac", "dot vang ma", "dot rom ra", "burning")),
+    "fire": ("spot", (
+        "bao chay", "co chay", "chay chung cu", "dam chay", "chay nha", "chay o", "khoi", "khet", "cuu hoa", "pccc",
+        "fire alarm", "smoke", "fire")),
+    "pothole": ("spot", (
+        "o ga", "o voi", "sut lun", "ho sut", "lun", "sut", "pothole", "sinkhole")),
+    "garbage": ("street", ("rac", "thu gom", "garbage", "rubbish", "trash")),
+    "noise": ("spot", (
+        "karaoke", "hat", "nhac to", "mo nhac", "loa", "on ao", "am i", "loud music", "noise")),
+    "traffic_light": ("spot", (
+        "den tin hieu", "den giao thong", "den do", "den xanh", "den xanh do", "khong co den", "traffic light")),
+    "street_light": ("street", ("den duong", "den chieu sang", "street light", "street lights")),
+    "sewage": ("spot", (
+        "nuoc thai", "cong tac", r"cong(?: \w+){0,5} (?:bi )?tac", "tac cong", "cong tran", "ho ga tran",
+        "trao nguoc", "thong tac", "nao vet", "ranh thoat nuoc", "sewage")),
+    "dead_fish": ("street", ("ca chet", "dead fish")),
+    "spark": ("spot", ("chap dien", "chap", "toe lua", "lua xet", "sparking")),
+    "dog": ("spot", ("tha rong", "ro mom", "dog")),
+    "parking": ("street", (
+        "container", "xe tai do", "do chiem", "do tran", "do chan", "do xe", "parked")),
+    "spill": ("street", ("roi vai", "dat da", "dat cat", "spilled")),
+    "manhole": ("spot", ("mat nap", "nap ho ga", "nap cong", "manhole")),
+    "procedure": ("ward", (
+        "thu tuc", "ho so", "so do", "can cuoc", "khai sinh", "tam tru", "chung thuc", "tro cap", "mot cua",
+        "residence registration", "vneid")),
+}
+REACH_DISTANCE = {"ward": 1500.0, "street": 800.0, "spot": 150.0}
+
+# Words too common to say anything about an event.
+STOPWORDS = frozenset(
+    "a ai anh ba ban bao bi bo ca cac cai can chi cho chua co con cua cung da dang de den di do duoc em gi gio gan "
+    "ha hay het hoi hom khi khong khu la lai lam len luc ma may minh moi mot nao nay nha nhe nhieu nhu nhung "
+    "noi nua o oi ong qua ra rang rat roi roi sang sao se sau sinh tai the thi thay thuoc tien toi trong tu tren "
+    "tu va van vao vay ve vi voi vua xin xong y de nghi kinh gui ubnd phuong quan huyen xa duong pho ngo so "
+    "the is a an and are at in of on the to there please it my our this we".split())
+_COMPILED = {topic: [re.compile(rf"(?:^| ){p}(?: |$)") for p in phrases] for topic, (_, phrases) in TOPICS.items()}
+
+
+def topics_of(words: list[str]) -> tuple[str, ...]:
+    """The kinds of event a text reports, the first named first."""
+    text = " ".join(words)
+    found: list[tuple[int, int, str]] = []
+    for order, (topic, patterns) in enumerate(_COMPILED.items()):
+        positions = [m.start() for p in patterns for m in [p.search(text)] if m]
+        if positions:
+            found.append((min(positions), order, topic))
+    return tuple(topic for _, _, topic in sorted(found))
+
+
+@dataclass(frozen=True)
+class Features:
+    """What the matcher knows of one complaint, computed once at intake."""
+
+    topics: tuple[str, ...]
+    place: Place
+    words: frozenset[str]
+    latitude: float | None = None
+    longitude: float | None = None
+
+    @property
+    def topic(self) -> str | None:
+        """The main kind of event, if any."""
+        return self.topics[0] if self.topics else None
+
+    @cached_property
+    def terms(self) -> frozenset[str]:
+        """What the text similarity compares: the words and the kinds of event."""
+        return self.words | frozenset(self.topics)
+
+    def to_json(self) -> dict:
+        """The features as plain values, for the store."""
+        return {"topics": list(self.topics), "place": self.place.to_json(), "words": sorted(self.words)}
+
+    @classmethod
+    def from_json(cls, data: dict, latitude: float | None = None, longitude: float | None = None) -> Features:
+        """Features stored by ``to_json``."""
+        return cls(tuple(data.get("topics", ())), Place.from_json(data.get("place")), frozenset(data.get("words", ())),
+                   latitude, longitude)
+
+
+def features(text: str, area: str | None = None, subject: str | None = None, latitude: float | None = None,
+             longitude: float | None = None) -> Features:
+    """Reduce a complaint to what the matcher compares."""
+    words = expand(" ".join(part for part in (subject, text) if part))
+    return Features(topics_of(words), parse(area, subject, text),
+                    frozenset(w for w in words if w not in STOPWORDS and not w.isdigit() and len(w) > 1),
+                    latitude, longitude)
+
+
+def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in metres (haversine)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6371000.0 * math.asin(min(1.0, math.sqrt(a)))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The thresholds, window, distance and reach that apply to one kind of complaint."""
+
+    join_above: float
+    suggest_above: float
+    window_minutes: float
+    distance_m: float
+    reach: str
+    group: bool = True
+
+
+@dataclass(frozen=True)
+class Score:
+    """How likely two complaints report the same event, and why (the reasons are written
+    out only when asked: intake scores hundreds of candidates and explains a few)."""
+
+    value: float
+    why: tuple[Callable[[], str], ...] = ()
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """The reasons, one per part of the score."""
+        return tuple(reason() for reason in self.why)
+
+
+def _topic_part(new: Features, old: Features) -> tuple[float, Callable[[], str]]:
+    if not new.topics or not old.topics:
+        return 0.3, lambda: "event: " + (new.topic or old.topic or "unknown") + " on one side only"
+    if new.topic == old.topic:
+        return 1.0, lambda: f"event: {new.topic}"
+    if set(new.topics) & set(old.topics):
+        return 0.6, lambda: f"event: {new.topic}/{old.topic} share {','.join(sorted(set(new.topics) & set(old.topics)))}"
+    return -1.0, lambda: f"event: {new.topic} vs {old.topic}"
+
+
+def _place_part(new: Features, old: Features, rule: Rule) -> tuple[float, Callable[[], str]]:
+    """Strong 1, medium 0.5, weak 0.2, unknown 0, conflict -1; with the reason."""
+    a, b = new.place, old.place
+    near = None
+    if new.latitude is not None and old.latitude is not None and new.longitude is not None \
+            and old.longitude is not None:
+        near = distance_m(new.latitude, new.longitude, old.latitude, old.longitude)
+        if near > 2 * rule.distance_m:
+            return -1.0, lambda: f"place: {near:.0f} m apart"
+    wards_a, wards_b = a.current, b.current
+    if wards_a and wards_b and not wards_a & wards_b:
+        return -1.0, lambda: f"place: {a.describe()} vs {b.describe()}"
+    if a.districts and b.districts and not a.districts & b.districts:
+        return -1.0, lambda: f"place: {min(a.districts)} vs {min(b.districts)}"
+    if rule.reach != "ward" and a.streets and b.streets and not a.streets & b.streets:
+        return -1.0, lambda: f"place: {min(a.streets)} vs {min(b.streets)}"
+    if rule.reach == "spot":
+        buildings_a, buildings_b = a.buildings, b.buildings
+        if buildings_a and buildings_b and not buildings_a & buildings_b:
+            return -1.0, lambda: f"place: {min(buildings_a)} vs {min(buildings_b)}"
+        if a.numbers and b.numbers and not a.numbers & b.numbers:
+            return -1.0, lambda: f"place: no. {min(a.numbers)} vs {min(b.numbers)}"
+    within = near is not None and near <= rule.distance_m
+    shared_spots = a.spots & b.spots
+    shared_streets = a.streets & b.streets
+    shared_old = a.named_or_via & b.named_or_via
+    if rule.reach == "ward":
+        named = a.old & b.named_or_via or b.old & a.named_or_via or shared_spots or shared_streets
+        if named:
+            return 1.0, lambda: f"place: {', '.join(sorted(named))[:60]}" + (f", {near:.0f} m" if near is not None
+                                                                                else "")
+        if shared_old or within or wards_a & wards_b:
+            return 0.5, lambda: "place: " + (f"{near:.0f} m" if within else ", ".join(sorted(shared_old or
+                                                                                              wards_a & wards_b)))
+    else:
+        if within:
+            return 1.0, lambda: f"place: {near:.0f} m"
+        if shared_spots:
+            return 1.0, lambda: f"place: {', '.join(sorted(shared_spots))}"
+        if shared_streets:
+            if rule.reach == "street" or len(shared_streets) / len(a.streets | b.streets) >= 0.5:
+                return 1.0, lambda: f"place: {', '.join(sorted(shared_streets))}"
+            return 0.5, lambda: f"place: {', '.join(sorted(shared_streets))} (junction differs)"
+        if shared_old:
+            return 0.5, lambda: f"place: {', '.join(sorted(shared_old))}"
+        if wards_a & wards_b:
+            return 0.2, lambda: f"place: {', '.join(sorted(wards_a & wards_b))}"
+    if a.districts & b.districts:
+        return 0.2, lambda: f"place: {min(a.districts & b.districts)} (district)"
+    if near is not None:
+        return 0.0, lambda: f"place: {near:.0f} m"
+    return 0.0, lambda: "place: unknown"
+
+
+def similarity(a: frozenset[str], b: frozenset[str]) -> float:
+    """Share of words in common (Jaccard), 0 when either has none."""
+    if not a or not b:
+        return 0.0
+    return len(a & b) / len(a | b)
+
+
+def score(new: Features, old: Features, minutes: float, rule: Rule) -> Score:
+    """How likely ``new`` reports the same event as ``old``, written ``minutes`` earlier."""
+    topic, topic_reason = _topic_part(new, old)
+    place, place_reason = _place_part(new, old, rule)
+    text = similarity(new.terms, old.terms)
+    value = max(0.0, min(1.0, 0.4 * topic + 0.4 * place + 0.2 * text))
+    return Score(round(value, 3), (topic_reason, place_reason, lambda: f"time: {minutes:.0f} min",
+                                   lambda: f"text: {text:.2f}"))
+
