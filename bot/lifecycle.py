@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import messages, outbox
 from bot.core import Core
+from bot.folding import fold
 from bot.messages import format_time, to_staff
 from bot.statuses import CLAIMABLE, FINISHED, Status, schedule_checks
 from contract.messages import Origin
@@ -26,7 +27,7 @@ from contract.results import LifecycleError
 from storage.models import Complaint, Contact, Event, Message, Staff, Unit
 
 __all__ = ["LifecycleError", "answer", "assign", "note", "notify_staff", "queue_to_citizen", "reassign", "reopen",
-           "resolve"]
+           "reopen_by_staff", "resolve"]
 
 
 async def queue_to_citizen(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, key: str,
@@ -131,7 +132,7 @@ async def assign(core: Core, tracking_code: str, staff_slug: str, by: str | None
 
 
 async def reassign(core: Core, tracking_code: str, unit_slug: str, by: str | None = None,
-                   restart_deadlines: bool = True) -> None:
+                   restart_deadlines: bool = True, reason: str | None = None) -> None:
     """Pass a complaint to another unit; deadlines are recomputed and the citizen told."""
     async with _change(core, tracking_code, by) as change:
         complaint = change.complaint
@@ -151,7 +152,8 @@ async def reassign(core: Core, tracking_code: str, unit_slug: str, by: str | Non
             complaint.first_response_due = core.calendar.add_working_hours(start, first_hours)
         complaint.resolution_due = core.calendar.add_working_hours(start, resolution_hours)
         complaint.routing_reason = f"reassigned from {previous} by {change.actor_name}"[:300]
-        change.event("reassigned", **{"from": previous, "to": unit_slug,
+        extra = {"reason": reason.strip()[:500]} if reason and reason.strip() else {}
+        change.event("reassigned", **extra, **{"from": previous, "to": unit_slug,
                                       "first_response_due": {"from": old_due and old_due.isoformat(),
                                                              "to": complaint.first_response_due.isoformat()}})
         await queue_to_citizen(core, change.session, change.now, complaint,
@@ -176,7 +178,8 @@ async def answer(core: Core, tracking_code: str, staff_slug: str, text: str,
         async with _change(core, tracking_code, staff_slug) as change:
             complaint = change.complaint
             message = Message(complaint_id=complaint.id, direction="out", channel="staff", external_id=source_id,
-                              author_staff_id=change.actor.id, text=text, public=True, created_at=change.now)
+                              author_staff_id=change.actor.id, text=text, public=True, created_at=change.now,
+                              folded=fold(text))
             change.session.add(message)
             await change.session.flush()
             previous = complaint.status
@@ -225,7 +228,7 @@ async def note(core: Core, tracking_code: str, staff_slug: str, text: str,
         async with _change(core, tracking_code, staff_slug) as change:
             message = Message(complaint_id=change.complaint.id, direction="note", channel="staff",
                               external_id=source_id, author_staff_id=change.actor.id, text=text, public=False,
-                              created_at=change.now)
+                              created_at=change.now, folded=fold(text))
             change.session.add(message)
             await change.session.flush()
             change.event("note", message_id=message.id)
@@ -234,3 +237,16 @@ async def note(core: Core, tracking_code: str, staff_slug: str, text: str,
             raise
         return None  # delivered again
     return message
+
+
+async def reopen_by_staff(core: Core, tracking_code: str, staff_slug: str, reason: str | None = None) -> None:
+    """An officer opens a finished complaint again (fresh deadlines) and the citizen is told."""
+    async with _change(core, tracking_code, staff_slug) as change:
+        complaint = change.complaint
+        if complaint.status not in FINISHED:
+            raise LifecycleError(f"complaint {tracking_code} is {complaint.status}, not finished")
+        extra = {"reason": reason.strip()[:500]} if reason and reason.strip() else {}
+        reopen(core, change.session, change.now, complaint, change.actor_name, **extra)
+        await queue_to_citizen(core, change.session, change.now, complaint,
+                               f"reopened:{complaint.id}:{change.now.isoformat()}", "citizen.status_changed",
+                               status=core.texts.get(complaint.language, f"status.{Status.REOPENED}"))

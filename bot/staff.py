@@ -26,8 +26,12 @@ LINK_CODE_LIFETIME = timedelta(hours=24)
 LINK_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
-def _officer(member: Staff) -> Officer:
+def officer_of(member: Staff) -> Officer:
+    """A staff row as commands see it."""
     return Officer(member.id, member.slug, member.name, member.role, member.unit_id, member.telegram_chat_id)
+
+
+_officer = officer_of
 
 
 async def by_telegram_chat(core: Core, chat_id: int) -> Officer | None:
@@ -49,7 +53,7 @@ async def _complaint_for(session: AsyncSession, officer: Officer, code: str) -> 
     complaint = await session.scalar(select(Complaint).where(Complaint.tracking_code == code))
     if complaint is None:
         raise lifecycle.LifecycleError(f"no complaint {code}")
-    if officer.role != "admin" and complaint.unit_id != officer.unit_id:
+    if not may_see(officer, complaint.unit_id):
         raise NotAllowed(f"{code} belongs to another unit")
     return complaint
 
@@ -95,10 +99,33 @@ async def code_for_message(core: Core, channel: str, external_id: str) -> str | 
             .where(OutboxMessage.channel == channel, OutboxMessage.external_id == external_id).limit(1))
 
 
-async def reassign(core: Core, officer: Officer | None, code: str, unit_slug: str) -> None:
-    """Pass the complaint to another unit (agents, heads and admins of its current unit)."""
+async def reassign(core: Core, officer: Officer | None, code: str, unit_slug: str, reason: str | None = None) -> None:
+    """Pass the complaint to another unit (agents, heads and admins of its current unit), with why."""
     await authorise(core, officer, code)
-    await lifecycle.reassign(core, code, unit_slug, by=officer.slug)
+    await lifecycle.reassign(core, code, unit_slug, by=officer.slug, reason=reason)
+
+
+async def reopen(core: Core, officer: Officer | None, code: str, reason: str | None = None) -> None:
+    """Open a resolved or closed complaint again, with fresh deadlines, and tell the citizen."""
+    await authorise(core, officer, code)
+    await lifecycle.reopen_by_staff(core, code, officer.slug, reason)
+
+
+def visible_units(officer: Officer | None) -> frozenset[int] | None:
+    """The units whose complaints an officer may see and act on; None: every unit (an admin).
+
+    The one rule behind ``authorise``: lists and search results use it, so nobody finds a
+    complaint they could not open.
+    """
+    if officer is None:
+        raise NotAllowed("staff only")
+    return None if officer.role == "admin" else frozenset({officer.unit_id})
+
+
+def may_see(officer: Officer | None, unit_id: int) -> bool:
+    """Whether an officer may see and act on complaints of this unit."""
+    units = visible_units(officer)
+    return units is None or unit_id in units
 
 
 async def _summaries(core: Core, query) -> list[CaseSummary]:

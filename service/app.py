@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+import channels.desk
 import channels.email
 import channels.sms
 import channels.telegram
@@ -61,6 +62,8 @@ CHANNELS: tuple[Channel, ...] = (
                                                       shutdown_timeout=c.web.shutdown_timeout_seconds)),
     Channel("telegram", lambda c: c.telegram.enabled,
             lambda app, port, c: channels.telegram.setup(app, port, c.telegram)),
+    Channel("desk", lambda c: c.desk.enabled,
+            lambda app, port, c: channels.desk.setup(app, port, c.desk)),
 )
 
 

@@ -114,7 +114,10 @@ class Complaint(Base):
     """A citizen's complaint or feedback (phản ánh, kiến nghị) and where it stands."""
 
     __tablename__ = "complaints"
-    __table_args__ = (Index("ix_complaints_unit_created", "unit_id", "created_at"),)
+    __table_args__ = (Index("ix_complaints_unit_created", "unit_id", "created_at"),
+                      # The desk's queues (migration 0005).
+                      Index("ix_complaints_unit_status_due", "unit_id", "status", "first_response_due"),
+                      Index("ix_complaints_assignee_status", "assignee_id", "status"))
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     tracking_code: Mapped[str] = mapped_column(String(24), unique=True)
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
@@ -176,6 +179,8 @@ class Message(Base):
     automated: Mapped[bool] = mapped_column(Boolean, default=False)
     public: Mapped[bool] = mapped_column(Boolean, default=False)  # shown on the status page
     created_at: Mapped[datetime]
+    # Subject and text folded for search (bot.folding.fold); NULL until indexed (migration 0005).
+    folded: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class Attachment(Base):
@@ -259,3 +264,42 @@ class Setting(Base):
     __tablename__ = "settings"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class DeskLink(Base):
+    """A one-time sign-in link to the staff desk (only its token's hash is kept)."""
+
+    __tablename__ = "desk_links"
+    __table_args__ = (Index("ix_desk_links_staff_created", "staff_id", "created_at"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id"))
+    channel: Mapped[str] = mapped_column(String(16))  # where it was sent: telegram | email
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class DeskSession(Base):
+    """A signed-in browser of a staff member (only its token's hash is kept)."""
+
+    __tablename__ = "desk_sessions"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id"), index=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class DeskSignIn(Base):
+    """The sign-in log: every link asked for, sign-in, refusal and sign-out, by whom and from where."""
+
+    __tablename__ = "desk_sign_ins"
+    __table_args__ = (Index("ix_desk_sign_ins_client_at", "client", "at"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    at: Mapped[datetime]
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    client: Mapped[str] = mapped_column(String(64))  # the client address, hashed
+    kind: Mapped[str] = mapped_column(String(24))
+    detail: Mapped[str] = mapped_column(String(200), default="")
