@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 LINK_PATH = "/desk/sign-in/"
 FAILURES = ("bad_link", "expired_link", "used_link")
+# Every request for a link counts against the client, refused ones too.
+REQUESTS = ("link_requested", "link_refused", "limited")
 
 
 def token_hash(token: str) -> str:
@@ -92,7 +94,7 @@ async def request_link(core: Core, who: str, client_address: str, policy: SignIn
     client = client_key(client_address)
     since = now - timedelta(minutes=policy.window_minutes)
     async with core.sessions() as session, session.begin():
-        if await _count(session, client, ("link_requested", "link_refused"), since) >= policy.requests_per_window:
+        if await _count(session, client, REQUESTS, since) >= policy.requests_per_window:
             _record(session, now, client, "limited", detail="link requests")
             return "limited"
         member = await _find_member(session, who)

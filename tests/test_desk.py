@@ -8,7 +8,8 @@ from sqlalchemy import select
 
 from bot import lifecycle
 from storage.models import Complaint, Event, Message, OutboxMessage
-from tests.desk_support import desk, file_complaint, page, post_form, signed_in  # noqa: F401 - fixture
+from channels.desk import DESK
+from tests.desk_support import HIDDEN, desk, start_desk, file_complaint, page, post_form, signed_in  # noqa: F401 - fixture
 
 __all__ = ["desk"]
 
@@ -37,3 +38,121 @@ async def test_an_officer_signs_in_finds_a_complaint_without_diacritics_and_answ
         assert status == 403
     finally:
         await agent.close()
+
+
+async def test_the_queues_count_and_list_what_each_holds(make_config, clock):
+    desk, runner = await start_desk(make_config, clock, {"desk": {"session_hours": 168.0}}, run_dispatcher=False)
+    codes = [await file_complaint(desk, f"Đèn đường hỏng ở ngõ {n} phố Kim Mã.", sender=f"+8491200000{n}")
+             for n in range(3)]
+    agent = await signed_in(desk, "nguyen-van-an")
+    try:
+        status, where = await post_form(agent, f"/desk/case/{codes[0]}", f"/desk/case/{codes[0]}/claim")
+        assert status == 303
+        status, text = await page(agent, "/desk/queue/mine")
+        assert codes[0] in text and codes[1] not in text
+        assert 'href="/desk/queue/mine" aria-current="page">Của tôi <span class="count">1</span>' in text
+        assert 'Chưa giao <span class="count">2</span>' in text and 'Quá hạn <span class="count">0</span>' in text
+        status, text = await page(agent, "/desk/queue/unassigned")
+        assert codes[1] in text and codes[2] in text and codes[0] not in text
+        clock.advance(days=1)  # Tuesday: the first answers are due today (16 working hours)
+        status, text = await page(agent, "/desk/queue/today")
+        assert all(code in text for code in codes) and 'Đến hạn hôm nay <span class="count">3</span>' in text
+        clock.advance(days=2)
+        status, text = await page(agent, "/desk/queue/overdue")
+        assert all(code in text for code in codes) and 'Quá hạn <span class="count">3</span>' in text
+        assert text.count('class="late-mark"') == 3  # each row says it
+        status, text = await page(agent, "/desk/queue/nonsense")
+        assert status == 404
+    finally:
+        await agent.close()
+        await runner.cleanup()
+
+
+async def test_filters_narrow_a_queue_and_a_bad_filter_is_explained(desk):
+    by_sms = await file_complaint(desk, "Nước sinh hoạt có mùi lạ ở phường Láng Hạ.")
+    by_mail = await file_complaint(desk, "Nước sinh hoạt bị đục, ngõ 5 Huỳnh Thúc Kháng.", channel="email",
+                                   sender="minh@example.com")
+    head = await signed_in(desk, "le-thi-hoa")
+    try:
+        status, text = await page(head, "/desk/queue/all?channel=email")
+        assert by_mail in text and by_sms not in text
+        status, text = await page(head, "/desk/queue/all?q=nuoc+sinh+hoat&channel=sms")
+        assert by_sms in text and by_mail not in text
+        status, text = await page(head, "/desk/queue/all?date_from=2026-11-02&date_to=2026-11-02")
+        assert by_sms in text and by_mail in text
+        status, text = await page(head, "/desk/queue/all?date_from=2026-11-03")
+        assert by_sms not in text and by_mail not in text
+        status, text = await page(head, "/desk/queue/all?date_from=02/11/2026")
+        assert status == 400 and "date_from" in text
+        status, text = await page(head, "/desk/queue/all?status=bogus")
+        assert status == 400
+        status, text = await page(head, f"/desk/queue/all?q={by_mail}")  # a tracking code finds its complaint
+        assert by_mail in text and by_sms not in text
+        # The citizen's contact in full for a head (the configuration's contact_roles).
+        status, text = await page(head, f"/desk/case/{by_mail}")
+        assert "minh@example.com" in text
+    finally:
+        await head.close()
+
+
+async def test_a_case_handled_on_the_phone_and_at_the_desk_reads_as_one_story(desk):
+    code = await file_complaint(desk, "Cây đổ chắn ngang đường Trần Duy Hưng.")
+    port_officer = await desk.app[DESK].port.officer_by_chat(2001)  # as the Telegram staff commands do
+    await desk.app[DESK].port.note(port_officer, code, "Đã gọi đội cây xanh (từ điện thoại).", "telegram:2001:55")
+    agent = await signed_in(desk, "nguyen-van-an")
+    try:
+        await post_form(agent, f"/desk/case/{code}", f"/desk/case/{code}/answer", text="Đội cây xanh đang xử lý.")
+        status, text = await page(agent, f"/desk/case/{code}")
+        note_at, answer_at = text.index("Đã gọi đội cây xanh"), text.index("Đội cây xanh đang xử lý.")
+        assert note_at < answer_at
+        assert "Ghi chú nội bộ của Nguyễn Văn An" in text and "Trả lời của Nguyễn Văn An" in text
+        assert "Gửi qua sms tới +84 91* *** 678: đang chờ gửi, 0 lần thử" in text  # the outbox row as it is
+        assert "Chuyển tới đơn vị" in text  # the routing event
+        # The same answer sent twice (a double click) is one answer.
+        form_page = f"/desk/case/{code}"
+        async with agent.get(form_page) as response:
+            fields = dict(HIDDEN.findall(await response.text()))
+        for _ in range(2):
+            async with agent.post(f"/desk/case/{code}/answer", data={**fields, "text": "Lần hai."},
+                                  allow_redirects=False) as response:
+                assert response.status == 303
+        async with desk.core.sessions() as session:
+            answers = (await session.scalars(select(Message).where(Message.text == "Lần hai."))).all()
+        assert len(answers) == 1
+    finally:
+        await agent.close()
+
+
+async def test_reassign_with_a_reason_resolve_and_reopen(desk):
+    code = await file_complaint(desk, "Vỉa hè bị lấn chiếm làm bãi giữ xe trên phố Láng.")
+    agent = await signed_in(desk, "nguyen-van-an")
+    other = await signed_in(desk, "tran-van-binh")
+    try:
+        status, text = await post_form(agent, f"/desk/case/{code}", f"/desk/case/{code}/reassign",
+                                       unit="quan-ly-do-thi", reason="")
+        assert status == 400 and "lý do" in text
+        status, where = await post_form(agent, f"/desk/case/{code}", f"/desk/case/{code}/reassign",
+                                        unit="quan-ly-do-thi", reason="Thuộc thẩm quyền trật tự đô thị")
+        assert status == 303
+        assert (await page(agent, f"/desk/case/{code}"))[0] == 403  # no longer the agent's unit
+        status, text = await page(other, f"/desk/case/{code}")
+        assert status == 200 and "lý do: Thuộc thẩm quyền trật tự đô thị" in text
+        status, where = await post_form(other, f"/desk/case/{code}", f"/desk/case/{code}/resolve",
+                                        text="Đã lập biên bản và giải tỏa.")
+        assert status == 303
+        status, text = await page(other, f"/desk/case/{code}")
+        assert "Đã giải quyết" in text and 'id="reopen"' in text and 'id="resolve"' not in text
+        status, where = await post_form(other, f"/desk/case/{code}", f"/desk/case/{code}/reopen",
+                                        reason="Người dân báo tái lấn chiếm")
+        assert status == 303
+        async with desk.core.sessions() as session:
+            complaint = await session.scalar(select(Complaint).where(Complaint.tracking_code == code))
+            kinds = (await session.scalars(select(Event.kind).where(Event.complaint_id == complaint.id))).all()
+            told = (await session.scalars(select(OutboxMessage.key).where(
+                OutboxMessage.complaint_id == complaint.id, OutboxMessage.key.like("reopened:%")))).all()
+        assert complaint.status == "reopened" and "reassigned" in kinds and "reopened" in kinds and told
+        status, text = await post_form(other, f"/desk/case/{code}", f"/desk/case/{code}/reopen")
+        assert status == 409  # open already
+    finally:
+        await agent.close()
+        await other.close()

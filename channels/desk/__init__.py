@@ -48,7 +48,7 @@ async def desk_errors(request: web.Request, handler) -> web.StreamResponse:
         return error(request, 400, "error_filter", await current_session(request), problem=str(problem))
     except LifecycleError as problem:
         session = await current_session(request)
-        if str(problem).startswith("no complaint"):
+        if str(problem).startswith(("no complaint", "no attachment")):
             return error(request, 404, "error_not_found", session)
         return error(request, 409, "error_conflict", session, problem=str(problem))
     except StoreUnavailable:
