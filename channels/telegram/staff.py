@@ -35,7 +35,7 @@ from channels.telegram.common import (
 
 # Buttons an officer may press; a citizen's press of one (a forged callback) is refused.
 ACTIONS = ("claim", "reply", "reassign", "resolve", "move", "done", "keep")
-COMMANDS = ("reply", "note", "resolve", "reassign", "claim", "case", "mine", "overdue", "attachment")
+COMMANDS = ("reply", "note", "resolve", "reassign", "claim", "case", "mine", "overdue", "attachment", "reopen")
 
 
 def _language(port: Port) -> str:
@@ -148,9 +148,15 @@ class StaffDesk:
         elif name == "claim":
             await self._act(answer, code, lambda: self.port.claim(officer, code), self._t("claimed", code=code))
         elif name == "reassign":
-            unit = argument.split()[0].lower()
-            await self._act(answer, code, lambda: self.port.reassign(officer, code, unit),
+            unit, _, reason = argument.partition(" ")
+            unit = unit.lower()
+            # "/reassign CODE unit why": the reason goes into the audit trail, as from the desk.
+            await self._act(answer, code, lambda: self.port.reassign_with_reason(officer, code, unit, reason.strip())
+                            if reason.strip() else self.port.reassign(officer, code, unit),
                             self._t("moved", code=code, unit=self._unit_name(unit)))
+        elif name == "reopen":
+            await self._act(answer, code, lambda: self.port.reopen(officer, code, argument or None),
+                            self.port.texts.get(_language(self.port), "desk.telegram_reopened", code=code))
         elif name == "case":
             await self._case(message, officer, code)
 
