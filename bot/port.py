@@ -19,15 +19,16 @@ from datetime import datetime
 from sqlalchemy import text as sql
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot import (citizens, credentials, desk_admin, desk_auth, desk_case, desk_queries, digests, messages, outbox, reports,
-                 satisfaction, staff, status, sync)
+from bot import (citizens, credentials, desk_admin, desk_auth, desk_case, desk_queries, digests, messages, outbox,
+                 reports, satisfaction, staff, status, sync)
 from bot.clock import Clock
 from bot.core import Core
 from bot.intake import IntakeWriter
 from bot.settings import Settings
 from bot.statuses import OPEN, Status
 from bot.texts import Catalogue
-from contract.desk import CaseView, DeskSession, FailedMessage, Filters, QueuePage, SignInOutcome, SignInPolicy, StaffLine
+from contract.desk import (CaseView, DeskSession, FailedMessage, Filters, QueuePage, SignInOutcome, SignInPolicy,
+                           StaffLine)
 from contract.messages import Inbound, Outgoing
 from contract.results import (Case, CaseSummary, IntakeResult, Lookup, Officer, PublicStatus, StoredFile,
                               StoreUnavailable)

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from bot import lifecycle
 from storage.models import Complaint, Event, Message, OutboxMessage
 from channels.desk import DESK
-from tests.desk_support import HIDDEN, desk, start_desk, file_complaint, page, post_form, signed_in  # noqa: F401 - fixture
+from tests.desk_support import (HIDDEN, desk, file_complaint, page, post_form, signed_in,  # noqa: F401 - fixture
+                                start_desk)
 
 __all__ = ["desk"]
 
@@ -156,3 +156,23 @@ async def test_reassign_with_a_reason_resolve_and_reopen(desk):
     finally:
         await agent.close()
         await other.close()
+
+
+async def test_a_message_another_writer_stored_unfolded_is_found_all_the_same(desk):
+    code = await file_complaint(desk, "Xin cấp lại giấy phép xây dựng.")
+    async with desk.core.sessions() as session, session.begin():
+        complaint = await session.scalar(select(Complaint).where(Complaint.tracking_code == code))
+        # As a writer that knows nothing of the search index would store it: no folded text.
+        session.add(Message(complaint_id=complaint.id, direction="in", channel="zalo", external_id="z-1",
+                            text="Bổ sung: hồ sơ đã nộp ở Bộ phận Một cửa", created_at=desk.core.clock.now()))
+    agent = await signed_in(desk, "nguyen-van-an")
+    try:
+        status, text = await page(agent, "/desk/queue/all?q=BO+PHAN+MOT+CUA")
+        assert status == 200 and f"/desk/case/{code}" in text
+        async with desk.core.sessions() as session:
+            assert await session.scalar(select(Message.folded).where(Message.external_id == "z-1")) == \
+                "bo sung ho so da nop o bo phan mot cua"
+        status, text = await page(agent, "/desk/queue/all?q=giay+phep+xay+dung+khac")
+        assert f"/desk/case/{code}" not in text  # every word must be there, in order
+    finally:
+        await agent.close()

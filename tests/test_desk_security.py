@@ -121,7 +121,8 @@ async def test_a_link_works_once_within_its_minutes_and_guessing_is_refused(make
             assert (await use_link(thief, stale)).status == 410
             assert (await use_link(thief, "/desk/sign-in/" + "A" * 43)).status == 403
             assert (await use_link(thief, "/desk/sign-in/" + "B" * 43)).status == 403
-            # Three failures in the window (the reuse was 16 minutes ago): now even a good link is refused until it passes.
+            # Three failures in the window (the reuse was 16 minutes ago): now even a good link is
+            # refused until the window passes.
             assert await ask_for_link(thief, "le-thi-hoa") == 200
             fresh = await latest_link(desk, "le-thi-hoa")
             limited = await use_link(thief, fresh)

@@ -345,7 +345,8 @@ async def test_reopen_and_reassign_with_a_reason_from_telegram_as_from_the_desk(
 
     assert (await command(f"/reopen {code}")).startswith(f"Không thực hiện được với phản ánh {code}")  # it is open
     await command(f"/resolve {code} Đã xử lý xong.")
-    assert await command(f"/reopen {code} Người dân báo chưa xong") == f"Phản ánh {code} đã được mở lại, với thời hạn mới."
+    reopened = await command(f"/reopen {code} Người dân báo chưa xong")
+    assert reopened == f"Phản ánh {code} đã được mở lại, với thời hạn mới."
     assert (await complaint_by_code(bot, code)).status == "reopened"
     await command(f"/reassign {code} quan-ly-do-thi Thuộc trật tự đô thị")
     async with bot.core.sessions() as session:

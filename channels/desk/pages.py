@@ -84,8 +84,7 @@ async def queue(request: web.Request) -> web.Response:
                   statuses=port.desk_statuses(), units=_units(request, session),
                   categories=[(c.slug, c.name, c.name_en) for c in port.config.categories],
                   channels=("web", "sms", "email", "telegram", "zalo", "open311"),
-                  page_url=lambda number: f"{PATH}/queue/{name}?{urlencode({**kept, 'page': number})}",
-                  queue_url=lambda other: f"{PATH}/queue/{other}?{urlencode({k: v for k, v in kept.items() if k == 'unit'})}")
+                  page_url=lambda number: f"{PATH}/queue/{name}?{urlencode({**kept, 'page': number})}")
 
 
 async def search(request: web.Request) -> web.Response:

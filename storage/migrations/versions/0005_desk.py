@@ -69,6 +69,8 @@ def upgrade() -> None:
     # The queues: a unit's open complaints by deadline, an officer's own.
     op.create_index('ix_complaints_unit_status_due', 'complaints', ['unit_id', 'status', 'first_response_due'])
     op.create_index('ix_complaints_assignee_status', 'complaints', ['assignee_id', 'status'])
+    # An admin's list of every unit's complaints, newest first.
+    op.create_index('ix_complaints_created_at', 'complaints', ['created_at'])
 
     op.add_column('messages', sa.Column('folded', sa.Text(), nullable=True))
     op.create_index('ix_messages_unfolded', 'messages', ['id'], sqlite_where=sa.text('folded IS NULL'),
@@ -102,6 +104,7 @@ def downgrade() -> None:
     op.drop_index('ix_messages_unfolded', table_name='messages')
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.drop_column('folded')
+    op.drop_index('ix_complaints_created_at', table_name='complaints')
     op.drop_index('ix_complaints_assignee_status', table_name='complaints')
     op.drop_index('ix_complaints_unit_status_due', table_name='complaints')
     op.drop_table('desk_sign_ins')
