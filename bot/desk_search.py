@@ -8,7 +8,7 @@ partial index (``folded IS NULL``) and runs before every search, so nothing writ
 missing from results for long.
 
 SQLite: an FTS5 table over that column, kept by triggers (migration 0005); a phrase query
-with the last word as a prefix, read newest first, which FTS5 does without sorting.
+of whole words, read newest first, which FTS5 does without sorting.
 PostgreSQL: a trigram GIN index (pg_trgm) answers ``folded LIKE '%phrase%'``; the planner
 chooses between it and walking the messages newest first, whichever the phrase's rarity
 makes cheaper.
@@ -52,10 +52,11 @@ async def matching_complaints(session: AsyncSession, folded: str, conditions: li
         return []
     query = select(Message.id, Message.complaint_id).join(Complaint, Complaint.id == Message.complaint_id)
     if session.bind.dialect.name == "sqlite":
-        # A phrase, its last word as a prefix: "mat die" finds "mất điện" while one types.
+        # A phrase of whole words. (Its last word as a prefix would find "mat die" while one
+        # types, but a short prefix expands to thousands of words: 0.6 s instead of 10 ms.)
         index = table("messages_fts", column("rowid"))
         query = query.join(index, index.c.rowid == Message.id).where(
-            text("messages_fts MATCH :match").bindparams(match=f'"{folded}"*')).order_by(index.c.rowid.desc())
+            text("messages_fts MATCH :match").bindparams(match=f'"{folded}"')).order_by(index.c.rowid.desc())
     else:
         # fold() leaves only word characters and spaces: nothing for LIKE to read as a pattern.
         query = query.where(Message.folded.like(f"%{folded}%")).order_by(Message.id.desc())

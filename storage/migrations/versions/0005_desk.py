@@ -66,9 +66,12 @@ def upgrade() -> None:
     )
     op.create_index('ix_desk_sign_ins_client_at', 'desk_sign_ins', ['client', 'at'])
 
-    # The queues: a unit's open complaints by deadline, an officer's own.
-    op.create_index('ix_complaints_unit_status_due', 'complaints', ['unit_id', 'status', 'first_response_due'])
-    op.create_index('ix_complaints_assignee_status', 'complaints', ['assignee_id', 'status'])
+    # The queues: a unit's open complaints with every column their counts read (one index
+    # scan counts them all, without a row read), and an officer's own by deadline.
+    op.create_index('ix_complaints_unit_queue', 'complaints',
+                    ['unit_id', 'status', 'assignee_id', 'first_response_due', 'first_response_at',
+                     'resolution_due', 'apologised_for_due'])
+    op.create_index('ix_complaints_assignee_status', 'complaints', ['assignee_id', 'status', 'first_response_due'])
     # An admin's list of every unit's complaints, newest first.
     op.create_index('ix_complaints_created_at', 'complaints', ['created_at'])
 
@@ -106,7 +109,7 @@ def downgrade() -> None:
         batch_op.drop_column('folded')
     op.drop_index('ix_complaints_created_at', table_name='complaints')
     op.drop_index('ix_complaints_assignee_status', table_name='complaints')
-    op.drop_index('ix_complaints_unit_status_due', table_name='complaints')
+    op.drop_index('ix_complaints_unit_queue', table_name='complaints')
     op.drop_table('desk_sign_ins')
     op.drop_table('desk_sessions')
     op.drop_table('desk_links')
