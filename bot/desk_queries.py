@@ -58,13 +58,20 @@ def _today(core: Core, now: datetime) -> tuple[datetime, datetime]:
     return start.astimezone(timezone.utc), (start + timedelta(days=1)).astimezone(timezone.utc)
 
 
-def queue_conditions(core: Core, officer: Officer, queue: str, now: datetime) -> list:
-    """SQL conditions of a queue, for an officer (the units they may see included)."""
+def queue_conditions(core: Core, officer: Officer, queue: str, now: datetime, unit_id: int | None = None) -> list:
+    """SQL conditions of a queue, for an officer (the units they may see included).
+
+    The unit's queues are of the officer's own unit, or of ``unit_id`` (an admin looking at
+    another unit); "all" is every complaint they may see.
+    """
     units = staff.visible_units(officer)
     seen = [] if units is None else [Complaint.unit_id.in_(sorted(units))]
     is_open = Complaint.status.in_(_open_statuses())
     if queue == "mine":
         return [Complaint.assignee_id == officer.id, is_open]
+    if queue == "all":
+        return seen
+    seen.append(Complaint.unit_id == (officer.unit_id if unit_id is None else unit_id))
     if queue == "unit":
         return seen + [is_open]
     if queue == "unassigned":
@@ -77,8 +84,6 @@ def queue_conditions(core: Core, officer: Officer, queue: str, now: datetime) ->
                        Complaint.first_response_due < end]
     if queue == "waiting" and WAITING_STATUS:
         return seen + [Complaint.status == WAITING_STATUS]
-    if queue == "all":
-        return seen
     raise FilterError(f"no queue {queue!r}")
 
 
@@ -127,7 +132,7 @@ def _count(condition):
 
 
 async def counts(core: Core, session: AsyncSession, officer: Officer, now: datetime,
-                 unit_filter: list) -> dict[str, int]:
+                 unit_id: int | None = None) -> dict[str, int]:
     """How many complaints each queue holds (but "all", which would count every row).
 
     The unit's queues are counted in one pass over its open complaints, read from the
@@ -138,12 +143,12 @@ async def counts(core: Core, session: AsyncSession, officer: Officer, now: datet
         select(func.count(), _count(Complaint.assignee_id.is_(None)), _count(stats.overdue(now)),
                _count(and_(Complaint.first_response_at.is_(None), Complaint.first_response_due >= start,
                            Complaint.first_response_due < end)))
-        .where(*queue_conditions(core, officer, "unit", now), *unit_filter))).one()
+        .where(*queue_conditions(core, officer, "unit", now, unit_id)))).one()
     found = {"unit": unit, "unassigned": unassigned, "overdue": late, "today": today}
     for queue in ("mine", "waiting"):
         if queue in QUEUES:
             found[queue] = await session.scalar(select(func.count()).select_from(Complaint).where(
-                *queue_conditions(core, officer, queue, now), *unit_filter))
+                *queue_conditions(core, officer, queue, now, unit_id)))
     return {queue: int(found[queue] or 0) for queue in QUEUES if queue != "all"}
 
 
@@ -167,10 +172,15 @@ async def queue_page(core: Core, officer: Officer | None, queue: str, filters: F
     query_text = filters.query.strip()[:200]
     if query_text:
         await desk_search.index_pending(core)
+    unit_id = None
+    if filters.unit:
+        unit_id = core.directory.unit_ids.get(filters.unit)
+        if unit_id is None:
+            raise FilterError(f"unit: no unit {filters.unit[:64]!r}")
     async with core.sessions() as session:
-        conditions = queue_conditions(core, officer, queue, now) + await filter_conditions(core, session, filters)
-        unit_filter = await filter_conditions(core, session, Filters(unit=filters.unit)) if filters.unit else []
-        queue_counts = await counts(core, session, officer, now, unit_filter)
+        conditions = queue_conditions(core, officer, queue, now, unit_id) + \
+            await filter_conditions(core, session, filters)
+        queue_counts = await counts(core, session, officer, now, unit_id)
         listing = select(Complaint, Staff.name).outerjoin(Staff, Staff.id == Complaint.assignee_id)
         if query_text:
             code = tracking.find_codes(query_text, core.config.service.tracking_prefix)

@@ -8,7 +8,9 @@ A channel receives a citizen's message (``receive``), looks a tracking code up
 citizen's actions (their complaints, language, drafts, a rating, a reply that belongs to
 no complaint) and the staff actions (claim, answer, note, resolve, reassign, lists, the
 whole case, files, linking a chat), and reports health and metrics. Staff actions are
-authorised in ``bot/staff.py``, whichever channel they come from.
+authorised in ``bot/staff.py``, whichever channel they come from. The staff desk's section
+(sign-in links and sessions, queues and search, a case's page, the heads' figures, the
+admin's pages) delegates to the ``bot/desk_*`` modules.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ async def file_complaint(page, url: str) -> str:
     await goto(page, url + "/")
     await page.locator("#text").fill(COMPLAINT)
     await submit(page, 200)
-    assert "/track/PA-" in page.url and "new=1" in page.url
+    assert "/track/PA-" in page.url and "filed=1" in page.url
     return (await page.locator("#tracking-code").inner_text()).strip()
 
 
