@@ -46,7 +46,9 @@ from service.assembly import open_core  # noqa: E402
 from service.config import parse_config  # noqa: E402
 from storage.models import Complaint, Contact, DeskSession, Message, Staff  # noqa: E402
 
-NOW = datetime(2026, 11, 2, 3, 0, tzinfo=timezone.utc)  # a Monday, 10:00 in Hà Nội
+# The service runs on the real clock, so the data are seeded around the real now (a benchmark,
+# not domain code: no injected clock here).
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
 UNITS = [(f"phuong-{n}", f"Phường {n}") for n in range(1, 11)]
 STREETS = ("Nguyễn Chí Thanh", "Trần Duy Hưng", "Láng Hạ", "Kim Mã", "Giảng Võ", "Thái Hà", "Chùa Láng",
            "Huỳnh Thúc Kháng", "Hoàng Quốc Việt", "Cầu Giấy", "Xuân Thủy", "Lê Văn Lương", "Tố Hữu", "Phạm Hùng",

@@ -120,14 +120,6 @@ async def request_link(core: Core, who: str, client_address: str, policy: SignIn
     return "sent"
 
 
-async def link_is_usable(core: Core, token: str) -> bool:
-    """Whether a link would sign in now (for the confirmation page; nothing is used)."""
-    now = core.clock.now()
-    async with core.sessions() as session:
-        link = await session.scalar(select(DeskLink).where(DeskLink.token_hash == token_hash(token)))
-    return link is not None and link.used_at is None and link.expires_at > now
-
-
 async def sign_in(core: Core, token: str, client_address: str, policy: SignInPolicy) -> SignInOutcome:
     """Use a sign-in link (once) and open a session, or say why not."""
     now = core.clock.now()

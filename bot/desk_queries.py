@@ -181,7 +181,6 @@ async def queue_page(core: Core, officer: Officer | None, queue: str, filters: F
         conditions = queue_conditions(core, officer, queue, now, unit_id) + \
             await filter_conditions(core, session, filters)
         queue_counts = await counts(core, session, officer, now, unit_id)
-        listing = select(Complaint, Staff.name).outerjoin(Staff, Staff.id == Complaint.assignee_id)
         if query_text:
             code = tracking.find_codes(query_text, core.config.service.tracking_prefix)
             if code:
@@ -190,16 +189,20 @@ async def queue_page(core: Core, officer: Officer | None, queue: str, filters: F
             else:
                 ids = await desk_search.matching_complaints(
                     session, desk_search.phrase(query_text), conditions, (page + 1) * page_size + 1)
-            chosen = ids[page * page_size:(page + 1) * page_size]
-            rows = (await session.execute(listing.where(Complaint.id.in_(chosen)))).all() if chosen else []
-            order = {id_: index for index, id_ in enumerate(chosen)}
-            rows = sorted(rows, key=lambda row: order[row[0].id])
             more = len(ids) > (page + 1) * page_size
+            chosen = ids[page * page_size:(page + 1) * page_size]
         else:
-            rows = (await session.execute(listing.where(*conditions).order_by(*_order(queue))
-                                          .offset(page * page_size).limit(page_size + 1))).all()
-            more = len(rows) > page_size
-            rows = rows[:page_size]
+            # The page's ids first, from the index alone; then their rows. Selecting whole rows
+            # in the sorted query would read every matching row before the sort keeps 50.
+            ids = list((await session.scalars(select(Complaint.id).where(*conditions).order_by(*_order(queue))
+                                              .offset(page * page_size).limit(page_size + 1))).all())
+            more = len(ids) > page_size
+            chosen = ids[:page_size]
+        rows = (await session.execute(
+            select(Complaint, Staff.name).outerjoin(Staff, Staff.id == Complaint.assignee_id)
+            .where(Complaint.id.in_(chosen)))).all() if chosen else []
+    order = {id_: index for index, id_ in enumerate(chosen)}
+    rows = sorted(rows, key=lambda row: order[row[0].id])
     return QueuePage(queue, tuple(_row(c, name, now) for c, name in rows), queue_counts, page, more,
                      searched=bool(query_text))
 

@@ -240,10 +240,6 @@ class Port:
         """Send a one-time sign-in link to the staff member named (slug or e-mail): sent, unknown or limited."""
         return await desk_auth.request_link(self._core, who, client_address, policy)
 
-    async def desk_link_usable(self, token: str) -> bool:
-        """Whether a sign-in link would sign in now (nothing is used)."""
-        return await desk_auth.link_is_usable(self._core, token)
-
     async def desk_sign_in(self, token: str, client_address: str, policy: SignInPolicy) -> SignInOutcome:
         """Use a sign-in link once: a new session, or why not."""
         return await desk_auth.sign_in(self._core, token, client_address, policy)
