@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from storage.models import Complaint, Event, Message, OutboxMessage
 from channels.desk import DESK
-from tests.desk_support import (HIDDEN, desk, file_complaint, page, post_form, signed_in,  # noqa: F401 - fixture
+from tests.desk_support import (HIDDEN, ask_for_link, desk, file_complaint, page, post_form, signed_in,  # noqa: F401
                                 start_desk)
 
 __all__ = ["desk"]
@@ -176,3 +176,13 @@ async def test_a_message_another_writer_stored_unfolded_is_found_all_the_same(de
         assert f"/desk/case/{code}" not in text  # every word must be there, in order
     finally:
         await agent.close()
+
+
+async def test_a_staff_member_without_telegram_gets_the_link_by_email(desk):
+    async with desk.client() as browser:
+        assert await ask_for_link(browser, "QuanTri@Example.gov.vn") == 200
+    async with desk.core.sessions() as session:
+        row = await session.scalar(select(OutboxMessage).where(OutboxMessage.key.like("desk-link:%")))
+    assert (row.channel, row.recipient) == ("email", "quantri@example.gov.vn")
+    assert row.payload["audience"] == "staff" and "/desk/sign-in/" in row.payload["text"]
+    assert row.payload["subject"] == "Đường dẫn đăng nhập bàn làm việc"
