@@ -124,7 +124,7 @@ def _order(queue: str) -> list:
     if queue in ("all", "waiting"):
         return [Complaint.created_at.desc(), Complaint.id.desc()]
     # Soonest deadline first; an officer works the queue from the top.
-    return [Complaint.first_response_due.is_(None), Complaint.first_response_due, Complaint.id]
+    return [Complaint.first_response_due.asc().nulls_last(), Complaint.id]
 
 
 def _count(condition):

@@ -117,8 +117,8 @@ class Complaint(Base):
     __table_args__ = (Index("ix_complaints_unit_created", "unit_id", "created_at"),
                       # The desk's queues (migration 0005).
                       Index("ix_complaints_unit_queue", "unit_id", "status", "assignee_id", "first_response_due",
-                            "first_response_at", "resolution_due", "apologised_for_due"),
-                      Index("ix_complaints_assignee_status", "assignee_id", "status", "first_response_due"),
+                            "first_response_at", "resolution_due", "apologised_for_due", "id"),
+                      Index("ix_complaints_assignee_status", "assignee_id", "status", "first_response_due", "id"),
                       Index("ix_complaints_created_at", "created_at"))
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     tracking_code: Mapped[str] = mapped_column(String(24), unique=True)

@@ -66,12 +66,14 @@ def upgrade() -> None:
     )
     op.create_index('ix_desk_sign_ins_client_at', 'desk_sign_ins', ['client', 'at'])
 
-    # The queues: a unit's open complaints with every column their counts read (one index
-    # scan counts them all, without a row read), and an officer's own by deadline.
+    # The queues: a unit's open complaints with every column their counts and order read (one
+    # index scan counts them all and picks a page, without a row read: the id is there for
+    # PostgreSQL, whose index does not hold it otherwise), and an officer's own by deadline.
     op.create_index('ix_complaints_unit_queue', 'complaints',
                     ['unit_id', 'status', 'assignee_id', 'first_response_due', 'first_response_at',
-                     'resolution_due', 'apologised_for_due'])
-    op.create_index('ix_complaints_assignee_status', 'complaints', ['assignee_id', 'status', 'first_response_due'])
+                     'resolution_due', 'apologised_for_due', 'id'])
+    op.create_index('ix_complaints_assignee_status', 'complaints',
+                    ['assignee_id', 'status', 'first_response_due', 'id'])
     # An admin's list of every unit's complaints, newest first.
     op.create_index('ix_complaints_created_at', 'complaints', ['created_at'])
 
