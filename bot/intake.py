@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import bursts, guard, messages, outbox, reach, routing, satisfaction, threads, tracking, urgency
 from bot.core import Core
 from bot.incidents import candidates, grouping, match
+from bot.folding import fold
 from bot.messages import format_time, to_staff
 from bot.statuses import Status, schedule_checks
 from contract.messages import Inbound
@@ -289,7 +290,8 @@ async def _store_messages(session: AsyncSession, now: datetime, complaints: list
         insert(Message).returning(Message.id, sort_by_parameter_order=True),
         [dict(complaint_id=complaint.id if complaint else None, direction="in", channel=inbound.channel,
               external_id=inbound.external_id, text=inbound.text, subject=inbound.subject, sender=inbound.sender,
-              automated=inbound.automated, public=False, created_at=now)
+              automated=inbound.automated, public=False, created_at=now,
+              folded=fold(f"{inbound.subject or ''} {inbound.text}"))
          for complaint, inbound in zip(complaints, inbounds)])).all()
     rows = [dict(message_id=message_id, filename=item.filename[:255], content_type=item.content_type[:127],
                  size=len(item.data), sha256=hashlib.sha256(item.data).hexdigest() if item.data else None,

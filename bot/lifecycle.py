@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import messages, outbox, reach, urgency
 from bot.core import Core
 from bot.incidents import grouping
+from bot.folding import fold
 from bot.messages import format_time, to_staff
 from bot.statuses import CLAIMABLE, FINISHED, Status, schedule_checks
 from contract.messages import Attachment, Origin
@@ -30,7 +31,7 @@ from storage.models import Attachment as StoredAttachment
 from storage.models import Complaint, Event, Message, Staff, Unit
 
 __all__ = ["LifecycleError", "answer", "assign", "note", "notify_staff", "queue_to_citizen", "reassign", "reopen",
-           "resolve"]
+           "reopen_by_staff", "resolve"]
 
 
 async def queue_to_citizen(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, key: str,
@@ -222,7 +223,8 @@ async def answer(core: Core, tracking_code: str, staff_slug: str, text: str,
         async with _change(core, tracking_code, staff_slug) as change:
             complaint = change.complaint
             message = Message(complaint_id=complaint.id, direction="out", channel="staff", external_id=source_id,
-                              author_staff_id=change.actor.id, text=text, public=True, created_at=change.now)
+                              author_staff_id=change.actor.id, text=text, public=True, created_at=change.now,
+                              folded=fold(text))
             change.session.add(message)
             await change.session.flush()
             # Photos or documents that show the work done: kept with the answer, shown on the
@@ -337,7 +339,7 @@ async def note(core: Core, tracking_code: str, staff_slug: str, text: str,
         async with _change(core, tracking_code, staff_slug) as change:
             message = Message(complaint_id=change.complaint.id, direction="note", channel="staff",
                               external_id=source_id, author_staff_id=change.actor.id, text=text, public=False,
-                              created_at=change.now)
+                              created_at=change.now, folded=fold(text))
             change.session.add(message)
             await change.session.flush()
             change.event("note", message_id=message.id)
@@ -346,3 +348,16 @@ async def note(core: Core, tracking_code: str, staff_slug: str, text: str,
             raise
         return None  # delivered again
     return message
+
+
+async def reopen_by_staff(core: Core, tracking_code: str, staff_slug: str, reason: str | None = None) -> None:
+    """An officer opens a finished complaint again (fresh deadlines) and the citizen is told."""
+    async with _change(core, tracking_code, staff_slug) as change:
+        complaint = change.complaint
+        if complaint.status not in FINISHED:
+            raise LifecycleError(f"complaint {tracking_code} is {complaint.status}, not finished")
+        extra = {"reason": reason.strip()[:500]} if reason and reason.strip() else {}
+        reopen(core, change.session, change.now, complaint, change.actor_name, **extra)
+        await queue_to_citizen(core, change.session, change.now, complaint,
+                               f"reopened:{complaint.id}:{change.now.isoformat()}", "citizen.status_changed",
+                               status=core.texts.get(complaint.language, f"status.{Status.REOPENED}"))

@@ -8,7 +8,9 @@ A channel receives a citizen's message (``receive``), looks a tracking code up
 citizen's actions (their complaints, language, drafts, a rating, a reply that belongs to
 no complaint) and the staff actions (claim, answer, note, resolve, reassign, lists, the
 whole case, files, linking a chat), and reports health and metrics. Staff actions are
-authorised in ``bot/staff.py``, whichever channel they come from.
+authorised in ``bot/staff.py``, whichever channel they come from. The staff desk's section
+(sign-in links and sessions, queues and search, a case's page, the heads' figures, the
+admin's pages) delegates to the ``bot/desk_*`` modules.
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ from datetime import datetime
 from sqlalchemy import text as sql
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot import citizens, credentials, delivery, limits, messages, outbox, reports, satisfaction, staff, status, sync
+from bot import (citizens, credentials, delivery, desk_admin, desk_auth, desk_case, desk_queries, digests, limits,
+                 messages, outbox, reports, satisfaction, staff, status, sync)
 from bot.clock import Clock
 from bot.core import Core
 from bot.intake import IntakeWriter
 from bot.settings import Settings
+from bot.statuses import OPEN, Status
 from bot.texts import Catalogue
+from contract.desk import (CaseView, DeskSession, FailedMessage, Filters, QueuePage, SignInOutcome, SignInPolicy,
+                           StaffLine)
 from contract.messages import Attachment, DeliveryState, Inbound, Outgoing
 from contract.results import (Case, CaseSummary, IncidentSummary, IntakeResult, Lookup, NotAllowed, Officer,
                               PublicStatus, StoredFile, StoreUnavailable)
@@ -317,3 +323,75 @@ class Port:
     async def incident_of(self, officer: Officer | None, code: str) -> IncidentSummary | None:
         """The incident a complaint is in, if any."""
         return await staff.incident_of(self._core, officer, code)
+
+    # ------------------------------------------------------------------ the staff desk (issue 15)
+
+    async def desk_request_link(self, who: str, client_address: str, policy: SignInPolicy) -> str:
+        """Send a one-time sign-in link to the staff member named (slug or e-mail): sent, unknown or limited."""
+        return await desk_auth.request_link(self._core, who, client_address, policy)
+
+    async def desk_sign_in(self, token: str, client_address: str, policy: SignInPolicy) -> SignInOutcome:
+        """Use a sign-in link once: a new session, or why not."""
+        return await desk_auth.sign_in(self._core, token, client_address, policy)
+
+    async def desk_session(self, token: str) -> DeskSession | None:
+        """The live session a cookie's token names, if any."""
+        return await desk_auth.session_for(self._core, token)
+
+    async def desk_sign_out(self, token: str, client_address: str, everywhere: bool = False) -> None:
+        """End this session, or all of its staff member's sessions."""
+        await desk_auth.sign_out(self._core, token, client_address, everywhere)
+
+    def desk_queues(self) -> tuple[str, ...]:
+        """The queues the desk lists, in order."""
+        return desk_queries.QUEUES
+
+    def desk_statuses(self) -> tuple[tuple[str, bool], ...]:
+        """Every status name, and whether it is open."""
+        return tuple((status.value, status in OPEN) for status in Status)
+
+    async def desk_queue(self, officer: Officer | None, queue: str, filters: Filters, page: int = 0) -> QueuePage:
+        """A page of a queue or of search results, only complaints the officer may see, with the counts."""
+        return await desk_queries.queue_page(self._core, officer, queue, filters, page)
+
+    async def desk_case(self, officer: Officer | None, code: str, contact_roles: frozenset[str]) -> CaseView:
+        """A complaint's page and whole story, for an officer who may see it."""
+        return await desk_case.case_view(self._core, officer, code, contact_roles)
+
+    async def reopen(self, officer: Officer | None, code: str, reason: str | None = None) -> None:
+        """Open a finished complaint again, with fresh deadlines."""
+        await staff.reopen(self._core, officer, code, reason)
+
+    async def desk_dashboard(self, officer: Officer | None, unit_slug: str | None, period: str, language: str):
+        """A unit's digest figures for a period (head: own unit; admin: any), its chart, overdue by officer."""
+        digest, chart, by_officer = await desk_admin.dashboard(self._core, officer, unit_slug, period, language)
+        return digest, chart, by_officer
+
+    def duration(self, seconds: float, language: str) -> str:
+        """A span of time as the digest writes it ("2 giờ 15 phút")."""
+        return digests.duration(self._core, language, seconds)
+
+    async def desk_staff(self, officer: Officer | None) -> list[StaffLine]:
+        """Every staff member (admins only)."""
+        return await desk_admin.staff_lines(self._core, officer)
+
+    async def desk_rules(self, officer: Officer | None) -> list:
+        """The routing rules in the order they are tried (admins only)."""
+        return await desk_admin.rules(self._core, officer)
+
+    async def desk_route_test(self, officer: Officer | None, text: str, area: str | None, category: str | None,
+                              channel: str):
+        """Which unit a complaint like this would go to, and why (admins only; nothing stored)."""
+        return await desk_admin.route_test(self._core, officer, text, area, category, channel)
+
+    async def desk_failed_messages(self, officer: Officer | None) -> list[FailedMessage]:
+        """The outbox's failed messages, newest first (admins only)."""
+        return await desk_admin.failed_messages(self._core, officer)
+
+    async def desk_retry(self, officer: Officer | None, message_id: int) -> None:
+        """Queue a failed message again (admins only)."""
+        await desk_admin.retry(self._core, officer, message_id)
+
+    def unit_slug(self, unit_id: int) -> str:
+        """A unit's slug."""
+        return self._core.directory.unit_slug(unit_id)

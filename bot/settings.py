@@ -472,8 +472,11 @@ class Settings(Section):
                 problems.append((f"deadlines.overrides[{i}].unit", f"no unit {override.unit!r} in [[units]]"))
             if override.category is not None and override.category not in categories:
                 problems.append((f"deadlines.overrides[{i}].category", f"no category {override.category!r} in [[categories]]"))
+        # The built-in overrides name built-in categories: with categories of one's own, one
+        # that names a category not configured never applies, and is no mistake of theirs.
+        written = "overrides" in self.incidents.model_fields_set
         for i, rule in enumerate(self.incidents.overrides):
-            if rule.category is not None and rule.category not in categories:
+            if written and rule.category is not None and rule.category not in categories:
                 problems.append((f"incidents.overrides[{i}].category", f"no category {rule.category!r} in [[categories]]"))
         return problems
 

@@ -19,7 +19,7 @@ from bot import decisions, lifecycle
 from bot.core import Core
 from bot.incidents import grouping
 from bot.messages import load_case
-from bot.statuses import FINISHED
+from bot.statuses import FINISHED, Status
 from contract.messages import Attachment as FileGiven
 from contract.results import Case, CaseSummary, IncidentSummary, NotAllowed, Officer, StoredFile
 from storage.models import Attachment, Complaint, Message, OutboxMessage, Setting, Staff
@@ -28,8 +28,12 @@ LINK_CODE_LIFETIME = timedelta(hours=24)
 LINK_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
-def _officer(member: Staff) -> Officer:
+def officer_of(member: Staff) -> Officer:
+    """A staff row as commands see it."""
     return Officer(member.id, member.slug, member.name, member.role, member.unit_id, member.telegram_chat_id)
+
+
+_officer = officer_of
 
 
 async def by_telegram_chat(core: Core, chat_id: int) -> Officer | None:
@@ -51,7 +55,7 @@ async def _complaint_for(session: AsyncSession, officer: Officer, code: str) -> 
     complaint = await session.scalar(select(Complaint).where(Complaint.tracking_code == code))
     if complaint is None:
         raise lifecycle.LifecycleError(f"no complaint {code}")
-    if officer.role != "admin" and complaint.unit_id != officer.unit_id:
+    if not may_see(officer, complaint.unit_id):
         raise NotAllowed(f"{code} belongs to another unit")
     return complaint
 
@@ -107,6 +111,29 @@ async def reassign(core: Core, officer: Officer | None, code: str, unit_slug: st
     await lifecycle.reassign(core, code, unit_slug, by=officer.slug, reason=reason, note=note)
 
 
+async def reopen(core: Core, officer: Officer | None, code: str, reason: str | None = None) -> None:
+    """Open a resolved or closed complaint again, with fresh deadlines, and tell the citizen."""
+    await authorise(core, officer, code)
+    await lifecycle.reopen_by_staff(core, code, officer.slug, reason)
+
+
+def visible_units(officer: Officer | None) -> frozenset[int] | None:
+    """The units whose complaints an officer may see and act on; None: every unit (an admin).
+
+    The one rule behind ``authorise``: lists and search results use it, so nobody finds a
+    complaint they could not open.
+    """
+    if officer is None:
+        raise NotAllowed("staff only")
+    return None if officer.role == "admin" else frozenset({officer.unit_id})
+
+
+def may_see(officer: Officer | None, unit_id: int) -> bool:
+    """Whether an officer may see and act on complaints of this unit."""
+    units = visible_units(officer)
+    return units is None or unit_id in units
+
+
 async def _summaries(core: Core, query) -> list[CaseSummary]:
     now = core.clock.now()
     async with core.sessions() as session:
@@ -128,8 +155,9 @@ async def overdue(core: Core, officer: Officer | None) -> list[CaseSummary]:
     """Unanswered complaints past their deadline: the unit's, or all for an admin."""
     if officer is None:
         raise NotAllowed("staff only")
-    query = select(Complaint).where(Complaint.status.not_in(FINISHED), Complaint.first_response_at.is_(None),
-                                    Complaint.first_response_due <= core.clock.now())
+    # One waiting for the citizen's answer is not late: its clock is paused.
+    query = select(Complaint).where(Complaint.status.not_in((*FINISHED, Status.WAITING)),
+                                    Complaint.first_response_at.is_(None), Complaint.first_response_due <= core.clock.now())
     if officer.role != "admin":
         query = query.where(Complaint.unit_id == officer.unit_id)
     return await _summaries(core, query)

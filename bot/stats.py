@@ -189,10 +189,11 @@ def answered_on_time():
 
 
 def overdue(now: datetime):
-    """SQL: an open complaint past its first-response or its resolution deadline."""
+    """SQL: an open complaint past its first-response or its resolution deadline (one waiting
+    for the citizen's answer is not late: its clock is paused)."""
     unanswered_late = and_(Complaint.first_response_at.is_(None),
                            or_(Complaint.first_response_due <= now, Complaint.apologised_for_due.is_not(None)))
-    return and_(Complaint.status.not_in(FINISHED),
+    return and_(Complaint.status.not_in((*FINISHED, Status.WAITING)),
                 or_(unanswered_late, Complaint.resolution_due <= now))
 
 

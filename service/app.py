@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+import channels.desk
 import channels.email
 import channels.sms
 import channels.telegram
@@ -64,6 +65,8 @@ CHANNELS: tuple[Channel, ...] = (
             lambda app, port, c: channels.telegram.setup(app, port, c.telegram)),
     Channel("zalo", lambda c: c.zalo.enabled,
             lambda app, port, c: channels.zalo.setup(app, port, c.zalo, send_timeout=c.outbox.send_timeout_seconds)),
+    Channel("desk", lambda c: c.desk.enabled,
+            lambda app, port, c: channels.desk.setup(app, port, c.desk)),
 )
 
 

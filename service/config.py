@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from bot.settings import Settings, duplicates
+from channels.desk.config import DeskConfig
 from channels.email.config import EmailConfig
 from channels.sms.config import SmsConfig
 from channels.telegram.config import WEBHOOK_PORTS, TelegramConfig
@@ -63,6 +64,7 @@ class Config(Settings):
     telegram: TelegramConfig = TelegramConfig()
     open311: Open311Config = Open311Config()
     zalo: ZaloConfig = ZaloConfig()
+    desk: DeskConfig = DeskConfig()
 
     @model_validator(mode="after")
     def _references(self) -> Config:  # replaces Settings' check: all problems in one pass

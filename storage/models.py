@@ -4,6 +4,9 @@ SQLAlchemy 2 declarative models shared by SQLite and PostgreSQL. Times are store
 timezone-aware UTC. Constraints carry the guarantees the service makes: one message per
 (channel, external id), one tracking code per complaint, one outbox row per key, one
 digest per (unit, kind, period).
+
+It is long (over 400 lines) because it is the whole schema in one place, as the migrations
+build it: splitting the tables across modules would hide the foreign keys between them.
 """
 
 from __future__ import annotations
@@ -115,7 +118,12 @@ class Complaint(Base):
     """A citizen's complaint or feedback (phản ánh, kiến nghị) and where it stands."""
 
     __tablename__ = "complaints"
-    __table_args__ = (Index("ix_complaints_unit_created", "unit_id", "created_at"),)
+    __table_args__ = (Index("ix_complaints_unit_created", "unit_id", "created_at"),
+                      # The desk's queues (migration 0008).
+                      Index("ix_complaints_unit_queue", "unit_id", "status", "assignee_id", "first_response_due",
+                            "first_response_at", "resolution_due", "apologised_for_due", "id"),
+                      Index("ix_complaints_assignee_status", "assignee_id", "status", "first_response_due", "id"),
+                      Index("ix_complaints_created_at", "created_at"))
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     tracking_code: Mapped[str] = mapped_column(String(24), unique=True)
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
@@ -200,6 +208,8 @@ class Message(Base):
     automated: Mapped[bool] = mapped_column(Boolean, default=False)
     public: Mapped[bool] = mapped_column(Boolean, default=False)  # shown on the status page
     created_at: Mapped[datetime]
+    # Subject and text folded for search (bot.folding.fold); NULL until indexed (migration 0008).
+    folded: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class Attachment(Base):
@@ -351,6 +361,8 @@ class NotificationBurst(Base):
     window_end: Mapped[int] = mapped_column(BigInteger, primary_key=True, index=True)  # Unix seconds
     total: Mapped[int] = mapped_column(Integer)
     held: Mapped[list[Any]] = mapped_column(default=list)
+
+
 class Incident(Base):
     """Many complaints about one event (a power cut, a burst main): one owner, one deadline
     (its lead's, the first report's), one answer to every reporter."""
@@ -367,3 +379,42 @@ class Incident(Base):
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class DeskLink(Base):
+    """A one-time sign-in link to the staff desk (only its token's hash is kept)."""
+
+    __tablename__ = "desk_links"
+    __table_args__ = (Index("ix_desk_links_staff_created", "staff_id", "created_at"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id"))
+    channel: Mapped[str] = mapped_column(String(16))  # where it was sent: telegram | email
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class DeskSession(Base):
+    """A signed-in browser of a staff member (only its token's hash is kept)."""
+
+    __tablename__ = "desk_sessions"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id"), index=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class DeskSignIn(Base):
+    """The sign-in log: every link asked for, sign-in, refusal and sign-out, by whom and from where."""
+
+    __tablename__ = "desk_sign_ins"
+    __table_args__ = (Index("ix_desk_sign_ins_client_at", "client", "at"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    at: Mapped[datetime]
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    client: Mapped[str] = mapped_column(String(64))  # the client address, hashed
+    kind: Mapped[str] = mapped_column(String(24))
+    detail: Mapped[str] = mapped_column(String(200), default="")

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from storage.models import Message, OutboxMessage, Staff
+from storage.models import Event, Message, OutboxMessage, Staff
 from tests.conftest import get_form
 from tests.telegram_fake import (  # noqa: F401
     CITIZEN,
@@ -343,3 +343,27 @@ async def test_the_answer_reaches_web_sms_and_email_citizens_on_their_own_channe
     assert f"{ANSWER} (email)" in queued[("email", "minh@example.vn")]
     assert not [c for c in api.find("sendMessage") if ANSWER in c.text and c.chat_id != OFFICER]
 
+
+
+async def test_reopen_and_reassign_with_a_reason_from_telegram_as_from_the_desk(bot):
+    """The staff actions the desk added (reopen, a reassignment's reason) work from a chat too."""
+    api = bot.api
+    code = await file_complaint(bot)
+    await notification_for(bot, code)
+
+    async def command(text: str, chat_id: int = OFFICER) -> str:
+        mark = api.mark()
+        await api.deliver(api.message(chat_id, text))
+        return (await api.wait_for("sendMessage", chat_id, mark)).text
+
+    assert (await command(f"/reopen {code}")).startswith(f"Không thực hiện được với phản ánh {code}")  # it is open
+    await command(f"/resolve {code} Đã xử lý xong.")
+    reopened = await command(f"/reopen {code} Người dân báo chưa xong")
+    assert reopened == f"Phản ánh {code} đã được mở lại, với thời hạn mới."
+    assert (await complaint_by_code(bot, code)).status == "reopened"
+    await command(f"/reassign {code} quan-ly-do-thi dung-don-vi Thuộc trật tự đô thị")
+    async with bot.core.sessions() as session:
+        events = {e.kind: e.detail for e in (await session.scalars(select(Event).where(
+            Event.complaint_id == (await complaint_by_code(bot, code)).id))).all()}
+    assert events["reopened"]["reason"] == "Người dân báo chưa xong"
+    assert (events["reassigned"]["reason"], events["reassigned"]["note"]) == ("dung-don-vi", "Thuộc trật tự đô thị")

@@ -43,7 +43,7 @@ from channels.telegram.common import (
 # Buttons an officer may press; a citizen's press of one (a forged callback) is refused.
 ACTIONS = ("claim", "reply", "reassign", "resolve", "move", "why", "done", "keep", "ijoin", "isep")
 COMMANDS = ("reply", "note", "resolve", "reassign", "claim", "case", "mine", "overdue", "attachment", "ask", "urgent",
-            "complex", "normal", "extend", "reject", "merge", "split", "incident")
+            "complex", "normal", "extend", "reject", "merge", "split", "incident", "reopen")
 # Commands whose text after the code is required: what they say or why.
 NEEDS_TEXT = ("reply", "note", "reassign", "ask", "urgent", "complex", "normal", "extend", "reject")
 # A notification's action that offers Join / Keep separate for a suggested incident.
@@ -210,6 +210,9 @@ class StaffDesk(IncidentDesk):
             reason, _, note = argument.partition(" ")
             await self._act(answer, code, lambda: self.port.reject(officer, code, reason.lower(), note.strip()),
                             self._t("rejected", code=code))
+        elif name == "reopen":
+            await self._act(answer, code, lambda: self.port.reopen(officer, code, argument or None),
+                            self.port.texts.get(_language(self.port), "desk.telegram_reopened", code=code))
         elif name == "case":
             await self._case(message, officer, code)
 
