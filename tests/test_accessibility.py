@@ -60,9 +60,10 @@ async def goto(page, url: str, status: int = 200) -> None:
 
 
 async def submit(page, status: int) -> None:
-    """Send the page's form with its button, as a citizen does; the answer must have the status."""
+    """Send the page's first form with its button, as a citizen does (the complaint form, or
+    the rating form above "not fixed"); the answer must have the status."""
     async with page.expect_navigation() as navigation:
-        await page.locator("main form button[type=submit]").click()
+        await page.locator("main form button[type=submit]").first.click()
     response = await navigation.value
     assert response.status == status, f"{page.url}: {response.status}, expected {status}"
 
@@ -107,7 +108,7 @@ async def test_the_harness_finds_a_missing_label_and_poor_contrast(service, brow
                                             f"npm install --no-save --prefix . axe-core@{AXE_CORE_RANGE}")
         await assert_no_serious_violations(page, axe)
         await page.evaluate("document.querySelector('label[for=area]').remove();"
-                            "document.querySelector('.hint').style.color = '#bbb'")
+                            "document.querySelector('#attachments-hint').style.color = '#bbb'")
         with pytest.raises(AssertionError) as failed:
             await assert_no_serious_violations(page, axe, "the broken form")
         found = await violations(page, axe)
