@@ -23,6 +23,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 LOCAL_HOSTS = ("127.0.0.1",)
+# This machine's PostgreSQL server, for --postgres (each benchmark makes and drops its database).
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 # Complaints as citizens write them, for the benchmarks' load and seed data.
 TEXTS = (
     "Đèn đường ngõ 12 phố Trần Duy Hưng hỏng ba hôm nay, buổi tối rất tối và nguy hiểm.",
