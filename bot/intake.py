@@ -21,7 +21,7 @@ import asyncio
 import hashlib
 import logging
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -32,7 +32,7 @@ from bot.core import Core
 from bot.incidents import candidates, grouping, match
 from bot.folding import fold
 from bot.messages import format_time, to_staff
-from bot.statuses import Status, schedule_checks
+from bot.statuses import FINISHED, Status, schedule_checks
 from contract.messages import Inbound
 from contract.results import IntakeError, IntakeResult, Outcome
 from storage.db import upsert
@@ -181,6 +181,7 @@ async def _receive_many(core: Core, session: AsyncSession, inbounds: list[Inboun
     results: list[IntakeResult | None] = [None] * len(inbounds)
     first_of: dict[tuple[str, str], int] = {}
     new: list[int] = []
+    fresh = await _without_open_conversation(session, now, inbounds, contact_pairs, contact_ids, existing)
     for index, inbound in enumerate(inbounds):
         key = (inbound.channel, inbound.external_id)
         if inbound.external_id is not None and key in existing:
@@ -190,7 +191,7 @@ async def _receive_many(core: Core, session: AsyncSession, inbounds: list[Inboun
             continue  # the same delivery twice in one batch: answered below, from the first
         if inbound.external_id is not None:
             first_of[key] = index
-        if _plain_new(core, inbound, contact_pairs[index]):
+        if _plain_new(core, inbound, contact_pairs[index], index in fresh):
             new.append(index)
         else:
             results[index] = await _receive_one(core, session, now, inbound, contact_pairs[index], contact_ids)
@@ -212,17 +213,56 @@ def _contacts_of(inbound: Inbound) -> list[tuple[str, str]]:
     return list(dict.fromkeys(pairs))[:2]
 
 
-def _plain_new(core: Core, inbound: Inbound, contacts: list[tuple[str, str]]) -> bool:
-    """True for a message that can only be a new complaint, so needs no look-up first."""
+def _plain_new(core: Core, inbound: Inbound, contacts: list[tuple[str, str]], fresh: bool) -> bool:
+    """True for a message that can only be a new complaint, so needs no look-up first.
+
+    ``fresh``: the sender has no conversation such a message would continue (looked up
+    for the whole batch at once by ``_without_open_conversation``).
+    """
     if inbound.automated or inbound.in_reply_to or inbound.tracking_codes:
         return False
-    if inbound.continues_within_hours > 0 and contacts:
+    if inbound.continues_within_hours > 0 and contacts and not fresh:
         return False
     if contacts and (satisfaction.parse_reply(inbound.text) is not None
                      or satisfaction.parse_dispute(inbound.text)[0]):
         return False
     prefix = core.config.service.tracking_prefix
     return not (tracking.find_codes(inbound.subject or "", prefix) or tracking.find_codes(inbound.text, prefix))
+
+
+async def _without_open_conversation(session: AsyncSession, now: datetime, inbounds: list[Inbound],
+                                     pairs: list[list[tuple[str, str]]], contact_ids: dict[tuple[str, str], int],
+                                     existing: dict) -> set[int]:
+    """Indexes of the batch's messages on a channel without threading (SMS) whose sender has
+    no complaint they would continue (``threads.continued``): one query for the batch, not
+    one per message. A sender with two such messages in the batch is left out: the second
+    continues the first, which only the one-by-one path sees."""
+    asking = [index for index, inbound in enumerate(inbounds)
+              if inbound.continues_within_hours > 0 and pairs[index]
+              and (inbound.external_id is None or (inbound.channel, inbound.external_id) not in existing)]
+    if not asking:
+        return set()
+    senders: dict[int, list[int]] = {}
+    for index in asking:
+        senders.setdefault(contact_ids[pairs[index][0]], []).append(index)
+    widest = max(inbounds[index].continues_within_hours for index in asking)
+    rows = (await session.execute(
+        select(Complaint.contact_id, Complaint.status, Complaint.updated_at).where(
+            Complaint.contact_id.in_(list(senders)), Complaint.status.not_in(FINISHED),
+            or_(Complaint.updated_at >= now - timedelta(hours=widest), Complaint.status == Status.WAITING)))).all()
+    busy: dict[int, list[tuple[str, datetime]]] = {}
+    for contact_id, status, updated_at in rows:
+        busy.setdefault(contact_id, []).append((status, updated_at))
+    fresh = set()
+    for contact_id, indexes in senders.items():
+        if len(indexes) > 1:
+            continue
+        [index] = indexes
+        window = timedelta(hours=inbounds[index].continues_within_hours)
+        if not any(status == Status.WAITING or updated_at >= now - window
+                   for status, updated_at in busy.get(contact_id, ())):
+            fresh.add(index)
+    return fresh
 
 
 async def _contact_ids(session: AsyncSession, now: datetime, inbounds: list[Inbound],
