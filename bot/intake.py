@@ -283,8 +283,10 @@ async def _contact_ids(session: AsyncSession, now: datetime, inbounds: list[Inbo
     # RETURNING give the id of an existing contact.
     statement = statement.on_conflict_do_update(
         index_elements=["channel", "address"], set_={"via": func.coalesce(statement.excluded.via, Contact.via)})
-    found = await session.execute(statement.returning(Contact.channel, Contact.address, Contact.id,
-                                                      sort_by_parameter_order=True), list(rows.values()))
+    # Rows come back in any order, named by (channel, address): with no order asked for,
+    # SQLite takes the batch in one multi-row statement, not row by row.
+    found = await session.execute(statement.returning(Contact.channel, Contact.address, Contact.id),
+                                  list(rows.values()))
     return {(channel, address): id_ for channel, address, id_ in found.all()}
 
 
@@ -326,13 +328,22 @@ async def _store_messages(session: AsyncSession, now: datetime, complaints: list
                           inbounds: list[Inbound]) -> list[tuple[int, list[tuple[int, str, str, int]]]]:
     """Insert the citizens' messages and their attachments; per message, its id and its
     files as (id, filename, content type, size)."""
-    message_ids = (await session.scalars(
-        insert(Message).returning(Message.id, sort_by_parameter_order=True),
-        [dict(complaint_id=complaint.id if complaint else None, direction="in", channel=inbound.channel,
-              external_id=inbound.external_id, text=inbound.text, subject=inbound.subject, sender=inbound.sender,
-              automated=inbound.automated, public=False, created_at=now,
-              folded=fold(f"{inbound.subject or ''} {inbound.text}"))
-         for complaint, inbound in zip(complaints, inbounds)])).all()
+    values = [dict(complaint_id=complaint.id if complaint else None, direction="in", channel=inbound.channel,
+                   external_id=inbound.external_id, text=inbound.text, subject=inbound.subject, sender=inbound.sender,
+                   automated=inbound.automated, public=False, created_at=now,
+                   folded=fold(f"{inbound.subject or ''} {inbound.text}"))
+              for complaint, inbound in zip(complaints, inbounds)]
+    owners = [row["complaint_id"] for row in values]
+    if len(values) > 1 and None not in owners and len(set(owners)) == len(owners):
+        # New complaints, one message each: rows come back named by their complaint, in one
+        # multi-row statement (asking for parameter order makes SQLite insert row by row).
+        table = Message.__table__  # the table's INSERT: see _file_many
+        by_owner = dict((await session.execute(insert(table).returning(table.c.complaint_id, table.c.id),
+                                                values)).all())
+        message_ids = [by_owner[owner] for owner in owners]
+    else:
+        message_ids = (await session.scalars(insert(Message).returning(Message.id, sort_by_parameter_order=True),
+                                             values)).all()
     rows = [dict(message_id=message_id, filename=item.filename[:255], content_type=item.content_type[:127],
                  size=len(item.data), sha256=hashlib.sha256(item.data).hexdigest() if item.data else None,
                  data=item.data or None, reference=item.reference)
@@ -379,16 +390,25 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
         decisions.append(decision)
         features.append(found)
     columns = [c.key for c in Complaint.__table__.columns if c.key != "id"]
-    ids = (await session.scalars(insert(Complaint).returning(Complaint.id, sort_by_parameter_order=True),
-                                 [{k: getattr(c, k) for k in columns} for c in complaints])).all()
-    for complaint, id_ in zip(complaints, ids):
-        complaint.id = id_
+    # Named by tracking code (unique), so the rows may come back in any order: one multi-row
+    # statement on SQLite too.
+    # The table's INSERT, not the entity's: the ORM's bulk insert splits a batch into one
+    # statement per set of columns that are not None.
+    table = Complaint.__table__
+    ids = dict((await session.execute(insert(table).returning(table.c.tracking_code, table.c.id),
+                                      [{k: getattr(c, k) for k in columns} for c in complaints])).all())
+    for complaint in complaints:
+        complaint.id = ids[complaint.tracking_code]
     files = await _store_messages(session, now, complaints, inbounds)
     # One candidate search per complaint, in order, so a burst of reports of one event
     # filed in one batch joins up as well as one spread over an hour.
     incidents = [await grouping.at_intake(core, session, now, complaint, inbound.category, found)
                  for complaint, inbound, found in zip(complaints, inbounds, features)]
-    events, queued, notices = [], [], []
+    # The incidents' audit events wait in the session; written with the batch's own in one
+    # statement (an ORM flush on SQLite inserts them one by one to learn their ids).
+    events = [dict(complaint_id=e.complaint_id, at=e.at, actor=e.actor, kind=e.kind, detail=e.detail or {})
+              for e in _take_pending_events(session)]
+    queued, notices = [], []
     directory = await core.directory.staff(session)
     for complaint, decision, inbound, pairs, (_, message_files), (joined, suggested) in zip(
             complaints, decisions, inbounds, contacts, files, incidents):
@@ -428,7 +448,15 @@ async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds:
         if suggested is not None:
             queued += grouping.suggestion(core, directory, complaint, suggested)
     queued += await bursts.hold(core, session, now, notices)  # a burst is summed up, not paged one by one
-    await session.execute(insert(Event), events)
+    await session.execute(insert(Event.__table__), events)
     await outbox.enqueue_many(session, now, queued)
     return complaints
+
+
+def _take_pending_events(session: AsyncSession) -> list[Event]:
+    """Audit events added to the session and not yet written, taken out of it, oldest first."""
+    pending = [item for item in session.new if isinstance(item, Event)]
+    for event in pending:
+        session.expunge(event)
+    return pending
 
