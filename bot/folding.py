@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 _WORD = re.compile(r"\w+")
 
 
+@lru_cache(maxsize=256)
 def fold(text: str) -> str:
-    """Text reduced for matching: lower case, no diacritics, đ→d, single spaces, words only."""
+    """Text reduced for matching: lower case, no diacritics, đ→d, single spaces, words only.
+
+    Kept for the last texts: intake folds one complaint's text for routing, the store and
+    the incident matcher, several times each.
+    """
     decomposed = unicodedata.normalize("NFD", text.lower().replace("đ", "d"))
     bare = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(_WORD.findall(bare)).replace("_", " ")

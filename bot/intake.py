@@ -10,33 +10,29 @@ recorded in the audit trail. The channel answers its sender only after this retu
 (committed).
 
 Messages arriving together are written together (group commit, ``IntakeWriter``): one
-transaction and multi-row INSERTs for the batch, so a burst costs about as many round
-trips to the database as one message. SQLite has one writer at a time, and per-message
+transaction and multi-row INSERTs for the batch (``bot/filing.py`` files the new
+complaints), so a burst costs about as many round trips to the database as one message. SQLite has one writer at a time, and per-message
 transactions made intake wait on each other's round trips.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, insert, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import bursts, guard, messages, outbox, reach, routing, satisfaction, threads, tracking, urgency
+from bot import filing, guard, reach, satisfaction, threads, tracking
 from bot.core import Core
-from bot.incidents import candidates, grouping, match
-from bot.folding import fold
-from bot.messages import format_time, to_staff
-from bot.statuses import Status, schedule_checks
+from bot.statuses import FINISHED, Status
 from contract.messages import Inbound
 from contract.results import IntakeError, IntakeResult, Outcome
 from storage.db import upsert
-from storage.models import Attachment, Complaint, Contact, Event, Message
+from storage.models import Complaint, Contact, Event, Message
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +177,7 @@ async def _receive_many(core: Core, session: AsyncSession, inbounds: list[Inboun
     results: list[IntakeResult | None] = [None] * len(inbounds)
     first_of: dict[tuple[str, str], int] = {}
     new: list[int] = []
+    fresh = await _without_open_conversation(session, now, inbounds, contact_pairs, contact_ids, existing)
     for index, inbound in enumerate(inbounds):
         key = (inbound.channel, inbound.external_id)
         if inbound.external_id is not None and key in existing:
@@ -190,12 +187,12 @@ async def _receive_many(core: Core, session: AsyncSession, inbounds: list[Inboun
             continue  # the same delivery twice in one batch: answered below, from the first
         if inbound.external_id is not None:
             first_of[key] = index
-        if _plain_new(core, inbound, contact_pairs[index]):
+        if _plain_new(core, inbound, contact_pairs[index], index in fresh):
             new.append(index)
         else:
             results[index] = await _receive_one(core, session, now, inbound, contact_pairs[index], contact_ids)
     if new:
-        filed = await _file_many(core, session, now, [inbounds[i] for i in new], [contact_pairs[i] for i in new],
+        filed = await filing.file_many(core, session, now, [inbounds[i] for i in new], [contact_pairs[i] for i in new],
                                  contact_ids)
         for index, complaint in zip(new, filed):
             results[index] = _result(core, "created", complaint)
@@ -212,17 +209,56 @@ def _contacts_of(inbound: Inbound) -> list[tuple[str, str]]:
     return list(dict.fromkeys(pairs))[:2]
 
 
-def _plain_new(core: Core, inbound: Inbound, contacts: list[tuple[str, str]]) -> bool:
-    """True for a message that can only be a new complaint, so needs no look-up first."""
+def _plain_new(core: Core, inbound: Inbound, contacts: list[tuple[str, str]], fresh: bool) -> bool:
+    """True for a message that can only be a new complaint, so needs no look-up first.
+
+    ``fresh``: the sender has no conversation such a message would continue (looked up
+    for the whole batch at once by ``_without_open_conversation``).
+    """
     if inbound.automated or inbound.in_reply_to or inbound.tracking_codes:
         return False
-    if inbound.continues_within_hours > 0 and contacts:
+    if inbound.continues_within_hours > 0 and contacts and not fresh:
         return False
     if contacts and (satisfaction.parse_reply(inbound.text) is not None
                      or satisfaction.parse_dispute(inbound.text)[0]):
         return False
     prefix = core.config.service.tracking_prefix
     return not (tracking.find_codes(inbound.subject or "", prefix) or tracking.find_codes(inbound.text, prefix))
+
+
+async def _without_open_conversation(session: AsyncSession, now: datetime, inbounds: list[Inbound],
+                                     pairs: list[list[tuple[str, str]]], contact_ids: dict[tuple[str, str], int],
+                                     existing: dict) -> set[int]:
+    """Indexes of the batch's messages on a channel without threading (SMS) whose sender has
+    no complaint they would continue (``threads.continued``): one query for the batch, not
+    one per message. A sender with two such messages in the batch is left out: the second
+    continues the first, which only the one-by-one path sees."""
+    asking = [index for index, inbound in enumerate(inbounds)
+              if inbound.continues_within_hours > 0 and pairs[index]
+              and (inbound.external_id is None or (inbound.channel, inbound.external_id) not in existing)]
+    if not asking:
+        return set()
+    senders: dict[int, list[int]] = {}
+    for index in asking:
+        senders.setdefault(contact_ids[pairs[index][0]], []).append(index)
+    widest = max(inbounds[index].continues_within_hours for index in asking)
+    rows = (await session.execute(
+        select(Complaint.contact_id, Complaint.status, Complaint.updated_at).where(
+            Complaint.contact_id.in_(list(senders)), Complaint.status.not_in(FINISHED),
+            or_(Complaint.updated_at >= now - timedelta(hours=widest), Complaint.status == Status.WAITING)))).all()
+    busy: dict[int, list[tuple[str, datetime]]] = {}
+    for contact_id, status, updated_at in rows:
+        busy.setdefault(contact_id, []).append((status, updated_at))
+    fresh = set()
+    for contact_id, indexes in senders.items():
+        if len(indexes) > 1:
+            continue
+        [index] = indexes
+        window = timedelta(hours=inbounds[index].continues_within_hours)
+        if not any(status == Status.WAITING or updated_at >= now - window
+                   for status, updated_at in busy.get(contact_id, ())):
+            fresh.add(index)
+    return fresh
 
 
 async def _contact_ids(session: AsyncSession, now: datetime, inbounds: list[Inbound],
@@ -243,8 +279,10 @@ async def _contact_ids(session: AsyncSession, now: datetime, inbounds: list[Inbo
     # RETURNING give the id of an existing contact.
     statement = statement.on_conflict_do_update(
         index_elements=["channel", "address"], set_={"via": func.coalesce(statement.excluded.via, Contact.via)})
-    found = await session.execute(statement.returning(Contact.channel, Contact.address, Contact.id,
-                                                      sort_by_parameter_order=True), list(rows.values()))
+    # Rows come back in any order, named by (channel, address): with no order asked for,
+    # SQLite takes the batch in one multi-row statement, not row by row.
+    found = await session.execute(statement.returning(Contact.channel, Contact.address, Contact.id),
+                                  list(rows.values()))
     return {(channel, address): id_ for channel, address, id_ in found.all()}
 
 
@@ -257,7 +295,7 @@ async def _receive_one(core: Core, session: AsyncSession, now: datetime, inbound
         # "CHUA XONG" after a resolution: it did not fix the problem, the complaint reopens.
         complaint = await satisfaction.awaiting_dispute(session, core, ids, now, inbound.tracking_codes)
         if complaint is not None:
-            await _store_messages(session, now, [complaint], [inbound])
+            await filing.store_messages(session, now, [complaint], [inbound])
             await satisfaction.record_dispute(core, session, now, complaint, comment, via=inbound.channel)
             return _result(core, "disputed", complaint)
     reply = None if inbound.automated else satisfaction.parse_reply(inbound.text)
@@ -265,130 +303,18 @@ async def _receive_one(core: Core, session: AsyncSession, now: datetime, inbound
         # "5" after a survey is a rating, not a new complaint.
         rated = await satisfaction.awaiting_rating(session, core, ids, now, inbound.tracking_codes)
         if rated is not None:
-            await _store_messages(session, now, [rated], [inbound])
+            await filing.store_messages(session, now, [rated], [inbound])
             await satisfaction.record(core, session, now, rated, reply[0], reply[1], via=inbound.channel)
             return _result(core, "rated", rated)
     complaint = await threads.continued(core, session, now, inbound, ids)
     if inbound.automated:
-        [(message_id, _)] = await _store_messages(session, now, [complaint], [inbound])
+        [(message_id, _)] = await filing.store_messages(session, now, [complaint], [inbound])
         session.add(Event(complaint_id=complaint.id if complaint else None, at=now, actor="system",
                           kind="automated_message", detail={"channel": inbound.channel, "message_id": message_id}))
         return _result(core, "ignored", complaint, core.texts.language(inbound.language))
     if complaint is not None:
-        [(message_id, _)] = await _store_messages(session, now, [complaint], [inbound])
+        [(message_id, _)] = await filing.store_messages(session, now, [complaint], [inbound])
         await threads.follow_up(core, session, now, complaint, inbound, message_id)
         return _result(core, "followup", complaint)
-    [complaint] = await _file_many(core, session, now, [inbound], [contacts], contact_ids)
+    [complaint] = await filing.file_many(core, session, now, [inbound], [contacts], contact_ids)
     return _result(core, "created", complaint)
-
-
-async def _store_messages(session: AsyncSession, now: datetime, complaints: list[Complaint | None],
-                          inbounds: list[Inbound]) -> list[tuple[int, list[tuple[int, str, str, int]]]]:
-    """Insert the citizens' messages and their attachments; per message, its id and its
-    files as (id, filename, content type, size)."""
-    message_ids = (await session.scalars(
-        insert(Message).returning(Message.id, sort_by_parameter_order=True),
-        [dict(complaint_id=complaint.id if complaint else None, direction="in", channel=inbound.channel,
-              external_id=inbound.external_id, text=inbound.text, subject=inbound.subject, sender=inbound.sender,
-              automated=inbound.automated, public=False, created_at=now,
-              folded=fold(f"{inbound.subject or ''} {inbound.text}"))
-         for complaint, inbound in zip(complaints, inbounds)])).all()
-    rows = [dict(message_id=message_id, filename=item.filename[:255], content_type=item.content_type[:127],
-                 size=len(item.data), sha256=hashlib.sha256(item.data).hexdigest() if item.data else None,
-                 data=item.data or None, reference=item.reference)
-            for message_id, inbound in zip(message_ids, inbounds) for item in inbound.attachments]
-    files: dict[int, list[tuple[int, str, str, int]]] = {message_id: [] for message_id in message_ids}
-    if rows:
-        ids = (await session.scalars(insert(Attachment).returning(Attachment.id, sort_by_parameter_order=True),
-                                     rows)).all()
-        for id_, row in zip(ids, rows):
-            files[row["message_id"]].append((id_, row["filename"], row["content_type"], row["size"]))
-    return [(message_id, files[message_id]) for message_id in message_ids]
-
-
-async def _file_many(core: Core, session: AsyncSession, now: datetime, inbounds: list[Inbound],
-                     contacts: list[list[tuple[str, str]]], contact_ids: dict[tuple[str, str], int]) -> list[Complaint]:
-    """File new complaints: route, set deadlines, insert, acknowledge, tell the officers.
-
-    Multi-row Core INSERTs, not ORM flushes: intake is the hot path, and a batch costs
-    about as many round trips to the database as one complaint.
-    """
-    config = core.config
-    rules = await core.directory.rules(session)
-    complaints, decisions, features = [], [], []
-    for inbound, pairs in zip(inbounds, contacts):
-        decision = routing.route(rules, config.routing.default_unit, text=inbound.text, subject=inbound.subject,
-                                 area=inbound.area, category=inbound.category, channel=inbound.channel)
-        ids = [contact_ids[pair] for pair in pairs]
-        complaint = Complaint(
-            tracking_code=tracking.new_code(config.service.tracking_prefix),
-            contact_id=ids[0] if ids else None, alternate_contact_id=ids[1] if len(ids) > 1 else None,
-            channel=inbound.channel, language=core.texts.language(inbound.language),
-            subject=(inbound.subject or None) and inbound.subject[:300],
-            text=inbound.text, category=inbound.category, area=inbound.area,
-            latitude=inbound.location.latitude if inbound.location else None,
-            longitude=inbound.location.longitude if inbound.location else None,
-            unit_id=core.directory.unit_ids[decision.unit], routing_reason=decision.reason[:300], status=Status.NEW,
-            created_at=now, updated_at=now, escalation_count=0, urgency=decision.urgency, public=inbound.public,
-        )
-        urgency.set_deadlines(core, complaint, now, decision.unit)
-        found = match.features(inbound.text, inbound.area, inbound.subject, complaint.latitude, complaint.longitude)
-        candidates.stamp(complaint, found)
-        schedule_checks(core, complaint)
-        complaints.append(complaint)
-        decisions.append(decision)
-        features.append(found)
-    columns = [c.key for c in Complaint.__table__.columns if c.key != "id"]
-    ids = (await session.scalars(insert(Complaint).returning(Complaint.id, sort_by_parameter_order=True),
-                                 [{k: getattr(c, k) for k in columns} for c in complaints])).all()
-    for complaint, id_ in zip(complaints, ids):
-        complaint.id = id_
-    files = await _store_messages(session, now, complaints, inbounds)
-    # One candidate search per complaint, in order, so a burst of reports of one event
-    # filed in one batch joins up as well as one spread over an hour.
-    incidents = [await grouping.at_intake(core, session, now, complaint, inbound.category, found)
-                 for complaint, inbound, found in zip(complaints, inbounds, features)]
-    events, queued, notices = [], [], []
-    directory = await core.directory.staff(session)
-    for complaint, decision, inbound, pairs, (_, message_files), (joined, suggested) in zip(
-            complaints, decisions, inbounds, contacts, files, incidents):
-        events += [
-            dict(complaint_id=complaint.id, at=now, actor="citizen", kind="created",
-                 detail={"channel": inbound.channel, "first_response_due": complaint.first_response_due.isoformat()}),
-            dict(complaint_id=complaint.id, at=now, actor="system", kind="routed",
-                 detail={"unit": decision.unit, "reason": decision.reason, "rule": decision.rule,
-                         "urgency": decision.urgency, "urgency_reason": decision.urgency_reason}),
-        ]
-        reachable = [Contact(id=contact_ids[(channel, address)], channel=channel, address=address,
-                             via=inbound.via if channel == inbound.channel else None) for channel, address in pairs]
-        point = await reach.choose(core, session, reachable, "acknowledgement", now) if reachable else None
-        if point is not None:
-            thread = [inbound.external_id] if inbound.external_id and inbound.channel in messages.THREADED_CHANNELS \
-                else []
-            # A citizen whose report joined an incident hears that the unit is already on it.
-            queued.append(messages.to_citizen(
-                core, complaint, point, f"ack:{complaint.tracking_code}",
-                "incidents.joined" if joined else "citizen.acknowledgement", thread, origin="reply",
-                due=format_time(core, complaint.first_response_due, complaint.language),
-                **({"reports": str(joined[1])} if joined else {})))
-        if joined:
-            # The officers see the report under the incident; they are told when one forms.
-            if joined[1] == 2:
-                queued += to_staff(core, directory, directory.assignees(complaint), f"incident:{joined[0]}",
-                                   "incidents.created", complaint, incident=joined[0], reports=joined[1])
-            continue
-        case = messages.new_case(complaint, inbound.text, message_files)
-        if complaint.urgency == urgency.Urgency.URGENT:
-            # Paged at once, on every channel, at any hour: never held for a burst or the night.
-            queued += to_staff(core, directory, urgency.paged(directory, complaint), f"urgent:{complaint.tracking_code}",
-                               "staff.urgent_page", complaint, case, every_channel=True)
-        else:
-            notices += to_staff(core, directory, directory.assignees(complaint), f"new:{complaint.tracking_code}",
-                                "staff.new_complaint", complaint, case)
-        if suggested is not None:
-            queued += grouping.suggestion(core, directory, complaint, suggested)
-    queued += await bursts.hold(core, session, now, notices)  # a burst is summed up, not paged one by one
-    await session.execute(insert(Event), events)
-    await outbox.enqueue_many(session, now, queued)
-    return complaints
-

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
@@ -36,11 +37,13 @@ from service import edge, openapi
 from service.assembly import build_core, make_port, start_core
 from service.config import Config
 from service.scheduler import Scheduler
+from service.workers import Slot
 
 log = logging.getLogger(__name__)
 
 CORE = web.AppKey("core", Core)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+SLOT = web.AppKey("slot", Slot)
 
 
 @dataclass(frozen=True)
@@ -49,31 +52,44 @@ class Channel:
 
     name: str
     enabled: Callable[[Config], bool]
-    setup: Callable[[web.Application, Port, Config], Mapping[str, Sender]]
+    # (app, port, config, primary): primary is False in the workers after the first of
+    # `serve --workers N`, which run no listener or poller that cannot be shared.
+    setup: Callable[[web.Application, Port, Config, bool], Mapping[str, Sender]]
 
 
 CHANNELS: tuple[Channel, ...] = (
     Channel("web", lambda c: True,
-            lambda app, port, c: channels.web.setup(app, port, c.web, c.open311)),
+            lambda app, port, c, primary: channels.web.setup(app, port, c.web, c.open311)),
     Channel("sms", lambda c: bool(c.sms.gateways),
-            lambda app, port, c: channels.sms.setup(app, port, c.sms, send_timeout=c.outbox.send_timeout_seconds)),
+            lambda app, port, c, primary: channels.sms.setup(app, port, c.sms,
+                                                             send_timeout=c.outbox.send_timeout_seconds)),
     Channel("email", lambda c: c.email.enabled,
-            lambda app, port, c: channels.email.setup(app, port, c.email,
-                                                      send_timeout=c.outbox.send_timeout_seconds,
-                                                      shutdown_timeout=c.web.shutdown_timeout_seconds)),
+            lambda app, port, c, primary: channels.email.setup(app, port, c.email,
+                                                               send_timeout=c.outbox.send_timeout_seconds,
+                                                               shutdown_timeout=c.web.shutdown_timeout_seconds,
+                                                               listen=primary)),
     Channel("telegram", lambda c: c.telegram.enabled,
-            lambda app, port, c: channels.telegram.setup(app, port, c.telegram)),
+            lambda app, port, c, primary: channels.telegram.setup(app, port, c.telegram, primary=primary)),
     Channel("zalo", lambda c: c.zalo.enabled,
-            lambda app, port, c: channels.zalo.setup(app, port, c.zalo, send_timeout=c.outbox.send_timeout_seconds)),
+            lambda app, port, c, primary: channels.zalo.setup(app, port, c.zalo,
+                                                              send_timeout=c.outbox.send_timeout_seconds)),
     Channel("desk", lambda c: c.desk.enabled,
-            lambda app, port, c: channels.desk.setup(app, port, c.desk)),
+            lambda app, port, c, primary: channels.desk.setup(app, port, c.desk)),
 )
 
 
 def build_app(config: Config, *, clock: Clock | None = None, senders: Mapping[str, Sender] | None = None,
-              run_dispatcher: bool = True, run_scheduler: bool = True) -> web.Application:
-    """The whole service as one aiohttp application, not yet started."""
+              run_dispatcher: bool = True, run_scheduler: bool = True, slot: Slot = Slot()) -> web.Application:
+    """The whole service as one aiohttp application, not yet started.
+
+    ``slot``: which of ``serve --workers N`` this process is; only the primary (worker 0)
+    runs the scheduler, the SMTP server and Telegram polling (``service/workers.py``).
+    """
     app = web.Application(client_max_size=config.web.max_body_bytes)
+    app[SLOT] = slot
+    run_scheduler = run_scheduler and slot.primary
+    if slot.shared_port:
+        app.on_response_prepare.append(_worker_header)
     core = build_core(config, clock=clock)
     app[CORE] = core
     port = make_port(core)
@@ -87,7 +103,7 @@ def build_app(config: Config, *, clock: Clock | None = None, senders: Mapping[st
     channel_senders: dict[str, Sender] = {}
     for channel in CHANNELS:
         if channel.enabled(config):
-            channel_senders.update(channel.setup(app, port, config))
+            channel_senders.update(channel.setup(app, port, config, slot.primary))
         else:
             log.info("channel off by configuration", extra={"fields": {"channel": channel.name}})
     channel_senders.update(senders or {})
@@ -96,7 +112,10 @@ def build_app(config: Config, *, clock: Clock | None = None, senders: Mapping[st
     app[channels.web.SITE].openapi = openapi.document(config)
 
     async def dispatcher(app: web.Application) -> AsyncIterator[None]:
-        app[DISPATCHER] = Dispatcher(core, channel_senders, worker_name(config.outbox.worker_name, config.web.port))
+        name = worker_name(config.outbox.worker_name, config.web.port)
+        if slot.shared_port:
+            name = f"{name}#{slot.index}"  # each worker takes back only its own claims after a restart
+        app[DISPATCHER] = Dispatcher(core, channel_senders, name)
         task = asyncio.create_task(app[DISPATCHER].run(), name="outbox-dispatcher") if run_dispatcher else None
         yield
         app[DISPATCHER].stop()
@@ -117,25 +136,36 @@ def build_app(config: Config, *, clock: Clock | None = None, senders: Mapping[st
     return app
 
 
-async def _serve(config: Config) -> None:
-    app_runner, _ = await edge.start(build_app(config), config, config.web.host, config.web.port,
-                                     handle_signals=True)
+async def _worker_header(request: web.Request, response: web.StreamResponse) -> None:
+    """Which worker answered (``--workers N``): for operators and tests, never a pid."""
+    response.headers["X-Worker"] = str(request.app[SLOT].index)
+
+
+async def _serve(config: Config, slot: Slot, ready_fd: int | None) -> None:
+    app_runner, _ = await edge.start(build_app(config, slot=slot), config, config.web.host, config.web.port,
+                                     handle_signals=True, reuse_port=slot.shared_port)
+    if ready_fd is not None:  # the parent of --workers N waits for this before starting the others
+        with contextlib.suppress(OSError):  # a parent gone or stopping: nothing to tell
+            os.write(ready_fd, b"ready\n")
+        os.close(ready_fd)
     try:
         await asyncio.Event().wait()  # until SIGTERM or Ctrl-C raises GracefulExit
     finally:
         await app_runner.cleanup()
 
 
-def serve(config: Config) -> None:
+def serve(config: Config, slot: Slot = Slot(), ready_fd: int | None = None) -> None:
     """Run the service until SIGTERM or Ctrl-C, then shut down cleanly.
 
     As aiohttp's ``run_app`` does, with the edge's site (``service/edge.py``) in its place.
+    ``slot`` and ``ready_fd`` come from the parent of ``serve --workers N``.
     """
     log.info("starting", extra={"fields": {"host": config.web.host, "port": config.web.port,
-                                           "database": config.storage.url.split("://")[0]}})
+                                           "database": config.storage.url.split("://")[0],
+                                           "worker": f"{slot.index}/{slot.count}"}})
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    main = loop.create_task(_serve(config))
+    main = loop.create_task(_serve(config, slot, ready_fd))
     try:
         loop.run_until_complete(main)
     except (web.GracefulExit, KeyboardInterrupt):

@@ -19,8 +19,13 @@ def parser() -> argparse.ArgumentParser:
     config_help = f"configuration file (TOML); default: ${CONFIG_ENV}, else built-in defaults"
 
     serve = commands.add_parser("serve", help="run the service (web, channels, scheduler) until stopped",
-                                description="Run the service in one process until SIGTERM or Ctrl-C.")
+                                description="Run the service until SIGTERM or Ctrl-C, in one process or --workers N.")
     serve.add_argument("--config", metavar="FILE", help=config_help)
+    serve.add_argument("--workers", type=do.worker_count, default=1, metavar="N",
+                       help="serving processes sharing the port, one per core (default 1); worker 0 also runs "
+                            "the scheduler, the SMTP server and Telegram polling")
+    serve.add_argument("--worker", type=do.worker_slot, help=argparse.SUPPRESS)  # I/N: one of --workers N
+    serve.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)  # written once listening
     serve.set_defaults(run=do.serve_command)
 
     check = commands.add_parser("check-config", help="check a configuration file; prints the problems or 'ok'",

@@ -20,7 +20,7 @@ from bot.logs import configure_logging
 from channels.zalo.api import CREDENTIAL as ZALO_CREDENTIAL
 from channels.zalo.api import token_pair
 from channels.zalo.sender import QUOTA_KEY as ZNS_QUOTA
-from service import app
+from service import app, workers
 from service.assembly import open_core
 from service.config import Config, ConfigError, load_config, secret_values
 from storage import db
@@ -41,8 +41,26 @@ def load(path: str | None) -> Config:
 def serve_command(args: argparse.Namespace) -> int:
     config = load(args.config)
     configure_logging(config.service.log_level, secrets=secret_values(config))
-    app.serve(config)
+    if args.workers > 1 and args.worker is None:
+        return workers.Supervisor(args.workers, args.config, config.web.shutdown_timeout_seconds).run()
+    app.serve(config, slot=args.worker or workers.Slot(), ready_fd=args.ready_fd)
     return 0
+
+
+def worker_count(value: str) -> int:
+    """``--workers``: a whole number from 1."""
+    count = int(value)
+    if count < 1:
+        raise argparse.ArgumentTypeError("--workers must be at least 1")
+    return count
+
+
+def worker_slot(value: str) -> workers.Slot:
+    """``--worker I/N`` (given by the parent of ``--workers N``)."""
+    try:
+        return workers.parse_slot(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def check_config_command(args: argparse.Namespace) -> int:

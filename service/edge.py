@@ -145,9 +145,11 @@ class _Connection(asyncio.Protocol):
 class GuardedSite(web.BaseSite):
     """A TCP site whose connections are counted, and refused past ``max_connections``."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, *, max_connections: int, backlog: int = 128):
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, *, max_connections: int, backlog: int = 128,
+                 reuse_port: bool = False):
         super().__init__(runner, backlog=backlog)
         self.host, self.port, self.max_connections = host, port, max_connections
+        self.reuse_port = reuse_port  # serve --workers N: the workers share the port
         self.open = 0
         self.refused = 0
         self._last_busy_log = float("-inf")
@@ -176,7 +178,8 @@ class GuardedSite(web.BaseSite):
         """Listen, and register with the runner (which stops the site on cleanup)."""
         await super().start()
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: _Connection(self), self.host, self.port, backlog=self._backlog)
+            lambda: _Connection(self), self.host, self.port, backlog=self._backlog,
+            reuse_port=self.reuse_port or None)
         if self._server.sockets:
             self.port = self._server.sockets[0].getsockname()[1]
 
@@ -191,11 +194,14 @@ def runner(app: web.Application, config: Config, **options: object) -> web.AppRu
     return web.AppRunner(app, **options)
 
 
-async def start(app: web.Application, config: Config, host: str, port: int,
+async def start(app: web.Application, config: Config, host: str, port: int, reuse_port: bool = False,
                 **options: object) -> tuple[web.AppRunner, GuardedSite]:
-    """Set the application up and listen on host:port; returns the runner (to clean up) and the site."""
+    """Set the application up and listen on host:port; returns the runner (to clean up) and the site.
+
+    ``reuse_port``: other processes listen on the same port (``serve --workers N``).
+    """
     app_runner = runner(app, config, **options)
     await app_runner.setup()
-    site = GuardedSite(app_runner, host, port, max_connections=config.web.max_connections)
+    site = GuardedSite(app_runner, host, port, max_connections=config.web.max_connections, reuse_port=reuse_port)
     await site.start()
     return app_runner, site

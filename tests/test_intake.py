@@ -124,6 +124,29 @@ async def test_a_text_soon_after_from_the_same_phone_continues_the_open_complain
     assert later.outcome == "created" and later.tracking_code != first.tracking_code
 
 
+async def test_texts_written_together_are_filed_together_and_a_second_from_one_phone_follows_up(core):
+    """One batch (the intake writer's): senders with nothing open are filed at once; a sender
+    with an open complaint, or with two texts in the batch, continues the conversation."""
+    open_one = await intake.receive(core, sms(core, sender="+84912000001", external_id="SM0"))
+    batch = [sms(core, sender="+84912000002", external_id="SM1"),
+             sms(core, sender="+84912000001", text="Bổ sung: cả dãy nhà số lẻ.", external_id="SM2"),
+             sms(core, sender="+84912000003", external_id="SM3"),
+             sms(core, sender="+84912000003", text="Thêm: từ 6 giờ sáng.", external_id="SM4"),
+             sms(core, sender="+84912000004", external_id="SM5")]
+    results = await intake.receive_batch(core, batch)
+    assert [r.outcome for r in results] == ["created", "followup", "created", "followup", "created"]
+    assert results[1].tracking_code == open_one.tracking_code
+    assert results[3].tracking_code == results[2].tracking_code
+    assert len({r.tracking_code for r in results}) == 4
+    assert len(await rows(core, Complaint)) == 4
+    messages = await rows(core, Message, Message.direction == "in")
+    assert {m.external_id: m.complaint_id for m in messages} == {
+        "SM0": open_one.complaint_id, "SM1": results[0].complaint_id, "SM2": open_one.complaint_id,
+        "SM3": results[2].complaint_id, "SM4": results[2].complaint_id, "SM5": results[4].complaint_id}
+    acks = await rows(core, OutboxMessage, OutboxMessage.key.like("ack:%"))
+    assert sorted(a.complaint_id for a in acks) == sorted(r.complaint_id for r in (open_one, *results[::2]))
+
+
 async def test_a_text_after_resolution_without_a_code_is_a_new_complaint(core):
     first = await intake.receive(core, sms(core))
     async with core.sessions() as session, session.begin():

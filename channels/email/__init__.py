@@ -25,11 +25,13 @@ MAIL_SERVER = web.AppKey("mail_server", MailServer)
 
 
 def setup(app: web.Application, port: Port, config: EmailConfig, *, send_timeout: float,
-          shutdown_timeout: float) -> dict[str, Sender]:
+          shutdown_timeout: float, listen: bool = True) -> dict[str, Sender]:
     """Add the SMTP server to the application; return the email sender.
 
     ``send_timeout``: the outbox's limit for one send; ``shutdown_timeout``: how long the
-    mails being stored may take to finish when the service stops.
+    mails being stored may take to finish when the service stops; ``listen``: False in
+    the workers of ``serve --workers N`` after the first, which send mail but leave the
+    SMTP port to worker 0.
     """
     server = MailServer(port, config)
     app[MAIL_SERVER] = server
@@ -41,9 +43,11 @@ def setup(app: web.Application, port: Port, config: EmailConfig, *, send_timeout
     relay = RelaySender(config, port.clock, display_name=port.config.service.name, timeout=send_timeout)
 
     async def smtp_server(app: web.Application) -> AsyncIterator[None]:
-        await server.start()
+        if listen:
+            await server.start()
         yield
-        await server.stop(shutdown_timeout)
+        if listen:
+            await server.stop(shutdown_timeout)
         await relay.close()  # the dispatcher, which sends through it, has stopped by now
 
     app.cleanup_ctx.append(smtp_server)

@@ -24,14 +24,19 @@ from contract.schema import secret
 TELEGRAM = web.AppKey("telegram", TelegramChannel)
 
 
-def setup(app: web.Application, port: Port, config: TelegramConfig) -> dict[str, Sender]:
-    """Add the Telegram bot to the application; return its sender (none when it is off)."""
+def setup(app: web.Application, port: Port, config: TelegramConfig, primary: bool = True) -> dict[str, Sender]:
+    """Add the Telegram bot to the application; return its sender (none when it is off).
+
+    ``primary``: False in the workers of ``serve --workers N`` after the first: only
+    worker 0 polls Telegram for updates (two pollers of one bot conflict) or registers
+    the webhook; every worker sends, and in webhook mode any of them takes updates.
+    """
     token = secret(config.token_env)
     if not token:
         log.warning("telegram off: environment variable is not set", extra={"fields": {"token_env": config.token_env}})
         return {}
     quiet_http_loggers()
-    channel = TelegramChannel(port, config, token)
+    channel = TelegramChannel(port, config, token, primary=primary)
     app[TELEGRAM] = channel
     if channel.webhook_mode:
         app.router.add_post(WEBHOOK_PATH, channel.webhook)

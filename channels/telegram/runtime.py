@@ -67,10 +67,11 @@ def file_base_url(api_base_url: str) -> str:
 class TelegramChannel:
     """One process's Telegram bot: the Application, its sender and its webhook."""
 
-    def __init__(self, port: Port, config: TelegramConfig, token: str):
+    def __init__(self, port: Port, config: TelegramConfig, token: str, primary: bool = True):
         self.port = port
         self.config = config
         self.webhook_mode = self.config.mode == "webhook"
+        self.primary = primary  # polls, or registers the webhook (serve --workers N: worker 0 only)
         self.ready = asyncio.Event()
         self.citizens = citizen.CitizenDesk(port)
         self.staff = staff.StaffDesk(port)
@@ -82,7 +83,7 @@ class TelegramChannel:
                    .base_file_url(file_base_url(self.config.api_base_url))
                    .rate_limiter(FloodAwareRateLimiter())
                    .job_queue(None))  # the service's scheduler does the timed work
-        if self.webhook_mode:
+        if self.webhook_mode or not primary:
             builder = builder.updater(None)
         self.application: Application = builder.build()
         self.sender = TelegramSender(port, self.application.bot, token, self.ready)
@@ -110,7 +111,9 @@ class TelegramChannel:
         """One attempt to connect; True when running (or when retrying cannot help)."""
         try:
             await self.application.initialize()  # getMe: checks the token
-            if self.webhook_mode:
+            if not self.primary:
+                pass  # another worker polls or registered the webhook; this one sends (and takes webhooks)
+            elif self.webhook_mode:
                 url = f"{self.port.public_url.rstrip('/')}{WEBHOOK_PATH}"
                 await self.application.bot.set_webhook(url, secret_token=self._secret, allowed_updates=ALLOWED_UPDATES)
             else:

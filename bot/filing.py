@@ -1,0 +1,174 @@
+"""Filing new complaints together: the multi-row writes of intake's batches.
+
+``file_many`` takes the new complaints of one batch (``bot/intake.py`` decided they are
+new) and, in the caller's transaction, routes each, sets its deadlines, inserts them,
+their messages and files, groups them into incidents, queues the acknowledgements and
+the officers' notices, and records the audit events: one multi-row INSERT per table for
+the batch, not one per complaint, so a burst costs about as many round trips to the
+database as one complaint. Rows come back named (by tracking code, by complaint), not
+in parameter order: asked for parameter order, SQLite inserts row by row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import bursts, messages, outbox, reach, routing, tracking, urgency
+from bot.core import Core
+from bot.folding import fold
+from bot.incidents import candidates, grouping, match
+from bot.messages import format_time, to_staff
+from bot.statuses import Status, schedule_checks
+from contract.messages import Inbound
+from storage.models import Attachment, Complaint, Contact, Event, Message
+
+# PostgreSQL advisory lock (any fixed number) taken by a batch before it groups its
+# complaints into incidents; storage.db's migration lock is another number.
+GROUPING_LOCK = 0x46_49_47_52  # "FIGR"
+
+
+async def store_messages(session: AsyncSession, now: datetime, complaints: list[Complaint | None],
+                          inbounds: list[Inbound]) -> list[tuple[int, list[tuple[int, str, str, int]]]]:
+    """Insert the citizens' messages and their attachments; per message, its id and its
+    files as (id, filename, content type, size)."""
+    values = [dict(complaint_id=complaint.id if complaint else None, direction="in", channel=inbound.channel,
+                   external_id=inbound.external_id, text=inbound.text, subject=inbound.subject, sender=inbound.sender,
+                   automated=inbound.automated, public=False, created_at=now,
+                   folded=fold(f"{inbound.subject or ''} {inbound.text}"))
+              for complaint, inbound in zip(complaints, inbounds)]
+    owners = [row["complaint_id"] for row in values]
+    if len(values) > 1 and None not in owners and len(set(owners)) == len(owners):
+        # New complaints, one message each: rows come back named by their complaint, in one
+        # multi-row statement (asking for parameter order makes SQLite insert row by row).
+        table = Message.__table__  # the table's INSERT: see _file_many
+        by_owner = dict((await session.execute(insert(table).returning(table.c.complaint_id, table.c.id),
+                                                values)).all())
+        message_ids = [by_owner[owner] for owner in owners]
+    else:
+        message_ids = (await session.scalars(insert(Message).returning(Message.id, sort_by_parameter_order=True),
+                                             values)).all()
+    rows = [dict(message_id=message_id, filename=item.filename[:255], content_type=item.content_type[:127],
+                 size=len(item.data), sha256=hashlib.sha256(item.data).hexdigest() if item.data else None,
+                 data=item.data or None, reference=item.reference)
+            for message_id, inbound in zip(message_ids, inbounds) for item in inbound.attachments]
+    files: dict[int, list[tuple[int, str, str, int]]] = {message_id: [] for message_id in message_ids}
+    if rows:
+        ids = (await session.scalars(insert(Attachment).returning(Attachment.id, sort_by_parameter_order=True),
+                                     rows)).all()
+        for id_, row in zip(ids, rows):
+            files[row["message_id"]].append((id_, row["filename"], row["content_type"], row["size"]))
+    return [(message_id, files[message_id]) for message_id in message_ids]
+
+
+async def file_many(core: Core, session: AsyncSession, now: datetime, inbounds: list[Inbound],
+                     contacts: list[list[tuple[str, str]]], contact_ids: dict[tuple[str, str], int]) -> list[Complaint]:
+    """File new complaints: route, set deadlines, insert, acknowledge, tell the officers.
+
+    Multi-row Core INSERTs, not ORM flushes: intake is the hot path, and a batch costs
+    about as many round trips to the database as one complaint.
+    """
+    config = core.config
+    rules = await core.directory.rules(session)
+    complaints, decisions, features = [], [], []
+    for inbound, pairs in zip(inbounds, contacts):
+        decision = routing.route(rules, config.routing.default_unit, text=inbound.text, subject=inbound.subject,
+                                 area=inbound.area, category=inbound.category, channel=inbound.channel)
+        ids = [contact_ids[pair] for pair in pairs]
+        complaint = Complaint(
+            tracking_code=tracking.new_code(config.service.tracking_prefix),
+            contact_id=ids[0] if ids else None, alternate_contact_id=ids[1] if len(ids) > 1 else None,
+            channel=inbound.channel, language=core.texts.language(inbound.language),
+            subject=(inbound.subject or None) and inbound.subject[:300],
+            text=inbound.text, category=inbound.category, area=inbound.area,
+            latitude=inbound.location.latitude if inbound.location else None,
+            longitude=inbound.location.longitude if inbound.location else None,
+            unit_id=core.directory.unit_ids[decision.unit], routing_reason=decision.reason[:300], status=Status.NEW,
+            created_at=now, updated_at=now, escalation_count=0, urgency=decision.urgency, public=inbound.public,
+        )
+        urgency.set_deadlines(core, complaint, now, decision.unit)
+        found = match.features(inbound.text, inbound.area, inbound.subject, complaint.latitude, complaint.longitude)
+        candidates.stamp(complaint, found)
+        schedule_checks(core, complaint)
+        complaints.append(complaint)
+        decisions.append(decision)
+        features.append(found)
+    columns = [c.key for c in Complaint.__table__.columns if c.key != "id"]
+    # Named by tracking code (unique), so the rows may come back in any order: one multi-row
+    # statement on SQLite too.
+    # The table's INSERT, not the entity's: the ORM's bulk insert splits a batch into one
+    # statement per set of columns that are not None.
+    table = Complaint.__table__
+    ids = dict((await session.execute(insert(table).returning(table.c.tracking_code, table.c.id),
+                                      [{k: getattr(c, k) for k in columns} for c in complaints])).all())
+    for complaint in complaints:
+        complaint.id = ids[complaint.tracking_code]
+    files = await store_messages(session, now, complaints, inbounds)
+    if core.config.incidents.enabled and session.bind.dialect.name == "postgresql":
+        # One process's batch groups at a time, until its commit. Batches of two processes
+        # (serve --workers N) joining the same few incidents locked them in different
+        # orders and deadlocked (measured: two workers took 0.4x of one); in turn, each
+        # batch's search also sees the reports the other just committed.
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": GROUPING_LOCK})
+    # One candidate search per complaint, in order, so a burst of reports of one event
+    # filed in one batch joins up as well as one spread over an hour.
+    incidents = [await grouping.at_intake(core, session, now, complaint, inbound.category, found)
+                 for complaint, inbound, found in zip(complaints, inbounds, features)]
+    # The incidents' audit events wait in the session; written with the batch's own in one
+    # statement (an ORM flush on SQLite inserts them one by one to learn their ids).
+    events = [dict(complaint_id=e.complaint_id, at=e.at, actor=e.actor, kind=e.kind, detail=e.detail or {})
+              for e in _take_pending_events(session)]
+    queued, notices = [], []
+    directory = await core.directory.staff(session)
+    for complaint, decision, inbound, pairs, (_, message_files), (joined, suggested) in zip(
+            complaints, decisions, inbounds, contacts, files, incidents):
+        events += [
+            dict(complaint_id=complaint.id, at=now, actor="citizen", kind="created",
+                 detail={"channel": inbound.channel, "first_response_due": complaint.first_response_due.isoformat()}),
+            dict(complaint_id=complaint.id, at=now, actor="system", kind="routed",
+                 detail={"unit": decision.unit, "reason": decision.reason, "rule": decision.rule,
+                         "urgency": decision.urgency, "urgency_reason": decision.urgency_reason}),
+        ]
+        reachable = [Contact(id=contact_ids[(channel, address)], channel=channel, address=address,
+                             via=inbound.via if channel == inbound.channel else None) for channel, address in pairs]
+        point = await reach.choose(core, session, reachable, "acknowledgement", now) if reachable else None
+        if point is not None:
+            thread = [inbound.external_id] if inbound.external_id and inbound.channel in messages.THREADED_CHANNELS \
+                else []
+            # A citizen whose report joined an incident hears that the unit is already on it.
+            queued.append(messages.to_citizen(
+                core, complaint, point, f"ack:{complaint.tracking_code}",
+                "incidents.joined" if joined else "citizen.acknowledgement", thread, origin="reply",
+                due=format_time(core, complaint.first_response_due, complaint.language),
+                **({"reports": str(joined[1])} if joined else {})))
+        if joined:
+            # The officers see the report under the incident; they are told when one forms.
+            if joined[1] == 2:
+                queued += to_staff(core, directory, directory.assignees(complaint), f"incident:{joined[0]}",
+                                   "incidents.created", complaint, incident=joined[0], reports=joined[1])
+            continue
+        case = messages.new_case(complaint, inbound.text, message_files)
+        if complaint.urgency == urgency.Urgency.URGENT:
+            # Paged at once, on every channel, at any hour: never held for a burst or the night.
+            queued += to_staff(core, directory, urgency.paged(directory, complaint), f"urgent:{complaint.tracking_code}",
+                               "staff.urgent_page", complaint, case, every_channel=True)
+        else:
+            notices += to_staff(core, directory, directory.assignees(complaint), f"new:{complaint.tracking_code}",
+                                "staff.new_complaint", complaint, case)
+        if suggested is not None:
+            queued += grouping.suggestion(core, directory, complaint, suggested)
+    queued += await bursts.hold(core, session, now, notices)  # a burst is summed up, not paged one by one
+    await session.execute(insert(Event.__table__), events)
+    await outbox.enqueue_many(session, now, queued)
+    return complaints
+
+
+def _take_pending_events(session: AsyncSession) -> list[Event]:
+    """Audit events added to the session and not yet written, taken out of it, oldest first."""
+    pending = [item for item in session.new if isinstance(item, Event)]
+    for event in pending:
+        session.expunge(event)
+    return pending
