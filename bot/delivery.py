@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import messages, outbox, reach
@@ -37,28 +36,16 @@ _RANK = {None: 0, "sent": 1, "delivered": 2, "undelivered": 2, "failed": 2}
 
 async def sent(core: Core, claim: Claim, external_id: str | None, resent: bool) -> None:
     """The provider took the message."""
-    await sent_many(core, [(claim, external_id, resent)])
-
-
-async def sent_many(core: Core, sends: Sequence[tuple[Claim, str | None, bool]]) -> None:
-    """The providers took these messages (claim, the provider's id, resent): one transaction
-    for a round of sends, not one each."""
-    if not sends:
-        return
-    table = OutboxMessage.__table__
     async with core.sessions() as session, session.begin():
-        await session.execute(
-            update(table).where(table.c.id == bindparam("row_id")).values(
-                status=SENT, external_id=bindparam("provider_id"), sent_at=core.clock.now(), last_error=None,
-                claimed_by=None, unsure=False, resent=bindparam("was_resent")),
-            [dict(row_id=claim.id, provider_id=external_id, was_resent=resent) for claim, external_id, resent in sends])
-        citizens = [claim.id for claim, _, _ in sends if claim.message.audience == "citizen"]
-        if citizens:
+        await session.execute(update(OutboxMessage).where(OutboxMessage.id == claim.id).values(
+            status=SENT, external_id=external_id, sent_at=core.clock.now(), last_error=None, claimed_by=None,
+            unsure=False, resent=resent).execution_options(synchronize_session=False))
+        complaint_id = await session.scalar(select(OutboxMessage.complaint_id).where(OutboxMessage.id == claim.id))
+        if complaint_id is not None and claim.message.audience == "citizen":
             # A message got through: the citizen is reachable again.
-            await session.execute(update(Complaint).where(
-                Complaint.id.in_(select(OutboxMessage.complaint_id).where(OutboxMessage.id.in_(citizens))),
-                Complaint.unreachable_at.is_not(None)).values(unreachable_at=None)
-                .execution_options(synchronize_session=False))
+            await session.execute(update(Complaint).where(Complaint.id == complaint_id,
+                                                          Complaint.unreachable_at.is_not(None))
+                                  .values(unreachable_at=None).execution_options(synchronize_session=False))
 
 
 async def retry(core: Core, claim: Claim, reason: str, at: datetime, unsure: bool) -> None:

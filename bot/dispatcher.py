@@ -136,13 +136,8 @@ class Dispatcher:
             await self.register()
         return await outbox.claim(self.core, self.holder, self.senders, limit or self.core.config.outbox.batch_size)
 
-    async def send_one(self, claim: Claim, sent: list | None = None) -> str:
-        """Send one message that is marked as being sent; record how it went.
-
-        ``sent``: where a message the provider took is put, as (claim, provider id,
-        resent, attempt), for the caller to record with the rest of its round
-        (``send``); without it, it is recorded here and now.
-        """
+    async def send_one(self, claim: Claim) -> str:
+        """Send one message that is marked as being sent; record how it went."""
         config = self.core.config.outbox
         sender = self.senders[claim.channel]
         attempt = claim.attempts + 1
@@ -154,7 +149,8 @@ class Dispatcher:
             except Exception as error:  # noqa: BLE001 - cannot tell: try again later, still unsure
                 return await self._retry(claim, attempt, f"looking the message up failed: {error}", None, True)
             if found is not None:
-                return await self._sent(claim, found, False, attempt, sent)
+                await delivery.sent(self.core, claim, found, resent=False)
+                return self._done(claim, "sent", attempt, None)
         try:
             external_id = await asyncio.wait_for(sender.send(claim.message), timeout=config.send_timeout_seconds)
         except PermanentDeliveryError as error:
@@ -169,14 +165,7 @@ class Dispatcher:
             return await self._retry(claim, attempt, str(error) or type(error).__name__, retry_after, False)
         if claim.unsure:
             self.core.metrics.resends.labels(claim.channel).inc()
-        return await self._sent(claim, external_id, claim.unsure, attempt, sent)
-
-    async def _sent(self, claim: Claim, external_id: str | None, resent: bool, attempt: int,
-                    sent: list | None) -> str:
-        if sent is not None:
-            sent.append((claim, external_id, resent, attempt))
-            return "sent"
-        await delivery.sent(self.core, claim, external_id, resent=resent)
+        await delivery.sent(self.core, claim, external_id, resent=claim.unsure)
         return self._done(claim, "sent", attempt, None)
 
     async def _retry(self, claim: Claim, attempt: int, reason: str, retry_after: float | None, unsure: bool) -> str:
@@ -201,15 +190,7 @@ class Dispatcher:
                 return  # what is left is given back by leave()
             chunk = claims[start:start + size]
             await outbox.start(self.core, self.holder, [claim.id for claim in chunk])
-            sent: list[tuple[Claim, str | None, bool, int]] = []
-            await asyncio.gather(*(self.send_one(claim, sent) for claim in chunk))
-            # What the providers took, recorded together. Until this commits the rows say
-            # "sending": a crash now leaves them unsure, looked up or sent again, as for
-            # any send in flight.
-            await delivery.sent_many(self.core, [(claim, external_id, resent)
-                                                 for claim, external_id, resent, _ in sent])
-            for claim, _, _, attempt in sent:
-                self._done(claim, "sent", attempt, None)
+            await asyncio.gather(*(self.send_one(claim) for claim in chunk))
 
     async def run_once(self) -> int:
         """One round: beat if due, claim a batch, send it; return how many were claimed."""
