@@ -141,12 +141,17 @@ class FakeOperator:
         """The next requests get these answers (an HTTP status, or "slow": no answer in time)."""
         self.script.extend(answers)
 
-    async def _scripted(self) -> int | None:
+    async def _scripted(self, made_at_once: bool = False) -> int | str | None:
+        """The scripted answer for this request, if any. "slow": an operator that makes the
+        message at once (Twilio: the Message resource exists, and its list shows it, from the
+        moment the request is taken) only answers late; the others wait, then accept."""
         self.requests += 1
         if not self.script:
             return None
         answer = self.script.pop(0)
         if answer == "slow":
+            if made_at_once:
+                return "late"
             await asyncio.sleep(self.slow_seconds)  # then accepts, as a slow operator does
             return None
         return int(answer)
@@ -163,7 +168,8 @@ class FakeOperator:
         if request.match_info["sid"] != ACCOUNT_SID or self._basic(request) != (ACCOUNT_SID, TWILIO_TOKEN):
             return web.json_response({"code": 20003, "message": "Authenticate", "status": 401}, status=401)
         form = await request.post()
-        status = await self._scripted()
+        status = await self._scripted(made_at_once=True)
+        late, status = status == "late", (None if status == "late" else status)
         if status == 400:
             return web.json_response({"code": 21211, "message": f"The 'To' number {form['To']} is not a valid phone "
                                       "number.", "more_info": "https://www.twilio.com/docs/errors/21211",
@@ -174,6 +180,8 @@ class FakeOperator:
         sid = "SM" + secrets.token_hex(16)
         self.delivered.append(Delivered("twilio", form["To"], form["Body"], form["From"], sid,
                                         form.get("StatusCallback")))
+        if late:  # Twilio made the message when it took the request; only the answer is late
+            await asyncio.sleep(self.slow_seconds)
         return web.json_response({"sid": sid, "status": "queued", "to": form["To"], "from": form["From"],
                                   "body": form["Body"], "account_sid": ACCOUNT_SID, "num_segments": "1"},
                                  status=201)
