@@ -510,7 +510,7 @@ async def drive(targets: list[WrkTarget], args: argparse.Namespace, workdir: Pat
 
     async def one(target: WrkTarget, seconds: float, measured: bool) -> WrkRun:
         # Enough distinct requests for the slice at twice the rate seen last time.
-        count = max(4 * args.connections, int(estimates[target.server.name] * seconds * 2) + 4 * args.connections)
+        count = max(4 * args.connections, int(estimates[target.server.name] * seconds * 2.5) + 4 * args.connections)
         path = workdir / f"requests-{target.server.name}.bin"
         requests = await asyncio.to_thread(target.make, count)
         await asyncio.to_thread(write_requests, path, requests)
@@ -520,7 +520,9 @@ async def drive(targets: list[WrkTarget], args: argparse.Namespace, workdir: Pat
         server_cpu = tree_cpu_seconds(target.server.process.pid) - cpu_before
         target.tally.add(run, server_cpu, time.process_time() - bench_before, measured, args.threads)
         if run.seconds:
-            estimates[target.server.name] = max(50.0, run.requests / run.seconds)
+            # The highest rate seen so far: a file that runs out repeats requests (reported).
+            estimates[target.server.name] = max(estimates[target.server.name] if measured else 50.0,
+                                                run.requests / run.seconds)
         return run
 
     for target in targets:
