@@ -570,34 +570,49 @@ def judge(bare: Tally, service: Tally, problems: list[str], args: argparse.Names
     return 1 if args.check and (problems or not met) else 0
 
 
-async def profile_service(target: WrkTarget, args: argparse.Namespace, workdir: Path) -> None:
+async def profile_service(target: WrkTarget, args: argparse.Namespace, workdir: Path, drained) -> None:
     """--profile FILE: one more service slice under wrk while py-spy records the service process
-    (with its subprocesses, idle threads left out); collapsed stacks to FILE, and the split."""
+    (with its subprocesses; idle threads left out), and on until every acknowledgement queued is
+    sent (`drained()`), so the dispatcher's work for these complaints is in it; collapsed stacks
+    to FILE, and the split per complaint (bench/profile_split.py)."""
     py_spy = Path(sys.executable).with_name("py-spy")
     command = str(py_spy) if py_spy.exists() else shutil.which("py-spy")
     if not command:
         log("  --profile: py-spy not found (pip install py-spy)")
         return
+    if not await wait_drained(drained, args.drain):
+        log("  --profile: acknowledgements still queued before the profile slice; the profile includes them")
     out = Path(args.profile).resolve()
-    seconds = max(2, round(args.profile_seconds))
-    count = int(max(target.tally.rate, 50) * seconds * 2) + 4 * args.connections
+    seconds = max(1, round(args.profile_seconds))
+    count = int(max(target.tally.rate, 50) * seconds * 2.5) + 4 * args.connections
     path = workdir / "requests-profile.bin"
     write_requests(path, await asyncio.to_thread(target.make, count))
+    pid = target.server.process.pid
+    cpu_before, started = tree_cpu_seconds(pid), time.monotonic()
     recorder = await asyncio.create_subprocess_exec(
-        command, "record", "--pid", str(target.server.process.pid), "--subprocesses", "--duration", str(seconds + 1),
-        "--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking",
+        command, "record", "--pid", str(pid), "--subprocesses", "--duration", "3600", "--rate", "200",
+        "--format", "raw", "--output", str(out), "--nonblocking",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    await asyncio.sleep(0.5)
-    run = await run_wrk(f"http://127.0.0.1:{target.server.port}/", path, seconds, args.threads, args.connections)
-    target.tally.add(run, 0.0, 0.0, measured=False, threads=args.threads)
-    _, stderr = await recorder.communicate()
-    if recorder.returncode != 0:
-        log(f"  py-spy failed: {stderr.decode(errors='replace').strip()[-500:]}")
+    try:
+        await asyncio.sleep(0.5)
+        run = await run_wrk(f"http://127.0.0.1:{target.server.port}/", path, seconds, args.threads,
+                            args.connections)
+        target.tally.add(run, 0.0, 0.0, measured=False, threads=args.threads)
+        sent_all = await wait_drained(drained, args.drain)
+    finally:
+        if recorder.returncode is None:
+            recorder.send_signal(signal.SIGINT)  # py-spy writes what it has and exits
+        _, stderr = await recorder.communicate()
+    cpu, wall = tree_cpu_seconds(pid) - cpu_before, time.monotonic() - started
+    if not out.exists():
+        log(f"  py-spy failed ({recorder.returncode}): {stderr.decode(errors='replace').strip()[-500:]}")
         return
-    log(f"\n  profile: {out} (collapsed stacks, 200 samples/s, {run.ok} requests answered in {run.seconds:.1f} s)")
-    from profile_split import split, render
+    log(f"\n  profile: {out} (collapsed stacks, 200 samples/s over {wall:.1f} s: a {run.seconds:.1f} s wrk slice, "
+        f"{run.ok} answered, then the dispatcher until {'every acknowledgement was sent' if sent_all else '--drain'}"
+        f"); service CPU {cpu:.2f} s")
+    from profile_split import render, split
 
-    log(render(split(out.read_text(), rate=200), run.ok))
+    log(render(split(out.read_text(errors="replace"), rate=200), run.ok, cpu_seconds=cpu))
 
 
 async def wait_drained(check, seconds: float) -> bool:
@@ -709,7 +724,7 @@ async def wrk_main(channel: Channel, args: argparse.Namespace) -> int:
                    WrkTarget(service, lambda n: channel.requests(n, port), guess=channel.guess)]
         await drive(targets, args, workdir)
         if args.profile:
-            await profile_service(targets[1], args, workdir)
+            await profile_service(targets[1], args, workdir, lambda: channel.drained(db.url, floors))
         drained = await wait_drained(lambda: channel.drained(db.url, floors), args.drain)
         targets[1].tally.peak_rss_mib = peak_rss_mib(service.process.pid)
         problems = []
