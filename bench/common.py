@@ -404,6 +404,8 @@ class Tally:
     generator_bound_slices: int = 0
     slices: int = 0
     peak_rss_mib: float | None = None
+    generator: str = "wrk"
+    unit: str = "req/s"
 
     def __post_init__(self) -> None:
         self.hist = {}
@@ -452,9 +454,9 @@ class Tally:
 
     def line(self) -> str:
         rss = f"{self.peak_rss_mib:.0f} MiB" if self.peak_rss_mib is not None else "?"
-        return (f"  {self.name:8s} {self.rate:9.1f} req/s   p50 {self.percentile_ms(0.5):7.1f} ms   "
+        return (f"  {self.name:8s} {self.rate:9.1f} {self.unit}   p50 {self.percentile_ms(0.5):7.1f} ms   "
                 f"p99 {self.percentile_ms(0.99):7.1f} ms   ({self.ok} in {self.seconds:.1f} s)   CPU: server "
-                f"{self.share(self.server_cpu):4.0%}, wrk {self.share(self.wrk_cpu):4.0%}, fakes (bench process) "
+                f"{self.share(self.server_cpu):4.0%}, {self.generator} {self.share(self.wrk_cpu):4.0%}, fakes (bench process) "
                 f"{self.share(self.bench_cpu):4.0%}; server peak RSS {rss}")
 
 
@@ -535,7 +537,8 @@ async def drive(targets: list[WrkTarget], args: argparse.Namespace, workdir: Pat
 
 
 def judge(bare: Tally, service: Tally, problems: list[str], args: argparse.Namespace,
-          target_ratio: float = TARGET_RATIO, target_p99_ms: float | None = TARGET_P99_MS) -> int:
+          target_ratio: float = TARGET_RATIO, target_p99_ms: float | None = TARGET_P99_MS,
+          generator_cores: int | None = None) -> int:
     """Print the figures and the verdict; the exit code."""
     log()
     log(bare.line())
@@ -562,7 +565,8 @@ def judge(bare: Tally, service: Tally, problems: list[str], args: argparse.Names
         log("  run clean: every answer 2xx/3xx, store matches the answers")
     bound = [t for t in (bare, service) if t.generator_bound_slices]
     if bound:
-        log(f"  FAILED: generator-bound: wrk used >= {GENERATOR_BOUND:.0%} of its {min(args.threads, os.cpu_count())} "
+        cores = generator_cores or min(args.threads, os.cpu_count() or 1)
+        log(f"  FAILED: generator-bound: {bare.generator} used >= {GENERATOR_BOUND:.0%} of its {cores} "
             "core(s) in " + ", ".join(f"{t.slices and t.generator_bound_slices}/{t.slices} {t.name} slices"
                                       for t in bound)
             + ": the bare figure is the generator's limit, not the server's; the ratio is not valid")
