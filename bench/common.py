@@ -497,7 +497,34 @@ def add_wrk_arguments(parser: argparse.ArgumentParser, target_ratio: float = TAR
     parser.add_argument("--check", action="store_true",
                         help=f"exit 1 below ratio {target_ratio} or p99 >= {TARGET_P99_MS:g} ms, or on problems")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed-complaints", type=int, default=0, metavar="N",
+                        help="store N complaints first (bench/desk.py's seeding: 1,000,000 for the issue's memory "
+                             "target), so peak RSS and rates are taken with a full store")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
+
+
+async def seed_store(db: Database, rows: int, seed: int) -> None:
+    """N complaints with their contacts and first messages, as bench/desk.py seeds them (its ten units
+    and their staff stay in the store, inactive once the benchmark's own configuration is synced)."""
+    import random
+    import secrets as _secrets
+
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from bench import desk
+    from service.assembly import open_core
+    from service.config import parse_config
+
+    key = _secrets.token_hex(32)
+    core = await open_core(parse_config(desk.bench_config(db.url, free_port(), desk.SECRET_ENV), {desk.SECRET_ENV: key}))
+    try:
+        log(f"seeding {rows:,} complaints on {db.kind} (bench/desk.py's seeding) ...")
+        started = time.monotonic()
+        await desk.seed(core, db, rows, 20_000, random.Random(seed))
+        log(f"  seeded in {time.monotonic() - started:.0f} s; store {await db.size(core)}")
+    finally:
+        await core.close()
 
 
 def serve_command(config: Path, workers: int | None) -> list[str]:
@@ -712,6 +739,8 @@ async def wrk_main(channel: Channel, args: argparse.Namespace) -> int:
     bare = bare_server(workdir)
     service = None
     try:
+        if getattr(args, "seed_complaints", 0):
+            await seed_store(db, args.seed_complaints, args.seed)
         config = await channel.start(args, workdir, db.url, port)
         service = Server("service", serve_command(config, args.workers), port, workdir / "service.log")
         log(f"feedback-intake {channel.title}: wrk -t{args.threads} -c{args.connections}, distinct pre-signed "

@@ -51,7 +51,7 @@ class Intake(Channel):
     def __init__(self, phone_share: float, seed: int) -> None:
         self.phone_share = phone_share
         self.rng = random.Random(seed)
-        self.numbers = itertools.count(self.rng.randrange(10 ** 6))
+        self.numbers = itertools.count(5 * 10 ** 6 + self.rng.randrange(10 ** 6))  # clear of --seed-complaints' numbers
         self.cookie = ""
         self.token = ""
         self.fake: FakeHttp | None = None

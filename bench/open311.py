@@ -51,7 +51,7 @@ class Open311(Channel):
 
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
-        self.numbers = itertools.count(self.rng.randrange(10 ** 6))
+        self.numbers = itertools.count(5 * 10 ** 6 + self.rng.randrange(10 ** 6))  # clear of --seed-complaints' numbers
         self.fake: FakeHttp | None = None
 
     async def start(self, args, workdir, url, port) -> Path:

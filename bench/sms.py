@@ -72,7 +72,7 @@ class Sms(Channel):
         self.title = f"SMS webhook benchmark ({gateway} gateway)"
         self.rng = random.Random(seed)
         # Every request a phone number not used before in this run: a new complaint each.
-        self.numbers = itertools.count(self.rng.randrange(10 ** 6))
+        self.numbers = itertools.count(5 * 10 ** 6 + self.rng.randrange(10 ** 6))  # clear of --seed-complaints' numbers
         self.sign = twilio_signer() if gateway == "twilio" else None
         self.fake: FakeHttp | None = None
 
