@@ -399,6 +399,7 @@ class Tally:
     ok_total: int = 0  # every 2xx/3xx answer, warm-up included (what the store must hold at least)
     reused: int = 0
     server_cpu: float = 0.0
+    database_cpu: float | None = None  # the PostgreSQL backends serving the service's connections
     wrk_cpu: float = 0.0
     bench_cpu: float = 0.0  # this process: the fake gateways run here
     generator_bound_slices: int = 0
@@ -456,7 +457,10 @@ class Tally:
         rss = f"{self.peak_rss_mib:.0f} MiB" if self.peak_rss_mib is not None else "?"
         return (f"  {self.name:8s} {self.rate:9.1f} {self.unit}   p50 {self.percentile_ms(0.5):7.1f} ms   "
                 f"p99 {self.percentile_ms(0.99):7.1f} ms   ({self.ok} in {self.seconds:.1f} s)   CPU: server "
-                f"{self.share(self.server_cpu):4.0%}, {self.generator} {self.share(self.wrk_cpu):4.0%}, fakes (bench process) "
+                f"{self.share(self.server_cpu):4.0%}"
+                + (f" + its PostgreSQL backends {self.share(self.database_cpu):4.0%}" if self.database_cpu is not None
+                   else "")
+                + f", {self.generator} {self.share(self.wrk_cpu):4.0%}, fakes (bench process) "
                 f"{self.share(self.bench_cpu):4.0%}; server peak RSS {rss}")
 
 
@@ -468,6 +472,7 @@ class WrkTarget:
     make: object  # Callable[[int], list[bytes]]
     guess: float  # requests a second to size the first file for
     tally: Tally = None
+    backends: object = None  # async () -> pids of the PostgreSQL backends serving this server
 
     def __post_init__(self) -> None:
         self.tally = Tally(self.server.name)
@@ -543,11 +548,18 @@ async def drive(targets: list[WrkTarget], args: argparse.Namespace, workdir: Pat
         path = workdir / f"requests-{target.server.name}.bin"
         requests = await asyncio.to_thread(target.make, count)
         await asyncio.to_thread(write_requests, path, requests)
+        backends = await target.backends() if target.backends else []
+        db_before = {pid: cpu_seconds_of(pid) for pid in backends}
         cpu_before, bench_before = tree_cpu_seconds(target.server.process.pid), time.process_time()
         run = await run_wrk(f"http://127.0.0.1:{target.server.port}/", path, seconds, args.threads,
                             args.connections)
         server_cpu = tree_cpu_seconds(target.server.process.pid) - cpu_before
         target.tally.add(run, server_cpu, time.process_time() - bench_before, measured, args.threads)
+        if target.backends and measured:
+            # Backends that came during the slice count from their start (a pool's connections are few).
+            after = await target.backends()
+            used = sum(max(0.0, cpu_seconds_of(pid) - db_before.get(pid, 0.0)) for pid in after)
+            target.tally.database_cpu = (target.tally.database_cpu or 0.0) + used
         if run.seconds:
             # The highest rate seen so far: a file that runs out repeats requests (reported).
             estimates[target.server.name] = max(estimates[target.server.name] if measured else 50.0,
@@ -646,12 +658,22 @@ async def profile_service(target: WrkTarget, args: argparse.Namespace, workdir: 
     log(render(split(out.read_text(errors="replace"), rate=200), run.ok, cpu_seconds=cpu))
 
 
-async def wait_drained(check, seconds: float) -> bool:
-    """Poll `check()` (the store: everything queued sent?) for at most `seconds`."""
+async def wait_drained(check, seconds: float, settle: float = 2.0) -> bool:
+    """Poll `check()` -> (messages not yet sent, messages queued in all) for at most `seconds`: done
+    when nothing is left unsent and nothing new was queued for `settle` seconds (requests that were
+    in flight when wrk stopped are still being filed for a while, and queue more)."""
     deadline = time.monotonic() + seconds
+    quiet_since, last_total = None, None
     while time.monotonic() < deadline:
-        if await check():
-            return True
+        left, total = await check()
+        now = time.monotonic()
+        if left == 0 and total == last_total:
+            quiet_since = quiet_since or now
+            if now - quiet_since >= settle:
+                return True
+        else:
+            quiet_since = None
+        last_total = total
         await asyncio.sleep(0.25)
     return False
 
@@ -707,11 +729,12 @@ class Channel:
                                         "outbox_floor": "SELECT coalesce(max(id), 0) FROM outbox"})
         return found or {"floor": 0, "complaint_floor": 0, "outbox_floor": 0}
 
-    async def drained(self, url: str, floors: dict[str, int]) -> bool:
-        """Every acknowledgement queued since `floors` sent."""
-        found = await store_query(url, {"left": "SELECT count(*) FROM outbox WHERE id > {outbox_floor} "
-                                                "AND status <> 'sent'".format(**floors)})
-        return found is not None and found["left"] == 0
+    async def drained(self, url: str, floors: dict[str, int]) -> tuple[int, int]:
+        """(outbox rows queued since `floors` not yet sent, all of them) for wait_drained."""
+        found = await store_query(url, {
+            "left": "SELECT count(*) FROM outbox WHERE id > {outbox_floor} AND status <> 'sent'".format(**floors),
+            "total": "SELECT count(*) FROM outbox WHERE id > {outbox_floor}".format(**floors)})
+        return (found["left"], found["total"]) if found is not None else (-1, -1)
 
     async def verify(self, url: str, floors: dict[str, int], tally: Tally) -> list[str]:
         raise NotImplementedError
@@ -726,6 +749,20 @@ def between(found: dict, name: str, tally: Tally, what: str) -> list[str]:
     if not tally.ok_total <= found[name] <= tally.sent_total:
         return [f"store has {found[name]} {what}; answered {tally.ok_total}, sent {tally.sent_total}"]
     return []
+
+
+async def postgres_backends(db: Database) -> list[int]:
+    """The process ids of the PostgreSQL backends connected to the run's database (PostgreSQL runs
+    on this machine: their CPU is read from /proc like the service's)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(plain_pg_url(db.admin_url))
+    try:
+        rows = await connection.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> "
+                                      "pg_backend_pid()", db.name)
+    finally:
+        await connection.close()
+    return [row["pid"] for row in rows]
 
 
 async def wrk_main(channel: Channel, args: argparse.Namespace) -> int:
@@ -754,7 +791,8 @@ async def wrk_main(channel: Channel, args: argparse.Namespace) -> int:
             await wait_healthy(server)
         await channel.ready(port)
         targets = [WrkTarget(bare, lambda n: channel.requests(n, bare.port), guess=15000.0),
-                   WrkTarget(service, lambda n: channel.requests(n, port), guess=channel.guess)]
+                   WrkTarget(service, lambda n: channel.requests(n, port), guess=channel.guess,
+                             backends=(lambda: postgres_backends(db)) if db.kind == "postgresql" else None)]
         await drive(targets, args, workdir)
         if args.profile:
             await profile_service(targets[1], args, workdir, lambda: channel.drained(db.url, floors))

@@ -345,10 +345,11 @@ async def run(args: argparse.Namespace) -> int:
             await wait_for_smtp(server)
         floor = (await store_query(db.url, {"max": "SELECT coalesce(max(id), 0) FROM complaints"}) or {"max": 0})["max"]
 
-        async def drained() -> bool:
-            found = await store_query(db.url, {"left": f"SELECT count(*) FROM outbox WHERE complaint_id > {floor} "
-                                                       "AND status <> 'sent'"})
-            return found is not None and found["left"] == 0
+        async def drained() -> tuple[int, int]:
+            found = await store_query(db.url, {
+                "left": f"SELECT count(*) FROM outbox WHERE complaint_id > {floor} AND status <> 'sent'",
+                "total": f"SELECT count(*) FROM outbox WHERE complaint_id > {floor}"})
+            return (found["left"], found["total"]) if found is not None else (-1, -1)
 
         log(f"SMTP intake benchmark: {args.connections} sessions in {args.generators} generator process(es), "
             f"{args.warmup:g} s warm-up + {args.seconds:g} s measured per target in {args.rounds} alternating "
