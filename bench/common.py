@@ -522,7 +522,8 @@ async def seed_store(db: Database, rows: int, seed: int) -> None:
     from service.config import parse_config
 
     key = _secrets.token_hex(32)
-    core = await open_core(parse_config(desk.bench_config(db.url, free_port(), desk.SECRET_ENV), {desk.SECRET_ENV: key}))
+    config = parse_config(desk.bench_config(db.url, free_port(), desk.SECRET_ENV), {desk.SECRET_ENV: key})
+    core = await open_core(config)
     try:
         log(f"seeding {rows:,} complaints on {db.kind} (bench/desk.py's seeding) ...")
         started = time.monotonic()

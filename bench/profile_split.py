@@ -32,13 +32,15 @@ MARKERS = [
     ("outbound HTTP", re.compile(r"^(aiohttp/(client|connector|client_proto|client_reqrep|tracing)|"
                                  r"channels/[a-z]+/(sender|twilio|generic|api|client|relay)\.py:(\w+\.)?send|yarl/)")),
     ("database", re.compile(r"^(sqlalchemy/|aiosqlite/|asyncpg/|greenlet|storage/|sqlite3)")),
-    ("parsing", re.compile(r"^(multidict/|urllib/parse\.py|json/|email/|aiohttp/(multipart|formdata|web_request)\.py)")),
+    ("parsing", re.compile(r"^(multidict/|urllib/parse\.py|json/|email/|"
+                           r"aiohttp/(multipart|formdata|web_request)\.py)")),
     ("validation", re.compile(r"^(hmac\.py|hashlib|phonenumbers/|email_validator/|twilio/|pydantic/|"
                               r"channels/sms/(common|twilio|generic|webhook)\.py|channels/web/(form|csrf|open311)\.py|"
                               r"channels/zalo/|contract/fields\.py|bot/guard\.py)")),
     ("routing", re.compile(r"^bot/(routing|directory)\.py")),
     ("incident grouping", re.compile(r"^bot/incidents/")),
-    ("HTTP (aiohttp server)", re.compile(r"^(aiohttp/|asyncio/(selector_events|streams|transports)\.py|service/edge\.py)")),
+    ("HTTP (aiohttp server)", re.compile(r"^(aiohttp/|asyncio/(selector_events|streams|transports)\.py|"
+                                         r"service/edge\.py)")),
 ]
 DISPATCH = re.compile(r"^bot/(dispatcher|delivery)\.py")
 IDLE = {"EpollSelector.select", "select", "Queue.get", "Condition.wait", "Event.wait"}
