@@ -89,13 +89,36 @@ def bucket_of(frames: list[tuple[str, str]]) -> tuple[str, str | None]:
         # The statement's issuer: the nearest project frame above the first database frame.
         first_db = next(i for i, f in enumerate(files) if MARKERS[3][1].match(f))
         callers = [frames[i] for i in range(first_db) if PROJECT.match(frames[i][1])]
-        detail = f"{callers[-1][1]}:{callers[-1][0]}" if callers else None
+        detail = f"{callers[-1][1]}:{callers[-1][0]}" if callers else statement_kind(frames)
         if dispatching:
             return "outbox claim and update", detail
         return "database", detail
     if dispatching and bucket not in ("outbound HTTP", "logging", "metrics"):
         return "dispatcher (other)", f"{frames[index][1]}:{frames[index][0]}"
     return bucket, None
+
+
+# SQLAlchemy runs an AsyncSession's statements in a greenlet, whose stack py-spy shows without the
+# coroutine that awaits it: for those, name the kind of statement from SQLAlchemy's own frames.
+STATEMENT_KINDS = [
+    ("_BulkORMInsert", "INSERT (ORM bulk insert; caller not on the greenlet's stack)"),
+    ("_BulkORMUpdate", "UPDATE (ORM bulk update; caller not on the greenlet's stack)"),
+    ("_BulkUDCompileState", "UPDATE/DELETE (ORM; caller not on the greenlet's stack)"),
+    ("_get_crud_kv_pairs", "INSERT/UPDATE parameters (ORM; caller not on the greenlet's stack)"),
+    ("commit", "COMMIT"),
+    ("_connection_for_bind", "BEGIN / connection from the pool"),
+    ("_load_on_pk_identity", "SELECT by primary key (Session.get)"),
+    ("_AbstractORMCompileState", "SELECT (ORM; caller not on the greenlet's stack)"),
+    ("Connection._execute", "aiosqlite: handing a call to its thread"),
+    ("Connection.cursor", "aiosqlite: handing a call to its thread"),
+]
+
+
+def statement_kind(frames: list[tuple[str, str]]) -> str:
+    for marker, kind in STATEMENT_KINDS:
+        if any(marker in function for function, _ in frames):
+            return kind
+    return "other SQLAlchemy / driver work, caller not on the stack"
 
 
 def split(text: str, rate: float = 200.0) -> dict:
@@ -128,7 +151,7 @@ def split(text: str, rate: float = 200.0) -> dict:
     return {"buckets": buckets, "details": details, "idle": idle, "rate": rate}
 
 
-def render(result: dict, requests: int, cpu_seconds: float | None = None, top: int = 6) -> str:
+def render(result: dict, requests: int, cpu_seconds: float | None = None, top: int = 8) -> str:
     buckets, details, rate = result["buckets"], result["details"], result["rate"]
     active = sum(buckets.values())
     if not active or not requests:
