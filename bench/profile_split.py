@@ -1,7 +1,7 @@
 """Group py-spy's collapsed stacks (``py-spy record --format raw``) of the serving process into
 where a complaint's CPU goes: HTTP, parsing, validation, routing, incident grouping, other
 domain work, database (by the function that issued the statements), outbox claim and update,
-outbound HTTP, logging, metrics.
+outbound HTTP (or the SMTP relay), logging, metrics.
 
     python bench/profile_split.py /tmp/sms.txt --requests 1234 [--cpu-seconds 9.1] [--rate 200]
 
@@ -29,7 +29,8 @@ PROJECT = re.compile(r"^(bot|channels|service/(?!cli|commands|app)|storage|contr
 MARKERS = [
     ("logging", re.compile(r"^(logging/|bot/logs\.py)")),
     ("metrics", re.compile(r"^(prometheus_client/|bot/metrics\.py)")),
-    ("outbound HTTP", re.compile(r"^(aiohttp/(client|connector|client_proto|client_reqrep|tracing)|"
+    ("outbound (HTTP, SMTP relay)", re.compile(r"^(aiohttp/(client|connector|client_proto|client_reqrep|tracing)|"
+                                               r"aiosmtplib/|smtplib\.py|"
                                  r"channels/[a-z]+/(sender|twilio|generic|api|client|relay)\.py:(\w+\.)?send|yarl/)")),
     ("database", re.compile(r"^(sqlalchemy/|aiosqlite/|asyncpg/|greenlet|storage/|sqlite3)")),
     ("parsing", re.compile(r"^(multidict/|urllib/parse\.py|json/|email/|"
@@ -39,13 +40,15 @@ MARKERS = [
                               r"channels/zalo/|contract/fields\.py|bot/guard\.py)")),
     ("routing", re.compile(r"^bot/(routing|directory)\.py")),
     ("incident grouping", re.compile(r"^bot/incidents/")),
-    ("HTTP (aiohttp server)", re.compile(r"^(aiohttp/|asyncio/(selector_events|streams|transports)\.py|"
+    ("HTTP/SMTP server (aiohttp, aiosmtpd, asyncio)",
+     re.compile(r"^(aiohttp/|aiosmtpd/|asyncio/(selector_events|streams|transports)\.py|"
                                          r"service/edge\.py)")),
 ]
 DISPATCH = re.compile(r"^bot/(dispatcher|delivery)\.py")
 IDLE = {"EpollSelector.select", "select", "Queue.get", "Condition.wait", "Event.wait"}
-ORDER = ["HTTP (aiohttp server)", "parsing", "validation", "routing", "incident grouping", "domain (other bot/)",
-         "database", "database: SQLite engine (aiosqlite thread)", "outbox claim and update", "outbound HTTP",
+ORDER = ["HTTP/SMTP server (aiohttp, aiosmtpd, asyncio)", "parsing", "validation", "routing", "incident grouping",
+         "domain (other bot/)",
+         "database", "database: SQLite engine (aiosqlite thread)", "outbox claim and update", "outbound (HTTP, SMTP relay)",
          "dispatcher (other)", "logging", "metrics", "event loop (other)"]
 
 
@@ -93,7 +96,7 @@ def bucket_of(frames: list[tuple[str, str]]) -> tuple[str, str | None]:
         if dispatching:
             return "outbox claim and update", detail
         return "database", detail
-    if dispatching and bucket not in ("outbound HTTP", "logging", "metrics"):
+    if dispatching and bucket not in ("outbound (HTTP, SMTP relay)", "logging", "metrics"):
         return "dispatcher (other)", f"{frames[index][1]}:{frames[index][0]}"
     return bucket, None
 
