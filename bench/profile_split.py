@@ -41,15 +41,13 @@ MARKERS = [
     ("routing", re.compile(r"^bot/(routing|directory)\.py")),
     ("incident grouping", re.compile(r"^bot/incidents/")),
     ("HTTP/SMTP server (aiohttp, aiosmtpd, asyncio)",
-     re.compile(r"^(aiohttp/|aiosmtpd/|asyncio/(selector_events|streams|transports)\.py|"
-                                         r"service/edge\.py)")),
+     re.compile(r"^(aiohttp/|aiosmtpd/|asyncio/(selector_events|streams|transports)\.py|service/edge\.py)")),
 ]
 DISPATCH = re.compile(r"^bot/(dispatcher|delivery)\.py")
 IDLE = {"EpollSelector.select", "select", "Queue.get", "Condition.wait", "Event.wait"}
 ORDER = ["HTTP/SMTP server (aiohttp, aiosmtpd, asyncio)", "parsing", "validation", "routing", "incident grouping",
-         "domain (other bot/)",
-         "database", "database: SQLite engine (aiosqlite thread)", "outbox claim and update", "outbound (HTTP, SMTP relay)",
-         "dispatcher (other)", "logging", "metrics", "event loop (other)"]
+         "domain (other bot/)", "database", "database: SQLite engine (aiosqlite thread)", "outbox claim and update",
+         "outbound (HTTP, SMTP relay)", "dispatcher (other)", "logging", "metrics", "event loop (other)"]
 
 
 def parse_frame(frame: str) -> tuple[str, str]:
