@@ -41,13 +41,14 @@ MARKERS = [
     ("routing", re.compile(r"^bot/(routing|directory)\.py")),
     ("incident grouping", re.compile(r"^bot/incidents/")),
     ("HTTP/SMTP server (aiohttp, aiosmtpd, asyncio)",
-     re.compile(r"^(aiohttp/|aiosmtpd/|asyncio/(selector_events|streams|transports)\.py|service/edge\.py)")),
+     re.compile(r"^(aiohttp/|aiosmtpd/|asyncio/streams\.py|service/edge\.py)")),
 ]
 DISPATCH = re.compile(r"^bot/(dispatcher|delivery)\.py")
 IDLE = {"EpollSelector.select", "select", "Queue.get", "Condition.wait", "Event.wait"}
 ORDER = ["HTTP/SMTP server (aiohttp, aiosmtpd, asyncio)", "parsing", "validation", "routing", "incident grouping",
          "domain (other bot/)", "database", "database: SQLite engine (aiosqlite thread)", "outbox claim and update",
-         "outbound (HTTP, SMTP relay)", "dispatcher (other)", "logging", "metrics", "event loop (other)"]
+         "outbound (HTTP, SMTP relay)", "dispatcher (other)", "logging", "metrics",
+         "socket reads (any connection: HTTP, database, gateways)", "event loop (other)"]
 
 
 def parse_frame(frame: str) -> tuple[str, str]:
@@ -73,6 +74,8 @@ def bucket_of(frames: list[tuple[str, str]]) -> tuple[str, str | None]:
     bucket = None
     index = -1
     for index in range(len(frames) - 1, -1, -1):
+        if files[index].startswith(("asyncio/selector_events.py", "asyncio/transports.py")):
+            continue  # a socket's send or receive belongs to whoever called it
         for name, pattern in MARKERS:
             if pattern.match(files[index]):
                 bucket = name
@@ -80,6 +83,11 @@ def bucket_of(frames: list[tuple[str, str]]) -> tuple[str, str | None]:
         if bucket:
             break
     if bucket is None:
+        functions = {function for function, _ in frames}
+        if functions & {"BaseSelectorEventLoop._read_from_self", "BaseSelectorEventLoop._write_to_self"}:
+            return "database", "the event loop woken by a thread (aiosqlite's results)"
+        if frames and frames[-1][0].startswith("_SelectorSocketTransport._read_ready"):
+            return "socket reads (any connection: HTTP, database, gateways)", None
         project = [i for i, (_, path) in enumerate(frames) if PROJECT.match(path)]
         if project:
             function, path = frames[project[-1]]
