@@ -356,7 +356,6 @@ async def run_wrk(url: str, requests_file: Path, seconds: float, threads: int = 
                   timeout: float = 10.0) -> WrkRun:
     """wrk with replay.lua over `requests_file`; CPU from wait4's rusage (the whole wrk process)."""
     import json
-    import resource  # noqa: F401  (wait4's rusage)
 
     wrk = shutil.which("wrk")
     if not wrk:
