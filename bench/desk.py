@@ -135,15 +135,19 @@ async def seed(core, db: Database, rows: int, chunk: int, rng: random.Random) ->
     lite = sqlite3.connect(sqlite_path(db.url)) if db.kind == "sqlite" else None
 
     async def put(table, batch: list[dict]) -> None:
+        # Columns added to the schema since this seeding was written take their scalar default.
+        defaults = {c.name: c.default.arg for c in table.columns
+                    if c.default is not None and c.default.is_scalar and c.name not in batch[0]}
+        batch = [{**defaults, **r} for r in batch] if defaults else batch
         columns = [c.name for c in table.columns]
         if pg is not None:
-            await pg.copy_records_to_table(table.name, records=[tuple(r[c] for c in columns) for r in batch],
+            await pg.copy_records_to_table(table.name, records=[tuple(r.get(c) for c in columns) for r in batch],
                                            columns=columns)
             return
         # Straight through sqlite3: SQLAlchemy's per-row type processing would take most of the time.
         # Times as the store keeps them on SQLite: naive UTC text.
         records = [tuple(v.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
-                         if isinstance(v, datetime) else v for v in (r[c] for c in columns)) for r in batch]
+                         if isinstance(v, datetime) else v for v in (r.get(c) for c in columns)) for r in batch]
         with lite:
             lite.executemany(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES "
                              f"({', '.join('?' * len(columns))})", records)

@@ -1,53 +1,46 @@
-"""Benchmark: SMS webhook intake rate, signed Twilio posts, against a bare aiohttp handler.
+"""Benchmark: SMS webhook intake under wrk, signed Twilio (or generic gateway) posts, against a
+bare aiohttp handler.
 
 Not a test. It measures, in one run on this machine, two servers under the same load:
 
-* service: ``feedback-intake serve`` with one Twilio gateway, on a temporary SQLite file
-  (or --database-url). Each request is ``POST /webhooks/sms/twilio`` with a recorded-style
-  Twilio form (a fresh MessageSid, a random Vietnamese mobile number, a Vietnamese
-  complaint) signed in X-Twilio-Signature with Twilio's own ``RequestValidator``; the
-  service verifies it, files the complaint (or threads a follow-up), commits, queues the
-  SMS acknowledgement and answers 200 with empty TwiML. Its dispatcher sends the
-  acknowledgements meanwhile to a fake Twilio Messages API run by this process.
-* bare: a tiny aiohttp app (``--bare-server PORT``) that parses the same form and answers
-  200 with empty TwiML: the ceiling of aiohttp plus this load generator.
+* service: ``feedback-intake serve`` with one SMS gateway (``--gateway twilio``, the default, or
+  ``generic``), on a temporary SQLite file (``--postgres``: a PostgreSQL database made and
+  dropped). Each request is ``POST /webhooks/sms/<gateway>`` from a phone number never seen
+  before (so each one is a new complaint), signed as the gateway signs (Twilio's
+  X-Twilio-Signature with Twilio's own ``RequestValidator``; the generic gateway's
+  X-Signature, HMAC-SHA256 of the body); the service verifies it, files the complaint,
+  commits, queues the SMS acknowledgement and answers 200. Its dispatcher sends the
+  acknowledgements meanwhile to a fake Twilio Messages API (or fake generic gateway) served
+  by this benchmark's process.
+* bare: ``python bench/common.py --bare-server PORT``, an aiohttp app that parses the same
+  body (form or JSON) and answers 200.
 
-The load generator (N clients, one keep-alive connection each) runs here. The figure
-that counts on a small shared machine is the ratio service / bare; the two are measured
-in alternating slices so that noise falls on both alike. A share of requests repeats an
-earlier one byte for byte, as a gateway's retry does. After the run the store is read
-back: one stored SMS per distinct MessageSid answered 200, one acknowledgement queued per
-complaint, and nothing else.
+The load generator is wrk (``-t1 -c32`` by default) replaying pre-generated requests, each
+once (bench/wrk/replay.lua); see bench/README.md.
 
-    python bench/sms.py                      # 2 s warm-up + 10 s measured each, 32 clients
-    python bench/sms.py --seconds 20 --check # exit 1 below the target ratio or on problems
+    python bench/sms.py                      # SQLite, Twilio, 2 s warm-up + 10 s measured each
+    python bench/sms.py --gateway generic --postgres --check
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
+import itertools
+import json
 import random
 import secrets
-import shutil
-import signal
 import sys
-import tempfile
-import time
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
-from common import Server, free_port, service_command, store_query, wait_healthy
+from common import (Channel, FakeHttp, Tally, add_wrk_arguments, between, raw_request, run_main, store_query,
+                    toml_str)
 
-TARGET_RATIO = 0.25
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "bench-twilio-auth-token-" + "5" * 8
+GENERIC_SECRET = "bench-generic-secret-" + "9" * 8
 GATEWAY_NUMBER = "+84241234567"
 FORM_TYPE = "application/x-www-form-urlencoded"
-EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 MOBILE_PREFIXES = ("8490", "8491", "8493", "8494", "8496", "8497", "8498")
 TEXTS = (
     "Đèn đường ngõ 12 phố Trần Duy Hưng hỏng ba hôm nay, buổi tối rất tối và nguy hiểm.",
@@ -58,353 +51,125 @@ TEXTS = (
 )
 
 
-# --- the bare baseline server (runs in its own process) -----------------------------------
-
-def run_bare_server(port: int) -> None:
-    """A bare aiohttp app: POST /webhooks/sms/twilio parses the form, answers empty TwiML."""
-    from aiohttp import web
-
-    async def webhook(request: web.Request) -> web.Response:
-        posted = await request.post()
-        if "MessageSid" not in posted:
-            return web.Response(status=400)
-        return web.Response(text=EMPTY_TWIML, content_type="text/xml")
-
-    async def healthz(_request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    app = web.Application()
-    app.router.add_post("/webhooks/sms/twilio", webhook)
-    app.router.add_get("/healthz", healthz)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, handle_signals=True)
-
-
-# --- servers under test ----------------------------------------------------------------------
-
-# --- the fake Twilio Messages API (in this process) -----------------------------------------
-
-class FakeTwilio:
-    """Answers the service's acknowledgements as Twilio does (201 with a Message SID)."""
-
-    def __init__(self) -> None:
-        self.sent = 0
-        self.runner = None
-        self.port = 0
-
-    async def start(self) -> None:
-        from aiohttp import web
-
-        async def messages(request: web.Request) -> web.Response:
-            form = await request.post()
-            self.sent += 1
-            return web.json_response({"sid": "SM" + secrets.token_hex(16), "status": "queued", "to": form.get("To")},
-                                     status=201)
-
-        app = web.Application()
-        app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", messages)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
-
-
-# --- load -------------------------------------------------------------------------------------
-
-def signer():
-    """Twilio's own signer (the twilio package, a test dependency), else ours."""
+def twilio_signer():
+    """Twilio's own RequestValidator when the twilio package is installed, else ours."""
     try:
         from twilio.request_validator import RequestValidator
     except ImportError:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         from channels.sms.twilio import signature
 
-        print("  (twilio package not installed: signing with channels.sms.twilio)", file=sys.stderr)
         return lambda url, params: signature(TOKEN, url, list(params.items()))
-    validator = RequestValidator(TOKEN)
-    return validator.compute_signature
+    return RequestValidator(TOKEN).compute_signature
 
 
-def twilio_form(rng: random.Random) -> dict[str, str]:
-    sid = "SM" + "".join(rng.choice("0123456789abcdef") for _ in range(32))
-    return {"ToCountry": "VN", "SmsMessageSid": sid, "NumMedia": "0", "SmsSid": sid, "SmsStatus": "received",
-            "Body": rng.choice(TEXTS), "FromCountry": "VN", "To": GATEWAY_NUMBER, "NumSegments": "2",
-            "MessageSid": sid, "AccountSid": ACCOUNT_SID,
-            "From": "+" + rng.choice(MOBILE_PREFIXES) + f"{rng.randrange(10 ** 7):07d}", "ApiVersion": "2010-04-01"}
+class Sms(Channel):
+    prefix = "sms"
+    guess = 400.0
 
+    def __init__(self, gateway: str, seed: int) -> None:
+        self.gateway = gateway
+        self.title = f"SMS webhook benchmark ({gateway} gateway)"
+        self.rng = random.Random(seed)
+        # Every request a phone number not used before in this run: a new complaint each.
+        self.numbers = itertools.count(5 * 10 ** 6 + self.rng.randrange(10 ** 6))  # clear of --seed-complaints' numbers
+        self.sign = twilio_signer() if gateway == "twilio" else None
+        self.fake: FakeHttp | None = None
 
-@dataclass
-class Load:
-    """What one target's slices produced, added up."""
+    async def start(self, args, workdir, url, port) -> Path:
+        from aiohttp import web
 
-    name: str
-    window: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-    ok_sids: set[str] = field(default_factory=set)  # every MessageSid answered 200 (what the store must hold)
-    sent: int = 0
-    errors: Counter = field(default_factory=Counter)
-    samples: list[str] = field(default_factory=list)
-    server_cpu_seconds: float | None = 0.0
-    client_cpu_seconds: float = 0.0
+        async def twilio(request: web.Request) -> web.Response:
+            form = await request.post()
+            return web.json_response({"sid": "SM" + secrets.token_hex(16), "status": "queued",
+                                      "to": form.get("To")}, status=201)
 
-    @property
-    def rate(self) -> float:
-        return len(self.latencies) / self.window if self.window else 0.0
+        async def generic(request: web.Request) -> web.Response:
+            body = await request.json()
+            return web.json_response({"id": "op-" + str(body.get("id"))})
 
-    def percentile(self, q: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+        self.fake = FakeHttp([("POST", "/2010-04-01/Accounts/{sid}/Messages.json", twilio),
+                              ("POST", "/send", generic)])
+        await self.fake.start()
+        api = f"http://127.0.0.1:{self.fake.port}" + ("" if self.gateway == "twilio" else "/send")
+        import os
 
+        os.environ["FI_BENCH_SMS_SECRET"] = TOKEN if self.gateway == "twilio" else GENERIC_SECRET
+        config = workdir / "config.toml"
+        config.write_text(
+            f"[storage]\nurl = {toml_str(url)}\n" + (f"pool_size = {args.pool_size}\n" if args.pool_size else "")
+            + f'\n[web]\nhost = "127.0.0.1"\nport = {port}\npublic_url = {toml_str(f"http://127.0.0.1:{port}")}\n'
+            + f'\n[[sms.gateways]]\nname = "{self.gateway}"\nkind = "{self.gateway}"\n'
+            + f"number = {toml_str(GATEWAY_NUMBER)}\napi_url = {toml_str(api)}\nsecret_env = \"FI_BENCH_SMS_SECRET\"\n"
+            + (f"account_sid = {toml_str(ACCOUNT_SID)}\n" if self.gateway == "twilio" else ""),
+            encoding="utf-8")
+        self.port = port
+        return config
 
-class Target:
-    """A server under load from N clients posting signed Twilio webhooks."""
+    def requests(self, n: int, port: int) -> list[bytes]:
+        out = []
+        path = f"/webhooks/sms/{self.gateway}"
+        signed_url = f"http://127.0.0.1:{self.port}{path}"  # the service's public_url (bare ignores it)
+        for _ in range(n):
+            number = next(self.numbers)
+            sid = "SM" + secrets.token_hex(16)
+            phone = "+" + MOBILE_PREFIXES[number // 10 ** 7 % len(MOBILE_PREFIXES)] + f"{number % 10 ** 7:07d}"
+            text = self.rng.choice(TEXTS)
+            if self.gateway == "twilio":
+                form = {"ToCountry": "VN", "SmsMessageSid": sid, "NumMedia": "0", "SmsSid": sid,
+                        "SmsStatus": "received", "Body": text, "FromCountry": "VN", "To": GATEWAY_NUMBER,
+                        "NumSegments": "2", "MessageSid": sid, "AccountSid": ACCOUNT_SID, "From": phone,
+                        "ApiVersion": "2010-04-01"}
+                body = urlencode(form).encode()
+                headers = {"Content-Type": FORM_TYPE, "X-Twilio-Signature": self.sign(signed_url, form)}
+            else:
+                import hashlib
+                import hmac
 
-    def __init__(self, server: Server, public_url: str, concurrency: int, duplicate_share: float, seed: int):
-        self.server, self.concurrency, self.duplicate_share = server, concurrency, duplicate_share
-        self.url = f"http://127.0.0.1:{server.port}/webhooks/sms/twilio"
-        self.signed_url = f"{public_url}/webhooks/sms/twilio"
-        self.load = Load(server.name)
-        self.rngs = [random.Random(seed * 1000 + i) for i in range(concurrency)]
-        self.sign = signer()
-        self.sessions: list = []
+                body = json.dumps({"id": sid, "from": phone, "to": GATEWAY_NUMBER, "text": text},
+                                  ensure_ascii=False).encode()
+                headers = {"Content-Type": "application/json",
+                           "X-Signature": hmac.new(GENERIC_SECRET.encode(), body, hashlib.sha256).hexdigest()}
+            out.append(raw_request("POST", path, port, headers, body))
+        return out
 
-    async def open(self) -> None:
-        import aiohttp
-
-        self.sessions = [aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1),
-                                               timeout=aiohttp.ClientTimeout(total=60))
-                         for _ in range(self.concurrency)]
-
-    async def close(self) -> None:
-        await asyncio.gather(*(s.close() for s in self.sessions), return_exceptions=True)
-        self.sessions = []
-
-    async def run(self, seconds: float, measured: bool) -> None:
-        """All clients post back to back for `seconds`; requests in flight then finish."""
-        import aiohttp
-
-        loop = asyncio.get_running_loop()
-        load = self.load
-        before = (self.server.cpu_seconds(), time.process_time())
-        end = loop.time() + seconds
-
-        async def client(index: int) -> None:
-            session, rng = self.sessions[index], self.rngs[index]
-            previous: tuple[bytes, str, str] | None = None
-            while loop.time() < end:
-                if previous is not None and rng.random() < self.duplicate_share:
-                    body, signature, sid = previous  # the gateway's retry: the same bytes again
-                else:
-                    form = twilio_form(rng)
-                    body, sid = urlencode(form).encode(), form["MessageSid"]
-                    signature = self.sign(self.signed_url, form)
-                    previous = (body, signature, sid)
-                load.sent += 1
-                began = loop.time()
-                try:
-                    async with session.post(self.url, data=body, headers={
-                            "Content-Type": FORM_TYPE, "X-Twilio-Signature": signature}) as response:
-                        answer = await response.text()
-                        status = response.status
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
-                    load.errors[type(error).__name__] += 1
-                    continue
-                ended = loop.time()
-                if status != 200 or answer != EMPTY_TWIML:
-                    load.errors[f"HTTP {status}"] += 1
-                    if len(load.samples) < 5:
-                        load.samples.append(f"HTTP {status}: {' '.join(answer.split())[:200]}")
-                    continue
-                load.ok_sids.add(sid)
-                if measured and ended <= end:
-                    load.latencies.append(ended - began)
-
-        await asyncio.gather(*(client(i) for i in range(self.concurrency)))
-        if not measured:
-            return
-        after = (self.server.cpu_seconds(), time.process_time())
-        load.window += seconds
-        if load.server_cpu_seconds is not None and None not in (before[0], after[0]):
-            load.server_cpu_seconds += after[0] - before[0]
-        else:
-            load.server_cpu_seconds = None
-        load.client_cpu_seconds += after[1] - before[1]
-
-
-# --- the run ------------------------------------------------------------------------------------
-
-def service_config(path: Path, url: str, port: int, twilio_port: int, pool_size: int | None) -> None:
-    def q(value: str) -> str:
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    path.write_text(
-        f"[storage]\nurl = {q(url)}\n" + (f"pool_size = {pool_size}\n" if pool_size else "")
-        + f'\n[web]\nhost = "127.0.0.1"\nport = {port}\npublic_url = {q(f"http://127.0.0.1:{port}")}\n'
-        + "\n[[sms.gateways]]\n"
-        + f'name = "twilio"\nkind = "twilio"\nnumber = {q(GATEWAY_NUMBER)}\n'
-        + f'api_url = {q(f"http://127.0.0.1:{twilio_port}")}\nsecret_env = "FI_BENCH_TWILIO_TOKEN"\n'
-        + f"account_sid = {q(ACCOUNT_SID)}\n",
-        encoding="utf-8")
-
-
-VERIFY_SQL = {
-    "messages": "SELECT count(*) FROM messages WHERE channel = 'sms' AND direction = 'in' AND id > {floor}",
-    "complaints": "SELECT count(*) FROM complaints WHERE channel = 'sms' AND id > {complaint_floor}",
-    "acks": "SELECT count(*) FROM outbox WHERE key LIKE 'ack:%' AND complaint_id > {complaint_floor}",
-    "sent_acks": "SELECT count(*) FROM outbox WHERE key LIKE 'ack:%' AND status = 'sent' "
-                 "AND complaint_id > {complaint_floor}",
-}
-
-
-async def floors(url: str) -> dict[str, int]:
-    found = await store_query(url, {"floor": "SELECT coalesce(max(id), 0) FROM messages",
-                                    "complaint_floor": "SELECT coalesce(max(id), 0) FROM complaints"})
-    return found or {"floor": 0, "complaint_floor": 0}
-
-
-def report(load: Load) -> None:
-    cpu = f"{load.server_cpu_seconds / load.window:4.0%}" if load.server_cpu_seconds is not None and load.window \
-        else "?"
-    print(f"  {load.name:8s} {load.rate:8.1f} req/s   p50 {load.percentile(0.5) * 1000:7.1f} ms   "
-          f"p99 {load.percentile(0.99) * 1000:7.1f} ms   ({len(load.latencies)} in {load.window:.1f} s; server CPU "
-          f"{cpu}, load generator CPU {load.client_cpu_seconds / max(load.window, 1e-9):4.0%})")
-    if load.errors:
-        print(f"  {load.name}: {sum(load.errors.values())} ERRORS of {load.sent}: "
-              + ", ".join(f"{k} x{v}" for k, v in load.errors.most_common()))
-        for sample in load.samples:
-            print(f"    e.g. {sample}")
-
-
-async def run(args: argparse.Namespace) -> int:
-    task = asyncio.current_task()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    workdir = Path(tempfile.mkdtemp(prefix="fi-bench-sms-"))
-    url = args.database_url or f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
-    slice_seconds = args.seconds / args.rounds
-    print(f"feedback-intake SMS webhook benchmark: {args.concurrency} clients, signed Twilio posts "
-          f"({args.duplicate_share:.0%} repeated as retries); per target {args.warmup:g} s warm-up + "
-          f"{args.seconds:g} s in {args.rounds} alternating slice(s); {os.cpu_count()} CPUs; {url.split('://')[0]}")
-    fake = FakeTwilio()
-    await fake.start()
-    bare = Server("bare", [sys.executable, str(Path(__file__).resolve()), "--bare-server"], free_port(),
-                  workdir / "bare.log")
-    bare.argv.append(str(bare.port))
-    port = free_port()
-    service = Server("service", service_command() + ["serve", "--config", str(workdir / "config.toml")], port,
-                     workdir / "service.log")
-    service_config(workdir / "config.toml", url, port, fake.port, args.pool_size)
-    os.environ["FI_BENCH_TWILIO_TOKEN"] = TOKEN  # the service process inherits it
-    targets: list[Target] = []
-    problems: list[str] = []
-    try:
-        before = await floors(url)
-        for server in (bare, service):
-            server.start(workdir)
-        for server in (bare, service):
-            await wait_healthy(server)
-        targets = [Target(bare, f"http://127.0.0.1:{bare.port}", args.concurrency, args.duplicate_share, args.seed),
-                   Target(service, f"http://127.0.0.1:{port}", args.concurrency, args.duplicate_share, args.seed + 1)]
-        for target in targets:
-            await target.open()
-            await target.run(args.warmup, measured=False)
-        for _ in range(args.rounds):
-            for target in targets:
-                await target.run(slice_seconds, measured=True)
-        for target in targets:
-            await target.close()
-        # The dispatcher sends one message at a time, behind intake under this load: give it
-        # time to send the rest to the fake Twilio (which runs in this loop, so wait without blocking).
-        deadline = time.monotonic() + args.drain
-        while time.monotonic() < deadline:
-            queued = await store_query(url, {"acks": VERIFY_SQL["acks"].format(**before)})
-            if queued is not None and fake.sent >= queued["acks"]:
-                break
-            await asyncio.sleep(0.2)
-        code = await asyncio.to_thread(service.stop)
-        await asyncio.to_thread(bare.stop)
-        if code not in (0, None):
-            problems.append(f"service exited with {code} after SIGTERM")
-        bare_load, service_load = targets[0].load, targets[1].load
-        print()
-        report(bare_load)
-        report(service_load)
-        found = await store_query(url, {k: v.format(**before) for k, v in VERIFY_SQL.items()})
+    async def verify(self, url: str, floors: dict[str, int], tally: Tally) -> list[str]:
+        sql = {
+            "messages": "SELECT count(*) FROM messages WHERE channel = 'sms' AND direction = 'in' AND id > {floor}",
+            "distinct": "SELECT count(DISTINCT external_id) FROM messages WHERE channel = 'sms' "
+                        "AND direction = 'in' AND id > {floor}",
+            "complaints": "SELECT count(*) FROM complaints WHERE channel = 'sms' AND id > {complaint_floor}",
+            "acks": "SELECT count(*) FROM outbox WHERE key LIKE 'ack:%' AND complaint_id > {complaint_floor}",
+            "sent_acks": "SELECT count(*) FROM outbox WHERE key LIKE 'ack:%' AND status = 'sent' "
+                         "AND complaint_id > {complaint_floor}",
+            "wrong": "SELECT count(*) FROM complaints c WHERE c.id > {complaint_floor} AND (SELECT count(*) "
+                     "FROM outbox o WHERE o.complaint_id = c.id AND o.key LIKE 'ack:%') <> 1",
+        }
+        found = await store_query(url, {k: v.format(**floors) for k, v in sql.items()})
         if found is None:
-            problems.append("the store has no tables")
-        else:
-            print(f"  store: {found['messages']} SMS stored (= {len(service_load.ok_sids)} distinct MessageSids "
-                  f"answered 200), {found['complaints']} complaints, {found['acks']} acknowledgements queued, "
-                  f"{found['sent_acks']} sent ({fake.sent} reached the fake Twilio)")
-            if found["messages"] != len(service_load.ok_sids):
-                problems.append(f"store has {found['messages']} SMS, expected {len(service_load.ok_sids)}")
-            if found["acks"] != found["complaints"]:
-                problems.append(f"{found['acks']} acknowledgements for {found['complaints']} complaints")
-            if found["sent_acks"] != found["acks"]:
-                problems.append(f"{found['acks'] - found['sent_acks']} acknowledgements not sent after --drain")
-        for load in (bare_load, service_load):
-            if load.errors:
-                problems.append(f"{load.name}: {sum(load.errors.values())} requests failed")
-            if not load.latencies:
-                problems.append(f"{load.name}: nothing completed in the measured time")
-        ratio = service_load.rate / bare_load.rate if bare_load.rate else 0.0
-        met = ratio >= TARGET_RATIO
-        print(f"\n  ratio service/bare: {ratio:.3f}   service p99 {service_load.percentile(0.99) * 1000:.1f} ms   "
-              f"target >= {TARGET_RATIO}: {'MET' if met else 'NOT MET'}")
-        if problems:
-            print("  RUN HAD PROBLEMS (figures not valid):")
-            for problem in problems:
-                print(f"    - {problem}")
-        else:
-            print("  run clean: every answer 200, store matches the answers")
-        return 1 if args.check and (problems or not met) else 0
-    finally:
-        for target in targets:
-            await target.close()
-        await asyncio.to_thread(bare.stop)
-        await asyncio.to_thread(service.stop)
-        await fake.stop()
-        if args.keep:
-            print(f"  kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+            return ["the store has no tables"]
+        print(f"  store: {found['messages']} SMS ({found['distinct']} distinct ids), {found['complaints']} "
+              f"complaints (answered 200: {tally.ok_total}, sent: {tally.sent_total}), {found['acks']} "
+              f"acknowledgements queued, {found['sent_acks']} sent; {self.fake.calls} calls reached the fake "
+              f"{self.gateway}")
+        problems = between(found, "complaints", tally, "complaints")
+        for name, want in (("messages", found["complaints"]), ("distinct", found["messages"]),
+                           ("acks", found["complaints"]), ("sent_acks", found["acks"]), ("wrong", 0)):
+            if found[name] != want:
+                problems.append(f"{name}: {found[name]}, expected {want}")
+        return problems
+
+    async def stop(self) -> None:
+        if self.fake is not None:
+            await self.fake.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per target (default 10)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per target (default 2)")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating measured slices (default 5)")
-    parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients (default 32)")
-    parser.add_argument("--duplicate-share", type=float, default=0.02,
-                        help="share of requests that repeat the client's previous one, as a retry (default 0.02)")
-    parser.add_argument("--database-url", default=None, help="store for the service (default: temporary SQLite)")
-    parser.add_argument("--pool-size", type=int, default=None, help="[storage] pool_size for the service")
-    parser.add_argument("--drain", type=float, default=30.0,
-                        help="at most this many seconds for the queued acknowledgements to go out (default 30)")
-    parser.add_argument("--check", action="store_true", help=f"exit 1 below ratio {TARGET_RATIO} or on problems")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
-    parser.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--gateway", choices=("twilio", "generic"), default="twilio")
+    add_wrk_arguments(parser)
     args = parser.parse_args(argv)
-    if args.bare_server is not None:
-        run_bare_server(args.bare_server)
-        return 0
-    if args.concurrency < 1 or args.seconds <= 0 or args.rounds < 1 or not 0 <= args.duplicate_share < 1:
-        parser.error("--concurrency and --rounds >= 1, --seconds > 0, 0 <= --duplicate-share < 1")
-    try:
-        return asyncio.run(run(args))
-    except (RuntimeError, OSError) as error:
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted; servers stopped", file=sys.stderr)
-        return 130
+    return run_main(Sms(args.gateway, args.seed), args)
 
 
 if __name__ == "__main__":

@@ -1,32 +1,33 @@
 """Benchmark: complaints per second accepted over SMTP by the email channel.
 
-Not a test. It measures, in one run on this machine, two SMTP servers under the same load
-from the same client:
+Not a test. It measures, in one run on this machine, two SMTP servers under the same load:
 
 * service: ``feedback-intake serve`` with ``[email] enabled``, on a temporary SQLite
-  file (or --database-url); each mail is parsed, stored as a new complaint with its
-  acknowledgement queued in the outbox, and answered 250 only after the commit; the
-  outbox dispatcher meanwhile sends the acknowledgements to a sink relay (a third
-  process, the same bare server);
+  file (``--postgres``: a PostgreSQL database made and dropped); each mail is parsed, stored
+  as a new complaint (a sender never seen before) with its acknowledgement queued in the
+  outbox, and answered 250 only after the commit; the outbox dispatcher meanwhile sends the
+  acknowledgements to a sink relay (a third process, the same bare server);
 * bare: an aiosmtpd server (``--bare-server PORT``, defined here) started the same way
   as the service's (``loop.create_server``, same size limit and SMTPUTF8) whose handler
-  only answers 250: the ceiling of aiosmtpd plus this client.
+  accepts the same mails and only answers 250.
 
-Each server runs in its own process; the client (aiosmtplib, N connections, each sending
-mail after mail on one SMTP session as a sending mail server does) runs in this one.
-Only 127.0.0.1. The machine is small and shared, so the figure that counts is the ratio
-service / bare, measured in alternating slices so that noise falls on both alike. After
-the run the store is read back: one complaint, one email message and one queued
-acknowledgement for every 250.
+SMTP is not HTTP, so wrk cannot drive it: the load comes from generator processes
+(``--generate``, defined here: a lean asyncio SMTP client, no library, each connection one
+session sending MAIL, RCPT, DATA mail after mail), a fresh process for each slice whose CPU
+is taken from wait4. The rule is wrk's: a generator at >= 90 % of the cores it has makes
+the run fail as generator-bound. The two servers are measured in alternating slices. After
+the run the store is read back: one complaint, one email message and one acknowledgement
+(sent to the sink) for every 250.
 
     python bench/smtp.py                    # 2 s warm-up + 10 s measured each, 16 connections
-    python bench/smtp.py --check            # exit 1 if the ratio is below the target
+    python bench/smtp.py --check            # exit 1 if the ratio is below the target (0.5)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import shutil
 import signal
@@ -34,14 +35,16 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
 
-from common import free_port, Server, store_query, TEXTS
+
+from common import (TEXTS, Database, Server, Tally, WrkRun, free_port, judge, log, peak_rss_mib, serve_command,
+                    store_query, tree_cpu_seconds, wait_drained)
 
 TARGET_RATIO = 0.5
+SLOT_BYTES = b"citizen-slot"
 DOMAIN = "feedback.example.gov.vn"
 RECIPIENT = f"phananh@{DOMAIN}"
 MAX_MESSAGE_BYTES = 10_485_760
@@ -95,16 +98,19 @@ async def wait_for_smtp(server: Server, timeout: float = 60.0) -> None:
     raise RuntimeError(f"{server.name} not answering SMTP after {timeout:.0f} s:\n{server.log_tail()}")
 
 
-def service_config(path: Path, url: str, web_port: int, smtp_port: int, relay_port: int) -> None:
+def service_config(path: Path, url: str, web_port: int, smtp_port: int, relay_port: int,
+                   pool_size: int | None = None) -> None:
     def q(value: str) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     path.write_text(
-        f"[storage]\nurl = {q(url)}\n\n"
+        f"[storage]\nurl = {q(url)}\n" + (f"pool_size = {pool_size}\n" if pool_size else "") + "\n"
         f'[web]\nhost = "127.0.0.1"\nport = {web_port}\npublic_url = {q(f"http://127.0.0.1:{web_port}")}\n\n'
         f'[email]\nenabled = true\nhost = "127.0.0.1"\nport = {smtp_port}\naccept_domains = [{q(DOMAIN)}]\n'
         f'from_address = {q(RECIPIENT)}\nrelay_host = "127.0.0.1"\nrelay_port = {relay_port}\n'
-        f"max_message_bytes = {MAX_MESSAGE_BYTES}\n",
+        f"max_message_bytes = {MAX_MESSAGE_BYTES}\n"
+        # No flood limits: every mail here comes from 127.0.0.1 (limits.py measures what they cost).
+        "rate_limit_messages = 0\nclient_rate_limit_messages = 0\n",
         encoding="utf-8")
 
 
@@ -127,149 +133,6 @@ def templates(rng: random.Random, count: int = 64) -> list[bytes]:
     return made
 
 
-@dataclass
-class Load:
-    """What one target's slices produced, added up."""
-
-    name: str
-    accepted_prefix: str
-    window: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-    total_ok: int = 0
-    total_sent: int = 0
-    errors: Counter = field(default_factory=Counter)
-    error_samples: list[str] = field(default_factory=list)
-    server_cpu_seconds: float | None = 0.0
-    client_cpu_seconds: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        return len(self.latencies) / self.window if self.window else 0.0
-
-    def percentile(self, q: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
-
-    def error(self, kind: str, detail: str) -> None:
-        self.errors[kind] += 1
-        if len(self.error_samples) < 5:
-            self.error_samples.append(detail)
-
-
-class Target:
-    """A server under load: N SMTP sessions kept open, each sending mail after mail."""
-
-    def __init__(self, server: Server, accepted_prefix: str, concurrency: int, seed: int, max_messages: int):
-        self.server, self.concurrency, self.budget = server, concurrency, max_messages
-        self.load = Load(server.name, accepted_prefix)
-        self.rngs = [random.Random(seed * 1000 + i) for i in range(concurrency)]
-        self.mails = templates(random.Random(seed))
-        self.clients: list = [None] * concurrency
-        self.sent = 0
-
-    async def _client(self, index: int):
-        import aiosmtplib
-
-        if self.clients[index] is None:
-            client = aiosmtplib.SMTP(hostname="127.0.0.1", port=self.server.port, timeout=60, start_tls=False,
-                                     local_hostname="client.bench")
-            await client.connect()
-            self.clients[index] = client
-        return self.clients[index]
-
-    async def close(self) -> None:
-        for client in self.clients:
-            if client is not None:
-                try:
-                    await client.quit()
-                except Exception:  # closing after the measurement: nothing to report
-                    client.close()
-
-    async def run(self, seconds: float, measured: bool) -> None:
-        """Every session sends mail back to back for ``seconds``; mails in flight then finish."""
-        import aiosmtplib
-
-        loop, load = asyncio.get_running_loop(), self.load
-        cpu_before = (self.server.cpu_seconds(), time.process_time())
-        slice_end = loop.time() + seconds
-
-        async def session(index: int) -> None:
-            rng = self.rngs[index]
-            while loop.time() < slice_end and self.budget > 0:
-                self.budget -= 1
-                self.sent += 1
-                # A new citizen each time, as at a city's address: no sender reaches the rate limit.
-                local = f"citizen{index}.{self.sent}"
-                sender = f"{local}@example.vn"
-                raw = rng.choice(self.mails).replace(SLOT.encode(), local.encode())
-                load.total_sent += 1
-                began = loop.time()
-                try:
-                    client = await self._client(index)
-                    _, answer = await client.sendmail(sender, [RECIPIENT], raw)
-                except aiosmtplib.SMTPResponseException as error:
-                    load.error(f"SMTP {error.code}", f"{error.code} {error.message[:200]}")
-                    continue
-                except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as error:
-                    load.error(type(error).__name__, f"{type(error).__name__}: {error}")
-                    self.clients[index] = None  # reconnect
-                    continue
-                ended = loop.time()
-                if not answer.startswith(load.accepted_prefix):
-                    load.error("unexpected answer", answer[:200])
-                    continue
-                load.total_ok += 1
-                if measured and ended <= slice_end:
-                    load.latencies.append(ended - began)
-
-        await asyncio.gather(*(session(i) for i in range(self.concurrency)))
-        if not measured:
-            return
-        cpu_after = (self.server.cpu_seconds(), time.process_time())
-        load.window += seconds
-        if load.server_cpu_seconds is not None and None not in (cpu_before[0], cpu_after[0]):
-            load.server_cpu_seconds += cpu_after[0] - cpu_before[0]
-        else:
-            load.server_cpu_seconds = None
-        load.client_cpu_seconds += cpu_after[1] - cpu_before[1]
-
-
-def report(load: Load) -> None:
-    server_cpu = (f"server CPU {load.server_cpu_seconds / load.window:4.0%}"
-                  if load.server_cpu_seconds is not None and load.window else "server CPU ?")
-    client_cpu = load.client_cpu_seconds / load.window if load.window else 0.0
-    print(f"  {load.name:8s} {load.rate:8.1f} mail/s   p50 {load.percentile(0.50) * 1000:7.1f} ms   "
-          f"p99 {load.percentile(0.99) * 1000:7.1f} ms   ({len(load.latencies)} in {load.window:.1f} s; "
-          f"{server_cpu}, client CPU {client_cpu:4.0%})")
-    if load.errors:
-        print(f"  {load.name}: {sum(load.errors.values())} ERRORS of {load.total_sent} mails: "
-              + ", ".join(f"{k} x{v}" for k, v in load.errors.most_common()))
-        for sample in load.error_samples:
-            print(f"    e.g. {sample}")
-
-
-async def profile(server: Server, output: str, seconds: float) -> None:
-    """py-spy record on the server process for ``seconds`` (--profile FILE)."""
-    beside = Path(sys.executable).with_name("py-spy")
-    command = str(beside) if beside.exists() else shutil.which("py-spy")
-    if not command:
-        print("  --profile: py-spy not found (pip install py-spy)", file=sys.stderr)
-        return
-    out = Path(output).resolve()
-    fmt = {".svg": "flamegraph", ".json": "speedscope"}.get(out.suffix, "raw")
-    recorder = await asyncio.create_subprocess_exec(
-        command, "record", "--pid", str(server.process.pid), "--duration", str(max(1, round(seconds))),
-        "--rate", "250", "--format", fmt, "--output", str(out), "--nonblocking",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    _, stderr = await recorder.communicate()
-    if recorder.returncode != 0:
-        print(f"  py-spy failed: {stderr.decode(errors='replace').strip()[-500:]}", file=sys.stderr)
-    else:
-        print(f"  profile of the service: {out} ({fmt})")
-
-
 # --- reading the store back ---------------------------------------------------------------------------
 
 VERIFY_SQL = {
@@ -282,15 +145,131 @@ VERIFY_SQL = {
 }
 
 
-async def verify(url: str, floor: int, load: Load) -> list[str]:
+async def verify(url: str, floor: int, tally: Tally, relay: bool) -> list[str]:
     found = await store_query(url, {k: v.format(floor=floor) for k, v in VERIFY_SQL.items()})
     if found is None:
         return ["the store has no complaints table"]
-    print(f"  store: {found['complaints']} email complaints and {found['messages']} messages "
-          f"(= {load.total_ok} answered 250), {found['acks']} acknowledgements queued, "
-          f"{found['acks_sent']} of them sent to the sink relay by the end")
-    return [f"{name}: store has {found[name]}, expected {load.total_ok}"
-            for name in ("complaints", "messages", "acks") if found[name] != load.total_ok]
+    log(f"  store: {found['complaints']} email complaints and {found['messages']} messages "
+        f"(answered 250: {tally.ok_total}), {found['acks']} acknowledgements queued, "
+        f"{found['acks_sent']} of them sent to the sink relay")
+    problems = [f"{name}: store has {found[name]}, expected {tally.ok_total}"
+                for name in ("complaints", "messages", "acks") if found[name] != tally.ok_total]
+    if relay and found["acks_sent"] != found["acks"]:
+        problems.append(f"{found['acks'] - found['acks_sent']} acknowledgements not sent after --drain")
+    return problems
+
+
+# --- the generator (its own process, a fresh one per slice) ------------------------------------------
+
+async def reply(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One SMTP reply (multi-line ones too): its code and its last line."""
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise ConnectionError("connection closed")
+        if line[3:4] != b"-":
+            return int(line[:3]), line[4:].strip()
+
+
+async def generate(port: int, seconds: float, connections: int, seed: int, prefix: str, accepted: str) -> dict:
+    """`connections` SMTP sessions sending new mail back to back for `seconds`; what they saw."""
+    mails = [mail if mail.endswith(b"\r\n") else mail + b"\r\n" for mail in templates(random.Random(seed))]
+    mails = [mail.replace(b"\r\n.", b"\r\n..") for mail in mails]  # dot-stuffing, as SMTP requires
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    hist: Counter = Counter()
+    figures = {"ok": 0, "sent": 0, "rejected": 0, "measured": 0}
+    errors: Counter = Counter()
+    accepted_bytes = accepted.encode()
+
+    async def session(index: int) -> None:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            await reply(reader)
+            writer.write(b"EHLO client.bench\r\n")
+            await reply(reader)
+        except (OSError, ConnectionError) as error:
+            errors[type(error).__name__] += 1
+            return
+        n = 0
+        try:
+            while loop.time() < end:
+                n += 1
+                local = f"{prefix}c{index}n{n}".encode()
+                raw = mails[n % len(mails)].replace(SLOT_BYTES, local)
+                figures["sent"] += 1
+                began = loop.time()
+                writer.write(b"MAIL FROM:<" + local + b"@example.vn>\r\n")
+                code, text = await reply(reader)
+                if code == 250:
+                    writer.write(b"RCPT TO:<" + RECIPIENT.encode() + b">\r\n")
+                    code, text = await reply(reader)
+                if code == 250:
+                    writer.write(b"DATA\r\n")
+                    code, text = await reply(reader)
+                    if code == 354:
+                        writer.write(raw + b".\r\n")
+                        code, text = await reply(reader)
+                ended = loop.time()
+                if code != 250 or accepted_bytes not in text:
+                    figures["rejected"] += 1
+                    errors[f"SMTP {code}"] += 1
+                    writer.write(b"RSET\r\n")
+                    await reply(reader)
+                    continue
+                figures["ok"] += 1
+                if ended <= end:
+                    figures["measured"] += 1
+                    hist[int((ended - began) * 1e6)] += 1
+            writer.write(b"QUIT\r\n")
+            await writer.drain()
+            writer.close()
+        except (OSError, ConnectionError, ValueError) as error:
+            errors[type(error).__name__] += 1
+
+    await asyncio.gather(*(session(i) for i in range(connections)))
+    return {**figures, "errors": dict(errors), "hist": sorted(hist.items())}
+
+
+async def run_generators(port: int, seconds: float, connections: int, processes: int, seed: int, prefix: str,
+                         accepted: str) -> WrkRun:
+    """One slice: `processes` generator processes sharing the connections; their CPU from wait4."""
+    import json
+    import subprocess
+
+    async def one(k: int, share: int) -> tuple[dict, float]:
+        with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
+            process = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), "--generate", str(port), "--seconds", str(seconds),
+                 "--connections", str(share), "--seed", str(seed * 100 + k), "--prefix", f"{prefix}g{k}",
+                 "--accepted", accepted], stdout=out_file, stderr=err_file, stdin=subprocess.DEVNULL)
+            _, status, usage = await asyncio.to_thread(os.wait4, process.pid, 0)  # its CPU, from the kernel
+            process.returncode = os.waitstatus_to_exitcode(status)
+            out_file.seek(0)
+            err_file.seek(0)
+            out, err = out_file.read(), err_file.read()
+        line = next((l for l in out.decode().splitlines() if l.startswith("FISMTP ")), None)
+        if process.returncode != 0 or line is None:
+            raise RuntimeError(f"SMTP generator failed ({process.returncode}): {err.decode()[-500:]}")
+        return json.loads(line[len("FISMTP "):]), usage.ru_utime + usage.ru_stime
+
+    shares = [connections // processes + (1 if k < connections % processes else 0) for k in range(processes)]
+    results = await asyncio.gather(*(one(k, share) for k, share in enumerate(shares) if share))
+    hist: Counter = Counter()
+    errors: Counter = Counter()
+    for data, _ in results:
+        hist.update({int(v): c for v, c in data["hist"]})
+        errors.update(data["errors"])
+    other = sum(v for k, v in errors.items() if not k.startswith("SMTP "))
+    rejected = sum(d["rejected"] for d, _ in results)
+    measured = sum(d["measured"] for d, _ in results)
+    # As a WrkRun: "requests" are the mails answered within the slice, status errors the rejections.
+    run = WrkRun(requests=measured + rejected, seconds=seconds, errors={"connect": other, "status": rejected},
+                 sent=sum(d["sent"] for d, _ in results), pool=0, reused=0, hist=sorted(hist.items()),
+                 cpu_seconds=sum(cpu for _, cpu in results), output="")
+    run.ok_all = sum(d["ok"] for d, _ in results)  # the tail answered after the slice's end included
+    run.kinds = errors
+    return run
 
 
 # --- the run -----------------------------------------------------------------------------------------
@@ -301,92 +280,159 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per target (default 10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per target (default 2)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating slices per target (default 5)")
-    parser.add_argument("--concurrency", type=int, default=16, help="SMTP sessions at once (default 16)")
-    parser.add_argument("--max-messages", type=int, default=200_000, help="cap on mails per target")
-    parser.add_argument("--database-url", default=None, help="the service's store (default: a temporary SQLite file)")
+    parser.add_argument("--connections", type=int, default=16, help="SMTP sessions at once (default 16)")
+    parser.add_argument("--generators", type=int, default=1, help="generator processes (default 1)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="pass --workers N to `feedback-intake serve` (needs the serve option of issue 16)")
+    parser.add_argument("--postgres", action="store_true", help="PostgreSQL: a database made and dropped")
+    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--database-url", default=None, help="an existing PostgreSQL database for the service")
+    parser.add_argument("--pool-size", type=int, default=None, help="[storage] pool_size for the service")
     parser.add_argument("--no-relay", action="store_true",
                         help="no sink relay: acknowledgements stay queued (the outbox backs off), so the figure is "
                              "what taking mail alone costs")
+    parser.add_argument("--drain", type=float, default=60.0, help="at most this long for acknowledgements to go out")
     parser.add_argument("--check", action="store_true", help=f"exit 1 if the ratio is below {TARGET_RATIO}")
     parser.add_argument("--profile", metavar="FILE",
-                        help="after the run, load the service once more under py-spy; .svg, .json or collapsed text")
+                        help="after the run, py-spy the service through one more slice and the drain; collapsed "
+                             "stacks to FILE and the CPU split per mail (bench/profile_split.py)")
+    parser.add_argument("--profile-seconds", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
     parser.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--generate", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", default="x", help=argparse.SUPPRESS)
+    parser.add_argument("--accepted", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.bare_server:
         run_bare_server(args.bare_server)
         return 0
+    if args.generate:
+        import json
+
+        result = asyncio.run(generate(args.generate, args.seconds, args.connections, args.seed, args.prefix,
+                                      args.accepted))
+        print("FISMTP " + json.dumps(result), flush=True)
+        return 0
+    args.threads = args.generators
     try:
         return asyncio.run(run(args))
+    except RuntimeError as error:
+        print(f"benchmark failed: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 
 
 async def run(args: argparse.Namespace) -> int:
+    db = Database.from_args(args, "smtp")
+    await db.create()
     workdir = Path(tempfile.mkdtemp(prefix="bench-smtp-"))
-    url = args.database_url or f"sqlite+aiosqlite:///{workdir / 'feedback.db'}"
-    beside = Path(sys.executable).with_name("feedback-intake")
-    command = str(beside) if beside.exists() else shutil.which("feedback-intake")
-    if not command:
-        print("feedback-intake not found: activate the project's virtualenv (pip install -e .)", file=sys.stderr)
-        return 2
     me = [sys.executable, str(Path(__file__).resolve())]
     sink_port, bare_port, smtp_port, web_port = free_port(), free_port(), free_port(), free_port()
-    service_config(workdir / "config.toml", url, web_port, smtp_port, sink_port)
+    service_config(workdir / "config.toml", db.url, web_port, smtp_port, sink_port, args.pool_size)
     sink = Server("sink", me + ["--bare-server", str(sink_port)], sink_port, workdir / "sink.log")
     bare = Server("bare", me + ["--bare-server", str(bare_port)], bare_port, workdir / "bare.log")
-    service = Server("service", [command, "serve", "--config", str(workdir / "config.toml")], smtp_port,
+    service = Server("service", serve_command(workdir / "config.toml", args.workers), smtp_port,
                      workdir / "service.log")
     servers = [bare, service] if args.no_relay else [sink, bare, service]
-    targets: list[Target] = []
-    problems: list[str] = []
+    accepted = {"bare": "OK", "service": "2.0.0 Taken as "}
+    tallies = {name: Tally(name, generator="generator", unit="mail/s") for name in ("bare", "service")}
     try:
         for server in servers:
             server.start(workdir)
         for server in servers:
             await wait_for_smtp(server)
-        floor = (await store_query(url, {"max": "SELECT coalesce(max(id), 0) FROM complaints"}) or {"max": 0})["max"]
-        targets = [Target(bare, "OK", args.concurrency, args.seed, args.max_messages),
-                   Target(service, "2.0.0 Taken as ", args.concurrency, args.seed + 1, args.max_messages)]
-        print(f"SMTP intake benchmark: {args.concurrency} sessions, {args.warmup:g} s warm-up + "
-              f"{args.seconds:g} s measured per target in {args.rounds} alternating slices; "
-              f"store {url.split('://')[0]}{'; no relay' if args.no_relay else ''}")
-        for target in targets:
-            await target.run(args.warmup, measured=False)
+        floor = (await store_query(db.url, {"max": "SELECT coalesce(max(id), 0) FROM complaints"}) or {"max": 0})["max"]
+
+        async def drained() -> tuple[int, int]:
+            found = await store_query(db.url, {
+                "left": f"SELECT count(*) FROM outbox WHERE complaint_id > {floor} AND status <> 'sent'",
+                "total": f"SELECT count(*) FROM outbox WHERE complaint_id > {floor}"})
+            return (found["left"], found["total"]) if found is not None else (-1, -1)
+
+        log(f"SMTP intake benchmark: {args.connections} sessions in {args.generators} generator process(es), "
+            f"{args.warmup:g} s warm-up + {args.seconds:g} s measured per target in {args.rounds} alternating "
+            f"slices; {os.cpu_count()} CPUs; {db.kind}{'; no relay' if args.no_relay else ''}"
+            + (f"; serve --workers {args.workers}" if args.workers else ""))
+        slices = 0
+
+        async def one(server: Server, seconds: float, measured: bool) -> WrkRun:
+            nonlocal slices
+            slices += 1
+            before, bench_before = tree_cpu_seconds(server.process.pid), time.process_time()
+            run_ = await run_generators(server.port, seconds, args.connections, args.generators, args.seed,
+                                        f"s{slices}", accepted[server.name])
+            tally = tallies[server.name]
+            tally.add(run_, tree_cpu_seconds(server.process.pid) - before, time.process_time() - bench_before,
+                      measured, args.generators)
+            tally.ok_total += run_.ok_all - run_.ok  # every 250, the tail after the slice's end included
+            tally.errors.pop("HTTP >= 400", None)
+            tally.errors.pop("connect", None)
+            tally.errors.update(run_.kinds)  # SMTP codes and exceptions, as the generator saw them
+            return run_
+
+        for server in (bare, service):
+            await one(server, args.warmup, measured=False)
         for _ in range(args.rounds):
-            for target in targets:
-                await target.run(args.seconds / args.rounds, measured=True)
+            for server in (bare, service):
+                await one(server, args.seconds / args.rounds, measured=True)
+        tallies["bare"].peak_rss_mib = peak_rss_mib(bare.process.pid)
         if args.profile:
-            await asyncio.gather(profile(service, args.profile, args.seconds),
-                                 targets[1].run(args.seconds, measured=False))
-        for target in targets:
-            await target.close()
-            report(target.load)
-        bare_load, service_load = targets[0].load, targets[1].load
-        ratio = service_load.rate / bare_load.rate if bare_load.rate else 0.0
-        await asyncio.sleep(1.0)  # let the dispatcher catch up a little before the count
-        service.stop()
-        problems = await verify(url, floor, service_load)
-        problems += [f"{load.name}: {sum(load.errors.values())} errors" for load in (bare_load, service_load)
-                     if load.errors]
-        verdict = "met" if ratio >= TARGET_RATIO else "NOT met"
-        print(f"  ratio service/bare: {ratio:.3f} (target >= {TARGET_RATIO}: {verdict})")
-        for problem in problems:
-            print(f"  PROBLEM: {problem}")
-        if args.check and (ratio < TARGET_RATIO or problems):
-            return 1
-        return 0
-    except RuntimeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+            await profile(service, args, one, drained)
+        problems: list[str] = []
+        if not args.no_relay and not await wait_drained(drained, args.drain):
+            problems.append(f"acknowledgements still queued after --drain {args.drain:g} s")
+        tallies["service"].peak_rss_mib = peak_rss_mib(service.process.pid)
+        code = await asyncio.to_thread(service.stop)
+        if code not in (0, None):
+            problems.append(f"service exited with {code} after SIGTERM")
+        problems += await verify(db.url, floor, tallies["service"], relay=not args.no_relay)
+        return judge(tallies["bare"], tallies["service"], problems, args, target_ratio=TARGET_RATIO,
+                     target_p99_ms=None, generator_cores=min(args.generators, os.cpu_count() or 1))
     finally:
         for server in servers:
-            server.stop()
+            await asyncio.to_thread(server.stop)
+        await db.drop(args.keep)
         if args.keep:
-            print(f"  kept {workdir}")
+            log(f"  kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def profile(service: Server, args: argparse.Namespace, one, drained) -> None:
+    """py-spy over one more service slice and the drain after it; the CPU split per mail."""
+    beside = Path(sys.executable).with_name("py-spy")
+    command = str(beside) if beside.exists() else shutil.which("py-spy")
+    if not command:
+        log("  --profile: py-spy not found (pip install py-spy)")
+        return
+    await wait_drained(drained, args.drain)
+    out = Path(args.profile).resolve()
+    pid = service.process.pid
+    cpu_before, started = tree_cpu_seconds(pid), time.monotonic()
+    recorder = await asyncio.create_subprocess_exec(
+        command, "record", "--pid", str(pid), "--subprocesses", "--duration", "3600", "--rate", "200",
+        "--format", "raw", "--output", str(out), "--nonblocking",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        await asyncio.sleep(0.5)
+        run_ = await one(service, args.profile_seconds, measured=False)
+        if not args.no_relay:
+            await wait_drained(drained, args.drain)
+    finally:
+        if recorder.returncode is None:
+            recorder.send_signal(signal.SIGINT)
+        await recorder.communicate()
+    cpu, wall = tree_cpu_seconds(pid) - cpu_before, time.monotonic() - started
+    if not out.exists():
+        log("  py-spy wrote nothing")
+        return
+    log(f"\n  profile: {out} (200 samples/s over {wall:.1f} s: a {args.profile_seconds:g} s slice, "
+        f"{run_.ok_all} mails answered 250, then the drain); service CPU {cpu:.2f} s")
+    from profile_split import render, split
+
+    log(render(split(out.read_text(errors="replace"), rate=200), run_.ok_all, cpu_seconds=cpu))
 
 
 if __name__ == "__main__":
