@@ -26,7 +26,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import filing, guard, reach, satisfaction, threads, tracking
+from bot import filing, guard, outbox, reach, satisfaction, threads, tracking
 from bot.core import Core
 from bot.statuses import FINISHED, Status
 from contract.messages import Inbound
@@ -144,7 +144,8 @@ def _after_commit(core: Core, inbound: Inbound, result: IntakeResult) -> None:
     core.metrics.messages_received.labels(inbound.channel, result.outcome).inc()
     if result.outcome == "created":
         core.metrics.complaints_received.labels(inbound.channel).inc()
-    if result.outcome in ("created", "followup", "rated", "disputed"):
+    if result.outcome in ("created", "followup", "rated", "disputed") or (inbound.also_queue
+                                                                          and result.outcome != "duplicate"):
         core.outbox_ready.set()
     log.info("message received", extra={"fields": {"channel": inbound.channel, "outcome": result.outcome,
                                                    "code": result.tracking_code or "-"}})
@@ -178,6 +179,17 @@ async def _receive_many(core: Core, session: AsyncSession, inbounds: list[Inboun
     first_of: dict[tuple[str, str], int] = {}
     new: list[int] = []
     fresh = await _without_open_conversation(session, now, inbounds, contact_pairs, contact_ids, existing)
+    # What the channel answers with the message (a greeting) is queued with it, in this
+    # transaction, ahead of the acknowledgement: one commit instead of one more of its own.
+    seen: set[tuple[str, str]] = set()
+    also = []
+    for inbound in inbounds:
+        key = (inbound.channel, inbound.external_id)
+        if inbound.external_id is not None and (key in existing or key in seen):
+            continue
+        seen.add(key)
+        also += [outbox.Queued(message) for message in inbound.also_queue]
+    await outbox.enqueue_many(session, now, also)
     for index, inbound in enumerate(inbounds):
         key = (inbound.channel, inbound.external_id)
         if inbound.external_id is not None and key in existing:

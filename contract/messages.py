@@ -82,6 +82,10 @@ class Inbound:
     continues_within_hours: float = 0.0
     # The citizen lets the complaint's text be shown publicly (personal data removed).
     public: bool = False
+    # Answers the channel gives this message that are due with it (Zalo's greeting on a
+    # citizen's first contact): queued in the transaction that stores the message, before
+    # its acknowledgement, once by their keys, and not again for a repeat delivery.
+    also_queue: tuple[Outgoing, ...] = ()
 
 
 @dataclass(frozen=True)

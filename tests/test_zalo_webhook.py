@@ -211,6 +211,18 @@ async def test_a_greeting_only_on_first_contact(zalo):
     assert [c.text.startswith("Kính chào") for c in sent] == [True, False, False]
 
 
+async def test_a_first_message_is_greeted_before_its_acknowledgement_and_a_redelivery_adds_nothing(zalo):
+    event = zalo.fake.text(CITIZEN, COMPLAINT)
+    assert await zalo.post(event) == 200
+    greeting, ack = await zalo.outbox()
+    # The greeting is queued first (now with the complaint, in intake's transaction), so it is read first.
+    assert greeting.key.startswith("zalo-greeting:") and ack.key.startswith("ack:") and greeting.id < ack.id
+    await zalo.sent_to(CITIZEN, 2)
+    assert await zalo.post(event) == 200  # Zalo delivers it again
+    assert [row.key for row in await zalo.outbox()] == [greeting.key, ack.key]
+    assert len(await zalo.complaints()) == 1
+
+
 # -------------------------------------------------------------------- the conversation
 
 async def test_tt_code_answers_the_status_and_files_nothing(zalo):

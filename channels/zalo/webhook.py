@@ -109,12 +109,15 @@ class ZaloWebhook:
             log.debug("zalo event without a message", extra={"fields": {"event": event.name}})
 
     async def _greet(self, user: str, key: str) -> None:
+        await self.port.reply(self._greeting(user, key))
+
+    def _greeting(self, user: str, key: str) -> Outgoing:
         language = self.port.texts.language(None)
         service = self.port.config.service
         text = self.port.texts.get(language, "citizen.greeting",
                                    service=service.name_en if language == "en" else service.name)
-        await self.port.reply(Outgoing(channel=CHANNEL, recipient=user, text=text, key=key, kind="greeting",
-                                       origin="reply", language=language))
+        return Outgoing(channel=CHANNEL, recipient=user, text=text, key=key, kind="greeting", origin="reply",
+                        language=language)
 
     def _inbound(self, event: Event, text: str, **extra: object) -> Inbound:
         fields: dict = dict(channel=CHANNEL, external_id=f"zalo:{event.msg_id}", sender=event.user, text=text,
@@ -127,21 +130,26 @@ class ZaloWebhook:
         user = event.user
         known = await self.port.language_of(CHANNEL, user)
         language = known or self.port.texts.language(None)
-        if known is None:
-            await self._greet(user, f"zalo-greeting:{event.msg_id}")  # Khách đến, được chào hỏi
+        # Khách đến, được chào hỏi: a first contact is greeted; with a complaint, the greeting
+        # is queued in the transaction that files it (one commit, not two).
+        greeting = self._greeting(user, f"zalo-greeting:{event.msg_id}") if known is None else None
         text = _clean(event.text)[:TEXT_LIMIT]
+        asked = tracking.status_request(text, self.port.config.service.tracking_prefix) \
+            if event.name == "user_send_text" else None
+        inbound = None if event.name in UNREADABLE or asked is not None else await self._content(event, text, language)
+        if greeting is not None and inbound is None:
+            await self.port.reply(greeting)
         if event.name in UNREADABLE:
             await self._unreadable(event, language)
             return
-        if event.name == "user_send_text":
-            asked = tracking.status_request(text, self.port.config.service.tracking_prefix)
-            if asked is not None:
-                await self._status(event, asked)
-                return
-        inbound = await self._content(event, text, language)
+        if asked is not None:
+            await self._status(event, asked)
+            return
         if inbound is None:
             log.info("zalo message with nothing to keep", extra={"fields": {"event": event.name}})
             return
+        if greeting is not None:
+            inbound = replace(inbound, also_queue=(greeting,))
         result = await self.port.receive(inbound)
         log.info("zalo received", extra={"fields": {"event": event.name, "outcome": result.outcome,
                                                     "code": result.tracking_code or "-"}})
