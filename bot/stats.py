@@ -22,7 +22,7 @@ from sqlalchemy import (Column, Float, Integer, MetaData, Table, and_, case, cas
                         text)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.statuses import FINISHED, Status
+from bot.statuses import FINISHED, OPEN, Status
 from storage.models import Complaint, Event, Staff, UTCDateTime
 
 # Ratings shown among "the lowest-rated answers": below 4 (hài lòng).
@@ -210,16 +210,20 @@ async def _fill_working_set(session: AsyncSession, unit_id: int, since: datetime
     """One scan of the unit's complaints: those open now or with any event since ``since``."""
     dialect = session.bind.dialect.name
     await session.run_sync(lambda sync: WORKING_SET.create(sync.connection(), checkfirst=False))
-    is_open = Complaint.status.not_in(FINISHED)
+    # "IN the open statuses", not "NOT IN the finished ones": a range of the unit's queue index.
+    is_open = Complaint.status.in_(sorted(OPEN))
+    # Each branch whole (unit and one column), so each is a range of its own per-unit index
+    # (PostgreSQL: a BitmapOr; SQLite: a MULTI-INDEX OR) and the unit's old rows are not read.
+    mine = Complaint.unit_id == unit_id
     rows = select(
         Complaint.id, Complaint.created_at, Complaint.first_response_at, Complaint.resolved_at, Complaint.rated_at,
         Complaint.rating, Complaint.assignee_id,
         case((is_open, 1), else_=0), case((overdue(now), 1), else_=0), case((answered_on_time(), 1), else_=0),
         seconds_between(dialect, Complaint.first_response_at, Complaint.created_at),
         case((not_member(), 0), else_=1), Complaint.incident_id,
-    ).where(Complaint.unit_id == unit_id,
-            or_(is_open, Complaint.created_at >= since, Complaint.first_response_at >= since,
-                Complaint.resolved_at >= since, Complaint.rated_at >= since))
+    ).where(or_(and_(mine, is_open), and_(mine, Complaint.created_at >= since),
+                and_(mine, Complaint.first_response_at >= since), and_(mine, Complaint.resolved_at >= since),
+                and_(mine, Complaint.rated_at >= since)))
     await session.execute(insert(WORKING_SET).from_select([c.name for c in WORKING_SET.columns], rows))
 
 
