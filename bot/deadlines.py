@@ -41,6 +41,7 @@ _DEFAULT_WORKINGDAYS: frozenset[int] = frozenset({1, 2, 3, 4, 5})
 # the search for the next working day loop forever; ten years without a single
 # working day can only be a configuration mistake.
 _MAX_IDLEDAYS = 3660
+_ANSWERS_KEPT = 4096
 
 @dataclass(frozen=True)
 class WorkingCalendar:
@@ -56,6 +57,11 @@ class WorkingCalendar:
     # Public holidays per year, filled on first use. Kept out of eq/hash/repr so two
     # calendars with the same settings stay equal whatever they have looked up.
     _holiday_cache: dict[int, frozenset[date]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
+    # Answers already reckoned, keyed by (operation, moment, hours): a sweep of a backlog asks
+    # the same few again and again (every complaint's new deadline starts now). Bounded.
+    _answers: dict[tuple[str, datetime, float], datetime] = field(
         default_factory=dict, init=False, repr=False, compare=False, hash=False
     )
 
@@ -172,6 +178,21 @@ class WorkingCalendar:
 
     def add_working_hours(self, start: datetime, hours: float) -> datetime:
         """Return the UTC moment at which `hours` working hours after `start` are used up."""
+        return self._remembered("add", start, hours, self._add_working_hours)
+
+    def _remembered(self, operation: str, moment: datetime, hours: float, reckon) -> datetime:
+        if type(hours) not in (int, float):
+            return reckon(moment, hours)  # refused there, as it should be
+        key = (operation, moment, hours)
+        found = self._answers.get(key)
+        if found is None:
+            found = reckon(moment, hours)
+            if len(self._answers) >= _ANSWERS_KEPT:
+                self._answers.clear()
+            self._answers[key] = found
+        return found
+
+    def _add_working_hours(self, start: datetime, hours: float) -> datetime:
         _require_aware(start, "start")
         if isinstance(hours, bool) or not isinstance(hours, (int, float)):
             raise ValueError(f"hours must be a number, got {hours!r}")
@@ -206,6 +227,9 @@ class WorkingCalendar:
 
     def subtract_working_hours(self, end: datetime, hours: float) -> datetime:
         """Return the UTC moment `hours` working hours before `end` (for reminders)."""
+        return self._remembered("subtract", end, hours, self._subtract_working_hours)
+
+    def _subtract_working_hours(self, end: datetime, hours: float) -> datetime:
         _require_aware(end, "end")
         if isinstance(hours, bool) or not isinstance(hours, (int, float)):
             raise ValueError(f"hours must be a number, got {hours!r}")
