@@ -220,7 +220,12 @@ async def copy_rows(pg, table, rows: list[dict]) -> None:
     """COPY dict rows into a table through asyncpg (PostgreSQL only)."""
     columns = [c.name for c in table.columns]
     json_columns = {c.name for c in table.columns if c.type.__class__.__name__ == "JSON"}
-    records = [tuple(json.dumps(r[c]) if c in json_columns else r[c] for c in columns) for r in rows]
+    # Columns the rows here do not name (added since: urgency, incidents, delivery, ...) as the
+    # model's defaults would leave them: COPY takes every column.
+    absent = {c.name: (c.default.arg if c.default is not None and c.default.is_scalar else None)
+              for c in table.columns}
+    records = [tuple((json.dumps(r[c]) if c in json_columns else r[c]) if c in r else absent[c] for c in columns)
+               for r in rows]
     await pg.copy_records_to_table(table.name, records=records, columns=columns)
 
 
