@@ -207,9 +207,14 @@ def _count(condition):
 
 
 async def _fill_working_set(session: AsyncSession, unit_id: int, since: datetime, now: datetime) -> None:
-    """One scan of the unit's complaints: those open now or with any event since ``since``."""
-    dialect = session.bind.dialect.name
+    """One read of the unit's complaints: those open now or with any event since ``since``."""
     await session.run_sync(lambda sync: WORKING_SET.create(sync.connection(), checkfirst=False))
+    rows = working_set_query(session.bind.dialect.name, unit_id, since, now)
+    await session.execute(insert(WORKING_SET).from_select([c.name for c in WORKING_SET.columns], rows))
+
+
+def working_set_query(dialect: str, unit_id: int, since: datetime, now: datetime):
+    """SQL: the working set's rows, a union of per-unit index ranges."""
     # "IN the open statuses", not "NOT IN the finished ones": a range of the unit's queue index.
     is_open = Complaint.status.in_(sorted(OPEN))
     # Each branch whole (unit and one column), so each is a range of its own per-unit index
@@ -224,7 +229,7 @@ async def _fill_working_set(session: AsyncSession, unit_id: int, since: datetime
     ).where(or_(and_(mine, is_open), and_(mine, Complaint.created_at >= since),
                 and_(mine, Complaint.first_response_at >= since), and_(mine, Complaint.resolved_at >= since),
                 and_(mine, Complaint.rated_at >= since)))
-    await session.execute(insert(WORKING_SET).from_select([c.name for c in WORKING_SET.columns], rows))
+    return rows
 
 
 async def _drop_working_set(session: AsyncSession) -> None:
