@@ -16,7 +16,7 @@ the same linear interpolation over ``row_number()`` of the sorted subset.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import (Column, Float, Integer, MetaData, Table, and_, case, cast, func, insert, literal, or_, select,
                         text)
@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.statuses import FINISHED, OPEN, Status
 from storage.models import Complaint, Event, Staff, UTCDateTime
 
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # Ratings shown among "the lowest-rated answers": below 4 (hài lòng).
 LOW_RATING = 3
 OVERDUE_SHOWN = 10
@@ -165,7 +166,10 @@ class UnitFigures:
 async def unreachable(session: AsyncSession, unit_id: int, limit: int = 10) -> tuple[int, list[str]]:
     """The unit's open complaints whose citizen no contact point reaches: how many, and the
     codes of the longest unreachable (a few)."""
-    open_unreachable = and_(Complaint.unit_id == unit_id, Complaint.unreachable_at.is_not(None),
+    # Found through the index on unreachable_at (few rows): a range SQLite can search ("IS NOT
+    # NULL" it cannot), and "unit_id + 0" so that it does not walk a per-unit index whole
+    # instead, as it did without statistics (1.6 s at 1,000,000 complaints).
+    open_unreachable = and_((Complaint.unit_id + 0) == unit_id, Complaint.unreachable_at >= EPOCH,
                             Complaint.status.not_in(FINISHED))
     count = await session.scalar(select(func.count()).select_from(Complaint).where(open_unreachable))
     codes = (await session.scalars(select(Complaint.tracking_code).where(open_unreachable)
