@@ -4,11 +4,10 @@ The digests and the public scorecard read the same figures: complaints new, answ
 and resolved in a period; how long the first answer took (median and 90th percentile);
 the share answered on time; satisfaction ratings, per unit and per officer.
 
-A unit may have a million complaints, and most of the digest's questions ("answered
-yesterday", "rated this week", "open now") have no index of their own, so each would
-scan the unit's rows. Instead one scan copies the few rows the digest can need (open
-ones, and those with anything happening since the start of the chart's 30 days) into a
-temporary table, narrow and without text, and every figure is an aggregate over that.
+A unit may have a million complaints. One read, through per-unit indexes (migration 0009),
+copies the few rows the digest can need (open ones, and those with anything happening since
+the start of the chart's 30 days) into a temporary table, narrow and without text, and
+every figure is an aggregate over that.
 Percentiles are ``percentile_cont`` on PostgreSQL; SQLite has none, so there they are
 the same linear interpolation over ``row_number()`` of the sorted subset.
 """
@@ -92,11 +91,6 @@ class PeriodFigures:
         return self.answered_on_time / self.answered if self.answered else None
 
     @property
-    def disputed_rate(self) -> float | None:
-        """Share of resolutions the citizen said did not fix the problem, or None without any."""
-        return self.disputed / self.resolutions if self.resolutions else None
-
-    @property
     def quiet(self) -> bool:
         """Nothing happened in the period and nothing is waiting."""
         return not (self.new or self.answered or self.resolved or self.ratings or self.open)
@@ -146,11 +140,6 @@ class Day:
         """Share of the day's first answers given on time, or None without answers."""
         return self.answered_on_time / self.answered if self.answered else None
 
-    @property
-    def disputed_rate(self) -> float | None:
-        """Share of resolutions the citizen said did not fix the problem, or None without any."""
-        return self.disputed / self.resolutions if self.resolutions else None
-
 
 @dataclass
 class UnitFigures:
@@ -166,9 +155,8 @@ class UnitFigures:
 async def unreachable(session: AsyncSession, unit_id: int, limit: int = 10) -> tuple[int, list[str]]:
     """The unit's open complaints whose citizen no contact point reaches: how many, and the
     codes of the longest unreachable (a few)."""
-    # Found through the index on unreachable_at (few rows): a range SQLite can search ("IS NOT
-    # NULL" it cannot), and "unit_id + 0" so that it does not walk a per-unit index whole
-    # instead, as it did without statistics (1.6 s at 1,000,000 complaints).
+    # Through unreachable_at's index: a range (SQLite cannot search "IS NOT NULL"), and "+ 0"
+    # keeps SQLite from walking a per-unit index whole instead (1.6 s at 1,000,000 complaints).
     open_unreachable = and_((Complaint.unit_id + 0) == unit_id, Complaint.unreachable_at >= EPOCH,
                             Complaint.status.not_in(FINISHED))
     count = await session.scalar(select(func.count()).select_from(Complaint).where(open_unreachable))
@@ -213,18 +201,17 @@ def _count(condition):
 async def _fill_working_set(session: AsyncSession, unit_id: int, since: datetime, now: datetime) -> None:
     """One read of the unit's complaints: those open now or with any event since ``since``."""
     await session.run_sync(lambda sync: WORKING_SET.create(sync.connection(), checkfirst=False))
-    rows = working_set_query(session.bind.dialect.name, unit_id, since, now)
-    await session.execute(insert(WORKING_SET).from_select([c.name for c in WORKING_SET.columns], rows))
+    await session.execute(insert(WORKING_SET).from_select(
+        [c.name for c in WORKING_SET.columns], working_set_query(session.bind.dialect.name, unit_id, since, now)))
 
 
 def working_set_query(dialect: str, unit_id: int, since: datetime, now: datetime):
     """SQL: the working set's rows, a union of per-unit index ranges."""
-    # "IN the open statuses", not "NOT IN the finished ones": a range of the unit's queue index.
-    is_open = Complaint.status.in_(sorted(OPEN))
-    # Each branch whole (unit and one column), so each is a range of its own per-unit index
-    # (PostgreSQL: a BitmapOr; SQLite: a MULTI-INDEX OR) and the unit's old rows are not read.
-    mine = Complaint.unit_id == unit_id
-    rows = select(
+    # Each branch whole (the unit and one column; "IN the open statuses", not "NOT IN the
+    # finished"), so each is a range of a per-unit index (PostgreSQL: a BitmapOr; SQLite: a
+    # MULTI-INDEX OR), and the unit's old rows are not read.
+    is_open, mine = Complaint.status.in_(sorted(OPEN)), Complaint.unit_id == unit_id
+    return select(
         Complaint.id, Complaint.created_at, Complaint.first_response_at, Complaint.resolved_at, Complaint.rated_at,
         Complaint.rating, Complaint.assignee_id,
         case((is_open, 1), else_=0), case((overdue(now), 1), else_=0), case((answered_on_time(), 1), else_=0),
@@ -233,7 +220,6 @@ def working_set_query(dialect: str, unit_id: int, since: datetime, now: datetime
     ).where(or_(and_(mine, is_open), and_(mine, Complaint.created_at >= since),
                 and_(mine, Complaint.first_response_at >= since), and_(mine, Complaint.resolved_at >= since),
                 and_(mine, Complaint.rated_at >= since)))
-    return rows
 
 
 async def _drop_working_set(session: AsyncSession) -> None:
