@@ -7,7 +7,7 @@ Not a test. It builds a store where one unit has a large city's two years of com
     it was not sent, the figures in SQL (one scan of the unit's rows into a temporary
     working set, then aggregates, percentiles, the overdue and lowest-rated lists and
     the 30-day series over it), the text, the PNG chart, and the ``digest_runs`` row
-    with the outbox messages in one transaction (target: under 2 s, median, on SQLite
+    with the outbox messages in one transaction (target: under 0.5 s, median, on SQLite
     and on PostgreSQL). Between runs the digest's run and outbox rows are deleted.
 (b) its parts: ``digests.compose`` (SQL and text) and the chart alone;
 (c) a baseline from the same run: one plain scan of the unit's rows
@@ -56,7 +56,7 @@ from bot.core import Core
 from service.assembly import build_core, start_core
 from storage.models import Complaint, DigestRun, OutboxMessage, Staff
 
-TARGET_S = 2.0
+TARGET_S = 0.5  # issue 16: a digest at 1,000,000 complaints under 0.5 s on both databases
 HANOI = ZoneInfo("Asia/Ho_Chi_Minh")
 # Wednesday 4 November 2026, 10:00 in Hà Nội: the daily digest covers Tuesday 3 November,
 # the weekly one ISO week 44 (26 October to 1 November).
@@ -179,6 +179,10 @@ async def seed(core: Core, db: Database, args: argparse.Namespace) -> Seeded:
 
         pg = await asyncpg.connect(plain_pg_url(db.url))
     columns = [c.name for c in Complaint.__table__.columns]
+    # Columns the rows here do not name (added since: urgency, incidents, ...) as the model's
+    # defaults would leave them: COPY takes every column.
+    absent = {c.name: (c.default.arg if c.default is not None and c.default.is_scalar else None)
+              for c in Complaint.__table__.columns}
     started = time.perf_counter()
     try:
         chunk: list[dict] = []
@@ -193,7 +197,7 @@ async def seed(core: Core, db: Database, args: argparse.Namespace) -> Seeded:
                 if pg is not None:
                     async with pg.transaction():
                         await pg.copy_records_to_table(
-                            "complaints", columns=columns, records=[tuple(r[c] for c in columns) for r in chunk])
+                            "complaints", columns=columns, records=[tuple(r[c] if c in r else absent[c] for c in columns) for r in chunk])
                 else:
                     async with core.engine.begin() as conn:
                         await conn.execute(insert(Complaint), chunk)
@@ -277,7 +281,7 @@ async def measure(core: Core, seeded: Seeded, kind: str, runs: int) -> tuple[dic
     log(f"  {kind}: send median {figures['send']:.3f} s (max {figures['send_max']:.3f} s) | compose (SQL + text) "
         f"{figures['compose']:.3f} s | chart {figures['chart']:.3f} s | baseline one scan of the unit "
         f"{figures['scan']:.3f} s | send / scan {figures['send'] / figures['scan']:.1f} | "
-        f"target < {TARGET_S:.0f} s: {verdict}")
+        f"target < {TARGET_S:.1f} s: {verdict}")
     for problem in problems:
         log(f"    PROBLEM: {problem}")
     return figures, problems

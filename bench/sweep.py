@@ -8,7 +8,7 @@ measures, in one run on this machine:
     baseline, a ``SELECT 1`` in a transaction through the same engine and sessions;
 (b) the sweeps that process every overdue complaint (10,000 at 1M rows): each gets an
     apology to the citizen in the outbox and an escalation to the unit head, in the
-    same transaction as its marks and audit events (target: under 5 s on SQLite),
+    same transaction as its marks and audit events (target: under 1.5 s on SQLite, 1 s on PostgreSQL),
     next to a baseline, a plain bulk UPDATE of the same rows' ``next_check_at`` plus an
     INSERT of two minimal outbox rows per row (20,000), in one transaction.
 
@@ -60,17 +60,18 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from common import TEXTS, Database, log, plain_pg_url
-from sqlalchemy import bindparam, delete, event, func, insert, select, text, update
+from sqlalchemy import String, bindparam, cast, delete, event, func, insert, literal, select, text, update
 
 from bot.clock import FrozenClock
 from service.config import parse_config
 from bot.core import Core
 from service.assembly import open_core
-from bot.sweep import sweep
+from bot.sweep import BATCH, sweep
 from storage.models import Complaint, Contact, Event, OutboxMessage, Staff
 
 TARGET_IDLE_MS = 10.0
-TARGET_PROCESS_S = 5.0
+# 10,000 overdue complaints apologised to and escalated (issue 16): per database.
+TARGET_PROCESS_S = {"sqlite": 1.5, "postgresql": 1.0}
 INDEX = "ix_complaints_next_check_at"
 HANOI = ZoneInfo("Asia/Ho_Chi_Minh")
 # Wednesday 4 November 2026, 10:00 in Hà Nội: a working morning, far from any holiday.
@@ -219,7 +220,12 @@ async def copy_rows(pg, table, rows: list[dict]) -> None:
     """COPY dict rows into a table through asyncpg (PostgreSQL only)."""
     columns = [c.name for c in table.columns]
     json_columns = {c.name for c in table.columns if c.type.__class__.__name__ == "JSON"}
-    records = [tuple(json.dumps(r[c]) if c in json_columns else r[c] for c in columns) for r in rows]
+    # Columns the rows here do not name (added since: urgency, incidents, delivery, ...) as the
+    # model's defaults would leave them: COPY takes every column.
+    absent = {c.name: (c.default.arg if c.default is not None and c.default.is_scalar else None)
+              for c in table.columns}
+    records = [tuple((json.dumps(r[c]) if c in json_columns else r[c]) if c in r else absent[c] for c in columns)
+               for r in rows]
     await pg.copy_records_to_table(table.name, records=records, columns=columns)
 
 
@@ -472,9 +478,22 @@ async def baseline_processing(core: Core, seeded: Seeded, now: datetime, rep: in
                            .values(next_check_at=bindparam("b_next"), updated_at=bindparam("b_updated")), updates)
         await conn.execute(insert(outbox), messages)
     elapsed = time.perf_counter() - started
-    async with core.engine.begin() as conn:
-        await conn.execute(delete(outbox).where(outbox.c.key.like("bench-baseline:%")))
+    await retire_outbox(core, seeded)
     return elapsed
+
+
+async def retire_outbox(core: Core, seeded: Seeded) -> None:
+    """Set aside the outbox rows written since the seed: renamed (their keys may be written
+    again) and marked sent, and the seed's high-water mark moved past them. Not deleted:
+    a DELETE from the outbox checks, per row, the rows whose ``fallback_of`` names it, and
+    that column has no index (the service never deletes from the outbox), so deleting
+    20,000 rows reads the whole million-row outbox 20,000 times."""
+    outbox = OutboxMessage.__table__
+    async with core.engine.begin() as conn:
+        await conn.execute(update(outbox).where(outbox.c.id > seeded.max_outbox_id).values(
+            key=func.concat("bench-retired:", outbox.c.id) if core.engine.dialect.name == "postgresql"
+            else literal("bench-retired:") + cast(outbox.c.id, String), status="sent"))
+        seeded.max_outbox_id = await conn.scalar(select(func.coalesce(func.max(outbox.c.id), 0)))
 
 
 async def verify(core: Core, seeded: Seeded, result) -> bool:
@@ -523,8 +542,8 @@ async def reset(core: Core, seeded: Seeded) -> None:
                 first_response_due=bindparam("b_due"), reminded_for_due=bindparam("b_due"),
                 next_check_at=bindparam("b_due"), apologised_for_due=None, escalation_count=0),
             [dict(b_id=i, b_due=due) for i, due in seeded.overdue.items()])
-        await conn.execute(delete(OutboxMessage.__table__).where(OutboxMessage.__table__.c.id > seeded.max_outbox_id))
         await conn.execute(delete(Event.__table__).where(Event.__table__.c.id > seeded.max_event_id))
+    await retire_outbox(core, seeded)
 
 
 async def process(core: Core, clock: FrozenClock, seeded: Seeded, args: argparse.Namespace, rep: int,
@@ -544,11 +563,12 @@ async def process(core: Core, clock: FrozenClock, seeded: Seeded, args: argparse
             profiler.disable()
             timer.__exit__()
     n = len(seeded.overdue)
-    verdict = ("not judged" if profiler else "MET" if elapsed < TARGET_PROCESS_S else "MISSED")
+    target = TARGET_PROCESS_S[core.engine.dialect.name]
+    verdict = ("not judged" if profiler else "MET" if elapsed < target else "MISSED")
     log(f"  run {rep}{' (under cProfile and statement timing: slower)' if profiler else ''}: sweep {elapsed:.2f} s "
         f"for {result.checked:,} due ({n / elapsed:,.0f}/s; {result.apologies:,} apologies, {result.escalations:,} "
         f"escalations) | baseline {base:.2f} s | ratio {elapsed / base:.2f} "
-        f"| target < {TARGET_PROCESS_S:.0f} s: {verdict}")
+        f"| target < {target:.1f} s: {verdict}")
     if timer:
         timer.report()
     ok = await verify(core, seeded, result)
@@ -615,11 +635,12 @@ async def run(args: argparse.Namespace) -> int:
             if rep < args.repeat or args.profile:
                 await reset(core, seeded)
         median, base_median = statistics.median(times), statistics.median(bases)
-        verdict = "MET" if median < TARGET_PROCESS_S else "MISSED"
+        target = TARGET_PROCESS_S[db.kind]
+        verdict = "MET" if median < target else "MISSED"
         log(f"  processing: median {median:.2f} s over {len(times)} run(s) "
             f"(min {min(times):.2f}, max {max(times):.2f}) | baseline median {base_median:.2f} s "
-            f"| ratio {median / base_median:.2f} | target < {TARGET_PROCESS_S:.0f} s: {verdict}")
-        if median >= TARGET_PROCESS_S:
+            f"| ratio {median / base_median:.2f} | target < {target:.1f} s: {verdict}")
+        if median >= target:
             failures.append("processing target")
 
         if args.profile:
@@ -650,7 +671,7 @@ async def run(args: argparse.Namespace) -> int:
             f"{ms(idle_after['median'])} (p95 {ms(idle_after['p95'])}); SELECT 1 baseline {ms(idle['base_median'])}; "
             f"ratio {idle['ratio']:.2f}; target < {TARGET_IDLE_MS:.0f} ms")
         log(f"  (b) {len(seeded.overdue):,} due: median {median:.2f} s ({len(seeded.overdue) / median:,.0f}/s); "
-            f"baseline {base_median:.2f} s; ratio {median / base_median:.2f}; target < {TARGET_PROCESS_S:.0f} s")
+            f"baseline {base_median:.2f} s; ratio {median / base_median:.2f}; target < {target:.1f} s")
         log(f"  index used: {'yes' if plan_ok else 'NO'}; checks: "
             f"{'all passed' if not any(f.startswith('verification') for f in failures) else 'FAILED'}")
         log(f"  result: {'all targets met' if not failures else 'MISSED: ' + ', '.join(failures)}")
@@ -674,7 +695,8 @@ def main() -> None:
     parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL, help=f"for --postgres ({DEFAULT_ADMIN_URL})")
     parser.add_argument("--runs", type=int, default=50, help="nothing-due sweeps measured (50)")
     parser.add_argument("--repeat", type=int, default=3, help="processing runs, the store reset between (3)")
-    parser.add_argument("--batch-size", type=int, default=500, help="sweep batch size (500, as the scheduler)")
+    parser.add_argument("--batch-size", type=int, default=BATCH,
+                        help=f"sweep batch size ({BATCH}, as the scheduler)")
     parser.add_argument("--chunk", type=int, default=20_000, help="rows per seeding transaction (20,000)")
     parser.add_argument("--history", action=argparse.BooleanOptionalAction, default=True,
                         help="also seed a 'created' event and a sent acknowledgement per complaint (default on)")

@@ -36,12 +36,12 @@ from bot.working_hours import DAY, WorkingHours, hhmm
 
 _DEFAULT_WORKING_HOURS = WorkingHours().intervals
 _DEFAULT_WORKINGDAYS: frozenset[int] = frozenset({1, 2, 3, 4, 5})
-SUM_CACHE = 1024  # deadlines kept per calendar (see WorkingCalendar._sum_cache)
 
 # A calendar whose working weekdays are all cancelled by days off would otherwise make
 # the search for the next working day loop forever; ten years without a single
 # working day can only be a configuration mistake.
 _MAX_IDLEDAYS = 3660
+_ANSWERS_KEPT = 4096
 
 @dataclass(frozen=True)
 class WorkingCalendar:
@@ -59,10 +59,9 @@ class WorkingCalendar:
     _holiday_cache: dict[int, frozenset[date]] = field(
         default_factory=dict, init=False, repr=False, compare=False, hash=False
     )
-    # Deadlines lately computed, by (start, hours): complaints filed together share their
-    # start and their few deadline lengths, and walking the calendar was a fifth of
-    # intake's own work per complaint. Emptied when full; a pure function of the settings.
-    _sum_cache: dict[tuple[datetime, float], datetime] = field(
+    # Answers already reckoned, keyed by (operation, moment, hours): a sweep of a backlog asks
+    # the same few again and again (every complaint's new deadline starts now). Bounded.
+    _answers: dict[tuple[str, datetime, float], datetime] = field(
         default_factory=dict, init=False, repr=False, compare=False, hash=False
     )
 
@@ -179,20 +178,26 @@ class WorkingCalendar:
 
     def add_working_hours(self, start: datetime, hours: float) -> datetime:
         """Return the UTC moment at which `hours` working hours after `start` are used up."""
+        return self._remembered("add", start, hours, self._add_working_hours)
+
+    def _remembered(self, operation: str, moment: datetime, hours: float, reckon) -> datetime:
+        if type(hours) not in (int, float):
+            return reckon(moment, hours)  # refused there, as it should be
+        key = (operation, moment, hours)
+        found = self._answers.get(key)
+        if found is None:
+            found = reckon(moment, hours)
+            if len(self._answers) >= _ANSWERS_KEPT:
+                self._answers.clear()
+            self._answers[key] = found
+        return found
+
+    def _add_working_hours(self, start: datetime, hours: float) -> datetime:
         _require_aware(start, "start")
         if isinstance(hours, bool) or not isinstance(hours, (int, float)):
             raise ValueError(f"hours must be a number, got {hours!r}")
         if not math.isfinite(hours) or hours < 0:
             raise ValueError(f"hours must be a finite number >= 0, got {hours!r}")
-        key = (start, hours)
-        found = self._sum_cache.get(key)
-        if found is None:
-            if len(self._sum_cache) >= SUM_CACHE:
-                self._sum_cache.clear()
-            found = self._sum_cache[key] = self._add_working_hours(start, hours)
-        return found
-
-    def _add_working_hours(self, start: datetime, hours: float) -> datetime:
         # Counting in a timedelta keeps the arithmetic exact to the microsecond instead
         # of accumulating float error over hundreds of intervals.
         remaining = timedelta(hours=hours)
@@ -222,6 +227,9 @@ class WorkingCalendar:
 
     def subtract_working_hours(self, end: datetime, hours: float) -> datetime:
         """Return the UTC moment `hours` working hours before `end` (for reminders)."""
+        return self._remembered("subtract", end, hours, self._subtract_working_hours)
+
+    def _subtract_working_hours(self, end: datetime, hours: float) -> datetime:
         _require_aware(end, "end")
         if isinstance(hours, bool) or not isinstance(hours, (int, float)):
             raise ValueError(f"hours must be a number, got {hours!r}")

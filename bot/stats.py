@@ -4,11 +4,10 @@ The digests and the public scorecard read the same figures: complaints new, answ
 and resolved in a period; how long the first answer took (median and 90th percentile);
 the share answered on time; satisfaction ratings, per unit and per officer.
 
-A unit may have a million complaints, and most of the digest's questions ("answered
-yesterday", "rated this week", "open now") have no index of their own, so each would
-scan the unit's rows. Instead one scan copies the few rows the digest can need (open
-ones, and those with anything happening since the start of the chart's 30 days) into a
-temporary table, narrow and without text, and every figure is an aggregate over that.
+A unit may have a million complaints. One read, through per-unit indexes (migration 0009),
+copies the few rows the digest can need (open ones, and those with anything happening since
+the start of the chart's 30 days) into a temporary table, narrow and without text, and
+every figure is an aggregate over that.
 Percentiles are ``percentile_cont`` on PostgreSQL; SQLite has none, so there they are
 the same linear interpolation over ``row_number()`` of the sorted subset.
 """
@@ -16,15 +15,16 @@ the same linear interpolation over ``row_number()`` of the sorted subset.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import (Column, Float, Integer, MetaData, Table, and_, case, cast, func, insert, literal, or_, select,
                         text)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.statuses import FINISHED, Status
+from bot.statuses import FINISHED, OPEN, Status
 from storage.models import Complaint, Event, Staff, UTCDateTime
 
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # Ratings shown among "the lowest-rated answers": below 4 (hài lòng).
 LOW_RATING = 3
 OVERDUE_SHOWN = 10
@@ -91,11 +91,6 @@ class PeriodFigures:
         return self.answered_on_time / self.answered if self.answered else None
 
     @property
-    def disputed_rate(self) -> float | None:
-        """Share of resolutions the citizen said did not fix the problem, or None without any."""
-        return self.disputed / self.resolutions if self.resolutions else None
-
-    @property
     def quiet(self) -> bool:
         """Nothing happened in the period and nothing is waiting."""
         return not (self.new or self.answered or self.resolved or self.ratings or self.open)
@@ -145,11 +140,6 @@ class Day:
         """Share of the day's first answers given on time, or None without answers."""
         return self.answered_on_time / self.answered if self.answered else None
 
-    @property
-    def disputed_rate(self) -> float | None:
-        """Share of resolutions the citizen said did not fix the problem, or None without any."""
-        return self.disputed / self.resolutions if self.resolutions else None
-
 
 @dataclass
 class UnitFigures:
@@ -165,7 +155,9 @@ class UnitFigures:
 async def unreachable(session: AsyncSession, unit_id: int, limit: int = 10) -> tuple[int, list[str]]:
     """The unit's open complaints whose citizen no contact point reaches: how many, and the
     codes of the longest unreachable (a few)."""
-    open_unreachable = and_(Complaint.unit_id == unit_id, Complaint.unreachable_at.is_not(None),
+    # Through unreachable_at's index: a range (SQLite cannot search "IS NOT NULL"), and "+ 0"
+    # keeps SQLite from walking a per-unit index whole instead (1.6 s at 1,000,000 complaints).
+    open_unreachable = and_((Complaint.unit_id + 0) == unit_id, Complaint.unreachable_at >= EPOCH,
                             Complaint.status.not_in(FINISHED))
     count = await session.scalar(select(func.count()).select_from(Complaint).where(open_unreachable))
     codes = (await session.scalars(select(Complaint.tracking_code).where(open_unreachable)
@@ -207,20 +199,27 @@ def _count(condition):
 
 
 async def _fill_working_set(session: AsyncSession, unit_id: int, since: datetime, now: datetime) -> None:
-    """One scan of the unit's complaints: those open now or with any event since ``since``."""
-    dialect = session.bind.dialect.name
+    """One read of the unit's complaints: those open now or with any event since ``since``."""
     await session.run_sync(lambda sync: WORKING_SET.create(sync.connection(), checkfirst=False))
-    is_open = Complaint.status.not_in(FINISHED)
-    rows = select(
+    await session.execute(insert(WORKING_SET).from_select(
+        [c.name for c in WORKING_SET.columns], working_set_query(session.bind.dialect.name, unit_id, since, now)))
+
+
+def working_set_query(dialect: str, unit_id: int, since: datetime, now: datetime):
+    """SQL: the working set's rows, a union of per-unit index ranges."""
+    # Each branch whole (the unit and one column; "IN the open statuses", not "NOT IN the
+    # finished"), so each is a range of a per-unit index (PostgreSQL: a BitmapOr; SQLite: a
+    # MULTI-INDEX OR), and the unit's old rows are not read.
+    is_open, mine = Complaint.status.in_(sorted(OPEN)), Complaint.unit_id == unit_id
+    return select(
         Complaint.id, Complaint.created_at, Complaint.first_response_at, Complaint.resolved_at, Complaint.rated_at,
         Complaint.rating, Complaint.assignee_id,
         case((is_open, 1), else_=0), case((overdue(now), 1), else_=0), case((answered_on_time(), 1), else_=0),
         seconds_between(dialect, Complaint.first_response_at, Complaint.created_at),
         case((not_member(), 0), else_=1), Complaint.incident_id,
-    ).where(Complaint.unit_id == unit_id,
-            or_(is_open, Complaint.created_at >= since, Complaint.first_response_at >= since,
-                Complaint.resolved_at >= since, Complaint.rated_at >= since))
-    await session.execute(insert(WORKING_SET).from_select([c.name for c in WORKING_SET.columns], rows))
+    ).where(or_(and_(mine, is_open), and_(mine, Complaint.created_at >= since),
+                and_(mine, Complaint.first_response_at >= since), and_(mine, Complaint.resolved_at >= since),
+                and_(mine, Complaint.rated_at >= since)))
 
 
 async def _drop_working_set(session: AsyncSession) -> None:

@@ -123,7 +123,11 @@ class Complaint(Base):
                       Index("ix_complaints_unit_queue", "unit_id", "status", "assignee_id", "first_response_due",
                             "first_response_at", "resolution_due", "apologised_for_due", "id"),
                       Index("ix_complaints_assignee_status", "assignee_id", "status", "first_response_due", "id"),
-                      Index("ix_complaints_created_at", "created_at"))
+                      Index("ix_complaints_created_at", "created_at"),
+                      # The digest's per-unit ranges since its chart's first day (migration 0009).
+                      Index("ix_complaints_unit_first_response", "unit_id", "first_response_at"),
+                      Index("ix_complaints_unit_resolved", "unit_id", "resolved_at"),
+                      Index("ix_complaints_unit_rated", "unit_id", "rated_at"))
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     tracking_code: Mapped[str] = mapped_column(String(24), unique=True)
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
