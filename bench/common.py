@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -745,6 +746,11 @@ class Channel:
         """Stop the fakes."""
 
 
+def mismatches(found: dict, wants) -> list[str]:
+    """Each (name, expected) pair whose count in the store is not what the run expects."""
+    return [f"{name}: {found[name]}, expected {want}" for name, want in wants if found[name] != want]
+
+
 def between(found: dict, name: str, tally: Tally, what: str) -> list[str]:
     """A count the run added must lie between the answers that said yes and the requests sent
     (wrk stops with requests in flight: those may be stored without their answer being counted)."""
@@ -862,6 +868,26 @@ class FakeHttp:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+
+
+async def fake_twilio(*more_routes) -> FakeHttp:
+    """A started fake of Twilio's send endpoint (201 with a new SID), with any more routes."""
+    from aiohttp import web
+
+    async def twilio(request: web.Request) -> web.Response:
+        form = await request.post()
+        return web.json_response({"sid": "SM" + secrets.token_hex(16), "status": "queued", "to": form.get("To")},
+                                 status=201)
+
+    fake = FakeHttp([("POST", "/2010-04-01/Accounts/{sid}/Messages.json", twilio), *more_routes])
+    await fake.start()
+    return fake
+
+
+def service_config(url: str, port: int, pool_size: int | None) -> str:
+    """The service configuration's [storage] and [web] sections for a benchmark run."""
+    return (f"[storage]\nurl = {toml_str(url)}\n" + (f"pool_size = {pool_size}\n" if pool_size else "")
+            + f'\n[web]\nhost = "127.0.0.1"\nport = {port}\npublic_url = {toml_str(f"http://127.0.0.1:{port}")}\n')
 
 
 def toml_str(value: str) -> str:

@@ -31,8 +31,8 @@ import sys
 from pathlib import Path
 from urllib.parse import urlencode
 
-from common import (TEXTS, Channel, FakeHttp, Tally, add_wrk_arguments, between, raw_request, run_main,
-                    store_query, toml_str)
+from common import (Channel, FakeHttp, TEXTS, Tally, add_wrk_arguments, between, fake_twilio, mismatches, raw_request,
+                    run_main, service_config, store_query, toml_str)
 
 FORM_FIELDS = re.compile(r'name="(csrf_token|submission_id)" value="([^"]*)"')
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -57,20 +57,11 @@ class Intake(Channel):
         self.fake: FakeHttp | None = None
 
     async def start(self, args, workdir, url, port) -> Path:
-        from aiohttp import web
-
-        async def twilio(request: web.Request) -> web.Response:
-            form = await request.post()
-            return web.json_response({"sid": "SM" + secrets.token_hex(16), "status": "queued",
-                                      "to": form.get("To")}, status=201)
-
-        self.fake = FakeHttp([("POST", "/2010-04-01/Accounts/{sid}/Messages.json", twilio)])
-        await self.fake.start()
+        self.fake = await fake_twilio()
         os.environ["FI_BENCH_SMS_SECRET"] = TOKEN
         config = workdir / "config.toml"
         config.write_text(
-            f"[storage]\nurl = {toml_str(url)}\n" + (f"pool_size = {args.pool_size}\n" if args.pool_size else "")
-            + f'\n[web]\nhost = "127.0.0.1"\nport = {port}\npublic_url = {toml_str(f"http://127.0.0.1:{port}")}\n'
+            service_config(url, port, args.pool_size)
             + "form_limit_per_client = 0\nform_limit_per_session = 0\n"
             + '\n[[sms.gateways]]\nname = "twilio"\nkind = "twilio"\nnumber = "+84241234567"\n'
             + f'api_url = {toml_str(f"http://127.0.0.1:{self.fake.port}")}\nsecret_env = "FI_BENCH_SMS_SECRET"\n'
@@ -127,12 +118,9 @@ class Intake(Channel):
               f"{tally.sent_total}), {found['acks']} acknowledgements queued ({found['with_contact']} with a phone), "
               f"{found['sent_acks']} sent; {self.fake.calls} reached the fake Twilio; {found['wrong']} complaints "
               "with a wrong outbox count")
-        problems = between(found, "complaints", tally, "complaints")
-        for name, want in (("web_messages", found["complaints"]), ("acks", found["with_contact"]),
-                           ("sent_acks", found["acks"]), ("wrong", 0)):
-            if found[name] != want:
-                problems.append(f"{name}: {found[name]}, expected {want}")
-        return problems
+        return between(found, "complaints", tally, "complaints") + mismatches(found, (
+            ("web_messages", found["complaints"]), ("acks", found["with_contact"]),
+                           ("sent_acks", found["acks"]), ("wrong", 0)))
 
     async def stop(self) -> None:
         if self.fake is not None:

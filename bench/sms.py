@@ -33,8 +33,8 @@ import sys
 from pathlib import Path
 from urllib.parse import urlencode
 
-from common import (Channel, FakeHttp, Tally, add_wrk_arguments, between, raw_request, run_main, store_query,
-                    toml_str)
+from common import (Channel, FakeHttp, Tally, add_wrk_arguments, between, fake_twilio, mismatches, raw_request,
+                    run_main, service_config, store_query, toml_str)
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "bench-twilio-auth-token-" + "5" * 8
@@ -79,26 +79,18 @@ class Sms(Channel):
     async def start(self, args, workdir, url, port) -> Path:
         from aiohttp import web
 
-        async def twilio(request: web.Request) -> web.Response:
-            form = await request.post()
-            return web.json_response({"sid": "SM" + secrets.token_hex(16), "status": "queued",
-                                      "to": form.get("To")}, status=201)
-
         async def generic(request: web.Request) -> web.Response:
             body = await request.json()
             return web.json_response({"id": "op-" + str(body.get("id"))})
 
-        self.fake = FakeHttp([("POST", "/2010-04-01/Accounts/{sid}/Messages.json", twilio),
-                              ("POST", "/send", generic)])
-        await self.fake.start()
+        self.fake = await fake_twilio(("POST", "/send", generic))
         api = f"http://127.0.0.1:{self.fake.port}" + ("" if self.gateway == "twilio" else "/send")
         import os
 
         os.environ["FI_BENCH_SMS_SECRET"] = TOKEN if self.gateway == "twilio" else GENERIC_SECRET
         config = workdir / "config.toml"
         config.write_text(
-            f"[storage]\nurl = {toml_str(url)}\n" + (f"pool_size = {args.pool_size}\n" if args.pool_size else "")
-            + f'\n[web]\nhost = "127.0.0.1"\nport = {port}\npublic_url = {toml_str(f"http://127.0.0.1:{port}")}\n'
+            service_config(url, port, args.pool_size)
             + f'\n[[sms.gateways]]\nname = "{self.gateway}"\nkind = "{self.gateway}"\n'
             + f"number = {toml_str(GATEWAY_NUMBER)}\napi_url = {toml_str(api)}\nsecret_env = \"FI_BENCH_SMS_SECRET\"\n"
             + (f"account_sid = {toml_str(ACCOUNT_SID)}\n" if self.gateway == "twilio" else ""),
@@ -152,12 +144,9 @@ class Sms(Channel):
               f"complaints (answered 200: {tally.ok_total}, sent: {tally.sent_total}), {found['acks']} "
               f"acknowledgements queued, {found['sent_acks']} sent; {self.fake.calls} calls reached the fake "
               f"{self.gateway}")
-        problems = between(found, "complaints", tally, "complaints")
-        for name, want in (("messages", found["complaints"]), ("distinct", found["messages"]),
-                           ("acks", found["complaints"]), ("sent_acks", found["acks"]), ("wrong", 0)):
-            if found[name] != want:
-                problems.append(f"{name}: {found[name]}, expected {want}")
-        return problems
+        return between(found, "complaints", tally, "complaints") + mismatches(found, (
+            ("messages", found["complaints"]), ("distinct", found["messages"]),
+                           ("acks", found["complaints"]), ("sent_acks", found["acks"]), ("wrong", 0)))
 
     async def stop(self) -> None:
         if self.fake is not None:

@@ -34,8 +34,8 @@ import sys
 import time
 from pathlib import Path
 
-from common import (Channel, FakeHttp, Tally, add_wrk_arguments, between, raw_request, run_main, service_command,
-                    store_query, toml_str)
+from common import (Channel, FakeHttp, Tally, add_wrk_arguments, between, mismatches, raw_request, run_main,
+                    service_command, service_config, store_query, toml_str)
 
 APP_ID = "4318726409871532817"
 OA_ID = "1180429937510628413"
@@ -75,8 +75,7 @@ class Zalo(Channel):
         os.environ["FI_BENCH_ZALO_APP_SECRET"] = APP_SECRET
         config = workdir / "config.toml"
         config.write_text(
-            f"[storage]\nurl = {toml_str(url)}\n" + (f"pool_size = {args.pool_size}\n" if args.pool_size else "")
-            + f'\n[web]\nhost = "127.0.0.1"\nport = {port}\npublic_url = {toml_str(f"http://127.0.0.1:{port}")}\n'
+            service_config(url, port, args.pool_size)
             + f"\n[zalo]\nenabled = true\napp_id = {toml_str(APP_ID)}\noa_id = {toml_str(OA_ID)}\n"
             + 'oa_secret_env = "FI_BENCH_ZALO_OA_SECRET"\napp_secret_env = "FI_BENCH_ZALO_APP_SECRET"\n'
             + f"api_base_url = {toml_str(fake)}\noauth_base_url = {toml_str(fake)}\nzns_base_url = {toml_str(fake)}\n",
@@ -128,14 +127,11 @@ class Zalo(Channel):
               f"{tally.sent_total}), {found['acks']} acknowledgements ({found['sent_acks']} sent), "
               f"{found['greetings']} greetings ({found['sent_greetings']} sent); {self.fake.calls} calls reached the "
               "fake Zalo")
-        problems = between(found, "complaints", tally, "complaints")
-        for name, want in (("messages", found["complaints"]), ("distinct", found["messages"]),
+        return between(found, "complaints", tally, "complaints") + mismatches(found, (
+            ("messages", found["complaints"]), ("distinct", found["messages"]),
                            ("citizens", found["messages"]), ("greetings", found["citizens"]),
                            ("sent_greetings", found["greetings"]), ("acks", found["complaints"]),
-                           ("sent_acks", found["acks"])):
-            if found[name] != want:
-                problems.append(f"{name}: {found[name]}, expected {want}")
-        return problems
+                           ("sent_acks", found["acks"])))
 
     async def stop(self) -> None:
         if self.fake is not None:
