@@ -510,31 +510,6 @@ def add_wrk_arguments(parser: argparse.ArgumentParser, target_ratio: float = TAR
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
 
 
-async def seed_store(db: Database, rows: int, seed: int) -> None:
-    """N complaints with their contacts and first messages, as bench/desk.py seeds them (its ten units
-    and their staff stay in the store, inactive once the benchmark's own configuration is synced)."""
-    import random
-    import secrets as _secrets
-
-    root = str(Path(__file__).resolve().parent.parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from bench import desk
-    from service.assembly import open_core
-    from service.config import parse_config
-
-    key = _secrets.token_hex(32)
-    config = parse_config(desk.bench_config(db.url, free_port(), desk.SECRET_ENV), {desk.SECRET_ENV: key})
-    core = await open_core(config)
-    try:
-        log(f"seeding {rows:,} complaints on {db.kind} (bench/desk.py's seeding) ...")
-        started = time.monotonic()
-        await desk.seed(core, db, rows, 20_000, random.Random(seed))
-        log(f"  seeded in {time.monotonic() - started:.0f} s; store {await db.size(core)}")
-    finally:
-        await core.close()
-
-
 def serve_command(config: Path, workers: int | None) -> list[str]:
     """`feedback-intake serve`, with --workers N passed through when asked for."""
     return service_command() + ["serve", "--config", str(config)] + (["--workers", str(workers)] if workers else [])
@@ -773,7 +748,7 @@ async def postgres_backends(db: Database) -> list[int]:
     return [row["pid"] for row in rows]
 
 
-async def wrk_main(channel: Channel, args: argparse.Namespace) -> int:
+async def wrk_main(channel: Channel, args: argparse.Namespace, seeder=None) -> int:
     """The whole run: store, fakes, bare server and service, alternating wrk slices, drain, checks."""
     task = asyncio.current_task()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
@@ -785,7 +760,9 @@ async def wrk_main(channel: Channel, args: argparse.Namespace) -> int:
     service = None
     try:
         if getattr(args, "seed_complaints", 0):
-            await seed_store(db, args.seed_complaints, args.seed)
+            if seeder is None:
+                raise RuntimeError("--seed-complaints: this benchmark has no seeding")
+            await seeder(db, args.seed_complaints, args.seed)
         config = await channel.start(args, workdir, db.url, port)
         service = Server("service", serve_command(config, args.workers), port, workdir / "service.log")
         log(f"feedback-intake {channel.title}: wrk -t{args.threads} -c{args.connections}, distinct pre-signed "
@@ -827,11 +804,13 @@ async def wrk_main(channel: Channel, args: argparse.Namespace) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run_main(channel: Channel, args: argparse.Namespace) -> int:
+def run_main(channel: Channel, args: argparse.Namespace, seeder=None) -> int:
+    """Run a wrk benchmark; ``seeder(db, rows, seed)`` fills the store first for --seed-complaints
+    (the benchmarks pass bench/desk.py's ``seed_store``)."""
     if args.connections < 1 or args.threads < 1 or args.seconds <= 0 or args.rounds < 1:
         raise SystemExit("--connections, --threads and --rounds >= 1, --seconds > 0")
     try:
-        return asyncio.run(wrk_main(channel, args))
+        return asyncio.run(wrk_main(channel, args, seeder))
     except (RuntimeError, OSError) as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 2

@@ -334,5 +334,23 @@ def main() -> None:
     sys.exit(asyncio.run(run(parser.parse_args())))
 
 
+async def seed_store(db: Database, rows: int, random_seed: int) -> None:
+    """N complaints with their contacts and first messages, as this benchmark seeds them (its ten units
+    and their staff stay in the store, inactive once the benchmark's own configuration is synced)."""
+    from service.assembly import open_core
+    from service.config import parse_config
+
+    key = secrets.token_hex(32)
+    config = parse_config(bench_config(db.url, free_port(), SECRET_ENV), {SECRET_ENV: key})
+    core = await open_core(config)
+    try:
+        log(f"seeding {rows:,} complaints on {db.kind} (bench/desk.py's seeding) ...")
+        started = time.monotonic()
+        await seed(core, db, rows, 20_000, random.Random(random_seed))
+        log(f"  seeded in {time.monotonic() - started:.0f} s; store {await db.size(core)}")
+    finally:
+        await core.close()
+
+
 if __name__ == "__main__":
     main()

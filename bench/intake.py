@@ -33,6 +33,7 @@ from urllib.parse import urlencode
 
 from common import (Channel, FakeHttp, TEXTS, Tally, add_wrk_arguments, between, fake_twilio, mismatches, raw_request,
                     run_main, service_config, store_query, toml_str)
+from desk import seed_store
 
 FORM_FIELDS = re.compile(r'name="(csrf_token|submission_id)" value="([^"]*)"')
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of forms with a phone number, acknowledged by SMS (default 1)")
     add_wrk_arguments(parser)
     args = parser.parse_args(argv)
-    return run_main(Intake(args.phone_share, args.seed), args)
+    return run_main(Intake(args.phone_share, args.seed), args, seed_store)
 
 
 if __name__ == "__main__":

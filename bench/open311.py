@@ -33,6 +33,7 @@ from urllib.parse import urlencode
 
 from common import (Channel, FakeHttp, TEXTS, Tally, add_wrk_arguments, between, fake_twilio, mismatches, raw_request,
                     run_main, service_config, store_query, toml_str)
+from desk import seed_store
 
 API_KEY = "bench-fms-key-" + "4f1c9a" * 3
 TOKEN = "bench-twilio-auth-token-" + "5" * 8
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_wrk_arguments(parser)
     args = parser.parse_args(argv)
-    return run_main(Open311(args.seed), args)
+    return run_main(Open311(args.seed), args, seed_store)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from urllib.parse import urlencode
 
 from common import (Channel, FakeHttp, Tally, add_wrk_arguments, between, fake_twilio, mismatches, raw_request,
                     run_main, service_config, store_query, toml_str)
+from desk import seed_store
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "bench-twilio-auth-token-" + "5" * 8
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway", choices=("twilio", "generic"), default="twilio")
     add_wrk_arguments(parser)
     args = parser.parse_args(argv)
-    return run_main(Sms(args.gateway, args.seed), args)
+    return run_main(Sms(args.gateway, args.seed), args, seed_store)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from common import (Channel, FakeHttp, Tally, add_wrk_arguments, between, mismatches, raw_request, run_main,
                     service_command, service_config, store_query, toml_str)
+from desk import seed_store
 
 APP_ID = "4318726409871532817"
 OA_ID = "1180429937510628413"
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_wrk_arguments(parser)
     args = parser.parse_args(argv)
-    return run_main(Zalo(args.seed), args)
+    return run_main(Zalo(args.seed), args, seed_store)
 
 
 if __name__ == "__main__":
