@@ -47,6 +47,16 @@ def worker_name(configured: str, port: int) -> str:
     return f"{socket.gethostname()[:60]}:{uuid.uuid4().hex[:12]}"
 
 
+def in_turns(claims: list[Claim]) -> list[list[Claim]]:
+    """The claims by recipient, each recipient's in the order they were queued: one
+    recipient's messages go out one after another (a greeting before the acknowledgement
+    queued with it), different recipients' at once."""
+    turns: dict[tuple[str, str], list[Claim]] = {}
+    for claim in sorted(claims, key=lambda claim: claim.id):
+        turns.setdefault((claim.channel, claim.message.recipient), []).append(claim)
+    return list(turns.values())
+
+
 class Dispatcher:
     """Sends queued outbox messages through the channels' senders."""
 
@@ -183,14 +193,18 @@ class Dispatcher:
         return result
 
     async def send(self, claims: list[Claim]) -> None:
-        """Send claimed messages, ``outbox.concurrency`` at a time."""
+        """Send claimed messages, ``outbox.concurrency`` at a time, one recipient's in turn."""
         size = self.core.config.outbox.concurrency
         for start in range(0, len(claims), size):
             if self._stopping.is_set():
                 return  # what is left is given back by leave()
             chunk = claims[start:start + size]
             await outbox.start(self.core, self.holder, [claim.id for claim in chunk])
-            await asyncio.gather(*(self.send_one(claim) for claim in chunk))
+            await asyncio.gather(*(self._send_in_turn(turn) for turn in in_turns(chunk)))
+
+    async def _send_in_turn(self, claims: list[Claim]) -> None:
+        for claim in claims:
+            await self.send_one(claim)
 
     async def run_once(self) -> int:
         """One round: beat if due, claim a batch, send it; return how many were claimed."""

@@ -107,7 +107,7 @@ async def claim(core: Core, holder: str, channels: Iterable[str], limit: int) ->
             select(OutboxMessage.id)
             .where(OutboxMessage.status == QUEUED, OutboxMessage.next_attempt_at <= now,
                    OutboxMessage.channel.in_(list(channels)))
-            .order_by(OutboxMessage.next_attempt_at)
+            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )).all())

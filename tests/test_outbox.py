@@ -28,17 +28,18 @@ from storage.models import OutboxMessage
 class FakeGateway:
     """A local HTTP endpoint standing in for an SMS operator's API."""
 
-    def __init__(self, script: list[int] | None = None, delay: float = 0.0):
+    def __init__(self, script: list[int] | None = None, delay: float = 0.0, slow: dict[str, float] | None = None):
         self.script = list(script or [])
         self.delay = delay
+        self.slow = dict(slow or {})  # a message's key: seconds its answer takes
         self.received: list[dict] = []
         self.runner: web.AppRunner | None = None
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.json()
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        if self.delay or body.get("key") in self.slow:
+            await asyncio.sleep(self.slow.get(body.get("key"), self.delay))
         status = self.script.pop(0) if self.script else 200
         if status == 200:
             self.received.append(body)
@@ -111,6 +112,29 @@ async def test_a_transient_failure_is_retried_after_backoff_then_sent(core):
         [row] = await stored(core)
         assert (row.status, row.attempts, row.external_id, row.last_error) == ("sent", 2, "gw-1", None)
         assert gateway.received == [{"to": "+84912340000", "text": "Tin nhắn 0", "key": "test:sms:0"}]
+    finally:
+        await gateway.stop()
+
+
+async def test_one_recipient_s_messages_go_out_in_the_order_queued_others_at_the_same_time(core):
+    # The first message to +84900000001 is slow to answer: the two queued after it for the same
+    # person wait for it (a greeting must not arrive after the acknowledgement queued with it),
+    # while another person's message, sent in the same round of four, goes out meanwhile.
+    assert core.config.outbox.concurrency == 4
+    gateway = await FakeGateway(slow={"a:1": 0.5}).start()
+    try:
+        dispatcher = Dispatcher(core, {"sms": HttpSender(gateway.url)})
+        async with core.sessions() as session, session.begin():
+            await outbox.enqueue_many(session, core.clock.now(), [outbox.Queued(Outgoing(
+                key=key, channel="sms", recipient=to, text=key)) for key, to in (
+                    ("a:1", "+84900000001"), ("a:2", "+84900000001"), ("b:1", "+84900000002"),
+                    ("a:3", "+84900000001"), ("c:1", "+84900000003"), ("b:2", "+84900000002"))])
+        assert await dispatcher.run_once() == 6
+        order = [body["key"] for body in gateway.received]
+        assert [key for key in order if key.startswith("a:")] == ["a:1", "a:2", "a:3"]
+        assert [key for key in order if key.startswith("b:")] == ["b:1", "b:2"]
+        assert order.index("b:1") < order.index("a:1")  # not held behind another person's slow send
+        assert {row.status for row in await stored(core)} == {"sent"}
     finally:
         await gateway.stop()
 
