@@ -13,11 +13,12 @@ Messages to staff fall back the same way, from Telegram to email.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import messages, outbox, reach
@@ -36,16 +37,65 @@ _RANK = {None: 0, "sent": 1, "delivered": 2, "undelivered": 2, "failed": 2}
 
 async def sent(core: Core, claim: Claim, external_id: str | None, resent: bool) -> None:
     """The provider took the message."""
+    await sent_many(core, [(claim, external_id, resent, core.clock.now())])
+
+
+# The rows of one mark, by bound names (not the columns': an UPDATE's own).
+_SENT = (update(OutboxMessage.__table__).where(OutboxMessage.__table__.c.id == bindparam("row_id"))
+         .values(status=SENT, external_id=bindparam("row_external_id"), sent_at=bindparam("row_sent_at"),
+                 last_error=None, claimed_by=None, unsure=False, resent=bindparam("row_resent")))
+
+
+async def sent_many(core: Core, marks: list[tuple[Claim, str | None, bool, datetime]]) -> None:
+    """Providers took these messages (claim, provider's id, resent, when): one transaction,
+    one UPDATE for the rows (executemany), one for their complaints."""
     async with core.sessions() as session, session.begin():
-        await session.execute(update(OutboxMessage).where(OutboxMessage.id == claim.id).values(
-            status=SENT, external_id=external_id, sent_at=core.clock.now(), last_error=None, claimed_by=None,
-            unsure=False, resent=resent).execution_options(synchronize_session=False))
-        complaint_id = await session.scalar(select(OutboxMessage.complaint_id).where(OutboxMessage.id == claim.id))
-        if complaint_id is not None and claim.message.audience == "citizen":
+        await session.execute(_SENT, [dict(row_id=claim.id, row_external_id=external_id, row_sent_at=at,
+                                           row_resent=resent) for claim, external_id, resent, at in marks])
+        citizens = [claim.id for claim, *_ in marks if claim.message.audience == "citizen"]
+        if citizens:
             # A message got through: the citizen is reachable again.
-            await session.execute(update(Complaint).where(Complaint.id == complaint_id,
-                                                          Complaint.unreachable_at.is_not(None))
-                                  .values(unreachable_at=None).execution_options(synchronize_session=False))
+            await session.execute(update(Complaint).where(
+                Complaint.unreachable_at.is_not(None),
+                Complaint.id.in_(select(OutboxMessage.complaint_id).where(OutboxMessage.id.in_(citizens))))
+                .values(unreachable_at=None).execution_options(synchronize_session=False))
+
+
+class SentMarks:
+    """Writes "sent" on the rows whose sends returned, together (group commit).
+
+    A send that returns hands its mark over and waits until it is written; marks handed over
+    while a write is under way go in the next one. Each row is so still marked as soon as its
+    own send returns (no waiting for the rest of its round: issue 12), and sends that return
+    at about the same moment share one transaction instead of one each.
+    """
+
+    def __init__(self, core: Core):
+        self.core = core
+        self.waiting: list[tuple[tuple[Claim, str | None, bool, datetime], asyncio.Future]] = []
+        self.task: asyncio.Task | None = None
+
+    async def mark(self, claim: Claim, external_id: str | None, resent: bool) -> None:
+        """Mark one row sent; returns once it is committed (or raises what the store said)."""
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append(((claim, external_id, resent, self.core.clock.now()), future))
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._write(), name="outbox-sent-marks")
+        error = await asyncio.shield(future)  # a cancelled send still has its mark written
+        if error is not None:
+            raise error
+
+    async def _write(self) -> None:
+        while self.waiting:
+            batch, self.waiting = self.waiting, []
+            try:
+                await sent_many(self.core, [mark for mark, _ in batch])
+                error = None
+            except Exception as failure:  # every waiter hears of it; the next marks go on
+                error = failure
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(error)
 
 
 async def retry(core: Core, claim: Claim, reason: str, at: datetime, unsure: bool) -> None:

@@ -5,7 +5,8 @@ Each process's dispatcher is a worker with a name that stays the same across res
 (``outbox.worker_name``, by default the host and the web port) and an incarnation that
 does not, and it keeps a heartbeat in the store. It claims messages for its incarnation;
 right before handing a few to their senders it marks them as being sent; each one's
-outcome is written as soon as its own send returns. A restarted process takes back its
+outcome is written as soon as its own send returns (sends that return together are marked
+sent in one write: ``delivery.SentMarks``). A restarted process takes back its
 earlier incarnation's unfinished claims at once; other processes take over a process's
 claims when its heartbeat stops (``outbox.takeover_seconds``). Claimed messages never
 handed to a sender are queued again as they were; those being sent are queued marked
@@ -69,6 +70,7 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._beat: datetime | None = None
         self._in_flight: set[int] = set()  # claimed rows this incarnation is working on now
+        self._marks = delivery.SentMarks(core)  # sends that returned together are marked together
 
     # ------------------------------------------------------------------ the worker's life
 
@@ -159,7 +161,7 @@ class Dispatcher:
             except Exception as error:  # noqa: BLE001 - cannot tell: try again later, still unsure
                 return await self._retry(claim, attempt, f"looking the message up failed: {error}", None, True)
             if found is not None:
-                await delivery.sent(self.core, claim, found, resent=False)
+                await self._marks.mark(claim, found, resent=False)
                 return self._done(claim, "sent", attempt, None)
         try:
             external_id = await asyncio.wait_for(sender.send(claim.message), timeout=config.send_timeout_seconds)
@@ -175,7 +177,7 @@ class Dispatcher:
             return await self._retry(claim, attempt, str(error) or type(error).__name__, retry_after, False)
         if claim.unsure:
             self.core.metrics.resends.labels(claim.channel).inc()
-        await delivery.sent(self.core, claim, external_id, resent=claim.unsure)
+        await self._marks.mark(claim, external_id, resent=claim.unsure)
         return self._done(claim, "sent", attempt, None)
 
     async def _retry(self, claim: Claim, attempt: int, reason: str, retry_after: float | None, unsure: bool) -> str:

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 
 from bot import outbox
 from service.config import Config
@@ -28,8 +28,12 @@ from storage.models import OutboxMessage
 class FakeGateway:
     """A local HTTP endpoint standing in for an SMS operator's API."""
 
-    def __init__(self, script: list[int] | None = None, delay: float = 0.0, slow: dict[str, float] | None = None):
+    def __init__(self, script: list[int] | None = None, delay: float = 0.0, slow: dict[str, float] | None = None,
+                 together: int = 0):
         self.script = list(script or [])
+        self.together = together  # answer nothing until this many requests are in, then all at once
+        self.arrived = 0
+        self.gate = asyncio.Event()
         self.delay = delay
         self.slow = dict(slow or {})  # a message's key: seconds its answer takes
         self.received: list[dict] = []
@@ -38,6 +42,11 @@ class FakeGateway:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.json()
+        if self.together:
+            self.arrived += 1
+            if self.arrived >= self.together:
+                self.gate.set()
+            await self.gate.wait()
         if self.delay or body.get("key") in self.slow:
             await asyncio.sleep(self.slow.get(body.get("key"), self.delay))
         status = self.script.pop(0) if self.script else 200
@@ -137,6 +146,32 @@ async def test_one_recipient_s_messages_go_out_in_the_order_queued_others_at_the
         assert {row.status for row in await stored(core)} == {"sent"}
     finally:
         await gateway.stop()
+
+
+async def test_sends_that_return_together_are_marked_sent_together(make_config, clock):
+    # Eight sends answered at the same moment: their rows are marked in fewer writes than
+    # eight (the first write may go alone, the others wait for it and go in the next), each
+    # row with its own provider id and time.
+    core = await open_core(make_config({"outbox": {"concurrency": 8}}), clock=clock)
+    gateway = await FakeGateway(together=8).start()
+    marks = []
+
+    def count(_conn, _cursor, statement, _parameters, _context, executemany):
+        if statement.lstrip().upper().startswith("UPDATE OUTBOX") and "sent_at" in statement:
+            marks.append(executemany)
+
+    event.listen(core.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        await queue(core, 8)
+        assert await Dispatcher(core, {"sms": HttpSender(gateway.url)}).run_once() == 8
+        rows = await stored(core)
+        assert [row.status for row in rows] == ["sent"] * 8 and all(row.sent_at for row in rows)
+        assert sorted(row.external_id for row in rows) == sorted(f"gw-{i}" for i in range(1, 9))
+        assert 1 <= len(marks) < 8 and any(marks)  # executemany: several rows in one statement
+    finally:
+        event.remove(core.engine.sync_engine, "before_cursor_execute", count)
+        await gateway.stop()
+        await core.close()
 
 
 async def test_backoff_grows_exponentially_and_is_capped():
