@@ -82,17 +82,20 @@ STOPWORDS = frozenset(
     "noi nua o oi ong qua ra rang rat roi roi sang sao se sau sinh tai the thi thay thuoc tien toi trong tu tren "
     "tu va van vao vay ve vi voi vua xin xong y de nghi kinh gui ubnd phuong quan huyen xa duong pho ngo so "
     "the is a an and are at in of on the to there please it my our this we".split())
-_COMPILED = {topic: [re.compile(rf"(?:^| ){p}(?: |$)") for p in phrases] for topic, (_, phrases) in TOPICS.items()}
+# One pattern per kind of event, its phrases as alternatives: a search finds the leftmost
+# place any of them matches, which is where the text first names that kind.
+_COMPILED = {topic: re.compile("(?:^| )(?:" + "|".join(f"(?:{p})" for p in phrases) + ")(?: |$)")
+             for topic, (_, phrases) in TOPICS.items()}
 
 
 def topics_of(words: list[str]) -> tuple[str, ...]:
     """The kinds of event a text reports, the first named first."""
     text = " ".join(words)
     found: list[tuple[int, int, str]] = []
-    for order, (topic, patterns) in enumerate(_COMPILED.items()):
-        positions = [m.start() for p in patterns for m in [p.search(text)] if m]
-        if positions:
-            found.append((min(positions), order, topic))
+    for order, (topic, pattern) in enumerate(_COMPILED.items()):
+        first = pattern.search(text)
+        if first:
+            found.append((first.start(), order, topic))
     return tuple(topic for _, _, topic in sorted(found))
 
 
