@@ -10,8 +10,8 @@ known library or module decides (so a JSON decode inside the Zalo webhook is par
 ``hmac`` call inside the Twilio check is validation, a SQLAlchemy execute is database), then
 the stack's context refines it: database work under the outbox dispatcher is "outbox claim
 and update"; database work is further split by the nearest project function above it. The
-event loop waiting in ``epoll`` is idle (py-spy counts it as active with --nonblocking) and
-left out. With --cpu-seconds (the process's CPU measured from /proc over the same time) the
+event loop waiting in ``epoll`` and aiosqlite's thread waiting for its next call are idle
+(py-spy counts them as active with --nonblocking) and left out. With --cpu-seconds (the process's CPU measured from /proc over the same time) the
 shares are applied to that, else to the samples / rate.
 """
 
@@ -49,6 +49,28 @@ ORDER = ["HTTP/SMTP server (aiohttp, aiosmtpd, asyncio)", "parsing", "validation
          "domain (other bot/)", "database", "database: SQLite engine (aiosqlite thread)", "outbox claim and update",
          "outbound (HTTP, SMTP relay)", "dispatcher (other)", "logging", "metrics",
          "socket reads (any connection: HTTP, database, gateways)", "event loop (other)"]
+
+
+def _aiosqlite_wait_line() -> int | None:
+    """The line where aiosqlite's worker thread waits for the next call (``tx.get()``): a C
+    call, so py-spy's leaf is that Python line, and with --nonblocking it cannot tell the
+    wait from work. Samples there are idle, not "running SQLite"."""
+    try:
+        import inspect
+
+        import aiosqlite.core
+        lines, first = inspect.getsourcelines(aiosqlite.core._connection_worker_thread)
+    except (ImportError, AttributeError, OSError, TypeError):
+        return None
+    return next((first + i for i, line in enumerate(lines) if "tx.get()" in line), None)
+
+
+AIOSQLITE_WAIT = _aiosqlite_wait_line()
+
+
+def waiting_in_aiosqlite(leaf: str, wait_line: int | None = AIOSQLITE_WAIT) -> bool:
+    """True for a stack whose leaf is aiosqlite's worker thread waiting for work."""
+    return wait_line is not None and leaf.strip() == f"_connection_worker_thread (aiosqlite/core.py:{wait_line})"
 
 
 def parse_frame(frame: str) -> tuple[str, str]:
@@ -150,7 +172,7 @@ def split(text: str, rate: float = 200.0) -> dict:
         if parts and parts[0].startswith("thread "):
             parts = parts[1:]
         frames = [parse_frame(p) for p in parts if p]
-        bucket, detail = bucket_of(frames)
+        bucket, detail = ("idle", None) if parts and waiting_in_aiosqlite(parts[-1]) else bucket_of(frames)
         if bucket == "idle":
             idle += samples
             continue
@@ -168,7 +190,7 @@ def render(result: dict, requests: int, cpu_seconds: float | None = None, top: i
     total_ms = (cpu_seconds if cpu_seconds is not None else active / rate) * 1000 / requests
     basis = "measured CPU (/proc)" if cpu_seconds is not None else f"samples at {rate:g}/s"
     lines = [f"  CPU per complaint: {total_ms:.2f} ms ({basis}; {active} active samples, {result['idle']} idle "
-             f"in epoll left out, {requests} requests)",
+             f"(epoll, aiosqlite waiting) left out, {requests} requests)",
              f"  {'bucket':46} {'share':>6} {'ms/complaint':>13}"]
     for name in ORDER + sorted(set(buckets) - set(ORDER)):
         if not buckets.get(name):

@@ -55,10 +55,11 @@ async def sent_many(core: Core, marks: list[tuple[Claim, str | None, bool, datet
         citizens = [claim.id for claim, *_ in marks if claim.message.audience == "citizen"]
         if citizens:
             # A message got through: the citizen is reachable again.
-            await session.execute(update(Complaint).where(
-                Complaint.unreachable_at.is_not(None),
-                Complaint.id.in_(select(OutboxMessage.complaint_id).where(OutboxMessage.id.in_(citizens))))
-                .values(unreachable_at=None).execution_options(synchronize_session=False))
+            complaints, rows = Complaint.__table__, OutboxMessage.__table__
+            await session.execute(update(complaints).where(
+                complaints.c.unreachable_at.is_not(None),
+                complaints.c.id.in_(select(rows.c.complaint_id).where(rows.c.id.in_(citizens))))
+                .values(unreachable_at=None))
 
 
 class SentMarks:

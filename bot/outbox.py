@@ -113,9 +113,9 @@ async def claim(core: Core, holder: str, channels: Iterable[str], limit: int) ->
         )).all())
         if not due:
             return []
-        await session.execute(
-            update(OutboxMessage).where(OutboxMessage.id.in_(due), OutboxMessage.status == QUEUED)
-            .values(status=CLAIMED, claimed_by=holder).execution_options(synchronize_session=False))
+        table = OutboxMessage.__table__  # the table's UPDATE: no ORM bulk-update machinery on the hot path
+        await session.execute(update(table).where(table.c.id.in_(due), table.c.status == QUEUED)
+                              .values(status=CLAIMED, claimed_by=holder))
         rows = (await session.scalars(
             select(OutboxMessage).where(OutboxMessage.id.in_(due), OutboxMessage.claimed_by == holder,
                                         OutboxMessage.status == CLAIMED).order_by(OutboxMessage.id))).all()
@@ -137,9 +137,8 @@ async def start(core: Core, holder: str, ids: Sequence[int]) -> None:
     """Mark claimed rows as being sent, just before they are handed to their senders."""
     async with core.sessions() as session, session.begin():
         await session.execute(
-            update(OutboxMessage).where(OutboxMessage.id.in_(list(ids)), OutboxMessage.claimed_by == holder)
-            .values(status=SENDING, attempts=OutboxMessage.attempts + 1)
-            .execution_options(synchronize_session=False))
+            update(table := OutboxMessage.__table__).where(table.c.id.in_(list(ids)), table.c.claimed_by == holder)
+            .values(status=SENDING, attempts=table.c.attempts + 1))
 
 
 async def release(core: Core, holder: str) -> int:

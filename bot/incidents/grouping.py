@@ -112,8 +112,9 @@ async def attach(core: Core, session: AsyncSession, now: datetime, complaint: Co
         lead = await session.get(Complaint, incident.lead_complaint_id)
         known[incident.id] = known[best.incident_id or incident.id] = (incident, lead)
     values = ride_along(complaint, lead, incident)
+    table = Complaint.__table__  # the table's UPDATE: no ORM bulk-update machinery per join
     with session.no_autoflush:  # the incident's count waits for the commit (see above)
-        await session.execute(update(Complaint).where(Complaint.id == complaint.id).values(**values))
+        await session.execute(update(table).where(table.c.id == complaint.id).values(**values))
     for key, value in values.items():
         setattr(complaint, key, value)
     incident.updated_at, incident.reports = now, incident.reports + 1
