@@ -4,9 +4,9 @@ Not a test. It builds a store where one unit has a large city's two years of com
 (by default 1,000,000, about 1,370 a day), then measures, in one run on this machine:
 
 (a) ``digests.send`` end to end for the daily and for the weekly digest: the check that
-    it was not sent, the figures in SQL (one scan of the unit's rows into a temporary
-    working set, then aggregates, percentiles, the overdue and lowest-rated lists and
-    the 30-day series over it), the text, the PNG chart, and the ``digest_runs`` row
+    it was not sent, the figures in SQL (aggregates, percentiles, the overdue and
+    lowest-rated lists and the 30-day series, each over a range of a per-unit index), the
+    text, the PNG chart (Pillow), and the ``digest_runs`` row
     with the outbox messages in one transaction (target: under 0.5 s, median, on SQLite
     and on PostgreSQL). Between runs the digest's run and outbox rows are deleted.
 (b) its parts: ``digests.compose`` (SQL and text) and the chart alone;
