@@ -4,9 +4,9 @@ Not a test. It builds a store where one unit has a large city's two years of com
 (by default 1,000,000, about 1,370 a day), then measures, in one run on this machine:
 
 (a) ``digests.send`` end to end for the daily and for the weekly digest: the check that
-    it was not sent, the figures in SQL (one scan of the unit's rows into a temporary
-    working set, then aggregates, percentiles, the overdue and lowest-rated lists and
-    the 30-day series over it), the text, the PNG chart, and the ``digest_runs`` row
+    it was not sent, the figures in SQL (aggregates, percentiles, the overdue and
+    lowest-rated lists and the 30-day series, each over a range of a per-unit index), the
+    text, the PNG chart (Pillow), and the ``digest_runs`` row
     with the outbox messages in one transaction (target: under 0.5 s, median, on SQLite
     and on PostgreSQL). Between runs the digest's run and outbox rows are deleted.
 (b) its parts: ``digests.compose`` (SQL and text) and the chart alone;
@@ -29,6 +29,14 @@ printed on its own and is not part of any target.
     python bench/digest.py --rows 100000            # quick check
     python bench/digest.py --postgres               # PostgreSQL on 127.0.0.1, made and dropped here
     python bench/digest.py --check                  # exit 1 if a target is missed or a figure is wrong
+    python bench/digest.py --keep                   # keep the seeded store, and then, in later runs:
+    python bench/digest.py --reuse /tmp/fi-bench-digest-XXXX/feedback.db   # (or a kept PostgreSQL
+        # database's postgresql+asyncpg://...@127.0.0.1:5432/NAME URL) measure again on it, never
+        # dropped; the seed's figures are counted again (same --rows and --seed); each send is deleted after
+
+To compare two versions of the code on one store, run this file with the other checkout first
+on the import path (``cd /tmp && PYTHONPATH=/path/to/other python /path/to/bench/digest.py
+--reuse ...``), alternating.
 
 A PostgreSQL database is created here (through the ``postgres`` admin database, on
 127.0.0.1 only) and always dropped at the end; one that exists already is refused.
@@ -46,7 +54,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from common import Database, log, plain_pg_url
+from common import Database, check_local, log, plain_pg_url
 from sqlalchemy import delete, func, insert, select, text
 
 from bot import digests
@@ -167,12 +175,26 @@ def is_overdue(row: dict) -> bool:
 
 
 async def seed(core: Core, db: Database, args: argparse.Namespace) -> Seeded:
+    """Store the complaints (or, with --reuse, only count what the stored ones must give)."""
     rng = random.Random(args.seed)
     unit_id = core.directory.unit_ids[UNIT]
     async with core.sessions() as session:
         agents = list((await session.scalars(select(Staff.id).where(Staff.role == "agent"))).all())
     periods = {kind: digests.period_for(kind, NOW, HANOI) for kind in digests.KINDS}
     seeded = Seeded(rows=args.rows, periods={kind: Expected(p.start, p.end) for kind, p in periods.items()})
+    if args.reuse:
+        for i in range(1, args.rows + 1):
+            row = complaint_row(i, args.rows, unit_id, agents, rng)
+            for expected in seeded.periods.values():
+                expected.add(row)
+            seeded.open += is_open(row)
+            seeded.overdue += is_overdue(row)
+        async with core.sessions() as session:
+            stored = await session.scalar(select(func.count()).select_from(Complaint))
+        if stored != args.rows:
+            raise SystemExit(f"--reuse: the store has {stored:,} complaints, not --rows {args.rows:,}")
+        log(f"  reused the store: {stored:,} complaints, {seeded.open:,} open, {seeded.overdue:,} overdue")
+        return seeded
     pg = None
     if db.kind == "postgresql":
         import asyncpg
@@ -288,15 +310,21 @@ async def measure(core: Core, seeded: Seeded, kind: str, runs: int) -> tuple[dic
 
 
 async def run(args: argparse.Namespace) -> int:
-    db = Database.from_args(args, "digest")
-    await db.create()
+    if args.reuse:
+        url = args.reuse if "://" in args.reuse else f"sqlite+aiosqlite:///{args.reuse}"
+        if url.startswith("postgresql"):
+            check_local(url)
+        db = Database(url, "postgresql" if url.startswith("postgresql") else "sqlite")
+    else:
+        db = Database.from_args(args, "digest")
+        await db.create()
     core = build_core(parse_config(bench_config(db.url), {}), clock=FrozenClock(NOW))
     failed = False
     try:
-        await start_core(core, core.config)
+        await start_core(core, core.config, upgrade=False if args.reuse else None)
         log(f"database: {db.kind}, {args.rows:,} complaints in unit {UNIT!r}; now = {NOW.astimezone(HANOI)}")
         seeded = await seed(core, db, args)
-        # The first chart imports matplotlib and builds its font cache: not what is measured.
+        # The first chart loads its fonts (and the first compose warms the caches): not measured.
         period = digests.period_for("daily", NOW, HANOI)
         await digests.preview(core, UNIT, period)
         for kind in digests.KINDS:
@@ -304,7 +332,8 @@ async def run(args: argparse.Namespace) -> int:
             failed |= bool(problems) or figures["send"] >= TARGET_S
     finally:
         await core.close()
-        await db.drop(args.keep)
+        if not args.reuse:
+            await db.drop(args.keep)
     return 1 if failed and args.check else 0
 
 
@@ -318,6 +347,8 @@ def main() -> None:
     parser.add_argument("--sqlite-analyze", action="store_true", help="run ANALYZE on SQLite after seeding")
     parser.add_argument("--seed", type=int, default=69, help="random seed of the data")
     parser.add_argument("--keep", action="store_true", help="keep the store (SQLite folder / PG database)")
+    parser.add_argument("--reuse", metavar="STORE", help="measure on a store kept by --keep (a SQLite file or "
+                        "a postgresql+asyncpg:// URL on 127.0.0.1); give the same --rows and --seed")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed or a figure is wrong")
     args = parser.parse_args()
     if args.rows < 1 or args.runs < 1:
