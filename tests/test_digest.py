@@ -309,6 +309,18 @@ async def test_the_chart_is_a_png_of_the_expected_size_with_the_weeks_bars(week)
     assert sum(d.new for d in days) == 5 and sum(d.answered for d in days) == 4
 
 
+def test_the_chart_s_words_are_drawn_in_a_font_with_vietnamese_letters():
+    # Pillow's built-in font has no "ả" or "ờ": without the TrueType font the Vietnamese
+    # labels would come out as boxes.
+    from PIL import ImageFont
+
+    path = charts._font_path()
+    assert path is not None and path.name == "DejaVuSans.ttf"
+    font = ImageFont.truetype(str(path), charts.FONT_SIZE)
+    for letter in "ảờưđệ":
+        assert font.getmask(letter).getbbox() is not None, letter
+
+
 async def test_a_chart_with_no_complaints_is_still_a_chart(week):
     core, _ = week
     _, png = await digests.preview(core, "dien-luc", week45(core))
