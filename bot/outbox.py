@@ -23,13 +23,13 @@ next contact point.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import JSON, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core import Core
@@ -96,29 +96,64 @@ ROW_COLUMNS = ("key", "reference", "channel", "recipient", "complaint_id", "payl
 
 async def enqueue_rows(session: AsyncSession, rows: Sequence[dict]) -> None:
     """Queue many messages given as outbox rows (dicts of ``ROW_COLUMNS``; the payload as
-    ``enqueue_many`` stores it), in one statement; keys already queued are left alone.
+    ``enqueue_many`` stores it), in one statement, in the order given; keys already queued
+    are left alone. For a backlog's batch (the sweep writes thousands): see ``insert_rows``."""
+    await insert_rows(session, OutboxMessage.__table__, ROW_COLUMNS, rows, ignore_conflicts=True)
 
-    A backlog's batch (the sweep) writes thousands: on PostgreSQL they go as one INSERT ...
-    SELECT FROM unnest(arrays), in the order given (an executemany runs the INSERT once per
-    row, and its executor start and index probes are most of the time); on SQLite as one
-    executemany (sqlite3 loops in C)."""
+
+def driver_values(dialect: Any, column: Any, values: Sequence[object]) -> list[object]:
+    """Values of a column as its type hands them to the driver, each distinct time processed
+    once (a batch's rows share their times: written, created, the new deadline)."""
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    if process is None:
+        return list(values)
+    done: dict[datetime, object] = {}
+    out = []
+    for value in values:
+        if isinstance(value, datetime):
+            found = done.get(value, done)
+            if found is done:
+                found = done[value] = process(value)
+            out.append(found)
+        else:
+            out.append(process(value))
+    return out
+
+
+def array_of(dialect: Any, column: Any, name: str) -> str:
+    """A PostgreSQL array parameter of a column's type (JSON travels as text)."""
+    kind = "TEXT" if isinstance(column.type, JSON) else column.type.compile(dialect=dialect)
+    return f"CAST(:{name} AS {kind}[])"
+
+
+async def insert_rows(session: AsyncSession, table: Any, names: Sequence[str], rows: Sequence[dict],
+                      ignore_conflicts: bool = False) -> None:
+    """Many rows (dicts of these columns) in one statement, in the order given, the values
+    processed by the columns' types as an ORM or Core insert would, without the per-row work
+    of either: on PostgreSQL one INSERT ... SELECT FROM unnest(one array per column) (an
+    executemany runs the INSERT once per row, and its executor start and index probes are
+    most of the time); on SQLite one executemany of the driver's own values (sqlite3 loops
+    in C). ``ignore_conflicts``: rows that would break a unique key are skipped."""
     if not rows:
         return
-    table = OutboxMessage.__table__
-    if session.bind.dialect.name != "postgresql":
-        await session.execute(insert_ignoring_conflicts(session, table), list(rows))
-        return
     dialect = session.bind.dialect
-    columns = [table.c[name] for name in ROW_COLUMNS]
-    arrays = {f"a{n}": ([json.dumps(row["payload"]) for row in rows] if name == "payload"
-                        else [row[name] for row in rows]) for n, name in enumerate(ROW_COLUMNS)}
-    typed = ", ".join(f"CAST(:a{n} AS {'TEXT' if c.name == 'payload' else c.type.compile(dialect=dialect)}[])"
-                      for n, c in enumerate(columns))
-    names = ", ".join(f'"{c.name}"' for c in columns)
-    picked = ", ".join(f'v."{c.name}"::json' if c.name == "payload" else f'v."{c.name}"' for c in columns)
-    await session.execute(text(
-        f"INSERT INTO outbox ({names}) SELECT {picked} FROM unnest({typed}) WITH ORDINALITY AS v({names}, n) "
-        "ORDER BY v.n ON CONFLICT DO NOTHING"), arrays)
+    columns = [table.c[name] for name in names]
+    values = [driver_values(dialect, column, [row[column.name] for row in rows]) for column in columns]
+    quoted = ", ".join(dialect.identifier_preparer.quote(name) for name in names)
+    target = dialect.identifier_preparer.format_table(table)
+    if dialect.name == "postgresql":
+        picked = ", ".join(f"v.{dialect.identifier_preparer.quote(c.name)}" + ("::json" if isinstance(c.type, JSON)
+                                                                               else "") for c in columns)
+        typed = ", ".join(array_of(dialect, column, f"a{n}") for n, column in enumerate(columns))
+        await session.execute(text(
+            f"INSERT INTO {target} ({quoted}) SELECT {picked} FROM unnest({typed}) WITH ORDINALITY AS v({quoted}, n) "
+            f"ORDER BY v.n{' ON CONFLICT DO NOTHING' if ignore_conflicts else ''}"),
+            {f"a{n}": column_values for n, column_values in enumerate(values)})
+        return
+    connection = await session.connection()
+    await connection.exec_driver_sql(
+        f"INSERT INTO {target} ({quoted}) VALUES ({', '.join('?' for _ in names)})"
+        f"{' ON CONFLICT DO NOTHING' if ignore_conflicts else ''}", list(zip(*values)))
 
 
 def backoff(attempts: int, base: float, cap: float, retry_after: float | None = None) -> float:

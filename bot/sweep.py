@@ -21,17 +21,17 @@ the messages as another, in one transaction per batch.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
 
-from sqlalchemy import JSON, bindparam, insert, select, text, update
+from sqlalchemy import select, text
 
 from bot import bursts, messages, outbox, reach, urgency
 from bot.core import Core
 from bot.directory import StaffDirectory
+from bot.outbox import array_of, driver_values, insert_rows
 from bot.statuses import FINISHED, Status, schedule_checks
 from bot.statuses import pending as owed
 from storage.models import Complaint, Event, Staff
@@ -89,59 +89,37 @@ def _claim(now: datetime, batch_size: int):
             .order_by(_COMPLAINTS.c.next_check_at).limit(batch_size).with_for_update(skip_locked=True))
 
 
-def _array(dialect, column, name: str) -> str:
-    """A PostgreSQL array parameter of a column's type (JSON travels as text)."""
-    kind = "TEXT" if isinstance(column.type, JSON) else column.type.compile(dialect=dialect)
-    return f"CAST(:{name} AS {kind}[])"
-
-
 async def _write(session, complaints: list[_Due]) -> None:
     """Each complaint's changed marks: per set of changed columns, one UPDATE from arrays on
-    PostgreSQL (an executemany runs the UPDATE once per row), one executemany on SQLite."""
+    PostgreSQL (an executemany runs the UPDATE once per row), one executemany of the driver's
+    own values on SQLite (the columns' types applied once per distinct time)."""
     groups: dict[tuple[str, ...], list[tuple[int, dict]]] = {}
     for complaint in complaints:
         changed = complaint.changes()
         if changed:
             groups.setdefault(tuple(changed), []).append((complaint.id, changed))
-    postgres = session.bind.dialect.name == "postgresql"
+    dialect = session.bind.dialect
+    quote = dialect.identifier_preparer.quote
     for names, rows in groups.items():
-        if postgres:
-            dialect = session.bind.dialect
-            arrays = {"b_id": [id_ for id_, _ in rows],
-                      **{f"b_{name}": [changed[name] for _, changed in rows] for name in names}}
+        values = [driver_values(dialect, _COMPLAINTS.c[name], [changed[name] for _, changed in rows])
+                  for name in names]
+        ids = [id_ for id_, _ in rows]
+        if dialect.name == "postgresql":
             await session.execute(text(
-                "UPDATE complaints SET " + ", ".join(f'"{name}" = v."{name}"' for name in names)
-                + " FROM unnest(" + ", ".join([_array(dialect, _COMPLAINTS.c.id, "b_id"),
-                                              *(_array(dialect, _COMPLAINTS.c[name], f"b_{name}") for name in names)])
-                + ') AS v(id, ' + ", ".join(f'"{name}"' for name in names) + ") WHERE complaints.id = v.id"),
-                arrays)
+                "UPDATE complaints SET " + ", ".join(f"{quote(name)} = v.{quote(name)}" for name in names)
+                + " FROM unnest(" + ", ".join([array_of(dialect, _COMPLAINTS.c.id, "b_id"),
+                                              *(array_of(dialect, _COMPLAINTS.c[name], f"b{n}")
+                                                for n, name in enumerate(names))])
+                + ") AS v(id, " + ", ".join(quote(name) for name in names) + ") WHERE complaints.id = v.id"),
+                {"b_id": ids, **{f"b{n}": column for n, column in enumerate(values)}})
         else:
-            await session.execute(update(_COMPLAINTS).where(_COMPLAINTS.c.id == bindparam("b_id"))
-                                  .values({name: bindparam(f"b_{name}") for name in names}),
-                                  [{"b_id": id_, **{f"b_{name}": value for name, value in changed.items()}}
-                                   for id_, changed in rows])
+            connection = await session.connection()
+            await connection.exec_driver_sql(
+                "UPDATE complaints SET " + ", ".join(f"{quote(name)} = ?" for name in names) + " WHERE id = ?",
+                list(zip(*values, ids)))
 
 
 _EVENT_COLUMNS = ("complaint_id", "at", "actor", "kind", "detail")
-
-
-async def _insert_events(session, events: list[dict]) -> None:
-    """The batch's audit events: one INSERT from arrays on PostgreSQL, in order; one
-    executemany on SQLite (not ORM objects: one statement each there)."""
-    if not events:
-        return
-    table = Event.__table__
-    if session.bind.dialect.name != "postgresql":
-        await session.execute(insert(table), events)
-        return
-    dialect = session.bind.dialect
-    arrays = {f"e{n}": ([json.dumps(event["detail"]) for event in events] if name == "detail"
-                        else [event[name] for event in events]) for n, name in enumerate(_EVENT_COLUMNS)}
-    names = ", ".join(f'"{name}"' for name in _EVENT_COLUMNS)
-    picked = ", ".join(f'v."{name}"::json' if name == "detail" else f'v."{name}"' for name in _EVENT_COLUMNS)
-    typed = ", ".join(_array(dialect, table.c[name], f"e{n}") for n, name in enumerate(_EVENT_COLUMNS))
-    await session.execute(text(f"INSERT INTO events ({names}) SELECT {picked} FROM unnest({typed}) "
-                               f"WITH ORDINALITY AS v({names}, n) ORDER BY v.n"), arrays)
 
 
 class _Batch:
@@ -294,7 +272,7 @@ async def _batch(core: Core, session, now: datetime, batch_size: int, seen: set[
     for complaint in complaints:
         _act(batch, complaint, result)
     await _write(session, everyone)
-    await _insert_events(session, batch.events)
+    await insert_rows(session, Event.__table__, _EVENT_COLUMNS, batch.events)
     await outbox.enqueue_rows(session, composer.rows)
     return len(complaints), bool(composer.rows)
 
