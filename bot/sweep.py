@@ -20,6 +20,7 @@ the messages as another, in one transaction per batch.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 # Complaints per transaction: large enough that a backlog goes in a few transactions, small
 # enough that no lock (PostgreSQL: the claimed rows; SQLite: the writer) is held long.
 BATCH = 1000
+# Batches in flight at once on PostgreSQL (each on its own connection, in its own transaction).
+LANES = 2
 
 # What the sweep reads of a complaint (for ``statuses.pending``, the messages and the staff
 # directory), and of those, what it may change: written back only where changed.
@@ -277,35 +280,71 @@ async def _batch(core: Core, session, now: datetime, batch_size: int, seen: set[
     return len(complaints), bool(composer.rows)
 
 
+class _NoCollection:
+    """No garbage collection while any batch is read, built and written: its rows and messages
+    are thousands of young objects that all live until the batch is written, and each
+    collection would walk them again (a fifth of a 10,000 backlog's time). They are let go
+    (by reference counts) when ``_batch`` returns, so the collector, on again, does not walk
+    them either. Counted: on PostgreSQL two batches are in flight at once."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.collecting = False
+
+    def __enter__(self) -> None:
+        if self.depth == 0:
+            self.collecting = gc.isenabled()
+            gc.disable()
+        self.depth += 1
+
+    def __exit__(self, *_exc: object) -> None:
+        self.depth -= 1
+        if self.depth == 0 and self.collecting:
+            gc.enable()
+
+
+_NO_COLLECTION = _NoCollection()
+
+
+async def _next_batch(core: Core, batch_size: int, seen: set[int], result: SweepResult) -> bool:
+    """One batch in its own transaction; whether more may be due."""
+    now = core.clock.now()
+    with _NO_COLLECTION:
+        async with core.sessions() as session, session.begin():
+            done = await _batch(core, session, now, batch_size, seen, result)
+    if done is None:
+        return False
+    claimed, queued = done
+    result.checked += claimed
+    if queued:
+        core.outbox_ready.set()
+    return claimed == batch_size
+
+
+async def _lane(core: Core, batch_size: int, seen: set[int], result: SweepResult) -> None:
+    while await _next_batch(core, batch_size, seen, result):
+        pass
+
+
 async def sweep(core: Core, batch_size: int = BATCH) -> SweepResult:
-    """Process every complaint whose next check has come; return what was done."""
+    """Process every complaint whose next check has come; return what was done.
+
+    A backlog on PostgreSQL is taken by two lanes at once, each a batch in its own
+    transaction on its own connection (what two processes sweeping at once would do: the
+    rows one claims the other skips): while the database writes one batch, the other's
+    messages are built. SQLite has one connection and one writer: one lane."""
     # Staff messages kept back overnight go as one summary per person once the day starts.
     await bursts.release_quiet(core)
     result = SweepResult()
     seen: set[int] = set()
-    while True:
-        now = core.clock.now()
-        # No collection while a batch is read, built and written: its rows and messages are
-        # thousands of young objects that all live until the batch is written, and each
-        # collection would walk them again (a fifth of a 10,000 backlog's time). They are
-        # let go (by reference counts) when ``_batch`` returns, so the collector, on again,
-        # does not walk them either.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            async with core.sessions() as session, session.begin():
-                done = await _batch(core, session, now, batch_size, seen, result)
-        finally:
-            if collecting:
-                gc.enable()
-        if done is None:
-            break
-        claimed, queued = done
-        result.checked += claimed
-        if queued:
-            core.outbox_ready.set()
-        if claimed < batch_size:
-            break
+    # The first batch alone: a sweep with nothing (or little) due stays one probe.
+    if await _next_batch(core, batch_size, seen, result):
+        if core.engine.dialect.name == "postgresql":
+            async with asyncio.TaskGroup() as lanes:
+                for _ in range(LANES):
+                    lanes.create_task(_lane(core, batch_size, seen, result))
+        else:
+            await _lane(core, batch_size, seen, result)
     if result.checked:
         log.info("sweep", extra={"fields": vars(result)})
     return result
