@@ -102,21 +102,20 @@ async def enqueue_rows(session: AsyncSession, rows: Sequence[dict]) -> None:
 
 
 def driver_values(dialect: Any, column: Any, values: Sequence[object]) -> list[object]:
-    """Values of a column as its type hands them to the driver, each distinct time processed
-    once (a batch's rows share their times: written, created, the new deadline)."""
+    """Values of a column as its type hands them to the driver, each distinct value processed
+    once (a batch's rows share their times, flags and statuses); JSON each time."""
     process = column.type.dialect_impl(dialect).bind_processor(dialect)
     if process is None:
         return list(values)
-    done: dict[datetime, object] = {}
+    if isinstance(column.type, JSON):
+        return [process(value) for value in values]
+    done: dict[object, object] = {}
     out = []
     for value in values:
-        if isinstance(value, datetime):
-            found = done.get(value, done)
-            if found is done:
-                found = done[value] = process(value)
-            out.append(found)
-        else:
-            out.append(process(value))
+        try:
+            out.append(done[value])
+        except KeyError:
+            out.append(done.setdefault(value, process(value)))
     return out
 
 
