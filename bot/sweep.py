@@ -13,9 +13,13 @@ whose deadline passed while the service was down gets its apology, not a late re
 
 A backlog is the case to be fast for (10,000 apologies after a long weekend's outage): a
 batch reads only the columns the sweep needs, as plain rows (no ORM identity map or unit
-of work), computes the extended deadline once per urgency, and writes the marks back as
-one executemany UPDATE per set of changed columns, the events as one multi-row INSERT and
-the messages as another, in one transaction per batch.
+of work), computes the extended deadline once per urgency, builds its messages straight as
+outbox rows (``messages.Composer``: unit names, templates, staff addresses and formatted
+times worked out once per batch), and writes the marks back as one UPDATE per set of
+changed columns, the events as one INSERT and the messages as another, in one transaction
+per batch: on PostgreSQL each from one array per column (``unnest``), on SQLite as an
+executemany of the driver's own values, the columns' types applied once per distinct value
+(``outbox.insert_rows``). On PostgreSQL two batches are in flight at once (``LANES``).
 """
 
 from __future__ import annotations
