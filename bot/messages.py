@@ -186,48 +186,38 @@ class Composer:
 
     def time(self, moment: datetime | None, language: str) -> str:
         """``format_time``, once per moment and language."""
-        key = (moment, language)
-        found = self._times.get(key)
-        if found is None:
-            found = self._times[key] = format_time(self.core, moment, language)
+        if (found := self._times.get((moment, language))) is None:
+            found = self._times[moment, language] = format_time(self.core, moment, language)
         return found
 
     def unit(self, unit_id: int, language: str) -> str:
-        key = (unit_id, language)
-        found = self._units.get(key)
-        if found is None:
-            found = self._units[key] = unit_name(self.core, unit_id, language)
+        if (found := self._units.get((unit_id, language))) is None:
+            found = self._units[unit_id, language] = unit_name(self.core, unit_id, language)
         return found
 
     def template(self, language: str | None, key: str) -> str:
         """The catalogue's template for a key, as ``Catalogue.get`` picks it (its language,
         else Vietnamese)."""
-        cache_key = (language, key)
-        found = self._templates.get(cache_key)
-        if found is None:
+        if (found := self._templates.get((language, key))) is None:
             texts = self.core.texts
             found = texts.texts.get(texts.language(language), {}).get(key) or texts.texts["vi"][key]
-            self._templates[cache_key] = found
+            self._templates[language, key] = found
         return found
 
     def _citizen_key(self, channel: str, key: str) -> str:
         """The key ``citizen_text`` uses: the channel's short variant when there is one."""
-        cache_key = (channel, key)
-        found = self._citizen_keys.get(cache_key)
-        if found is None:
+        if (found := self._citizen_keys.get((channel, key))) is None:
             short = f"{channel}.{key.removeprefix('citizen.')}"
-            found = self._citizen_keys[cache_key] = short if short in self.core.texts.texts["vi"] else key
+            found = self._citizen_keys[channel, key] = short if short in self.core.texts.texts["vi"] else key
         return found
 
     def _address(self, member: Staff) -> tuple[str, str] | None:
-        found = self._addresses.get(member.id, False)
-        if found is False:
+        if (found := self._addresses.get(member.id, False)) is False:
             found = self._addresses[member.id] = staff_address(member)
         return found
 
     def _hold_until(self, complaint: Complaint) -> datetime | None:
-        urgent = complaint.urgency == "urgent"
-        if urgent not in self._quiet:
+        if (urgent := complaint.urgency == "urgent") not in self._quiet:
             self._quiet[urgent] = quiet_until(self.core, complaint)
         return self._quiet[urgent]
 
@@ -305,8 +295,6 @@ def new_case(complaint: Complaint, text: str, files: Iterable[tuple[int, str, st
         first_response_due=complaint.first_response_due, resolution_due=complaint.resolution_due,
         latitude=complaint.latitude, longitude=complaint.longitude,
         messages=(CaseMessage(complaint.created_at, "in", complaint.channel, text, None, tuple(files)),))
-
-
 
 
 async def load_case(session: AsyncSession, complaint: Complaint) -> Case:
