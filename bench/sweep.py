@@ -15,9 +15,9 @@ measures, in one run on this machine:
 The machine is small, shared and noisy, so every figure is printed with its baseline
 from the same run and the ratio sweep / baseline, and each processing run with the CPU
 time of this process (on SQLite the event loop's and the driver's thread; on PostgreSQL
-without the server's), which other processes' load disturbs less than the wall time. It also prints the query plan of the
-sweep's own SELECT (captured from the statement the sweep sends, so it cannot drift
-from bot/sweep.py): SQLite ``EXPLAIN QUERY PLAN``, PostgreSQL ``EXPLAIN (ANALYZE,
+without the server's), which other processes' load disturbs less than the wall time. It
+also prints the query plan of the sweep's own SELECT (captured from the statement the
+sweep sends, so it cannot drift from bot/sweep.py): SQLite ``EXPLAIN QUERY PLAN``, PostgreSQL ``EXPLAIN (ANALYZE,
 BUFFERS)``, and checks that ``ix_complaints_next_check_at`` is searched, not scanned.
 After processing it checks the store: exactly one apology (and one escalation) in the
 outbox per overdue complaint, none for any other, and a second sweep finds nothing.
