@@ -168,8 +168,8 @@ class Composer:
     """Messages for many complaints at once (the sweep's batch), as outbox rows (plain dicts
     for ``outbox.enqueue_rows``), the same byte for byte as ``to_citizen`` and ``to_staff``
     (without a case or attachments) build them, with what is the same for many complaints
-    worked out once: unit names, templates, staff addresses, formatted times, and when staff
-    messages may go. Built per batch (names and staff may change between batches)."""
+    worked out once: unit names, templates, staff addresses, formatted times, when staff
+    messages may go (reckoned at the first). One per batch: names and staff may change."""
 
     def __init__(self, core: Core, directory: StaffDirectory, now: datetime):
         self.core, self.directory, self.now = core, directory, now
