@@ -390,3 +390,28 @@ async def test_the_sweeps_rows_are_the_messages_to_citizen_and_to_staff_build(ma
     assert any(row["status"] == "held" for row in expected) == (at.hour >= 17)
     assert composer.rows == expected
     assert [json.dumps(row["payload"]) for row in composer.rows] == [json.dumps(row["payload"]) for row in expected]
+
+
+async def test_rows_queued_in_bulk_keep_their_order_and_leave_a_key_already_queued_alone(staffed):
+    """``outbox.enqueue_rows`` (the sweep's writes; one statement from arrays on PostgreSQL):
+    a key already in the outbox is skipped, not doubled nor failed, and the rest keep the order
+    given, as the dispatcher sends one recipient's messages in the order queued."""
+    from bot import outbox
+
+    core = staffed
+    now = core.clock.now()
+
+    def row(key: str, text_: str) -> dict:
+        return dict(key=key, reference=f"ref-{key}", channel="sms", recipient=PHONE, complaint_id=None,
+                    payload={"text": text_, "kind": "apology", "render": {"params": {"due": "hạn"}}},
+                    status="queued", attempts=0, next_attempt_at=now, created_at=now, fallback_of=None,
+                    unsure=False, resent=False)
+
+    async with core.sessions() as session, session.begin():
+        await outbox.enqueue_rows(session, [row("bulk:b", "first b")])
+    async with core.sessions() as session, session.begin():
+        await outbox.enqueue_rows(session, [row(f"bulk:{k}", f"second {k}") for k in "dcbae"])
+    rows = [m for m in await outbox_rows(core) if m.key.startswith("bulk:")]
+    assert [m.key for m in rows] == ["bulk:b", "bulk:d", "bulk:c", "bulk:a", "bulk:e"]
+    assert rows[0].payload["text"] == "first b" and rows[1].payload["render"] == {"params": {"due": "hạn"}}
+    assert rows[1].next_attempt_at == now and rows[1].unsure is False and rows[1].status == "queued"
