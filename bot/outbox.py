@@ -116,6 +116,8 @@ def driver_values(dialect: Any, column: Any, values: Sequence[object]) -> list[o
             out.append(done[value])
         except KeyError:
             out.append(done.setdefault(value, process(value)))
+        except TypeError:  # not hashable: processed each time
+            out.append(process(value))
     return out
 
 
