@@ -20,9 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core import Core
 from bot.directory import StaffDirectory, staff_address, staff_addresses
-from bot.outbox import Queued
+from bot.outbox import HELD, QUEUED, Queued
 from bot.reach import Point
-from contract.messages import Attachment, Origin, Outgoing
+from contract.messages import Attachment, Origin, Outgoing, reference_of
 from contract.results import Case, CaseDelivery, CaseMessage
 from storage.models import Attachment as StoredAttachment
 from storage.models import Complaint, Contact, Message, OutboxMessage, Staff
@@ -164,6 +164,119 @@ def to_staff(core: Core, directory: StaffDirectory, members: list[Staff], key: s
     return out
 
 
+class Composer:
+    """Messages for many complaints at once (the sweep's batch), as outbox rows (plain dicts
+    for ``outbox.enqueue_rows``), the same byte for byte as ``to_citizen`` and ``to_staff``
+    (without a case or attachments) build them, with what is the same for many complaints
+    worked out once: unit names, templates, staff addresses, formatted times, when staff
+    messages may go (reckoned at the first). One per batch: names and staff may change."""
+
+    def __init__(self, core: Core, directory: StaffDirectory, now: datetime):
+        self.core, self.directory, self.now = core, directory, now
+        self.rows: list[dict] = []
+        self.staff_language = core.config.service.default_language
+        self._tz = core.config.tz
+        self._track = f"{core.public_url.rstrip('/')}/track/"
+        self._units: dict[tuple[int, str], str] = {}
+        self._templates: dict[tuple[str, str], str] = {}
+        self._citizen_keys: dict[tuple[str, str], str] = {}
+        self._times: dict[tuple[datetime | None, str], str] = {}
+        self._addresses: dict[int, tuple[str, str] | None] = {}
+        self._quiet: dict[bool, datetime | None] = {}
+
+    def time(self, moment: datetime | None, language: str) -> str:
+        """``format_time``, once per moment and language."""
+        if (found := self._times.get((moment, language))) is None:
+            found = self._times[moment, language] = format_time(self.core, moment, language)
+        return found
+
+    def unit(self, unit_id: int, language: str) -> str:
+        if (found := self._units.get((unit_id, language))) is None:
+            found = self._units[unit_id, language] = unit_name(self.core, unit_id, language)
+        return found
+
+    def template(self, language: str | None, key: str) -> str:
+        """The catalogue's template for a key, as ``Catalogue.get`` picks it (its language,
+        else Vietnamese)."""
+        if (found := self._templates.get((language, key))) is None:
+            texts = self.core.texts
+            found = texts.texts.get(texts.language(language), {}).get(key) or texts.texts["vi"][key]
+            self._templates[language, key] = found
+        return found
+
+    def _citizen_key(self, channel: str, key: str) -> str:
+        """The key ``citizen_text`` uses: the channel's short variant when there is one."""
+        if (found := self._citizen_keys.get((channel, key))) is None:
+            short = f"{channel}.{key.removeprefix('citizen.')}"
+            found = self._citizen_keys[channel, key] = short if short in self.core.texts.texts["vi"] else key
+        return found
+
+    def _address(self, member: Staff) -> tuple[str, str] | None:
+        if (found := self._addresses.get(member.id, False)) is False:
+            found = self._addresses[member.id] = staff_address(member)
+        return found
+
+    def _hold_until(self, complaint: Complaint) -> datetime | None:
+        if (urgent := complaint.urgency == "urgent") not in self._quiet:
+            self._quiet[urgent] = quiet_until(self.core, complaint)
+        return self._quiet[urgent]
+
+    def _row(self, key: str, channel: str, recipient: str, complaint_id: int, payload: dict,
+             hold_until: datetime | None) -> None:
+        now = self.now
+        self.rows.append(dict(key=key, reference=reference_of(key), channel=channel, recipient=recipient,
+                              complaint_id=complaint_id, payload=payload, status=HELD if hold_until else QUEUED,
+                              attempts=0, next_attempt_at=hold_until or now, created_at=now, fallback_of=None,
+                              unsure=False, resent=False))
+
+    def to_citizen(self, complaint: Complaint, contact: Point, key: str, text_key: str,
+                   thread: list[str] | None = None, **params: object) -> None:
+        """``to_citizen`` (origin "system", no attachments) as an outbox row."""
+        language = complaint.language
+        code = complaint.tracking_code
+        url = self._track + code
+        text = self.template(language, self._citizen_key(contact.channel, text_key)).format(
+            code=code, unit=self.unit(complaint.unit_id, language), track_url=url, **params)
+        topic = complaint.subject or self.template(language, "citizen.subject_default")
+        kind = text_key.removeprefix("citizen.")
+        thread = list(thread or ())[-20:]
+        again = {"text_key": text_key, "params": {name: str(value) for name, value in params.items()},
+                 "origin": "system", "thread": thread, "files": []}
+        self._row(key, contact.channel, contact.address, complaint.id, {
+            "text": text, "kind": kind, "audience": "citizen", "origin": "system", "language": language,
+            "subject": f"[{code}] {topic}"[:300], "code": code, "status_url": url, "in_reply_to": list(thread),
+            "via": contact.via, "actions": ["rate", "not_fixed"] if kind == "survey" else [], "attachments": [],
+            "render": again}, None)
+
+    def to_staff(self, members: list[Staff], key: str, text_key: str, complaint: Complaint,
+                 **params: object) -> int:
+        """``to_staff`` (no case, not on every channel) as outbox rows; how many."""
+        language = self.staff_language
+        code = complaint.tracking_code
+        assignee = self.directory.by_id.get(complaint.assignee_id) if complaint.assignee_id else None
+        fields = dict(code=code, unit=self.unit(complaint.unit_id, language), summary=summary(complaint.text),
+                      channel=complaint.channel,
+                      due=params["due"] if "due" in params else self.time(complaint.first_response_due, language),
+                      assignee=assignee.name if assignee else self.template(language, "staff.nobody"))
+        fields.update(params)
+        text = self.template(language, text_key).format(**fields)
+        kind = text_key.removeprefix("staff.")
+        subject = f"[{code}] {text.splitlines()[0]}"[:300]
+        hold_until = self._hold_until(complaint)
+        told = 0
+        for member in members:
+            address = self._address(member)
+            if address is None:
+                continue
+            channel, recipient = address
+            self._row(f"{key}:{member.id}", channel, recipient, complaint.id, {
+                "text": text, "kind": kind, "audience": "staff", "origin": "system", "language": language,
+                "subject": subject, "code": code, "status_url": None, "in_reply_to": [], "via": None,
+                "actions": list(STAFF_ACTIONS), "attachments": [], "render": {"staff_id": member.id}}, hold_until)
+            told += 1
+        return told
+
+
 def quiet_until(core: Core, complaint: Complaint) -> datetime | None:
     """When staff messages about this complaint may go, if not now: the next working
     moment, outside working hours, unless the complaint is urgent."""
@@ -182,8 +295,6 @@ def new_case(complaint: Complaint, text: str, files: Iterable[tuple[int, str, st
         first_response_due=complaint.first_response_due, resolution_due=complaint.resolution_due,
         latitude=complaint.latitude, longitude=complaint.longitude,
         messages=(CaseMessage(complaint.created_at, "in", complaint.channel, text, None, tuple(files)),))
-
-
 
 
 async def load_case(session: AsyncSession, complaint: Complaint) -> Case:

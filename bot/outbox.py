@@ -27,8 +27,9 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import JSON, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core import Core
@@ -86,6 +87,74 @@ async def enqueue_many(session: AsyncSession, now: datetime, queued: Sequence[Qu
                  unsure=False, resent=False)
             for q in queued]
     await session.execute(insert_ignoring_conflicts(session, OutboxMessage), rows)
+
+
+# The columns of an outbox row as ``enqueue_rows`` takes it (``messages.Composer`` builds them).
+ROW_COLUMNS = ("key", "reference", "channel", "recipient", "complaint_id", "payload", "status", "attempts",
+               "next_attempt_at", "created_at", "fallback_of", "unsure", "resent")
+
+
+async def enqueue_rows(session: AsyncSession, rows: Sequence[dict]) -> None:
+    """Queue many messages given as outbox rows (dicts of ``ROW_COLUMNS``; the payload as
+    ``enqueue_many`` stores it), in one statement, in the order given; keys already queued
+    are left alone. For a backlog's batch (the sweep writes thousands): see ``insert_rows``."""
+    await insert_rows(session, OutboxMessage.__table__, ROW_COLUMNS, rows, ignore_conflicts=True)
+
+
+def driver_values(dialect: Any, column: Any, values: Sequence[object]) -> list[object]:
+    """Values of a column as its type hands them to the driver, each distinct value processed
+    once (a batch's rows share their times, flags and statuses); JSON each time."""
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    if process is None:
+        return list(values)
+    if isinstance(column.type, JSON):
+        return [process(value) for value in values]
+    done: dict[object, object] = {}
+    out = []
+    for value in values:
+        try:
+            out.append(done[value])
+        except KeyError:
+            out.append(done.setdefault(value, process(value)))
+        except TypeError:  # not hashable: processed each time
+            out.append(process(value))
+    return out
+
+
+def array_of(dialect: Any, column: Any, name: str) -> str:
+    """A PostgreSQL array parameter of a column's type (JSON travels as text)."""
+    kind = "TEXT" if isinstance(column.type, JSON) else column.type.compile(dialect=dialect)
+    return f"CAST(:{name} AS {kind}[])"
+
+
+async def insert_rows(session: AsyncSession, table: Any, names: Sequence[str], rows: Sequence[dict],
+                      ignore_conflicts: bool = False) -> None:
+    """Many rows (dicts of these columns) in one statement, in the order given, the values
+    processed by the columns' types as an ORM or Core insert would, without the per-row work
+    of either: on PostgreSQL one INSERT ... SELECT FROM unnest(one array per column) (an
+    executemany runs the INSERT once per row, and its executor start and index probes are
+    most of the time); on SQLite one executemany of the driver's own values (sqlite3 loops
+    in C). ``ignore_conflicts``: rows that would break a unique key are skipped."""
+    if not rows:
+        return
+    dialect = session.bind.dialect
+    columns = [table.c[name] for name in names]
+    values = [driver_values(dialect, column, [row[column.name] for row in rows]) for column in columns]
+    quoted = ", ".join(dialect.identifier_preparer.quote(name) for name in names)
+    target = dialect.identifier_preparer.format_table(table)
+    if dialect.name == "postgresql":
+        picked = ", ".join(f"v.{dialect.identifier_preparer.quote(c.name)}" + ("::json" if isinstance(c.type, JSON)
+                                                                               else "") for c in columns)
+        typed = ", ".join(array_of(dialect, column, f"a{n}") for n, column in enumerate(columns))
+        await session.execute(text(
+            f"INSERT INTO {target} ({quoted}) SELECT {picked} FROM unnest({typed}) WITH ORDINALITY AS v({quoted}, n) "
+            f"ORDER BY v.n{' ON CONFLICT DO NOTHING' if ignore_conflicts else ''}"),
+            {f"a{n}": column_values for n, column_values in enumerate(values)})
+        return
+    connection = await session.connection()
+    await connection.exec_driver_sql(
+        f"INSERT INTO {target} ({quoted}) VALUES ({', '.join('?' for _ in names)})"
+        f"{' ON CONFLICT DO NOTHING' if ignore_conflicts else ''}", list(zip(*values)))
 
 
 def backoff(attempts: int, base: float, cap: float, retry_after: float | None = None) -> float:

@@ -53,8 +53,12 @@ async def link(session: AsyncSession, now: datetime, groups: Iterable[tuple[Sequ
             dict(contact_id=a, linked_id=b, source=source[:40], created_at=now) for (a, b), source in rows.items()])
 
 
-async def contacts_of(session: AsyncSession, complaints: Sequence[Complaint]) -> dict[int, list[Contact]]:
-    """Each complaint's contact points: its own, its alternate, then every linked one."""
+async def contacts_of(session: AsyncSession, complaints: Sequence[Complaint],
+                      plain: bool = False) -> dict[int, list[Contact]]:
+    """Each complaint's contact points: its own, its alternate, then every linked one.
+
+    ``plain``: as rows of the columns a message needs (id, channel, address, via), not ORM
+    objects (the sweep reads thousands at once)."""
     own = {c.id: [i for i in (c.contact_id, c.alternate_contact_id) if i] for c in complaints}
     ids = {i for values in own.values() for i in values}
     if not ids:
@@ -65,7 +69,13 @@ async def contacts_of(session: AsyncSession, complaints: Sequence[Complaint]) ->
     for a, b in links:
         linked.setdefault(a, []).append(b)
     every = ids | {b for _, b in links}
-    rows = {c.id: c for c in (await session.scalars(select(Contact).where(Contact.id.in_(every)))).all()}
+    if plain:
+        table = Contact.__table__
+        found = (await session.execute(select(table.c.id, table.c.channel, table.c.address, table.c.via)
+                                       .where(table.c.id.in_(every)))).all()
+    else:
+        found = (await session.scalars(select(Contact).where(Contact.id.in_(every)))).all()
+    rows = {c.id: c for c in found}
     out = {}
     for complaint in complaints:
         order = list(own[complaint.id])
@@ -119,6 +129,30 @@ def usable(core: Core, point: Point, kind: str, closed: set[tuple[str, str]]) ->
     if terms.kinds is not None and kind not in terms.kinds:
         return False
     return (point.channel, point.address) not in closed
+
+
+async def choose_each(core: Core, session: AsyncSession, contacts: dict[int, Sequence[Contact]], kind: str,
+                      now: datetime) -> dict[int, Point | None]:
+    """``choose`` for many citizens at once (by complaint id), without building every contact
+    point of each when the first (the citizen's own channel) can carry the message now and
+    has no reply window to look up: that one is ``choose``'s answer whatever the others."""
+    senders = core.senders
+    # With no reply window on any channel of this process, no contact point is closed, and
+    # ``choose`` needs nothing from the store.
+    windowless = all(terms.window is None for terms in senders.values())
+    out: dict[int, Point | None] = {}
+    for complaint_id, points_of in contacts.items():
+        first = points_of[0] if points_of else None
+        terms = senders.get(first.channel) if first is not None else None
+        if terms is not None and terms.window is None and (terms.kinds is None or kind in terms.kinds):
+            out[complaint_id] = Point(first.channel, first.address, first, first.via)
+        elif windowless:
+            candidates = points(core, points_of)
+            out[complaint_id] = next((p for p in candidates if usable(core, p, kind, set())),
+                                     candidates[0] if candidates else None)
+        else:
+            out[complaint_id] = await choose(core, session, points_of, kind, now)
+    return out
 
 
 async def choose(core: Core, session: AsyncSession, contacts: Sequence[Contact], kind: str, now: datetime,

@@ -13,24 +13,30 @@ whose deadline passed while the service was down gets its apology, not a late re
 
 A backlog is the case to be fast for (10,000 apologies after a long weekend's outage): a
 batch reads only the columns the sweep needs, as plain rows (no ORM identity map or unit
-of work), computes the extended deadline once per urgency, and writes the marks back as
-one executemany UPDATE per set of changed columns, the events as one multi-row INSERT and
-the messages as another, in one transaction per batch.
+of work), computes the extended deadline once per urgency, builds its messages straight as
+outbox rows (``messages.Composer``: unit names, templates, staff addresses and formatted
+times worked out once per batch), and writes the marks back as one UPDATE per set of
+changed columns, the events as one INSERT and the messages as another, in one transaction
+per batch: on PostgreSQL each from one array per column (``unnest``), on SQLite as an
+executemany of the driver's own values, the columns' types applied once per distinct value
+(``outbox.insert_rows``). On PostgreSQL two batches are in flight at once (``LANES``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import select, text
 
 from bot import bursts, messages, outbox, reach, urgency
 from bot.core import Core
 from bot.directory import StaffDirectory
-from bot.messages import format_time, to_staff
+from bot.outbox import array_of, driver_values, insert_rows
 from bot.statuses import FINISHED, Status, schedule_checks
 from bot.statuses import pending as owed
 from storage.models import Complaint, Event, Staff
@@ -40,6 +46,8 @@ log = logging.getLogger(__name__)
 # Complaints per transaction: large enough that a backlog goes in a few transactions, small
 # enough that no lock (PostgreSQL: the claimed rows; SQLite: the writer) is held long.
 BATCH = 1000
+# Batches in flight at once on PostgreSQL (each on its own connection, in its own transaction).
+LANES = 2
 
 # What the sweep reads of a complaint (for ``statuses.pending``, the messages and the staff
 # directory), and of those, what it may change: written back only where changed.
@@ -64,16 +72,17 @@ class SweepResult:
     escalations: int = 0
 
 
+# Where the written columns sit in a row as read: their values as read, for ``changes``.
+_AS_READ = itemgetter(*(_READ.index(name) for name in _WRITTEN))
+
+
 class _Due:
     """A complaint as the sweep reads and changes it: its columns as plain attributes (what
     ``statuses.pending``, the messages and the directory read), and what changed since read."""
 
-    __slots__ = (*_READ, "_read")
-
     def __init__(self, row: tuple) -> None:
-        for name, value in zip(_READ, row):
-            setattr(self, name, value)
-        self._read = tuple(getattr(self, name) for name in _WRITTEN)
+        self.__dict__.update(zip(_READ, row))
+        self._read = _AS_READ(row)
 
     def changes(self) -> dict[str, object]:
         """The written columns whose values changed since the row was read."""
@@ -88,37 +97,50 @@ def _claim(now: datetime, batch_size: int):
 
 
 async def _write(session, complaints: list[_Due]) -> None:
-    """Each complaint's changed marks, one executemany UPDATE per set of changed columns."""
-    groups: dict[tuple[str, ...], list[dict]] = {}
+    """Each complaint's changed marks: per set of changed columns, one UPDATE from arrays on
+    PostgreSQL (an executemany runs the UPDATE once per row), one executemany of the driver's
+    own values on SQLite (the columns' types applied once per distinct time)."""
+    groups: dict[tuple[str, ...], list[tuple[int, dict]]] = {}
     for complaint in complaints:
         changed = complaint.changes()
         if changed:
-            groups.setdefault(tuple(changed), []).append(
-                {"b_id": complaint.id, **{f"b_{name}": value for name, value in changed.items()}})
+            groups.setdefault(tuple(changed), []).append((complaint.id, changed))
+    dialect = session.bind.dialect
+    quote = dialect.identifier_preparer.quote
     for names, rows in groups.items():
-        await session.execute(update(_COMPLAINTS).where(_COMPLAINTS.c.id == bindparam("b_id"))
-                              .values({name: bindparam(f"b_{name}") for name in names}), rows)
+        values = [driver_values(dialect, _COMPLAINTS.c[name], [changed[name] for _, changed in rows])
+                  for name in names]
+        ids = [id_ for id_, _ in rows]
+        if dialect.name == "postgresql":
+            await session.execute(text(
+                "UPDATE complaints SET " + ", ".join(f"{quote(name)} = v.{quote(name)}" for name in names)
+                + " FROM unnest(" + ", ".join([array_of(dialect, _COMPLAINTS.c.id, "b_id"),
+                                              *(array_of(dialect, _COMPLAINTS.c[name], f"b{n}")
+                                                for n, name in enumerate(names))])
+                + ") AS v(id, " + ", ".join(quote(name) for name in names) + ") WHERE complaints.id = v.id"),
+                {"b_id": ids, **{f"b{n}": column for n, column in enumerate(values)}})
+        else:
+            connection = await session.connection()
+            await connection.exec_driver_sql(
+                "UPDATE complaints SET " + ", ".join(f"{quote(name)} = ?" for name in names) + " WHERE id = ?",
+                list(zip(*values, ids)))
+
+
+_EVENT_COLUMNS = ("complaint_id", "at", "actor", "kind", "detail")
 
 
 class _Batch:
     """The messages and events one batch of complaints causes, written together."""
 
-    def __init__(self, core: Core, now: datetime, directory: StaffDirectory, reached: dict[int, reach.Point | None],
-                 threads: dict[int, list[str]]):
-        self.core, self.now, self.directory, self.reached, self.threads = core, now, directory, reached, threads
-        self.messages: list[outbox.Queued] = []
+    def __init__(self, core: Core, now: datetime, composer: messages.Composer,
+                 reached: dict[int, reach.Point | None], threads: dict[int, list[str]]):
+        self.core, self.now, self.composer, self.reached, self.threads = core, now, composer, reached, threads
+        self.directory = composer.directory
         self.events: list[dict] = []
         # An incident lead's members: its missed deadline is theirs (one apology per reporter).
         self.riders: dict[int, list[_Due]] = {}
         self._extended: dict[str, datetime] = {}
-        self._times: dict[tuple[datetime, str], str] = {}
-
-    def time(self, moment: datetime, language: str) -> str:
-        """A time as its reader reads it; most of a batch's are the same few (its new deadline)."""
-        key = (moment, language)
-        if key not in self._times:
-            self._times[key] = format_time(self.core, moment, language)
-        return self._times[key]
+        self.time = composer.time  # a time as its reader reads it; most of a batch's are the same few
 
     def extended(self, urgency_name: str) -> datetime:
         """The new first-response deadline after a missed one: the same for every complaint of
@@ -129,16 +151,13 @@ class _Batch:
         return self._extended[urgency_name]
 
     def to_staff(self, members: list[Staff], key: str, text_key: str, complaint: _Due, **params: object) -> int:
-        messages = to_staff(self.core, self.directory, members, key, text_key, complaint, **params)
-        self.messages.extend(messages)
-        return len(messages)
+        return self.composer.to_staff(members, key, text_key, complaint, **params)
 
     def to_citizen(self, key: str, text_key: str, complaint: _Due, **params: str) -> None:
         point = self.reached.get(complaint.id)
         if point is None:
             return  # an anonymous web citizen sees the new expected time on the status page
-        self.messages.append(messages.to_citizen(self.core, complaint, point, key, text_key,
-                                                 self.threads.get(complaint.id), **params))
+        self.composer.to_citizen(complaint, point, key, text_key, self.threads.get(complaint.id), **params)
 
     def event(self, complaint: _Due, kind: str, **detail: object) -> None:
         self.events.append(dict(complaint_id=complaint.id, at=self.now, actor="system", kind=kind, detail=detail))
@@ -233,55 +252,103 @@ async def _riders(session, complaints: list[_Due]) -> list[_Due]:
         .order_by(c.id).with_for_update())).all()]
 
 
+async def _batch(core: Core, session, now: datetime, batch_size: int, seen: set[int],
+                 result: SweepResult) -> tuple[int, bool] | None:
+    """Claim, act on and write one batch in the session's transaction: (complaints claimed,
+    whether messages were queued); None when nothing new is due. Everything the batch built
+    is let go when this returns (before the collector runs again and before the commit)."""
+    complaints = [_Due(row) for row in (await session.execute(_claim(now, batch_size))).all()]
+    # A complaint still due after being handled (a reminder falling due at once
+    # after an apology) is taken again; a batch of nothing but such rows ends it.
+    if not complaints or seen.issuperset(c.id for c in complaints):
+        return None
+    seen.update(c.id for c in complaints)
+    riders = await _riders(session, complaints)
+    everyone = [*complaints, *riders]
+    contacts = await reach.contacts_of(session, everyone, plain=True)
+    # The sweep writes to citizens only to apologise (and remind a citizen of a
+    # question): where that goes now.
+    reached = await reach.choose_each(core, session, contacts, "apology", now)
+    threads = await messages.thread_ids(
+        session, [c.id for c in everyone if any(contact.channel in messages.THREADED_CHANNELS
+                                                for contact in contacts[c.id])])
+    composer = messages.Composer(core, await StaffDirectory.load(session), now)
+    batch = _Batch(core, now, composer, reached, threads)
+    for rider in riders:
+        batch.riders.setdefault(rider.incident_id, []).append(rider)
+    for complaint in complaints:
+        _act(batch, complaint, result)
+    await _write(session, everyone)
+    await insert_rows(session, Event.__table__, _EVENT_COLUMNS, batch.events)
+    await outbox.enqueue_rows(session, composer.rows)
+    return len(complaints), bool(composer.rows)
+
+
+class _NoCollection:
+    """No garbage collection while any batch is read, built and written: its rows and messages
+    are thousands of young objects that all live until the batch is written, and each
+    collection would walk them again (a fifth of a 10,000 backlog's time). They are let go
+    (by reference counts) when ``_batch`` returns, so the collector, on again, does not walk
+    them either. Counted: on PostgreSQL two batches are in flight at once."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.collecting = False
+
+    def __enter__(self) -> None:
+        if self.depth == 0:
+            self.collecting = gc.isenabled()
+            gc.disable()
+        self.depth += 1
+
+    def __exit__(self, *_exc: object) -> None:
+        self.depth -= 1
+        if self.depth == 0 and self.collecting:
+            gc.enable()
+
+
+_NO_COLLECTION = _NoCollection()
+
+
+async def _next_batch(core: Core, batch_size: int, seen: set[int], result: SweepResult) -> bool:
+    """One batch in its own transaction; whether more may be due."""
+    now = core.clock.now()
+    with _NO_COLLECTION:
+        async with core.sessions() as session, session.begin():
+            done = await _batch(core, session, now, batch_size, seen, result)
+    if done is None:
+        return False
+    claimed, queued = done
+    result.checked += claimed
+    if queued:
+        core.outbox_ready.set()
+    return claimed == batch_size
+
+
+async def _lane(core: Core, batch_size: int, seen: set[int], result: SweepResult) -> None:
+    while await _next_batch(core, batch_size, seen, result):
+        pass
+
+
 async def sweep(core: Core, batch_size: int = BATCH) -> SweepResult:
-    """Process every complaint whose next check has come; return what was done."""
+    """Process every complaint whose next check has come; return what was done.
+
+    A backlog on PostgreSQL is taken by two lanes at once, each a batch in its own
+    transaction on its own connection (what two processes sweeping at once would do: the
+    rows one claims the other skips): while the database writes one batch, the other's
+    messages are built. SQLite has one connection and one writer: one lane."""
     # Staff messages kept back overnight go as one summary per person once the day starts.
     await bursts.release_quiet(core)
     result = SweepResult()
     seen: set[int] = set()
-    while True:
-        now = core.clock.now()
-        async with core.sessions() as session, session.begin():
-            complaints = [_Due(row) for row in (await session.execute(_claim(now, batch_size))).all()]
-            # A complaint still due after being handled (a reminder falling due at once
-            # after an apology) is taken again; a batch of nothing but such rows ends it.
-            if not complaints or seen.issuperset(c.id for c in complaints):
-                break
-            seen.update(c.id for c in complaints)
-            riders = await _riders(session, complaints)
-            contacts = await reach.contacts_of(session, [*complaints, *riders])
-            # The sweep writes to citizens only to apologise (and remind a citizen of a
-            # question): where that goes now.
-            reached = {c.id: await reach.choose(core, session, contacts[c.id], "apology", now)
-                       for c in [*complaints, *riders]}
-            threads = await messages.thread_ids(
-                session, [c.id for c in [*complaints, *riders]
-                          if any(contact.channel in messages.THREADED_CHANNELS for contact in contacts[c.id])])
-            batch = _Batch(core, now, await StaffDirectory.load(session), reached, threads)
-            for rider in riders:
-                batch.riders.setdefault(rider.incident_id, []).append(rider)
-            # No collection while the batch's messages are built: they are thousands of young
-            # objects that all live until the batch is written, and each collection would walk
-            # them again (a fifth of a 10,000 backlog's time).
-            # Nor while they are written (bounded by the batch: collected as soon as it is done).
-            collecting = gc.isenabled()
-            gc.disable()
-            try:
-                for complaint in complaints:
-                    _act(batch, complaint, result)
-                await _write(session, [*complaints, *riders])
-                # One multi-row INSERT: ORM objects would cost one statement per event on SQLite.
-                if batch.events:
-                    await session.execute(insert(Event), batch.events)
-                await outbox.enqueue_many(session, now, batch.messages)
-            finally:
-                if collecting:
-                    gc.enable()
-        result.checked += len(complaints)
-        if batch.messages:
-            core.outbox_ready.set()
-        if len(complaints) < batch_size:
-            break
+    # The first batch alone: a sweep with nothing (or little) due stays one probe.
+    if await _next_batch(core, batch_size, seen, result):
+        if core.engine.dialect.name == "postgresql":
+            async with asyncio.TaskGroup() as lanes:
+                for _ in range(LANES):
+                    lanes.create_task(_lane(core, batch_size, seen, result))
+        else:
+            await _lane(core, batch_size, seen, result)
     if result.checked:
         log.info("sweep", extra={"fields": vars(result)})
     return result

@@ -325,3 +325,93 @@ async def test_two_service_processes_sweeping_at_once_apologise_exactly_once(mak
     assert (await kinds(core)).count("apologised") == 40
     apologies = [m for m in await outbox_rows(core) if m.key.startswith("apology:")]
     assert len(apologies) == 40 and len({m.recipient for m in apologies}) == 40
+
+
+def _row_of(queued, now) -> dict:
+    """An outbox row as ``outbox.enqueue_many`` writes a ``Queued``."""
+    message = queued.message
+    return dict(key=message.key, reference=message.reference, channel=message.channel,
+                recipient=message.recipient, complaint_id=queued.complaint_id,
+                payload={**message.to_payload(), "render": queued.render},
+                status="held" if queued.hold_until else "queued", attempts=0,
+                next_attempt_at=queued.hold_until or now, created_at=now, fallback_of=None, unsure=False,
+                resent=False)
+
+
+@pytest.mark.parametrize("at", [local(2026, 11, 2, 9, 0), local(2026, 11, 2, 21, 0)],
+                         ids=["working hours", "quiet hours"])
+async def test_the_sweeps_rows_are_the_messages_to_citizen_and_to_staff_build(make_core, clock, at):
+    """The sweep builds its messages as outbox rows straight (``messages.Composer``): each is
+    the same, byte for byte once stored as JSON, as ``to_citizen``/``to_staff`` and
+    ``enqueue_many`` make it, in both languages, on SMS and on email with a thread, with and
+    without an assignee and a subject, urgent or not, and in quiet hours (held)."""
+    import json
+
+    from bot import messages, reach
+    from bot.directory import StaffDirectory
+
+    clock.set(local(2026, 11, 2, 8, 0))
+    core = await make_core(STAFF)
+    codes = [await file(core, "SM1"),
+             await file(core, "SM2", sender="+84912345679", language="en"),
+             await file(core, "M3", sender=None, reply_to=(("email", "dan@example.com"),), subject="Đèn đường")]
+    await lifecycle.assign(core, codes[1], "an")
+    clock.set(at)
+    now = clock.now()
+    async with core.sessions() as session:
+        stored = (await session.scalars(select(Complaint).where(Complaint.tracking_code.in_(codes))
+                                        .order_by(Complaint.id))).all()
+        stored[0].urgency = "urgent"
+        contacts = await reach.contacts_of(session, stored)
+        plain = await reach.contacts_of(session, stored, plain=True)
+        directory = await StaffDirectory.load(session)
+        composer = messages.Composer(core, directory, now)
+        expected = []
+        for n, complaint in enumerate(stored):
+            point = await reach.choose(core, session, contacts[complaint.id], "apology", now)
+            [fast] = (await reach.choose_each(core, session, {complaint.id: plain[complaint.id]}, "apology",
+                                              now)).values()
+            assert point is not None and (fast.channel, fast.address, fast.via) == (point.channel, point.address,
+                                                                                   point.via)
+            thread = ["<m1@example.com>", "<m2@example.com>"] if point.channel == "email" else None
+            due = messages.format_time(core, now, complaint.language)
+            expected.append(_row_of(messages.to_citizen(core, complaint, point, f"apology:{n}", "citizen.apology",
+                                                        thread, due=due), now))
+            composer.to_citizen(complaint, fast, f"apology:{n}", "citizen.apology", thread, due=due)
+            heads, agents = directory.heads_of(complaint), directory.assignees(complaint)
+            params = dict(due="10:00 ngày 02/11/2026", new_due="17:00 ngày 03/11/2026", count=n + 1)
+            expected += [_row_of(q, now) for q in messages.to_staff(core, directory, heads, f"escalation:{n}",
+                                                                     "staff.escalation", complaint, **params)]
+            assert composer.to_staff(heads, f"escalation:{n}", "staff.escalation", complaint, **params) == len(heads)
+            expected += [_row_of(q, now) for q in messages.to_staff(core, directory, agents, f"closed:{n}",
+                                                                     "staff.closed_no_reply", complaint)]
+            composer.to_staff(agents, f"closed:{n}", "staff.closed_no_reply", complaint)
+    assert {row["channel"] for row in expected} >= {"sms", "email", "telegram"}
+    assert any(row["status"] == "held" for row in expected) == (at.hour >= 17)
+    assert composer.rows == expected
+    assert [json.dumps(row["payload"]) for row in composer.rows] == [json.dumps(row["payload"]) for row in expected]
+
+
+async def test_rows_queued_in_bulk_keep_their_order_and_leave_a_key_already_queued_alone(staffed):
+    """``outbox.enqueue_rows`` (the sweep's writes; one statement from arrays on PostgreSQL):
+    a key already in the outbox is skipped, not doubled nor failed, and the rest keep the order
+    given, as the dispatcher sends one recipient's messages in the order queued."""
+    from bot import outbox
+
+    core = staffed
+    now = core.clock.now()
+
+    def row(key: str, text_: str) -> dict:
+        return dict(key=key, reference=f"ref-{key}", channel="sms", recipient=PHONE, complaint_id=None,
+                    payload={"text": text_, "kind": "apology", "render": {"params": {"due": "hạn"}}},
+                    status="queued", attempts=0, next_attempt_at=now, created_at=now, fallback_of=None,
+                    unsure=False, resent=False)
+
+    async with core.sessions() as session, session.begin():
+        await outbox.enqueue_rows(session, [row("bulk:b", "first b")])
+    async with core.sessions() as session, session.begin():
+        await outbox.enqueue_rows(session, [row(f"bulk:{k}", f"second {k}") for k in "dcbae"])
+    rows = [m for m in await outbox_rows(core) if m.key.startswith("bulk:")]
+    assert [m.key for m in rows] == ["bulk:b", "bulk:d", "bulk:c", "bulk:a", "bulk:e"]
+    assert rows[0].payload["text"] == "first b" and rows[1].payload["render"] == {"params": {"due": "hạn"}}
+    assert rows[1].next_attempt_at == now and rows[1].unsure is False and rows[1].status == "queued"
