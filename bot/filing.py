@@ -117,10 +117,11 @@ async def file_many(core: Core, session: AsyncSession, now: datetime, inbounds: 
     # filed in one batch joins up as well as one spread over an hour.
     incidents = [await grouping.at_intake(core, session, now, complaint, inbound.category, found)
                  for complaint, inbound, found in zip(complaints, inbounds, features)]
+    grouped = await grouping.finish_batch(session)  # the joins written in one statement; their events
     # The incidents' audit events wait in the session; written with the batch's own in one
     # statement (an ORM flush on SQLite inserts them one by one to learn their ids).
     events = [dict(complaint_id=e.complaint_id, at=e.at, actor=e.actor, kind=e.kind, detail=e.detail or {})
-              for e in _take_pending_events(session)]
+              for e in _take_pending_events(session) + grouped]
     queued, notices = [], []
     directory = await core.directory.staff(session)
     for complaint, decision, inbound, pairs, (_, message_files), (joined, suggested) in zip(

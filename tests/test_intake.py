@@ -286,3 +286,30 @@ async def test_a_reply_from_someone_else_on_the_thread_does_not_join(core):
                                                 text="Nhà tôi cũng mất điện.", in_reply_to=("<ack@feedback>",),
                                                 **mail))
     assert copied.outcome == "created" and copied.tracking_code != first.tracking_code
+
+
+async def test_reports_of_one_event_filed_in_one_batch_make_one_incident(make_core):
+    """A storm's texts arrive together and are filed in one transaction: each report's
+    candidate search sees the reports before it in the batch and the incidents they joined
+    (written together after the batch's grouping), so they make one incident, not several."""
+    from storage.models import Incident
+
+    core = await make_core({"incidents": {"enabled": True}})
+    text = "Mất điện toàn bộ phường Kim Liên, quận Đống Đa từ 9 giờ sáng."
+    first = await intake.receive_batch(core, [sms(core, text=text, sender=f"+849120000{i:02d}", external_id=f"SM{i}")
+                                              for i in range(8)])
+    later = await intake.receive_batch(core, [sms(core, text=text, sender=f"+849130000{i:02d}", external_id=f"SN{i}")
+                                              for i in range(4)])
+    assert [r.outcome for r in first + later] == ["created"] * 12
+    complaints = await rows(core, Complaint)
+    [incident] = await rows(core, Incident)
+    assert {c.incident_id for c in complaints} == {incident.id} and incident.reports == 12
+    [lead] = [c for c in complaints if c.incident_role == "lead"]
+    assert incident.lead_complaint_id == lead.id
+    members = [c for c in complaints if c.incident_role == "member"]
+    assert len(members) == 11
+    # A member takes its lead's unit, officer and deadline, and owes the sweep nothing of its own.
+    assert {(c.unit_id, c.assignee_id, c.first_response_due, c.next_check_at) for c in members} == {
+        (lead.unit_id, lead.assignee_id, lead.first_response_due, None)}
+    joined = await rows(core, Event, Event.kind == "incident_joined")
+    assert sorted(e.complaint_id for e in joined) == sorted(c.id for c in members)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
@@ -175,8 +176,13 @@ async def _generic_plans(session: AsyncSession) -> None:
 
 async def find(session: AsyncSession, config: IncidentsConfig, found: Features, category: str | None,
                now: datetime, before_id: int | None = None, latitude: float | None = None,
-               longitude: float | None = None) -> Decision:
-    """Score the open complaints a new complaint may be about; decide join, suggest or nothing."""
+               longitude: float | None = None, joined: Mapping[int, int] | None = None) -> Decision:
+    """Score the open complaints a new complaint may be about; decide join, suggest or nothing.
+
+    ``joined``: complaints that joined an incident in the caller's transaction and are not
+    written yet (complaint id: incident id); the store's value is read for the others.
+    """
+    joined = joined or {}
     rule = config.rule(found.topic, category)
     if not config.enabled or not rule.group:
         return Decision(None, None, rule)
@@ -194,6 +200,7 @@ async def find(session: AsyncSession, config: IncidentsConfig, found: Features, 
         if id_ in seen or data is None:
             continue
         seen.add(id_)
+        incident_id = joined.get(id_, incident_id)
         if incident_id is not None:
             sizes[incident_id] = sizes.get(incident_id, 0) + 1
         other = _features(data, lat, lon)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import outbox
@@ -87,20 +87,16 @@ async def attach(core: Core, session: AsyncSession, now: datetime, complaint: Co
     best = decision.best
     if decision.action is None or best is None:
         return None
+    known, joined, events = _batch(session)
     detail = {"score": best.score.value, "reasons": list(best.score.reasons), "candidate": best.tracking_code,
               "considered": decision.considered}
     if decision.action == "suggest":
         detail["incident"] = best.incident_id
         if best.incident_id is not None:  # its true size, for the officer's question
             decision.reports = (await session.get(Incident, best.incident_id)).reports
-        session.add(Event(complaint_id=complaint.id, at=now, actor="system", kind="incident_suggested", detail=detail))
+        events.append(Event(complaint_id=complaint.id, at=now, actor="system", kind="incident_suggested",
+                            detail=detail))
         return None
-    # An incident joined before in the same transaction (a burst filed in one batch) is
-    # locked and read once: its lead and its count are kept here until the commit.
-    transaction, known = session.info.get("incidents_joined", (None, {}))
-    if transaction is not session.get_transaction():
-        known = {}
-        session.info["incidents_joined"] = (session.get_transaction(), known)
     if best.incident_id is not None and best.incident_id in known:
         incident, lead = known[best.incident_id]
     else:
@@ -112,15 +108,45 @@ async def attach(core: Core, session: AsyncSession, now: datetime, complaint: Co
         lead = await session.get(Complaint, incident.lead_complaint_id)
         known[incident.id] = known[best.incident_id or incident.id] = (incident, lead)
     values = ride_along(complaint, lead, incident)
-    table = Complaint.__table__  # the table's UPDATE: no ORM bulk-update machinery per join
-    with session.no_autoflush:  # the incident's count waits for the commit (see above)
-        await session.execute(update(table).where(table.c.id == complaint.id).values(**values))
+    joined[complaint.id] = values  # written with the batch's other joins (finish_batch)
     for key, value in values.items():
         setattr(complaint, key, value)
     incident.updated_at, incident.reports = now, incident.reports + 1
-    session.add(Event(complaint_id=complaint.id, at=now, actor="system", kind="incident_joined",
+    events.append(Event(complaint_id=complaint.id, at=now, actor="system", kind="incident_joined",
                       detail={**detail, "incident": incident.id, "lead": lead.tracking_code}))
     return incident, incident.reports
+
+
+def _batch(session: AsyncSession) -> tuple[dict[int, tuple[Incident, Complaint]], dict[int, dict], list[Event]]:
+    """This transaction's grouping so far: the incidents joined (id: the incident and its
+    lead, locked and read once, their counts kept until the commit), the complaints that
+    joined one (id: what they take from the lead) and the audit events of the joins and
+    suggestions, neither written yet (``finish_batch``)."""
+    transaction = session.get_transaction()
+    batch = session.info.get("incidents_joined")
+    if batch is None or batch[0] is not transaction:
+        batch = (transaction, {}, {}, [])
+        session.info["incidents_joined"] = batch
+    return batch[1], batch[2], batch[3]
+
+
+async def finish_batch(session: AsyncSession) -> list[Event]:
+    """Write what the complaints that joined an incident in this transaction take from their
+    lead (one UPDATE, executemany, for the batch, not one per join), and hand over the
+    joins' and suggestions' audit events for the caller's one INSERT (added to the session,
+    an autoflush on SQLite would insert them one by one to learn their ids)."""
+    _, joined, events = _batch(session)
+    if joined:
+        table = Complaint.__table__  # the table's UPDATE: no ORM bulk-update machinery
+        names = list(next(iter(joined.values())))
+        statement = update(table).where(table.c.id == bindparam("joined_id")).values(
+            {name: bindparam(f"joined_{name}") for name in names})
+        await session.execute(statement, [{"joined_id": id_, **{f"joined_{name}": values[name] for name in names}}
+                                          for id_, values in joined.items()])
+        joined.clear()
+    taken = list(events)
+    events.clear()
+    return taken
 
 
 async def _by_codes(session: AsyncSession, codes: list[str]) -> list[Complaint]:
@@ -268,8 +294,12 @@ async def at_intake(core: Core, session: AsyncSession, now: datetime, complaint:
                     found: match.Features) -> tuple[tuple[int, int] | None, Decision | None]:
     """Join an incident or suggest one for a complaint just filed (intake's transaction):
     (incident id, reports) when joined, and the decision when only suggested."""
+    _, joined, _ = _batch(session)
+    # The complaints of this batch that joined an incident are not written yet: the search
+    # reads their incident from here (``finish_batch`` writes them after the batch's grouping).
     decision = await candidates.find(session, core.config.incidents, found, category, now,
-                                     before_id=complaint.id, latitude=complaint.latitude, longitude=complaint.longitude)
+                                     before_id=complaint.id, latitude=complaint.latitude, longitude=complaint.longitude,
+                                     joined={id_: values["incident_id"] for id_, values in joined.items()})
     joined = await attach(core, session, now, complaint, decision)
     if joined is not None:
         return (joined[0].id, joined[1]), None
