@@ -182,13 +182,19 @@ async def seed(core: Core, db: Database, args: argparse.Namespace) -> Seeded:
         agents = list((await session.scalars(select(Staff.id).where(Staff.role == "agent"))).all())
     periods = {kind: digests.period_for(kind, NOW, HANOI) for kind in digests.KINDS}
     seeded = Seeded(rows=args.rows, periods={kind: Expected(p.start, p.end) for kind, p in periods.items()})
+
+    def counted(i: int) -> dict:
+        """The i-th seeded complaint, counted into what the digest must find."""
+        row = complaint_row(i, args.rows, unit_id, agents, rng)
+        for expected in seeded.periods.values():
+            expected.add(row)
+        seeded.open += is_open(row)
+        seeded.overdue += is_overdue(row)
+        return row
+
     if args.reuse:
         for i in range(1, args.rows + 1):
-            row = complaint_row(i, args.rows, unit_id, agents, rng)
-            for expected in seeded.periods.values():
-                expected.add(row)
-            seeded.open += is_open(row)
-            seeded.overdue += is_overdue(row)
+            counted(i)
         async with core.sessions() as session:
             stored = await session.scalar(select(func.count()).select_from(Complaint))
         if stored != args.rows:
@@ -209,11 +215,7 @@ async def seed(core: Core, db: Database, args: argparse.Namespace) -> Seeded:
     try:
         chunk: list[dict] = []
         for i in range(1, args.rows + 1):
-            row = complaint_row(i, args.rows, unit_id, agents, rng)
-            for expected in seeded.periods.values():
-                expected.add(row)
-            seeded.open += is_open(row)
-            seeded.overdue += is_overdue(row)
+            row = counted(i)
             chunk.append(row)
             if len(chunk) >= args.chunk or i == args.rows:
                 if pg is not None:
