@@ -718,7 +718,10 @@ class Channel:
         raise NotImplementedError
 
     async def stop(self) -> None:
-        """Stop the fakes."""
+        """Stop the fake gateway (``self.fake``, a FakeHttp) if one was started."""
+        fake = getattr(self, "fake", None)
+        if fake is not None:
+            await fake.stop()
 
 
 def mismatches(found: dict, wants) -> list[str]:

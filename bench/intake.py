@@ -123,10 +123,6 @@ class Intake(Channel):
             ("web_messages", found["complaints"]), ("acks", found["with_contact"]),
                            ("sent_acks", found["acks"]), ("wrong", 0)))
 
-    async def stop(self) -> None:
-        if self.fake is not None:
-            await self.fake.stop()
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -105,10 +105,6 @@ class Open311(Channel):
             ("messages", found["complaints"]), ("acks", found["complaints"]),
                            ("sent_acks", found["acks"]), ("wrong", 0)))
 
-    async def stop(self) -> None:
-        if self.fake is not None:
-            await self.fake.stop()
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -149,10 +149,6 @@ class Sms(Channel):
             ("messages", found["complaints"]), ("distinct", found["messages"]),
                            ("acks", found["complaints"]), ("sent_acks", found["acks"]), ("wrong", 0)))
 
-    async def stop(self) -> None:
-        if self.fake is not None:
-            await self.fake.stop()
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

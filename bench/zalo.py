@@ -134,10 +134,6 @@ class Zalo(Channel):
                            ("sent_greetings", found["greetings"]), ("acks", found["complaints"]),
                            ("sent_acks", found["acks"])))
 
-    async def stop(self) -> None:
-        if self.fake is not None:
-            await self.fake.stop()
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
