@@ -113,8 +113,11 @@ async def file_many(core: Core, session: AsyncSession, now: datetime, inbounds: 
         # orders and deadlocked (measured: two workers took 0.4x of one); in turn, each
         # batch's search also sees the reports the other just committed.
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": GROUPING_LOCK})
-    # One candidate search per complaint, in order, so a burst of reports of one event
-    # filed in one batch joins up as well as one spread over an hour.
+    # Complaints grouped one by one, in order, so a burst of reports of one event filed in
+    # one batch joins up as well as one spread over an hour; each distinct candidate search
+    # runs once for the batch, each complaint reading the rows filed before it.
+    if len(complaints) > 1:
+        grouping.share_searches(session, len(complaints))
     incidents = [await grouping.at_intake(core, session, now, complaint, inbound.category, found)
                  for complaint, inbound, found in zip(complaints, inbounds, features)]
     grouped = await grouping.finish_batch(session)  # the joins written in one statement; their events

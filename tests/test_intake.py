@@ -313,3 +313,40 @@ async def test_reports_of_one_event_filed_in_one_batch_make_one_incident(make_co
         (lead.unit_id, lead.assignee_id, lead.first_response_due, None)}
     joined = await rows(core, Event, Event.kind == "incident_joined")
     assert sorted(e.complaint_id for e in joined) == sorted(c.id for c in members)
+
+
+async def test_a_batch_runs_each_candidate_search_once_and_sees_the_incidents_it_made(make_core):
+    """A batch's complaints that make the same candidate search share one statement; a
+    complaint later in the batch still sees an incident an earlier one made around a
+    complaint the search read before (here one filed in an earlier batch), and joins it
+    rather than making a second incident around the same lead."""
+    from sqlalchemy import event
+
+    from storage.models import Incident
+
+    core = await make_core({"incidents": {"enabled": True}})
+    exact = "Mất điện toàn bộ phường Kim Liên, quận Đống Đa từ 9 giờ sáng, cả khu tập thể tối om."
+    close = "Mất điện ở phường Kim Liên quận Đống Đa từ sáng nay."
+    [first] = await intake.receive_batch(core, [sms(core, text=exact, sender="+84912000001", external_id="SA")])
+    searches: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if "UNION ALL" in statement:
+            searches.append(statement)
+
+    event.listen(core.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        # The second names the event in other words, so it scores lower against the first
+        # than the third does: the third's best candidate is the first complaint itself,
+        # which the second made the lead of a new incident after the search was read.
+        batch = await intake.receive_batch(core, [sms(core, text=close, sender="+84912000002", external_id="SB"),
+                                                  sms(core, text=exact, sender="+84912000003", external_id="SC"),
+                                                  sms(core, text=exact, sender="+84912000004", external_id="SD")])
+    finally:
+        event.remove(core.engine.sync_engine, "before_cursor_execute", record)
+    assert [r.outcome for r in [first, *batch]] == ["created"] * 4
+    assert len(searches) == 1, searches  # the same kind of event at the same place: one search, not three
+    [incident] = await rows(core, Incident)
+    complaints = await rows(core, Complaint)
+    assert incident.reports == 4 and {c.incident_id for c in complaints} == {incident.id}
+    assert incident.lead_complaint_id == complaints[0].id

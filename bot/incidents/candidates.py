@@ -1,10 +1,11 @@
 """The candidate search at intake: which open complaints (and so which incidents) a new
 complaint may report the same event as, each with a score and its reasons.
 
-One statement per new complaint, a few index range scans joined by UNION ALL, each over
-open complaints only (the partial indexes of migration 0007) and within the time window
+One statement per search, a few index range scans joined by UNION ALL, each over open
+complaints only (the partial indexes of migration 0007) and within the time window
 (``query`` says which). Each branch is capped, so the work per complaint does not grow
-with the store. The place key is coarse (usually the district), so a complaint of the
+with the store. An intake batch runs each distinct search once (``Shared``): in a storm
+its complaints name the same kind of event at the same place, and all read the same rows. The place key is coarse (usually the district), so a complaint of the
 same event nearly always shares it; one naming two districts may be found only through
 its kind of event without a place, or its coordinates.
 """
@@ -108,7 +109,7 @@ def _features(data: str, latitude: float | None, longitude: float | None) -> Fea
 
 
 def query(found: Features, rule: Rule, now: datetime, before_id: int | None, latitude: float | None,
-          longitude: float | None) -> tuple[object, dict]:
+          longitude: float | None, spare: int = 0) -> tuple[object, dict]:
     """The candidate search as one statement and its parameters (also what bench/incidents.py
     EXPLAINs).
 
@@ -116,20 +117,22 @@ def query(found: Features, rule: Rule, now: datetime, before_id: int | None, lat
     the same kind of event at the same place key, or with no place, or (the latest few)
     anywhere; the same place with another or no kind of event; the geo cells around; and
     when the kind of event or the place is unknown, the same kind anywhere or the same
-    place, and the most recent.
+    place, and the most recent. ``spare``: rows each branch reads beyond its cap (the
+    complaints of a batch searched together, which come first).
     """
     located = latitude is not None and longitude is not None
     params = {"since": now - timedelta(minutes=rule.window_minutes), "topic": found.topic,
               "place": found.place.key, "before": before_id}
     if located:
         params["cells"] = cells_around(latitude, longitude, 2 * rule.distance_m)
-    return _statement(bool(found.topic), bool(found.place.key), located, before_id is not None), params
+    return _statement(bool(found.topic), bool(found.place.key), located, before_id is not None, spare), params
 
 
 @cache
-def _statement(topic: bool, place: bool, located: bool, before: bool):
+def _statement(topic: bool, place: bool, located: bool, before: bool, spare: int = 0):
     """The statement for one shape of search, built once (its values are parameters)."""
     def branch(limit: int, *conditions):
+        limit += spare
         statement = select(*COLUMNS).where(text(OPEN_CONDITION), Complaint.created_at >= bindparam("since"),
                                            *conditions)
         if before:
@@ -174,24 +177,57 @@ async def _generic_plans(session: AsyncSession) -> None:
         session.info["incidents_generic_plans"] = transaction
 
 
+class Shared:
+    """The searches of one intake batch, each run once: the batch's complaints are in the
+    store already, so one run without ``before`` serves every complaint that makes the same
+    search, each reading only the rows filed before it (a lower id). Each branch reads the
+    batch's size more rows (rounded up), so the store's rows are not crowded out."""
+
+    ROUND = 32
+
+    def __init__(self, size: int) -> None:
+        self.spare = -(-size // self.ROUND) * self.ROUND
+        self.rows: dict[tuple, list] = {}
+
+
+async def _rows(session: AsyncSession, found: Features, rule: Rule, now: datetime, before_id: int | None,
+                latitude: float | None, longitude: float | None, shared: Shared | None) -> list:
+    if shared is None or before_id is None:
+        statement, params = query(found, rule, now, before_id, latitude, longitude)
+        return await _execute(session, statement, params)
+    statement, params = query(found, rule, now, None, latitude, longitude, shared.spare)
+    key = (statement, *((name, tuple(value) if isinstance(value, list) else value)
+                        for name, value in sorted(params.items())))
+    rows = shared.rows.get(key)
+    if rows is None:
+        rows = shared.rows[key] = await _execute(session, statement, params)
+    return [row for row in rows if row[0] < before_id]
+
+
+async def _execute(session: AsyncSession, statement, params: dict) -> list:
+    await _generic_plans(session)
+    # Nothing the search reads waits in the session: joins update complaints at once, and
+    # an incident's count (all that may be pending) is written with the commit.
+    with session.no_autoflush:
+        return (await session.execute(statement, params)).all()
+
+
 async def find(session: AsyncSession, config: IncidentsConfig, found: Features, category: str | None,
                now: datetime, before_id: int | None = None, latitude: float | None = None,
-               longitude: float | None = None, joined: Mapping[int, int] | None = None) -> Decision:
+               longitude: float | None = None, joined: Mapping[int, int] | None = None,
+               shared: Shared | None = None) -> Decision:
     """Score the open complaints a new complaint may be about; decide join, suggest or nothing.
 
-    ``joined``: complaints that joined an incident in the caller's transaction and are not
-    written yet (complaint id: incident id); the store's value is read for the others.
+    ``joined``: complaints whose incident changed in the caller's transaction since its
+    searches ran or that is not written yet (complaint id: incident id); the store's value
+    is read for the others. ``shared``: the batch's searches (``Shared``), with
+    ``before_id`` the complaint's own id.
     """
     joined = joined or {}
     rule = config.rule(found.topic, category)
     if not config.enabled or not rule.group:
         return Decision(None, None, rule)
-    statement, params = query(found, rule, now, before_id, latitude, longitude)
-    await _generic_plans(session)
-    # Nothing the search reads waits in the session: joins update complaints at once, and
-    # an incident's count (all that may be pending) is written with the commit.
-    with session.no_autoflush:
-        rows = (await session.execute(statement, params)).all()
+    rows = await _rows(session, found, rule, now, before_id, latitude, longitude, shared)
     seen: set[int] = set()
     scored: list[Candidate] = []
     sizes: dict[int, int] = {}

@@ -11,7 +11,7 @@ touches (its score and reasons for an automatic join), so the history stays on b
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy import bindparam, func, select, update
@@ -87,7 +87,8 @@ async def attach(core: Core, session: AsyncSession, now: datetime, complaint: Co
     best = decision.best
     if decision.action is None or best is None:
         return None
-    known, joined, events = _batch(session)
+    batch = _batch(session)
+    known, joined, events = batch.known, batch.joined, batch.events
     detail = {"score": best.score.value, "reasons": list(best.score.reasons), "candidate": best.tracking_code,
               "considered": decision.considered}
     if decision.action == "suggest":
@@ -105,6 +106,7 @@ async def attach(core: Core, session: AsyncSession, now: datetime, complaint: Co
         else:
             incident = await create(session, now, await session.get(Complaint, best.complaint_id,
                                                                     with_for_update=True), "system")
+            batch.leads[best.complaint_id] = incident.id
         lead = await session.get(Complaint, incident.lead_complaint_id)
         known[incident.id] = known[best.incident_id or incident.id] = (incident, lead)
     values = ride_along(complaint, lead, incident)
@@ -117,17 +119,36 @@ async def attach(core: Core, session: AsyncSession, now: datetime, complaint: Co
     return incident, incident.reports
 
 
-def _batch(session: AsyncSession) -> tuple[dict[int, tuple[Incident, Complaint]], dict[int, dict], list[Event]]:
-    """This transaction's grouping so far: the incidents joined (id: the incident and its
-    lead, locked and read once, their counts kept until the commit), the complaints that
-    joined one (id: what they take from the lead) and the audit events of the joins and
-    suggestions, neither written yet (``finish_batch``)."""
+@dataclass
+class _Batch:
+    """This transaction's grouping so far (``finish_batch`` writes it).
+
+    ``known``: the incidents joined (id: the incident and its lead, locked and read once,
+    their counts kept until the commit); ``joined``: the complaints that joined one (id:
+    what they take from the lead), not written yet; ``leads``: complaints that came to lead
+    an incident made in this transaction (id: incident id), which the batch's shared
+    searches read before; ``events``: the joins' and suggestions' audit events, not
+    written yet; ``shared``: the batch's candidate searches, each run once.
+    """
+
+    transaction: object
+    known: dict[int, tuple[Incident, Complaint]] = field(default_factory=dict)
+    joined: dict[int, dict] = field(default_factory=dict)
+    leads: dict[int, int] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    shared: candidates.Shared | None = None
+
+    def incidents(self) -> dict[int, int]:
+        """Complaint id: incident id, for what the store (or a search read before) does not say."""
+        return {**self.leads, **{id_: values["incident_id"] for id_, values in self.joined.items()}}
+
+
+def _batch(session: AsyncSession) -> _Batch:
     transaction = session.get_transaction()
     batch = session.info.get("incidents_joined")
-    if batch is None or batch[0] is not transaction:
-        batch = (transaction, {}, {}, [])
-        session.info["incidents_joined"] = batch
-    return batch[1], batch[2], batch[3]
+    if batch is None or batch.transaction is not transaction:
+        batch = session.info["incidents_joined"] = _Batch(transaction)
+    return batch
 
 
 async def finish_batch(session: AsyncSession) -> list[Event]:
@@ -135,7 +156,9 @@ async def finish_batch(session: AsyncSession) -> list[Event]:
     lead (one UPDATE, executemany, for the batch, not one per join), and hand over the
     joins' and suggestions' audit events for the caller's one INSERT (added to the session,
     an autoflush on SQLite would insert them one by one to learn their ids)."""
-    _, joined, events = _batch(session)
+    batch = _batch(session)
+    joined, events = batch.joined, batch.events
+    batch.shared = None
     if joined:
         table = Complaint.__table__  # the table's UPDATE: no ORM bulk-update machinery
         names = list(next(iter(joined.values())))
@@ -290,16 +313,22 @@ def suggestion(core: Core, directory: StaffDirectory, complaint: Complaint, deci
     return [replace(item, message=replace(item.message, actions=(*STAFF_ACTIONS, action))) for item in queued]
 
 
+def share_searches(session: AsyncSession, size: int) -> None:
+    """Run each distinct candidate search of the ``size`` complaints about to be grouped in
+    this transaction once (``candidates.Shared``), until ``finish_batch``."""
+    _batch(session).shared = candidates.Shared(size)
+
+
 async def at_intake(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, category: str | None,
                     found: match.Features) -> tuple[tuple[int, int] | None, Decision | None]:
     """Join an incident or suggest one for a complaint just filed (intake's transaction):
     (incident id, reports) when joined, and the decision when only suggested."""
-    _, joined, _ = _batch(session)
-    # The complaints of this batch that joined an incident are not written yet: the search
-    # reads their incident from here (``finish_batch`` writes them after the batch's grouping).
+    batch = _batch(session)
+    # The complaints of this batch that joined an incident are not written yet, and a
+    # shared search ran before the incidents the batch made: the search reads both from here.
     decision = await candidates.find(session, core.config.incidents, found, category, now,
                                      before_id=complaint.id, latitude=complaint.latitude, longitude=complaint.longitude,
-                                     joined={id_: values["incident_id"] for id_, values in joined.items()})
+                                     joined=batch.incidents(), shared=batch.shared)
     joined = await attach(core, session, now, complaint, decision)
     if joined is not None:
         return (joined[0].id, joined[1]), None
