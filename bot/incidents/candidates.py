@@ -242,8 +242,8 @@ async def find(session: AsyncSession, config: IncidentsConfig, found: Features, 
         other = _features(data, lat, lon)
         if other.topic in apart:
             continue  # a procedure is its citizen's own case
-        if found.topics and other.topics and found.topic != other.topic and not set(found.topics) & set(other.topics) \
-                and BEST_WITH_OTHER_EVENT < rule.suggest_above:
+        if found.topics and other.topics and found.topic != other.topic \
+                and found.topics_set.isdisjoint(other.topics_set) and BEST_WITH_OTHER_EVENT < rule.suggest_above:
             continue  # another kind of event scores below any suggestion, whatever the place
         minutes = (now - created_at).total_seconds() / 60
         scored.append(Candidate(id_, code, incident_id, created_at, score(found, other, minutes, rule)))

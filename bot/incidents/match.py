@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -109,10 +108,15 @@ class Features:
     latitude: float | None = None
     longitude: float | None = None
 
-    @property
+    @cached_property
     def topic(self) -> str | None:
         """The main kind of event, if any."""
         return self.topics[0] if self.topics else None
+
+    @cached_property
+    def topics_set(self) -> frozenset[str]:
+        """The kinds of event, as a set."""
+        return frozenset(self.topics)
 
     @cached_property
     def terms(self) -> frozenset[str]:
@@ -159,31 +163,59 @@ class Rule:
     group: bool = True
 
 
+# A reason is kept as its pieces and written out only when asked: a format string and its
+# values, or a function and its arguments. Intake scores hundreds of candidates a report
+# and explains a few; a closure per reason cost more than the scoring itself.
+Reason = tuple
+
+
+def say(reason: Reason) -> str:
+    """A reason written out."""
+    head, *values = reason
+    return head(*values) if callable(head) else head.format(*values)
+
+
 @dataclass(frozen=True)
 class Score:
     """How likely two complaints report the same event, and why (the reasons are written
     out only when asked: intake scores hundreds of candidates and explains a few)."""
 
     value: float
-    why: tuple[Callable[[], str], ...] = ()
+    why: tuple[Reason, ...] = ()
 
     @property
     def reasons(self) -> tuple[str, ...]:
         """The reasons, one per part of the score."""
-        return tuple(reason() for reason in self.why)
+        return tuple(say(reason) for reason in self.why)
 
 
-def _topic_part(new: Features, old: Features) -> tuple[float, Callable[[], str]]:
+def _shared_topics(new: Features, old: Features) -> str:
+    return f"event: {new.topic}/{old.topic} share {','.join(sorted(set(new.topics) & set(old.topics)))}"
+
+
+def _topic_part(new: Features, old: Features) -> tuple[float, Reason]:
     if not new.topics or not old.topics:
-        return 0.3, lambda: "event: " + (new.topic or old.topic or "unknown") + " on one side only"
+        return 0.3, ("event: {} on one side only", new.topic or old.topic or "unknown")
     if new.topic == old.topic:
-        return 1.0, lambda: f"event: {new.topic}"
-    if set(new.topics) & set(old.topics):
-        return 0.6, lambda: f"event: {new.topic}/{old.topic} share {','.join(sorted(set(new.topics) & set(old.topics)))}"
-    return -1.0, lambda: f"event: {new.topic} vs {old.topic}"
+        return 1.0, ("event: {}", new.topic)
+    if not new.topics_set.isdisjoint(old.topics_set):
+        return 0.6, (_shared_topics, new, old)
+    return -1.0, ("event: {} vs {}", new.topic, old.topic)
 
 
-def _place_part(new: Features, old: Features, rule: Rule) -> tuple[float, Callable[[], str]]:
+def _described(a: Place, b: Place) -> str:
+    return f"place: {a.describe()} vs {b.describe()}"
+
+
+def _named(named: frozenset[str], near: float | None) -> str:
+    return f"place: {', '.join(sorted(named))[:60]}" + (f", {near:.0f} m" if near is not None else "")
+
+
+def _names(template: str, names: frozenset[str]) -> str:
+    return template.format(", ".join(sorted(names)))
+
+
+def _place_part(new: Features, old: Features, rule: Rule) -> tuple[float, Reason]:
     """Strong 1, medium 0.5, weak 0.2, unknown 0, conflict -1; with the reason."""
     a, b = new.place, old.place
     near = None
@@ -191,20 +223,20 @@ def _place_part(new: Features, old: Features, rule: Rule) -> tuple[float, Callab
             and old.longitude is not None:
         near = distance_m(new.latitude, new.longitude, old.latitude, old.longitude)
         if near > 2 * rule.distance_m:
-            return -1.0, lambda: f"place: {near:.0f} m apart"
+            return -1.0, ("place: {:.0f} m apart", near)
     wards_a, wards_b = a.current, b.current
-    if wards_a and wards_b and not wards_a & wards_b:
-        return -1.0, lambda: f"place: {a.describe()} vs {b.describe()}"
-    if a.districts and b.districts and not a.districts & b.districts:
-        return -1.0, lambda: f"place: {min(a.districts)} vs {min(b.districts)}"
-    if rule.reach != "ward" and a.streets and b.streets and not a.streets & b.streets:
-        return -1.0, lambda: f"place: {min(a.streets)} vs {min(b.streets)}"
+    if wards_a and wards_b and wards_a.isdisjoint(wards_b):
+        return -1.0, (_described, a, b)
+    if a.districts and b.districts and a.districts.isdisjoint(b.districts):
+        return -1.0, ("place: {} vs {}", min(a.districts), min(b.districts))
+    if rule.reach != "ward" and a.streets and b.streets and a.streets.isdisjoint(b.streets):
+        return -1.0, ("place: {} vs {}", min(a.streets), min(b.streets))
     if rule.reach == "spot":
         buildings_a, buildings_b = a.buildings, b.buildings
-        if buildings_a and buildings_b and not buildings_a & buildings_b:
-            return -1.0, lambda: f"place: {min(buildings_a)} vs {min(buildings_b)}"
-        if a.numbers and b.numbers and not a.numbers & b.numbers:
-            return -1.0, lambda: f"place: no. {min(a.numbers)} vs {min(b.numbers)}"
+        if buildings_a and buildings_b and buildings_a.isdisjoint(buildings_b):
+            return -1.0, ("place: {} vs {}", min(buildings_a), min(buildings_b))
+        if a.numbers and b.numbers and a.numbers.isdisjoint(b.numbers):
+            return -1.0, ("place: no. {} vs {}", min(a.numbers), min(b.numbers))
     within = near is not None and near <= rule.distance_m
     shared_spots = a.spots & b.spots
     shared_streets = a.streets & b.streets
@@ -212,36 +244,37 @@ def _place_part(new: Features, old: Features, rule: Rule) -> tuple[float, Callab
     if rule.reach == "ward":
         named = a.old & b.named_or_via or b.old & a.named_or_via or shared_spots or shared_streets
         if named:
-            return 1.0, lambda: f"place: {', '.join(sorted(named))[:60]}" + (f", {near:.0f} m" if near is not None
-                                                                                else "")
-        if shared_old or within or wards_a & wards_b:
-            return 0.5, lambda: "place: " + (f"{near:.0f} m" if within else ", ".join(sorted(shared_old or
-                                                                                              wards_a & wards_b)))
+            return 1.0, (_named, named, near)
+        if within:
+            return 0.5, ("place: {:.0f} m", near)
+        if shared_old or wards_a & wards_b:
+            return 0.5, (_names, "place: {}", shared_old or wards_a & wards_b)
     else:
         if within:
-            return 1.0, lambda: f"place: {near:.0f} m"
+            return 1.0, ("place: {:.0f} m", near)
         if shared_spots:
-            return 1.0, lambda: f"place: {', '.join(sorted(shared_spots))}"
+            return 1.0, (_names, "place: {}", shared_spots)
         if shared_streets:
             if rule.reach == "street" or len(shared_streets) / len(a.streets | b.streets) >= 0.5:
-                return 1.0, lambda: f"place: {', '.join(sorted(shared_streets))}"
-            return 0.5, lambda: f"place: {', '.join(sorted(shared_streets))} (junction differs)"
+                return 1.0, (_names, "place: {}", shared_streets)
+            return 0.5, (_names, "place: {} (junction differs)", shared_streets)
         if shared_old:
-            return 0.5, lambda: f"place: {', '.join(sorted(shared_old))}"
+            return 0.5, (_names, "place: {}", shared_old)
         if wards_a & wards_b:
-            return 0.2, lambda: f"place: {', '.join(sorted(wards_a & wards_b))}"
+            return 0.2, (_names, "place: {}", wards_a & wards_b)
     if a.districts & b.districts:
-        return 0.2, lambda: f"place: {min(a.districts & b.districts)} (district)"
+        return 0.2, ("place: {} (district)", min(a.districts & b.districts))
     if near is not None:
-        return 0.0, lambda: f"place: {near:.0f} m"
-    return 0.0, lambda: "place: unknown"
+        return 0.0, ("place: {:.0f} m", near)
+    return 0.0, ("place: unknown",)
 
 
 def similarity(a: frozenset[str], b: frozenset[str]) -> float:
     """Share of words in common (Jaccard), 0 when either has none."""
     if not a or not b:
         return 0.0
-    return len(a & b) / len(a | b)
+    shared = len(a & b)
+    return shared / (len(a) + len(b) - shared)
 
 
 def score(new: Features, old: Features, minutes: float, rule: Rule) -> Score:
@@ -250,6 +283,4 @@ def score(new: Features, old: Features, minutes: float, rule: Rule) -> Score:
     place, place_reason = _place_part(new, old, rule)
     text = similarity(new.terms, old.terms)
     value = max(0.0, min(1.0, 0.4 * topic + 0.4 * place + 0.2 * text))
-    return Score(round(value, 3), (topic_reason, place_reason, lambda: f"time: {minutes:.0f} min",
-                                   lambda: f"text: {text:.2f}"))
-
+    return Score(round(value, 3), (topic_reason, place_reason, ("time: {:.0f} min", minutes), ("text: {:.2f}", text)))
