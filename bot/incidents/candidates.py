@@ -24,7 +24,7 @@ from sqlalchemy import Text, bindparam, cast, or_, select, text, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.incidents.config import IncidentsConfig
-from bot.incidents.match import Features, Rule, Score, score
+from bot.incidents.match import Features, Rule, Score, explained, parts
 from bot.statuses import OPEN
 from storage.models import Complaint
 
@@ -229,7 +229,7 @@ async def find(session: AsyncSession, config: IncidentsConfig, found: Features, 
         return Decision(None, None, rule)
     rows = await _rows(session, found, rule, now, before_id, latitude, longitude, shared)
     seen: set[int] = set()
-    scored: list[Candidate] = []
+    scored: list[tuple] = []  # (the score's parts, id, code, incident, created at)
     sizes: dict[int, int] = {}
     apart = {o.topic for o in config.overrides if o.topic and o.group is False}
     for id_, code, incident_id, created_at, lat, lon, data in rows:
@@ -245,19 +245,23 @@ async def find(session: AsyncSession, config: IncidentsConfig, found: Features, 
         if found.topics and other.topics and found.topic != other.topic \
                 and found.topics_set.isdisjoint(other.topics_set) and BEST_WITH_OTHER_EVENT < rule.suggest_above:
             continue  # another kind of event scores below any suggestion, whatever the place
-        minutes = (now - created_at).total_seconds() / 60
-        scored.append(Candidate(id_, code, incident_id, created_at, score(found, other, minutes, rule)))
+        scored.append((parts(found, other, rule), id_, code, incident_id, created_at))
     if not scored:
         return Decision(None, None, rule, considered=len(seen))
 
-    def rank(candidate: Candidate) -> tuple:
+    def rank(item: tuple) -> tuple:
         # Equal scores: the bigger incident (more reports seen), then the most recent.
-        size = sizes.get(candidate.incident_id, 1) if candidate.incident_id else 1
-        return (candidate.score.value + 0.001 * math.log(size + 1), candidate.created_at)
+        incident_id = item[3]
+        size = sizes.get(incident_id, 1) if incident_id else 1
+        return (item[0][0] + 0.001 * math.log(size + 1), item[4])
 
     scored.sort(key=rank, reverse=True)
-    best = scored[0]
+    # Only the best few are explained (their reasons written out for the audit event and
+    # the officer): the values rank them all.
+    best, *others = [Candidate(id_, code, incident_id, created_at,
+                               explained(scored_parts, (now - created_at).total_seconds() / 60))
+                     for scored_parts, id_, code, incident_id, created_at in scored[:4]]
     action = "join" if best.score.value >= rule.join_above else "suggest" if best.score.value >= rule.suggest_above \
         else None
     reports = sizes.get(best.incident_id, 1) if best.incident_id else 1
-    return Decision(action, best, rule, reports, len(seen), scored[1:4])
+    return Decision(action, best, rule, reports, len(seen), others)

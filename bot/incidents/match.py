@@ -277,10 +277,24 @@ def similarity(a: frozenset[str], b: frozenset[str]) -> float:
     return shared / (len(a) + len(b) - shared)
 
 
-def score(new: Features, old: Features, minutes: float, rule: Rule) -> Score:
-    """How likely ``new`` reports the same event as ``old``, written ``minutes`` earlier."""
+Parts = tuple  # (value, the event's reason, the place's reason, the text similarity)
+
+
+def parts(new: Features, old: Features, rule: Rule) -> Parts:
+    """The score's value and what its reasons are made of (``explained``): intake ranks
+    every candidate by the value and explains the best few."""
     topic, topic_reason = _topic_part(new, old)
     place, place_reason = _place_part(new, old, rule)
     text = similarity(new.terms, old.terms)
-    value = max(0.0, min(1.0, 0.4 * topic + 0.4 * place + 0.2 * text))
-    return Score(round(value, 3), (topic_reason, place_reason, ("time: {:.0f} min", minutes), ("text: {:.2f}", text)))
+    return round(max(0.0, min(1.0, 0.4 * topic + 0.4 * place + 0.2 * text)), 3), topic_reason, place_reason, text
+
+
+def explained(scored: Parts, minutes: float) -> Score:
+    """The score of ``parts`` with its reasons, the older complaint written ``minutes`` earlier."""
+    value, topic_reason, place_reason, text = scored
+    return Score(value, (topic_reason, place_reason, ("time: {:.0f} min", minutes), ("text: {:.2f}", text)))
+
+
+def score(new: Features, old: Features, minutes: float, rule: Rule) -> Score:
+    """How likely ``new`` reports the same event as ``old``, written ``minutes`` earlier."""
+    return explained(parts(new, old, rule), minutes)
