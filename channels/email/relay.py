@@ -35,6 +35,7 @@ from channels.email.config import EmailConfig
 from contract.delivery import PermanentDeliveryError, TransientDeliveryError, UnknownDeliveryError
 from contract.messages import Outgoing
 from channels.email.text import one_line
+from channels.email.wire import wire
 from contract.schema import secret
 
 # RFC 3834's Auto-Submitted by who wrote the message: an officer's answer is a human mail,
@@ -148,8 +149,13 @@ class RelaySender:
             for attempt in (1, 2):
                 reused = self._client is not None and self._client.is_connected
                 try:
-                    await (await self._session()).send_message(mail, sender=self.config.from_address,
-                                                               recipients=[message.recipient])
+                    client = await self._session()
+                    if message.recipient.isascii():
+                        # Written by wire(): the same mail without the email package's refolding.
+                        await client.sendmail(self.config.from_address, [message.recipient], wire(mail, POLICY))
+                    else:  # an internationalised address: aiosmtplib asks the relay for SMTPUTF8
+                        await client.send_message(mail, sender=self.config.from_address,
+                                                  recipients=[message.recipient])
                     return mail["Message-ID"]
                 except aiosmtplib.SMTPServerDisconnected as error:
                     self._drop()
