@@ -117,7 +117,9 @@ async def file_many(core: Core, session: AsyncSession, now: datetime, inbounds: 
     # one batch joins up as well as one spread over an hour; each distinct candidate search
     # runs once for the batch, each complaint reading the rows filed before it.
     if len(complaints) > 1:
-        grouping.share_searches(session, len(complaints))
+        grouping.share_searches(core, session, now, [(found, inbound.category, complaint.latitude, complaint.longitude)
+                                                     for complaint, inbound, found in zip(complaints, inbounds,
+                                                                                          features)])
     incidents = [await grouping.at_intake(core, session, now, complaint, inbound.category, found)
                  for complaint, inbound, found in zip(complaints, inbounds, features)]
     grouped = await grouping.finish_batch(session)  # the joins written in one statement; their events

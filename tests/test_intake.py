@@ -327,6 +327,7 @@ async def test_a_batch_runs_each_candidate_search_once_and_sees_the_incidents_it
     core = await make_core({"incidents": {"enabled": True}})
     exact = "Mất điện toàn bộ phường Kim Liên, quận Đống Đa từ 9 giờ sáng, cả khu tập thể tối om."
     close = "Mất điện ở phường Kim Liên quận Đống Đa từ sáng nay."
+    flood = "Ngập sâu nửa mét trên phố Huế, quận Hai Bà Trưng."
     [first] = await intake.receive_batch(core, [sms(core, text=exact, sender="+84912000001", external_id="SA")])
     searches: list[str] = []
 
@@ -341,12 +342,16 @@ async def test_a_batch_runs_each_candidate_search_once_and_sees_the_incidents_it
         # which the second made the lead of a new incident after the search was read.
         batch = await intake.receive_batch(core, [sms(core, text=close, sender="+84912000002", external_id="SB"),
                                                   sms(core, text=exact, sender="+84912000003", external_id="SC"),
+                                                  sms(core, text=flood, sender="+84912000005", external_id="SE"),
                                                   sms(core, text=exact, sender="+84912000004", external_id="SD")])
     finally:
         event.remove(core.engine.sync_engine, "before_cursor_execute", record)
-    assert [r.outcome for r in [first, *batch]] == ["created"] * 4
-    assert len(searches) == 1, searches  # the same kind of event at the same place: one search, not three
+    assert [r.outcome for r in [first, *batch]] == ["created"] * 5
+    # The same kind of event at the same place: one search, not three; the flood's search,
+    # which no other complaint of the batch makes, runs as it would alone (below its own id).
+    assert len(searches) == 2, searches
+    assert sorted("complaints.id <" in statement for statement in searches) == [False, True]
     [incident] = await rows(core, Incident)
-    complaints = await rows(core, Complaint)
+    complaints = [c for c in await rows(core, Complaint) if c.text != flood]
     assert incident.reports == 4 and {c.incident_id for c in complaints} == {incident.id}
     assert incident.lead_complaint_id == complaints[0].id

@@ -181,30 +181,46 @@ async def _generic_plans(session: AsyncSession) -> None:
 
 
 class Shared:
-    """The searches of one intake batch, each run once: the batch's complaints are in the
-    store already, so one run without ``before`` serves every complaint that makes the same
-    search, each reading only the rows filed before it (a lower id). Each branch reads the
-    batch's size more rows (rounded up), so the store's rows are not crowded out."""
+    """The searches of one intake batch: those that several of its complaints make run once.
+
+    The batch's complaints are in the store already, so one run without ``before`` serves
+    every complaint that makes the same search, each reading only the rows filed before it
+    (a lower id); each branch reads the batch's size more rows (rounded up), so the store's
+    rows are not crowded out. A search only one complaint makes runs as it would alone.
+    """
 
     ROUND = 32
 
-    def __init__(self, size: int) -> None:
-        self.spare = -(-size // self.ROUND) * self.ROUND
+    def __init__(self, config: IncidentsConfig, now: datetime,
+                 searches: list[tuple[Features, str | None, float | None, float | None]]) -> None:
+        self.spare = -(-len(searches) // self.ROUND) * self.ROUND
         self.rows: dict[tuple, list] = {}
+        self.counts: dict[tuple, int] = {}
+        for found, category, latitude, longitude in searches:
+            rule = config.rule(found.topic, category)
+            if config.enabled and rule.group:
+                key = self.key(found, rule, now, latitude, longitude)[0]
+                self.counts[key] = self.counts.get(key, 0) + 1
+
+    def key(self, found: Features, rule: Rule, now: datetime, latitude: float | None,
+            longitude: float | None) -> tuple[tuple, object, dict]:
+        """The search's identity in the batch, its statement and its parameters."""
+        statement, params = query(found, rule, now, None, latitude, longitude, self.spare)
+        return (statement, *((name, tuple(value) if isinstance(value, list) else value)
+                             for name, value in sorted(params.items()))), statement, params
 
 
 async def _rows(session: AsyncSession, found: Features, rule: Rule, now: datetime, before_id: int | None,
                 latitude: float | None, longitude: float | None, shared: Shared | None) -> list:
-    if shared is None or before_id is None:
-        statement, params = query(found, rule, now, before_id, latitude, longitude)
-        return await _execute(session, statement, params)
-    statement, params = query(found, rule, now, None, latitude, longitude, shared.spare)
-    key = (statement, *((name, tuple(value) if isinstance(value, list) else value)
-                        for name, value in sorted(params.items())))
-    rows = shared.rows.get(key)
-    if rows is None:
-        rows = shared.rows[key] = await _execute(session, statement, params)
-    return [row for row in rows if row[0] < before_id]
+    if shared is not None and before_id is not None:
+        key, statement, params = shared.key(found, rule, now, latitude, longitude)
+        if shared.counts.get(key, 0) > 1:
+            rows = shared.rows.get(key)
+            if rows is None:
+                rows = shared.rows[key] = await _execute(session, statement, params)
+            return [row for row in rows if row[0] < before_id]
+    statement, params = query(found, rule, now, before_id, latitude, longitude)
+    return await _execute(session, statement, params)
 
 
 async def _execute(session: AsyncSession, statement, params: dict) -> list:

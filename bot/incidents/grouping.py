@@ -313,10 +313,12 @@ def suggestion(core: Core, directory: StaffDirectory, complaint: Complaint, deci
     return [replace(item, message=replace(item.message, actions=(*STAFF_ACTIONS, action))) for item in queued]
 
 
-def share_searches(session: AsyncSession, size: int) -> None:
-    """Run each distinct candidate search of the ``size`` complaints about to be grouped in
-    this transaction once (``candidates.Shared``), until ``finish_batch``."""
-    _batch(session).shared = candidates.Shared(size)
+def share_searches(core: Core, session: AsyncSession, now: datetime,
+                   searches: list[tuple[match.Features, str | None, float | None, float | None]]) -> None:
+    """Run each candidate search that several of the complaints about to be grouped in this
+    transaction make once (``candidates.Shared``), until ``finish_batch``. ``searches``:
+    each complaint's features, category and coordinates."""
+    _batch(session).shared = candidates.Shared(core.config.incidents, now, searches)
 
 
 async def at_intake(core: Core, session: AsyncSession, now: datetime, complaint: Complaint, category: str | None,
