@@ -1,0 +1,98 @@
+"""aiosqlite with one hand-off to its thread per statement instead of four.
+
+SQLAlchemy's aiosqlite adapter runs a statement as four calls on aiosqlite's thread (open
+a cursor, execute, fetch the rows, close the cursor), and each call is a trip there and
+back: a queue put, the thread woken, the event loop woken through its self-pipe. Under
+load those hand-offs were about a sixth of the service's CPU on SQLite (bench/README.md,
+the SMS profile). Here the cursor SQLAlchemy is given runs all four in one call on the
+same thread, keeps what SQLite answered (rows, description, rowcount, last row id) and
+hands it back from memory. SQLite does the same work on the same thread; only the trips
+are fewer. Everything else (the connection, its thread, transactions, errors) is
+aiosqlite's own: SQLAlchemy is handed this connection through its documented
+``async_creator_fn`` connect argument (``storage.db.create_engine``).
+
+Every result is read whole when its statement runs, as SQLAlchemy's adapter does for
+all but server-side cursors; this service does not stream results from SQLite.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from functools import partial
+from typing import Any
+
+import aiosqlite
+
+
+def _run(connection: sqlite3.Connection, many: bool, sql: str, parameters: Any) -> tuple:
+    """On aiosqlite's thread: execute, read every row, close; what the cursor said."""
+    cursor = connection.cursor()
+    try:
+        if many:
+            cursor.executemany(sql, parameters)
+        elif parameters is None:
+            cursor.execute(sql)
+        else:
+            cursor.execute(sql, parameters)
+        rows = cursor.fetchall() if cursor.description else []
+        return cursor.description, cursor.rowcount, cursor.lastrowid, rows
+    finally:
+        cursor.close()
+
+
+class Cursor:
+    """The part of aiosqlite's cursor SQLAlchemy's adapter uses, each statement one call."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self.description: Any = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+        self.arraysize = 1
+        self._rows: list = []
+
+    async def __aenter__(self) -> Cursor:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    async def _call(self, many: bool, sql: str, parameters: Any) -> Cursor:
+        self.description, self.rowcount, self.lastrowid, self._rows = await self._connection._execute(
+            _run, self._connection._conn, many, sql, parameters)
+        return self
+
+    async def execute(self, sql: str, parameters: Any = None) -> Cursor:
+        return await self._call(False, sql, parameters)
+
+    async def executemany(self, sql: str, parameters: Any) -> Cursor:
+        return await self._call(True, sql, parameters)
+
+    async def fetchone(self) -> Any:
+        return self._rows.pop(0) if self._rows else None
+
+    async def fetchmany(self, size: int | None = None) -> list:
+        size = self.arraysize if size is None else size
+        taken, self._rows = self._rows[:size], self._rows[size:]
+        return taken
+
+    async def fetchall(self) -> list:
+        taken, self._rows = self._rows, []
+        return taken
+
+    async def close(self) -> None:
+        self._rows = []
+
+
+class Connection(aiosqlite.Connection):
+    """aiosqlite's connection whose cursors run each statement in one call on its thread."""
+
+    def cursor(self) -> Cursor:  # type: ignore[override]
+        return Cursor(self)
+
+
+def connect(database: str, *, iter_chunk_size: int = 64, **kwargs: Any) -> Connection:
+    """As ``aiosqlite.connect`` (what SQLAlchemy's adapter calls), with this connection."""
+    connection = Connection(partial(sqlite3.connect, database, **kwargs), iter_chunk_size)
+    connection._thread.daemon = True  # as SQLAlchemy's adapter does for aiosqlite's own
+    return connection
