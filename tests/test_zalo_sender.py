@@ -299,3 +299,33 @@ async def test_window_use_counts_what_was_sent_since_each_citizen_wrote(start_za
     assert (use.citizens, use.replies, use.most) == (2, 4, 2)
     clock.advance(timedelta(hours=49))
     assert await windows.window_use(world.core, "zalo", 48) == windows.WindowUse(0, 0, 0)
+
+
+async def test_a_process_reads_the_token_pair_once_and_takes_a_newer_one_when_zalo_refuses_its_own(
+        processes, fake_zalo):
+    """The pair is kept in the process (it was read from the store for every message: a
+    transaction each); when Zalo refuses the kept token, the pair another process renewed
+    meanwhile is taken from the store, and the one-use refresh token is not spent again."""
+    from sqlalchemy import event
+
+    process = await ready(processes, fake_zalo)
+    reads: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if "FROM settings" in statement:
+            reads.append(statement)
+
+    event.listen(process.core.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        for number in range(5):
+            await process.zalo.send(message(key=f"answer:{number}"))
+        assert len(reads) == 1 and len(fake_zalo.sent) == 5
+        other = await processes()
+        fake_zalo.expire_access_token()
+        await other.zalo.send(message(key="answer:other"))
+        assert fake_zalo.refreshes == 1
+        await process.zalo.send(message(key="answer:9"))
+    finally:
+        event.remove(process.core.engine.sync_engine, "before_cursor_execute", record)
+    assert fake_zalo.refreshes == 1
+    assert fake_zalo.sent[-1].headers["access_token"] == fake_zalo.access_token and len(fake_zalo.sent) == 7

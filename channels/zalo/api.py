@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from datetime import datetime, timedelta
 
 import aiohttp
@@ -35,6 +36,11 @@ CREDENTIAL = "zalo"
 EXPIRY_MARGIN = timedelta(minutes=5)
 TOKEN_ERRORS = {-216, -220, -124}  # invalid, expired or removed (OA API); invalid (ZNS)
 RATE_LIMITED = -32
+# How long a process keeps the token pair it read from the store before reading it again.
+# Every message used to read it (a transaction each: two per Zalo complaint). A pair kept
+# too long is harmless: when Zalo refuses its token, ``renew`` reads the store and takes
+# the pair another process (or an operator) stored meanwhile.
+PAIR_KEPT_SECONDS = 30.0
 
 
 class NoToken(TransientDeliveryError):
@@ -55,6 +61,19 @@ class ZaloApi:
         self.app_secret = app_secret
         self.clock = clock
         self.http: aiohttp.ClientSession | None = None  # opened and closed by the app's lifecycle
+        self._pair: dict | None = None
+        self._pair_until = 0.0
+
+    async def _stored(self) -> dict | None:
+        """The token pair: kept from the last read or renewal, else read from the store."""
+        if self._pair is not None and time.monotonic() < self._pair_until:
+            return self._pair
+        return self._keep(await self.port.credential(CREDENTIAL))
+
+    def _keep(self, pair: dict | None) -> dict | None:
+        usable = bool(pair and pair.get("access_token"))  # no token yet: read again next time
+        self._pair, self._pair_until = (pair, time.monotonic() + PAIR_KEPT_SECONDS) if usable else (None, 0.0)
+        return pair
 
     async def call(self, url: str, body: dict) -> dict:
         """POST a JSON body with the access token; the answer's ``data`` on success.
@@ -62,7 +81,7 @@ class ZaloApi:
         Raises PermanentDeliveryError with Zalo's code and message for an error Zalo gives,
         TransientDeliveryError for the network, HTTP errors and the rate limit.
         """
-        pair = await self.port.credential(CREDENTIAL)
+        pair = await self._stored()
         if not pair or not pair.get("access_token"):
             raise NoToken("zalo: no access token stored; run `feedback-intake zalo set-token`")
         if self._expired(pair):
@@ -118,7 +137,7 @@ class ZaloApi:
 
     async def renew(self, stale: dict) -> dict:
         """A working pair: the one another process stored meanwhile, else a refreshed one."""
-        return await self.port.renew_credential(CREDENTIAL, stale, self._refresh)
+        return self._keep(await self.port.renew_credential(CREDENTIAL, stale, self._refresh))
 
     async def _refresh(self, current: dict) -> dict:
         """Spend the stored refresh token for a new pair (called under the credential's lock)."""
