@@ -41,6 +41,17 @@ TEXTS = (
 )
 
 
+def sms_batch(clock, rng, first: int, size: int) -> list:
+    """``size`` new SMS complaints as the SMS channel hands them to intake: distinct phones
+    and message ids (numbered from ``first``), the benchmarks' texts (for benchmarks that
+    call ``intake.receive_batch`` directly)."""
+    from contract.messages import Inbound  # the project, only for the benchmarks that need it
+
+    return [Inbound(channel="sms", external_id=f"SM{number:030d}", sender=f"+8491{number:07d}",
+                    text=rng.choice(TEXTS), received_at=clock.now(), via="twilio", continues_within_hours=24)
+            for number in range(first, first + size)]
+
+
 def log(message: str = "") -> None:
     """Print a line at once (the benchmarks run long)."""
     print(message, flush=True)

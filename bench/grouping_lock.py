@@ -30,8 +30,7 @@ import asyncpg  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 
 from bot import intake  # noqa: E402
-from common import TEXTS  # noqa: E402
-from contract.messages import Inbound  # noqa: E402
+from common import sms_batch  # noqa: E402
 from service.assembly import open_core  # noqa: E402
 from service.config import parse_config  # noqa: E402
 
@@ -59,12 +58,7 @@ async def run(admin_url: str, size: int, batches: int) -> int:
         rng, number, whole, locked = random.Random(1), 0, [], []
         try:
             for round_ in range(batches + 2):
-                inbounds = []
-                for _ in range(size):
-                    number += 1
-                    inbounds.append(Inbound(channel="sms", external_id=f"SM{number:030d}", sender=f"+8491{number:07d}",
-                                            text=rng.choice(TEXTS), received_at=core.clock.now(), via="twilio",
-                                            continues_within_hours=24))
+                inbounds, number = sms_batch(core.clock, rng, number + 1, size), number + size
                 first.clear()
                 start = time.perf_counter()
                 await intake.receive_batch(core, inbounds)

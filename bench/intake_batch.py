@@ -27,8 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import event  # noqa: E402
 
 from bot import intake  # noqa: E402
-from common import TEXTS  # noqa: E402
-from contract.messages import Inbound  # noqa: E402
+from common import sms_batch  # noqa: E402
 from service.assembly import open_core  # noqa: E402
 from service.config import parse_config  # noqa: E402
 
@@ -50,12 +49,7 @@ async def run(batches: int, size: int, statements: bool) -> int:
         rng, number, cpu = random.Random(1), 0, 0.0
         try:
             for round_ in range(batches + WARM):
-                inbounds = []
-                for _ in range(size):
-                    number += 1
-                    inbounds.append(Inbound(channel="sms", external_id=f"SM{number:030d}", sender=f"+8491{number:07d}",
-                                            text=rng.choice(TEXTS), received_at=core.clock.now(), via="twilio",
-                                            continues_within_hours=24))
+                inbounds, number = sms_batch(core.clock, rng, number + 1, size), number + size
                 last = round_ == batches + WARM - 1
                 if last and statements:
                     event.listen(core.engine.sync_engine, "before_cursor_execute", record)
