@@ -35,6 +35,7 @@ from bot.port import Port
 from contract.delivery import Sender
 from service import edge, openapi
 from service.assembly import build_core, make_port, start_core
+from storage.upgrade import upgrade_apart
 from service.config import Config
 from service.scheduler import Scheduler
 from service.workers import Slot
@@ -79,11 +80,13 @@ CHANNELS: tuple[Channel, ...] = (
 
 
 def build_app(config: Config, *, clock: Clock | None = None, senders: Mapping[str, Sender] | None = None,
-              run_dispatcher: bool = True, run_scheduler: bool = True, slot: Slot = Slot()) -> web.Application:
+              run_dispatcher: bool = True, run_scheduler: bool = True, slot: Slot = Slot(),
+              upgrade: bool | None = None) -> web.Application:
     """The whole service as one aiohttp application, not yet started.
 
     ``slot``: which of ``serve --workers N`` this process is; only the primary (worker 0)
     runs the scheduler, the SMTP server and Telegram polling (``service/workers.py``).
+    ``upgrade``: migrate the schema at start (default: as ``[storage] auto_upgrade`` says).
     """
     app = web.Application(client_max_size=config.web.max_body_bytes)
     app[SLOT] = slot
@@ -95,7 +98,7 @@ def build_app(config: Config, *, clock: Clock | None = None, senders: Mapping[st
     port = make_port(core)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
-        await start_core(core, config)
+        await start_core(core, config, upgrade)
         yield
         await core.close()
 
@@ -141,9 +144,9 @@ async def _worker_header(request: web.Request, response: web.StreamResponse) -> 
     response.headers["X-Worker"] = str(request.app[SLOT].index)
 
 
-async def _serve(config: Config, slot: Slot, ready_fd: int | None) -> None:
-    app_runner, _ = await edge.start(build_app(config, slot=slot), config, config.web.host, config.web.port,
-                                     handle_signals=True, reuse_port=slot.shared_port)
+async def _serve(config: Config, slot: Slot, ready_fd: int | None, upgrade: bool | None) -> None:
+    app_runner, _ = await edge.start(build_app(config, slot=slot, upgrade=upgrade), config, config.web.host,
+                                     config.web.port, handle_signals=True, reuse_port=slot.shared_port)
     if ready_fd is not None:  # the parent of --workers N waits for this before starting the others
         with contextlib.suppress(OSError):  # a parent gone or stopping: nothing to tell
             os.write(ready_fd, b"ready\n")
@@ -163,9 +166,14 @@ def serve(config: Config, slot: Slot = Slot(), ready_fd: int | None = None) -> N
     log.info("starting", extra={"fields": {"host": config.web.host, "port": config.web.port,
                                            "database": config.storage.url.split("://")[0],
                                            "worker": f"{slot.index}/{slot.count}"}})
+    upgrade = None
+    if config.storage.auto_upgrade:
+        # In a process of its own: Alembic never loads into this one (storage/upgrade.py).
+        upgrade_apart(config.storage.url, config.storage.busy_timeout_ms)
+        upgrade = False
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    main = loop.create_task(_serve(config, slot, ready_fd))
+    main = loop.create_task(_serve(config, slot, ready_fd, upgrade))
     try:
         loop.run_until_complete(main)
     except (web.GracefulExit, KeyboardInterrupt):

@@ -12,8 +12,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -83,7 +81,9 @@ def insert_ignoring_conflicts(session: AsyncSession, table: Any) -> Any:
     return upsert(session, table).on_conflict_do_nothing()
 
 
-def _alembic_config(connection: Any) -> AlembicConfig:
+def _alembic_config(connection: Any) -> Any:
+    from alembic.config import Config as AlembicConfig
+
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
@@ -91,7 +91,13 @@ def _alembic_config(connection: Any) -> AlembicConfig:
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Bring the schema to the newest migration; safe when several processes start at once."""
+    """Bring the schema to the newest migration; safe when several processes start at once.
+
+    Alembic is imported here, not with this module: ``serve`` migrates in a process of its
+    own (``storage/upgrade.py``), so the serving process never loads it (about 11 MiB).
+    """
+    from alembic import command
+
     async with engine.connect() as connection:
         if connection.dialect.name == "postgresql":
             await connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})

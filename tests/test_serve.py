@@ -151,3 +151,33 @@ def test_serve_refuses_a_bad_configuration(tmp_path):
                             env={k: v for k, v in os.environ.items() if k != "FEEDBACK_INTAKE_CONFIG"})
     assert result.returncode == 2
     assert "web.port" in result.stderr
+
+
+async def test_serve_migrates_in_a_process_of_its_own_and_never_loads_alembic(tmp_path, serve):
+    """Alembic (about 11 MiB) is imported only by the migration's own process: everything
+    the serving process imports leaves it out, and serve still migrates a fresh store."""
+    modules = subprocess.run([sys.executable, "-c", "import sys, service.cli, service.app, service.commands; "
+                              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))"],
+                             capture_output=True, text=True, timeout=60)
+    assert modules.returncode == 0 and modules.stdout.strip() == "[]", modules.stdout + modules.stderr
+    fresh = tmp_path / "fresh" / "feedback.db"
+    port = free_port()
+    config = write_config(tmp_path, f"sqlite+aiosqlite:///{fresh}", port)
+    process = subprocess.Popen(command("serve", "--config", str(config)), cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        await wait_healthy(f"http://127.0.0.1:{port}", process)
+        tables = {row[0] for row in sqlite3.connect(fresh).execute("SELECT name FROM sqlite_master")}
+        assert {"complaints", "messages", "outbox", "alembic_version"} <= tables
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+
+
+def test_a_failed_migration_stops_serve_and_does_not_show_the_database_password(tmp_path):
+    config = write_config(tmp_path, "postgresql+asyncpg://feedback:s3cr3t-pass@127.0.0.1:1/nowhere", free_port())
+    result = subprocess.run(command("serve", "--config", str(config)), cwd=tmp_path, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode != 0
+    assert "storage.upgrade:" in result.stderr and "migrating the store failed" in result.stderr
+    assert "s3cr3t-pass" not in result.stderr + result.stdout
