@@ -4,10 +4,11 @@ complaint may report the same event as, each with a score and its reasons.
 One statement per search, a few index range scans joined by UNION ALL, each over open
 complaints only (the partial indexes of migration 0007) and within the time window
 (``query`` says which). Each branch is capped, so the work per complaint does not grow
-with the store. An intake batch runs each distinct search once (``Shared``): in a storm
-its complaints name the same kind of event at the same place, and all read the same rows. The place key is coarse (usually the district), so a complaint of the
-same event nearly always shares it; one naming two districts may be found only through
-its kind of event without a place, or its coordinates.
+with the store. An intake batch runs a search several of its complaints make once
+(``Shared``): in a storm they name the same kind of event at the same place, and all read
+the same rows. The place key is coarse (usually the district), so a complaint of the same
+event nearly always shares it; one naming two districts may be found only through its
+kind of event without a place, or its coordinates.
 """
 
 from __future__ import annotations
