@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 
-from bot.incidents.places import Place, expand, parse
+from bot.incidents.places import Place, expand, parse_words
 
 # Kinds of event and the phrases that report them (folded, abbreviations written out),
 # with how far such an event reaches. A phrase may be a regular expression over the
@@ -137,8 +137,11 @@ class Features:
 def features(text: str, area: str | None = None, subject: str | None = None, latitude: float | None = None,
              longitude: float | None = None) -> Features:
     """Reduce a complaint to what the matcher compares."""
-    words = expand(" ".join(part for part in (subject, text) if part))
-    return Features(topics_of(words), parse(area, subject, text),
+    # Each text is expanded once: the words and the place are read from the same lists.
+    subject_words = expand(subject) if subject else []
+    text_words = expand(text) if text else []
+    words = subject_words + text_words
+    return Features(topics_of(words), parse_words(expand(area) if area else [], subject_words, text_words),
                     frozenset(w for w in words if w not in STOPWORDS and not w.isdigit() and len(w) > 1),
                     latitude, longitude)
 

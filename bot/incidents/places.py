@@ -27,7 +27,6 @@ DISTRICT_MARKERS = {"quan", "q", "huyen", "h", "district"}
 STREET_MARKERS = {"duong", "pho", "ngo", "ngach", "hem", "kiet", "dg", "nut", "nga tu", "tuyen", "street", "road",
                   "chan cau vuot", "dau ngo"}
 NUMBER_MARKERS = {"ngo", "ngach", "hem", "kiet", "so", "so nha", "nha so"}
-LONGEST = 6  # words in the longest name
 # A building in a housing area: HH2B, HH4A, C4, B3, 17T (not a time such as 8h30).
 BUILDING = re.compile(r"^(?:hh\d{1,3}[a-z]?|[a-gk-z]\d{1,2}[a-z]?|\d{1,3}t\d?)$")
 NUMBER = re.compile(r"^\d{1,4}$")
@@ -108,6 +107,9 @@ class Gazetteer:
     names: dict[tuple[str, ...], dict[str, object]]
     ward_new: dict[str, frozenset[str]]
     ward_district: dict[str, str]
+    # The words a name starts with, each with the length of the longest name it starts:
+    # most words of a complaint start none, and are passed over with one lookup.
+    starts: dict[str, int] = field(default_factory=dict)
 
 
 @cache
@@ -140,7 +142,10 @@ def gazetteer() -> Gazetteer:
         payload = (fold(landmark["name"]), tuple(fold(w) for w in landmark["wards"]))
         for name in [landmark["name"], *landmark.get("aliases", [])]:
             add(name, "spot", payload)
-    return Gazetteer(names, ward_new, ward_district)
+    starts: dict[str, int] = {}
+    for words in names:
+        starts[words[0]] = max(starts.get(words[0], 0), len(words))
+    return Gazetteer(names, ward_new, ward_district, starts)
 
 
 # How citizens shorten words by SMS; applied word by word after folding.
@@ -190,7 +195,13 @@ def _marker_after(words: list[str], end: int) -> str | None:
 
 def parse(*texts: str | None) -> Place:
     """The place named in an area field and a text (either may be None)."""
+    return parse_words(*(expand(text) for text in texts if text))
+
+
+def parse_words(*texts: list[str]) -> Place:
+    """``parse`` of texts already ``expand``ed (a name never runs from one text into the next)."""
     g = gazetteer()
+    starts = g.starts
     old: set[str] = set()
     current: set[str] = set()
     via: set[str] = set()
@@ -199,14 +210,11 @@ def parse(*texts: str | None) -> Place:
     streets: set[str] = set()
     spots: set[str] = set()
     numbers: set[str] = set()
-    for text in texts:
-        if not text:
-            continue
-        words = expand(text)
+    for words in texts:
         i = 0
         while i < len(words):
             match = None
-            for size in range(min(LONGEST, len(words) - i), 0, -1):
+            for size in range(min(starts.get(words[i], 0), len(words) - i), 0, -1):
                 kinds = g.names.get(tuple(words[i:i + size]))
                 if kinds:
                     match = (size, kinds)
