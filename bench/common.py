@@ -566,12 +566,14 @@ async def drive(targets: list[WrkTarget], args: argparse.Namespace, workdir: Pat
 
 def judge(bare: Tally, service: Tally, problems: list[str], args: argparse.Namespace,
           target_ratio: float = TARGET_RATIO, target_p99_ms: float | None = TARGET_P99_MS,
-          generator_cores: int | None = None) -> int:
-    """Print the figures and the verdict; the exit code."""
+          generator_cores: int | None = None, floor: Tally | None = None) -> int:
+    """Print the figures and the verdict; the exit code. With `floor` (bench/floor.py, sms.py --floor)
+    its line too, and the ratios floor/bare and service/floor; the verdict is still service/bare."""
+    tallies = (bare, service) if floor is None else (bare, floor, service)
     log()
-    log(bare.line())
-    log(service.line())
-    for tally in (bare, service):
+    for tally in tallies:
+        log(tally.line())
+    for tally in tallies:
         if tally.errors:
             problems.append(f"{tally.name}: " + ", ".join(f"{k} x{v}" for k, v in tally.errors.most_common()))
         if tally.reused:
@@ -585,13 +587,17 @@ def judge(bare: Tally, service: Tally, problems: list[str], args: argparse.Names
     log(f"\n  ratio service/bare: {ratio:.3f}   service p50 {service.percentile_ms(0.5):.1f} ms, p99 {p99:.1f} ms   "
         f"target ratio >= {target_ratio}" + (f", p99 < {target_p99_ms:g} ms" if target_p99_ms else "")
         + f": {'MET' if met else 'NOT MET'}")
+    if floor is not None:
+        log(f"  ratio floor/bare: {floor.rate / bare.rate if bare.rate else 0.0:.3f}   ratio service/floor: "
+            f"{service.rate / floor.rate if floor.rate else 0.0:.3f}   floor p50 {floor.percentile_ms(0.5):.1f} ms, "
+            f"p99 {floor.percentile_ms(0.99):.1f} ms")
     if problems:
         log("  RUN HAD PROBLEMS (figures not valid):")
         for problem in problems:
             log(f"    - {problem}")
     else:
         log("  run clean: every answer 2xx/3xx, store matches the answers")
-    bound = [t for t in (bare, service) if t.generator_bound_slices]
+    bound = [t for t in tallies if t.generator_bound_slices]
     if bound:
         cores = generator_cores or min(args.threads, os.cpu_count() or 1)
         log(f"  FAILED: generator-bound: {bare.generator} used >= {GENERATOR_BOUND:.0%} of its {cores} "
@@ -728,11 +734,25 @@ class Channel:
     async def verify(self, url: str, floors: dict[str, int], tally: Tally) -> list[str]:
         raise NotImplementedError
 
+    async def start_floor(self, args: argparse.Namespace, workdir: Path, port: int) -> Server | None:
+        """With --floor, a third target: bench/floor.py (not started yet), signing as for the service
+        on `port`, with its own fake gateway (``self.floor_fake``). None: no floor."""
+        return None
+
+    async def floor_drained(self) -> tuple[int, int]:
+        """(the floor's outbox rows not yet sent, all of them) for wait_drained."""
+        return (0, 0)
+
+    async def verify_floor(self, tally: Tally) -> list[str]:
+        """The floor's store read back after the run, as `verify` does for the service's."""
+        return []
+
     async def stop(self) -> None:
-        """Stop the fake gateway (``self.fake``, a FakeHttp) if one was started."""
-        fake = getattr(self, "fake", None)
-        if fake is not None:
-            await fake.stop()
+        """Stop the fake gateways (``self.fake``, ``self.floor_fake``: FakeHttp) that were started."""
+        for name in ("fake", "floor_fake"):
+            fake = getattr(self, name, None)
+            if fake is not None:
+                await fake.stop()
 
 
 def mismatches(found: dict, wants) -> list[str]:
@@ -771,7 +791,7 @@ async def wrk_main(channel: Channel, args: argparse.Namespace, seeder=None) -> i
     workdir = Path(tempfile.mkdtemp(prefix=f"fi-bench-{channel.prefix}-"))
     port = free_port()
     bare = bare_server(workdir)
-    service = None
+    service = floor = None
     try:
         if getattr(args, "seed_complaints", 0):
             if seeder is None:
@@ -779,19 +799,24 @@ async def wrk_main(channel: Channel, args: argparse.Namespace, seeder=None) -> i
             await seeder(db, args.seed_complaints, args.seed)
         config = await channel.start(args, workdir, db.url, port)
         service = Server("service", serve_command(config, args.workers), port, workdir / "service.log")
+        floor = await channel.start_floor(args, workdir, port)
+        servers = (bare, service) if floor is None else (bare, service, floor)
         log(f"feedback-intake {channel.title}: wrk -t{args.threads} -c{args.connections}, distinct pre-signed "
             f"requests each sent once; per target {args.warmup:g} s warm-up + {args.seconds:g} s in {args.rounds} "
             f"alternating slice(s); {os.cpu_count()} CPUs; {db.kind}"
-            + (f"; serve --workers {args.workers}" if args.workers else ""))
+            + (f"; serve --workers {args.workers}" if args.workers else "")
+            + ("; and the floor (bench/floor.py, SQLite)" if floor else ""))
         floors = await channel.floors(db.url)
-        for server in (bare, service):
+        for server in servers:
             server.start(workdir)
-        for server in (bare, service):
+        for server in servers:
             await wait_healthy(server)
         await channel.ready(port)
         targets = [WrkTarget(bare, lambda n: channel.requests(n, bare.port), guess=15000.0),
                    WrkTarget(service, lambda n: channel.requests(n, port), guess=channel.guess,
                              backends=(lambda: postgres_backends(db)) if db.kind == "postgresql" else None)]
+        if floor is not None:  # third, so that targets[1] is still the service
+            targets.append(WrkTarget(floor, lambda n: channel.requests(n, floor.port), guess=2000.0))
         await drive(targets, args, workdir)
         if args.profile:
             await profile_service(targets[1], args, workdir, lambda: channel.drained(db.url, floors))
@@ -805,11 +830,21 @@ async def wrk_main(channel: Channel, args: argparse.Namespace, seeder=None) -> i
         if not drained:
             problems.append(f"acknowledgements still queued after --drain {args.drain:g} s")
         problems += await channel.verify(db.url, floors, targets[1].tally)
-        return judge(targets[0].tally, targets[1].tally, problems, args)
+        if floor is not None:
+            if not await wait_drained(channel.floor_drained, args.drain):
+                problems.append(f"floor: acknowledgements still queued after --drain {args.drain:g} s")
+            code = await asyncio.to_thread(floor.stop)
+            if code not in (0, None):
+                problems.append(f"floor exited with {code} after SIGTERM")
+            problems += await channel.verify_floor(targets[2].tally)
+        return judge(targets[0].tally, targets[1].tally, problems, args,
+                     floor=targets[2].tally if floor is not None else None)
     finally:
         await asyncio.to_thread(bare.stop)
         if service is not None:
             await asyncio.to_thread(service.stop)
+        if floor is not None:
+            await asyncio.to_thread(floor.stop)
         await channel.stop()
         await db.drop(args.keep)
         if args.keep:

@@ -1,7 +1,8 @@
 """Benchmark: SMS webhook intake under wrk, signed Twilio (or generic gateway) posts, against a
 bare aiohttp handler.
 
-Not a test. It measures, in one run on this machine, two servers under the same load:
+Not a test. It measures, in one run on this machine, two servers (three with ``--floor``) under the
+same load:
 
 * service: ``feedback-intake serve`` with one SMS gateway (``--gateway twilio``, the default, or
   ``generic``), on a temporary SQLite file (``--postgres``: a PostgreSQL database made and
@@ -14,12 +15,17 @@ Not a test. It measures, in one run on this machine, two servers under the same 
   by this benchmark's process.
 * bare: ``python bench/common.py --bare-server PORT``, an aiohttp app that parses the same
   body (form or JSON) and answers 200.
+* with ``--floor`` (Twilio only), a third: ``bench/floor.py``, the least work the guarantee
+  asks for with the same libraries (signature, one group-committed transaction per batch of
+  complaint + message + outbox rows, the acknowledgements sent through one keep-alive session)
+  on a SQLite file of its own, with a fake Twilio of its own; its store is read back too.
 
 The load generator is wrk (``-t1 -c32`` by default) replaying pre-generated requests, each
 once (bench/wrk/replay.lua); see bench/README.md.
 
     python bench/sms.py                      # SQLite, Twilio, 2 s warm-up + 10 s measured each
     python bench/sms.py --gateway generic --postgres --check
+    python bench/sms.py --floor --seconds 6 --rounds 2   # and the floor: what ratio is reachable at all
 """
 
 from __future__ import annotations
@@ -33,8 +39,8 @@ import sys
 from pathlib import Path
 from urllib.parse import urlencode
 
-from common import (Channel, FakeHttp, Tally, add_wrk_arguments, between, fake_twilio, mismatches, raw_request,
-                    run_main, service_config, store_query, toml_str)
+from common import (Channel, FakeHttp, Server, Tally, add_wrk_arguments, between, fake_twilio, free_port, mismatches,
+                    raw_request, run_main, service_config, store_query, toml_str)
 from desk import seed_store
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -76,6 +82,8 @@ class Sms(Channel):
         self.numbers = itertools.count(5 * 10 ** 6 + self.rng.randrange(10 ** 6))  # clear of --seed-complaints' numbers
         self.sign = twilio_signer() if gateway == "twilio" else None
         self.fake: FakeHttp | None = None
+        self.floor_fake: FakeHttp | None = None
+        self.floor_db: Path | None = None
 
     async def start(self, args, workdir, url, port) -> Path:
         from aiohttp import web
@@ -126,6 +134,47 @@ class Sms(Channel):
             out.append(raw_request("POST", path, port, headers, body))
         return out
 
+    async def start_floor(self, args, workdir, port) -> Server | None:
+        """--floor: bench/floor.py on a SQLite file of its own, told the service's public URL (the
+        requests are signed for it), sending through a fake Twilio of its own."""
+        if not getattr(args, "floor", False):
+            return None
+        self.floor_fake = await fake_twilio()
+        self.floor_db = workdir / "floor.db"
+        floor_port = free_port()
+        argv = [sys.executable, str(Path(__file__).resolve().with_name("floor.py")), "--port", str(floor_port),
+                "--db", str(self.floor_db), "--twilio-api", f"http://127.0.0.1:{self.floor_fake.port}",
+                "--token", TOKEN, "--account-sid", ACCOUNT_SID, "--public-url", f"http://127.0.0.1:{port}",
+                "--number", GATEWAY_NUMBER]
+        return Server("floor", argv, floor_port, workdir / "floor.log")
+
+    async def floor_drained(self) -> tuple[int, int]:
+        found = await store_query(f"sqlite:///{self.floor_db}", {
+            "left": "SELECT count(*) FROM outbox WHERE status <> 'sent'", "total": "SELECT count(*) FROM outbox"})
+        return (found["left"], found["total"]) if found is not None else (-1, -1)
+
+    async def verify_floor(self, tally: Tally) -> list[str]:
+        found = await store_query(f"sqlite:///{self.floor_db}", {
+            "messages": "SELECT count(*) FROM messages",
+            "distinct": "SELECT count(DISTINCT external_id) FROM messages",
+            "complaints": "SELECT count(*) FROM complaints",
+            "acks": "SELECT count(*) FROM outbox",
+            "sent_acks": "SELECT count(*) FROM outbox WHERE status = 'sent'",
+            "wrong": "SELECT count(*) FROM complaints c WHERE (SELECT count(*) FROM outbox o "
+                     "WHERE o.complaint_id = c.id) <> 1"})
+        if found is None:
+            return ["floor: its store has no tables"]
+        print(f"  floor store: {found['messages']} SMS ({found['distinct']} distinct ids), {found['complaints']} "
+              f"complaints (answered 200: {tally.ok_total}, sent: {tally.sent_total}), {found['acks']} "
+              f"acknowledgements queued, {found['sent_acks']} sent; {self.floor_fake.calls} calls reached its fake "
+              "twilio")
+        problems = between(found, "complaints", tally, "complaints") + mismatches(found, (
+            ("messages", found["complaints"]), ("distinct", found["messages"]), ("acks", found["complaints"]),
+            ("sent_acks", found["acks"]), ("wrong", 0)))
+        if self.floor_fake.calls < found["sent_acks"]:
+            problems.append(f"{found['sent_acks']} acknowledgements marked sent, {self.floor_fake.calls} reached the fake")
+        return ["floor: " + problem for problem in problems]
+
     async def verify(self, url: str, floors: dict[str, int], tally: Tally) -> list[str]:
         sql = {
             "messages": "SELECT count(*) FROM messages WHERE channel = 'sms' AND direction = 'in' AND id > {floor}",
@@ -150,11 +199,20 @@ class Sms(Channel):
                            ("acks", found["complaints"]), ("sent_acks", found["acks"]), ("wrong", 0)))
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gateway", choices=("twilio", "generic"), default="twilio")
+    parser.add_argument("--floor", action="store_true",
+                        help="a third target, bench/floor.py: the least work an intake must do (Twilio only)")
     add_wrk_arguments(parser)
     args = parser.parse_args(argv)
+    if args.floor and args.gateway != "twilio":
+        parser.error("--floor: bench/floor.py takes Twilio's webhook only")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     return run_main(Sms(args.gateway, args.seed), args, seed_store)
 
 
