@@ -163,3 +163,11 @@ def test_profile_split_buckets():
     assert buckets["database: SQLite engine (aiosqlite thread)"] == 8 and buckets["logging"] == 2
     text = profile_split.render(result, requests=29, cpu_seconds=0.58)
     assert "CPU per complaint: 20.00 ms" in text
+
+
+def test_sms_floor_option_parses():
+    import sms
+
+    assert sms.parse(["--floor"]).floor and not sms.parse([]).floor
+    with pytest.raises(SystemExit):
+        sms.parse(["--floor", "--gateway", "generic"])  # the floor takes Twilio's webhook only
