@@ -355,3 +355,26 @@ async def test_a_batch_runs_each_candidate_search_once_and_sees_the_incidents_it
     complaints = [c for c in await rows(core, Complaint) if c.text != flood]
     assert incident.reports == 4 and {c.incident_id for c in complaints} == {incident.id}
     assert incident.lead_complaint_id == complaints[0].id
+
+
+async def test_a_storm_s_incident_is_scored_by_a_few_members_and_counted_whole(make_core):
+    """Each new report of a storm scores at most ``PER_INCIDENT`` members of an incident,
+    the first the search returns, not every member it read: a storm's incident holds
+    hundreds of near-identical reports. It still joins, and the incident's size it is
+    told counts every member read."""
+    from bot.incidents import candidates, match
+
+    core = await make_core({"incidents": {"enabled": True}})
+    texts = ("Mất điện toàn bộ phường Kim Liên, quận Đống Đa từ 9 giờ sáng, cả khu tập thể tối om.",
+             "Mất điện ở phường Kim Liên quận Đống Đa từ sáng nay, cả ngõ tối om.",
+             "mat dien phuong Kim Lien quan Dong Da tu sang")
+    storm = [sms(core, text=texts[n % 3], sender=f"+849120{n:05d}", external_id=f"ST{n}") for n in range(30)]
+    for start in range(0, len(storm), 8):
+        await intake.receive_batch(core, storm[start:start + 8])
+    assert len({c.incident_id for c in await rows(core, Complaint)} - {None}) == 1
+    found = match.features("Mất điện phường Kim Liên, Đống Đa, cả khu tối om từ sáng.")
+    async with core.sessions() as session:
+        decision = await candidates.find(session, core.config.incidents, found, None, core.clock.now())
+    assert decision.action == "join" and decision.best.incident_id is not None
+    assert decision.considered == 30 and decision.reports == 30
+    assert decision.scored == candidates.PER_INCIDENT < 30

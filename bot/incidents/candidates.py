@@ -38,6 +38,12 @@ BEST_WITH_OTHER_EVENT = 0.2
 BRANCH_LIMIT = 100
 SIDE_LIMIT = 40
 RECENT_LIMIT = 20
+# Candidates scored per incident: the first this many of its members the search returns
+# (the closest branch first, newest first). The rest still count for its size. A storm's
+# incident holds hundreds of near-identical reports, and each new report scored every one
+# of them the search read, a fifth of intake's CPU (bench/README.md, 2026-12-06); on the
+# labelled set (tests/test_incident_matching.py) 12 decides exactly as all do, 6 does not.
+PER_INCIDENT = 12
 # Features of open complaints read lately, by their stored form and coordinates: a
 # complaint's features never change once filed, and each is read again for every new
 # complaint in its window. A search reads the newest few hundred open complaints of its
@@ -85,6 +91,7 @@ class Decision:
     reports: int = 0  # complaints in the best candidate's incident (1 when it has none)
     considered: int = 0
     others: list[Candidate] = field(default_factory=list)
+    scored: int = 0  # of those considered: at most PER_INCIDENT of each incident's members
 
 
 def stamp(complaint: Complaint, found: Features) -> None:
@@ -259,6 +266,8 @@ async def find(session: AsyncSession, config: IncidentsConfig, found: Features, 
         incident_id = joined.get(id_, incident_id)
         if incident_id is not None:
             sizes[incident_id] = sizes.get(incident_id, 0) + 1
+            if sizes[incident_id] > PER_INCIDENT:
+                continue  # counted, not scored
         other = _features(data, lat, lon)
         if other.topic in apart:
             continue  # a procedure is its citizen's own case
@@ -284,4 +293,4 @@ async def find(session: AsyncSession, config: IncidentsConfig, found: Features, 
     action = "join" if best.score.value >= rule.join_above else "suggest" if best.score.value >= rule.suggest_above \
         else None
     reports = sizes.get(best.incident_id, 1) if best.incident_id else 1
-    return Decision(action, best, rule, reports, len(seen), others)
+    return Decision(action, best, rule, reports, len(seen), others, len(scored))
