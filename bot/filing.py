@@ -129,8 +129,13 @@ async def file_many(core: Core, session: AsyncSession, now: datetime, inbounds: 
               for e in _take_pending_events(session) + grouped]
     queued, notices = [], []
     directory = await core.directory.staff(session)
-    for complaint, decision, inbound, pairs, (_, message_files), (joined, suggested) in zip(
-            complaints, decisions, inbounds, contacts, files, incidents):
+    # Where each acknowledgement goes, the batch's reply windows looked up together.
+    reached = await reach.choose_all(core, session, [
+        [Contact(id=contact_ids[(channel, address)], channel=channel, address=address,
+                 via=inbound.via if channel == inbound.channel else None) for channel, address in pairs]
+        for inbound, pairs in zip(inbounds, contacts)], "acknowledgement", now)
+    for complaint, decision, inbound, (_, message_files), (joined, suggested), point in zip(
+            complaints, decisions, inbounds, files, incidents, reached):
         events += [
             dict(complaint_id=complaint.id, at=now, actor="citizen", kind="created",
                  detail={"channel": inbound.channel, "first_response_due": complaint.first_response_due.isoformat()}),
@@ -138,9 +143,6 @@ async def file_many(core: Core, session: AsyncSession, now: datetime, inbounds: 
                  detail={"unit": decision.unit, "reason": decision.reason, "rule": decision.rule,
                          "urgency": decision.urgency, "urgency_reason": decision.urgency_reason}),
         ]
-        reachable = [Contact(id=contact_ids[(channel, address)], channel=channel, address=address,
-                             via=inbound.via if channel == inbound.channel else None) for channel, address in pairs]
-        point = await reach.choose(core, session, reachable, "acknowledgement", now) if reachable else None
         if point is not None:
             thread = [inbound.external_id] if inbound.external_id and inbound.channel in messages.THREADED_CHANNELS \
                 else []

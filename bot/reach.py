@@ -100,24 +100,37 @@ def points(core: Core, contacts: Sequence[Contact]) -> list[Point]:
 
 
 async def windows(core: Core, session: AsyncSession, candidates: Iterable[Point], now: datetime) -> set[tuple[str, str]]:
-    """The (channel, address) pairs whose reply window is closed now (or used up)."""
-    closed = set()
+    """The (channel, address) pairs whose reply window is closed now (or used up): one
+    statement per channel with a window, whatever the number of points (intake asks for a
+    whole batch's at once), and where the window also counts messages one per citizen
+    inside it."""
+    wanted: dict[str, set[str]] = {}
     for point in candidates:
         terms = core.senders.get(point.channel)
-        if terms is None or terms.window is None:
-            continue
-        window = terms.window
-        last_in = await session.scalar(select(func.max(Message.created_at)).where(
-            Message.channel == point.channel, Message.sender == point.address, Message.direction == "in"))
-        if last_in is None or now - last_in > timedelta(hours=window.hours):
-            closed.add((point.channel, point.address))
-            continue
+        if terms is not None and terms.window is not None:
+            wanted.setdefault(point.channel, set()).add(point.address)
+    closed = set()
+    for channel, addresses in wanted.items():
+        window = core.senders[channel].window
+        last_in = dict((await session.execute(
+            select(Message.sender, func.max(Message.created_at))
+            .where(Message.channel == channel, Message.direction == "in", Message.sender.in_(sorted(addresses)))
+            .group_by(Message.sender))).all())
+        inside = {}
+        for address in addresses:
+            at = last_in.get(address)
+            if at is None or now - at > timedelta(hours=window.hours):
+                closed.add((channel, address))
+            else:
+                inside[address] = at
+        # A window that also counts messages (rare): each citizen's since their own last one.
         if window.messages is not None:
-            sent = await session.scalar(select(func.count()).select_from(OutboxMessage).where(
-                OutboxMessage.channel == point.channel, OutboxMessage.recipient == point.address,
-                OutboxMessage.created_at > last_in))
-            if sent >= window.messages:
-                closed.add((point.channel, point.address))
+            for address, at in inside.items():
+                count = await session.scalar(select(func.count()).select_from(OutboxMessage).where(
+                    OutboxMessage.channel == channel, OutboxMessage.recipient == address,
+                    OutboxMessage.created_at > at))
+                if count >= window.messages:
+                    closed.add((channel, address))
     return closed
 
 
@@ -141,6 +154,7 @@ async def choose_each(core: Core, session: AsyncSession, contacts: dict[int, Seq
     # ``choose`` needs nothing from the store.
     windowless = all(terms.window is None for terms in senders.values())
     out: dict[int, Point | None] = {}
+    windowed: dict[int, Sequence[Contact]] = {}
     for complaint_id, points_of in contacts.items():
         first = points_of[0] if points_of else None
         terms = senders.get(first.channel) if first is not None else None
@@ -151,8 +165,10 @@ async def choose_each(core: Core, session: AsyncSession, contacts: dict[int, Seq
             out[complaint_id] = next((p for p in candidates if usable(core, p, kind, set())),
                                      candidates[0] if candidates else None)
         else:
-            out[complaint_id] = await choose(core, session, points_of, kind, now)
-    return out
+            windowed[complaint_id] = points_of
+    if windowed:
+        out.update(zip(windowed, await choose_all(core, session, list(windowed.values()), kind, now)))
+    return {complaint_id: out[complaint_id] for complaint_id in contacts}
 
 
 async def choose(core: Core, session: AsyncSession, contacts: Sequence[Contact], kind: str, now: datetime,
@@ -165,11 +181,23 @@ async def choose(core: Core, session: AsyncSession, contacts: Sequence[Contact],
     candidates = [p for p in points(core, contacts) if p.channel not in tried]
     if not candidates:
         return None
-    closed = await windows(core, session, candidates, now)
+    return _pick(core, candidates, kind, await windows(core, session, candidates, now), bool(tried))
+
+
+async def choose_all(core: Core, session: AsyncSession, citizens: Sequence[Sequence[Contact]], kind: str,
+                     now: datetime) -> list[Point | None]:
+    """``choose`` (nothing tried yet) for each of many citizens, their reply windows looked
+    up together: a batch's acknowledgements cost a statement per channel with a window, not
+    one per citizen."""
+    candidates = [points(core, contacts) for contacts in citizens]
+    closed = await windows(core, session, [point for found in candidates for point in found], now)
+    return [_pick(core, found, kind, closed, False) if found else None for found in candidates]
+
+
+def _pick(core: Core, candidates: Sequence[Point], kind: str, closed: set[tuple[str, str]], tried: bool) -> Point | None:
     for point in candidates:
         if usable(core, point, kind, closed):
             return point
     # Nothing can carry it now. A first message still goes to the citizen's own channel:
     # it waits there for a process with a sender, or fails there and falls back as any.
     return None if tried else candidates[0]
-

@@ -378,3 +378,46 @@ async def test_a_storm_s_incident_is_scored_by_a_few_members_and_counted_whole(m
     assert decision.action == "join" and decision.best.incident_id is not None
     assert decision.considered == 30 and decision.reports == 30
     assert decision.scored == candidates.PER_INCIDENT < 30
+
+
+async def test_a_batch_s_reply_windows_are_looked_up_together_and_a_closed_one_falls_back(make_core, clock):
+    """Where each acknowledgement of a batch goes is chosen with one look at the reply
+    windows (Zalo's), not one per citizen; a citizen whose window closed is reached on the
+    phone they gave, one whose window is open on Zalo."""
+    from sqlalchemy import event
+
+    from bot import reach
+    from bot.core import SenderTerms
+    from contract.delivery import ReplyWindow
+
+    core = await make_core()
+    core.senders = {"zalo": SenderTerms(ReplyWindow(48.0, None)), "sms": SenderTerms()}
+    looks: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if "max(messages.created_at)" in statement:
+            looks.append(statement)
+
+    def zalo(user: str, n: int, **kwargs) -> Inbound:
+        return Inbound(channel="zalo", external_id=f"zalo:{user}:{n}", sender=user, text=TEXT,
+                       received_at=clock.now(), **kwargs)
+
+    event.listen(core.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        first = await intake.receive_batch(core, [zalo("u-a", 1), zalo("u-b", 1, reply_to=(("sms", PHONE),)),
+                                                  zalo("u-c", 1), zalo("u-d", 1)])
+        assert [r.outcome for r in first] == ["created"] * 4 and len(looks) == 1
+        acks = await rows(core, OutboxMessage, OutboxMessage.key.like("ack:%"))
+        assert sorted((a.channel, a.recipient) for a in acks) == [("zalo", u) for u in ("u-a", "u-b", "u-c", "u-d")]
+        clock.advance(hours=49)
+        await intake.receive_batch(core, [zalo("u-a", 2)])  # u-a writes again: its window opens
+        complaints = {c.contact_id: c for c in await rows(core, Complaint)}
+        looks.clear()
+        async with core.sessions() as session:
+            ours = [c for c in complaints.values() if c.text == TEXT][:2]
+            contacts = await reach.contacts_of(session, ours)
+            chosen = await reach.choose_all(core, session, [contacts[c.id] for c in ours], "answer", clock.now())
+    finally:
+        event.remove(core.engine.sync_engine, "before_cursor_execute", record)
+    assert len(looks) == 1
+    assert [(p.channel, p.address) for p in chosen] == [("zalo", "u-a"), ("sms", PHONE)]
