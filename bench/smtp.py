@@ -9,7 +9,12 @@ Not a test. It measures, in one run on this machine, two SMTP servers under the 
   acknowledgements to a sink relay (a third process, the same bare server);
 * bare: an aiosmtpd server (``--bare-server PORT``, defined here) started the same way
   as the service's (``loop.create_server``, same size limit and SMTPUTF8) whose handler
-  accepts the same mails and only answers 250.
+  accepts the same mails and only answers 250;
+* with ``--floor``, a third: ``bench/smtp_floor.py``, the least work the guarantee asks for with
+  the same libraries (the email package's parse, one group-committed transaction per batch of
+  complaint + message + outbox rows, 250 after the commit, the acknowledgements sent to the same
+  sink relay through a few long-lived aiosmtplib sessions) on a SQLite file of its own; its
+  store is read back too.
 
 SMTP is not HTTP, so wrk cannot drive it: the load comes from generator processes
 (``--generate``, defined here: a lean asyncio SMTP client, no library, each connection one
@@ -21,6 +26,7 @@ the run the store is read back: one complaint, one email message and one acknowl
 
     python bench/smtp.py                    # 2 s warm-up + 10 s measured each, 16 connections
     python bench/smtp.py --check            # exit 1 if the ratio is below the target (0.5)
+    python bench/smtp.py --floor            # and the floor: what ratio is reachable at all
 """
 
 from __future__ import annotations
@@ -159,6 +165,41 @@ async def verify(url: str, floor: int, tally: Tally, relay: bool) -> list[str]:
     return problems
 
 
+FLOOR_SQL = {
+    "complaints": "SELECT count(*) FROM complaints",
+    "messages": "SELECT count(*) FROM messages",
+    "distinct": "SELECT count(DISTINCT message_id) FROM messages",
+    "acks": "SELECT count(*) FROM outbox",
+    "acks_sent": "SELECT count(*) FROM outbox WHERE status = 'sent'",
+    "wrong": "SELECT count(*) FROM complaints c WHERE (SELECT count(*) FROM outbox o WHERE o.complaint_id = c.id) <> 1",
+}
+
+
+async def floor_drained(path: Path) -> tuple[int, int]:
+    found = await store_query(f"sqlite:///{path}", {"left": "SELECT count(*) FROM outbox WHERE status <> 'sent'",
+                                                    "total": "SELECT count(*) FROM outbox"})
+    return (found["left"], found["total"]) if found is not None else (-1, -1)
+
+
+async def verify_floor(path: Path, tally: Tally) -> list[str]:
+    """The floor's SQLite file read back: complaints between the 250s and the mails sent, one message
+    (no Message-ID twice) and one acknowledgement each, every acknowledgement sent to the sink."""
+    found = await store_query(f"sqlite:///{path}", FLOOR_SQL)
+    if found is None:
+        return ["floor: its store has no tables"]
+    log(f"  floor store: {found['complaints']} complaints and {found['messages']} messages ({found['distinct']} "
+        f"distinct Message-IDs; answered 250: {tally.ok_total}, mails sent: {tally.sent_total}), {found['acks']} "
+        f"acknowledgements queued, {found['acks_sent']} of them sent to the sink relay")
+    problems = []
+    if not tally.ok_total <= found["complaints"] <= tally.sent_total:
+        problems.append(f"store has {found['complaints']} complaints; answered {tally.ok_total}, "
+                        f"sent {tally.sent_total}")
+    problems += [f"{name}: {found[name]}, expected {want}" for name, want in (
+        ("messages", found["complaints"]), ("distinct", found["messages"]), ("acks", found["complaints"]),
+        ("acks_sent", found["acks"]), ("wrong", 0)) if found[name] != want]
+    return ["floor: " + problem for problem in problems]
+
+
 # --- the generator (its own process, a fresh one per slice) ------------------------------------------
 
 async def reply(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -274,7 +315,7 @@ async def run_generators(port: int, seconds: float, connections: int, processes:
 
 # --- the run -----------------------------------------------------------------------------------------
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per target (default 10)")
@@ -293,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
                              "what taking mail alone costs")
     parser.add_argument("--drain", type=float, default=60.0, help="at most this long for acknowledgements to go out")
     parser.add_argument("--check", action="store_true", help=f"exit 1 if the ratio is below {TARGET_RATIO}")
+    parser.add_argument("--floor", action="store_true",
+                        help="a third target, bench/smtp_floor.py: the least work an email intake must do "
+                             "(the verdict stays service/bare)")
     parser.add_argument("--profile", metavar="FILE",
                         help="after the run, py-spy the service through one more slice and the drain; collapsed "
                              "stacks to FILE and the CPU split per mail (bench/profile_split.py)")
@@ -304,6 +348,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", default="x", help=argparse.SUPPRESS)
     parser.add_argument("--accepted", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.floor and args.no_relay:
+        parser.error("--floor sends its acknowledgements to the sink relay: not with --no-relay")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     if args.bare_server:
         run_bare_server(args.bare_server)
         return 0
@@ -336,8 +387,17 @@ async def run(args: argparse.Namespace) -> int:
     service = Server("service", serve_command(workdir / "config.toml", args.workers), smtp_port,
                      workdir / "service.log")
     servers = [bare, service] if args.no_relay else [sink, bare, service]
-    accepted = {"bare": "OK", "service": "2.0.0 Taken as "}
-    tallies = {name: Tally(name, generator="generator", unit="mail/s") for name in ("bare", "service")}
+    accepted = {"bare": "OK", "service": "2.0.0 Taken as ", "floor": "2.0.0 Stored as "}
+    targets = [bare, service]
+    floor_server, floor_db = None, workdir / "floor.db"
+    if args.floor:
+        floor_port = free_port()
+        floor_server = Server("floor", [sys.executable, str(Path(__file__).resolve().with_name("smtp_floor.py")),
+                                        "--port", str(floor_port), "--db", str(floor_db), "--relay-port",
+                                        str(sink_port)], floor_port, workdir / "floor.log")
+        servers.append(floor_server)
+        targets.append(floor_server)  # third, as in sms.py --floor
+    tallies = {server.name: Tally(server.name, generator="generator", unit="mail/s") for server in targets}
     try:
         for server in servers:
             server.start(workdir)
@@ -354,7 +414,8 @@ async def run(args: argparse.Namespace) -> int:
         log(f"SMTP intake benchmark: {args.connections} sessions in {args.generators} generator process(es), "
             f"{args.warmup:g} s warm-up + {args.seconds:g} s measured per target in {args.rounds} alternating "
             f"slices; {os.cpu_count()} CPUs; {db.kind}{'; no relay' if args.no_relay else ''}"
-            + (f"; serve --workers {args.workers}" if args.workers else ""))
+            + (f"; serve --workers {args.workers}" if args.workers else "")
+            + ("; and the floor (bench/smtp_floor.py, SQLite)" if args.floor else ""))
         slices = 0
 
         async def one(server: Server, seconds: float, measured: bool) -> WrkRun:
@@ -372,11 +433,13 @@ async def run(args: argparse.Namespace) -> int:
             tally.errors.update(run_.kinds)  # SMTP codes and exceptions, as the generator saw them
             return run_
 
-        for server in (bare, service):
+        for server in targets:
             await one(server, args.warmup, measured=False)
         for _ in range(args.rounds):
-            for server in (bare, service):
+            for server in targets:
                 await one(server, args.seconds / args.rounds, measured=True)
+        if floor_server is not None:
+            tallies["floor"].peak_rss_mib = peak_rss_mib(floor_server.process.pid)
         tallies["bare"].peak_rss_mib = peak_rss_mib(bare.process.pid)
         if args.profile:
             await profile(service, args, one, drained)
@@ -388,8 +451,16 @@ async def run(args: argparse.Namespace) -> int:
         if code not in (0, None):
             problems.append(f"service exited with {code} after SIGTERM")
         problems += await verify(db.url, floor, tallies["service"], relay=not args.no_relay)
+        if floor_server is not None:
+            if not await wait_drained(lambda: floor_drained(floor_db), args.drain):
+                problems.append(f"floor: acknowledgements still queued after --drain {args.drain:g} s")
+            code = await asyncio.to_thread(floor_server.stop)
+            if code not in (0, None):
+                problems.append(f"floor exited with {code} after SIGTERM")
+            problems += await verify_floor(floor_db, tallies["floor"])
         return judge(tallies["bare"], tallies["service"], problems, args, target_ratio=TARGET_RATIO,
-                     target_p99_ms=None, generator_cores=min(args.generators, os.cpu_count() or 1))
+                     target_p99_ms=None, generator_cores=min(args.generators, os.cpu_count() or 1),
+                     floor=tallies.get("floor"))
     finally:
         for server in servers:
             await asyncio.to_thread(server.stop)

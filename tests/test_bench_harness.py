@@ -171,3 +171,11 @@ def test_sms_floor_option_parses():
     assert sms.parse(["--floor"]).floor and not sms.parse([]).floor
     with pytest.raises(SystemExit):
         sms.parse(["--floor", "--gateway", "generic"])  # the floor takes Twilio's webhook only
+
+
+def test_smtp_floor_option_parses():
+    import smtp
+
+    assert smtp.parse(["--floor"]).floor and not smtp.parse([]).floor
+    with pytest.raises(SystemExit):
+        smtp.parse(["--floor", "--no-relay"])  # the floor sends its acknowledgements to the sink
