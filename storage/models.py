@@ -197,7 +197,9 @@ class Message(Base):
     """One message on a complaint: from the citizen, to the citizen, or an internal note."""
 
     __tablename__ = "messages"
-    __table_args__ = (UniqueConstraint("channel", "external_id"),)
+    # A citizen's last message on a channel: their reply window (bot/reach.py), migration 0010.
+    __table_args__ = (UniqueConstraint("channel", "external_id"),
+                      Index("ix_messages_channel_sender", "channel", "sender", "created_at"))
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     # None for a message recorded but belonging to no complaint (an unthreaded bounce).
     complaint_id: Mapped[int | None] = mapped_column(ForeignKey("complaints.id"), index=True)

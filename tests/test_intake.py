@@ -421,3 +421,42 @@ async def test_a_batch_s_reply_windows_are_looked_up_together_and_a_closed_one_f
         event.remove(core.engine.sync_engine, "before_cursor_execute", record)
     assert len(looks) == 1
     assert [(p.channel, p.address) for p in chosen] == [("zalo", "u-a"), ("sms", PHONE)]
+
+
+async def test_a_reply_window_is_read_from_the_citizen_s_own_messages_by_index(make_core, clock):
+    """The look at a citizen's last message reads their messages through
+    ``ix_messages_channel_sender`` (migration 0010), not every message of the channel."""
+    import re
+
+    from sqlalchemy import event, inspect
+
+    from bot.core import SenderTerms
+    from contract.delivery import ReplyWindow
+
+    core = await make_core()
+    core.senders = {"zalo": SenderTerms(ReplyWindow(48.0, None))}
+    async with core.engine.connect() as conn:
+        migrated = await conn.run_sync(lambda sync: {ix["name"] for ix in inspect(sync).get_indexes("messages")})
+    assert "ix_messages_channel_sender" in migrated
+    looks: list[tuple[str, object]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if "max(messages.created_at)" in statement:
+            looks.append((statement, parameters))
+
+    event.listen(core.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        await intake.receive_batch(core, [Inbound(channel="zalo", external_id=f"zalo:u-{n}", sender=f"u-{n}", text=TEXT,
+                                                  received_at=clock.now()) for n in range(3)])
+    finally:
+        event.remove(core.engine.sync_engine, "before_cursor_execute", record)
+    [(statement, parameters)] = looks
+    sqlite = core.engine.dialect.name == "sqlite"
+    async with core.engine.connect() as conn:
+        if not sqlite:
+            await conn.exec_driver_sql("SET enable_seqscan = off")  # an empty table: only whether an index serves
+        rows = (await conn.exec_driver_sql(("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + statement,
+                                           parameters)).all()
+    plan = "\n".join(str(row[-1]) for row in rows)
+    assert "ix_messages_channel_sender" in plan, plan
+    assert not re.search(r"\bSCAN messages\b|Seq Scan on messages", plan), plan
