@@ -168,7 +168,7 @@ async def verify(url: str, floor: int, tally: Tally, relay: bool) -> list[str]:
 FLOOR_SQL = {
     "complaints": "SELECT count(*) FROM complaints",
     "messages": "SELECT count(*) FROM messages",
-    "distinct": "SELECT count(DISTINCT message_id) FROM messages",
+    "distinct": "SELECT count(DISTINCT external_id) FROM messages",
     "acks": "SELECT count(*) FROM outbox",
     "acks_sent": "SELECT count(*) FROM outbox WHERE status = 'sent'",
     "wrong": "SELECT count(*) FROM complaints c WHERE (SELECT count(*) FROM outbox o WHERE o.complaint_id = c.id) <> 1",
