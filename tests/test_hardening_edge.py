@@ -100,8 +100,20 @@ async def test_a_client_sending_its_body_slowly_gets_408_and_is_closed(edge_serv
     await _still_serving(edge_service)
 
 
-async def test_a_whole_body_in_time_is_taken(edge_service):
-    async with edge_service.client() as client:
+@pytest.fixture
+async def roomy_edge_service(make_config, clock):
+    """The deadline middleware in place with room to spare: a pause of the test's own event
+    loop (the client runs in it) must not pass for a slow client. With the 1 s deadline the
+    whole suite once saw this test's connection closed (CI, 2026-12-06); alone it never
+    was."""
+    config = make_config({"web": {"header_timeout_seconds": 10.0, "body_timeout_seconds": 10.0}})
+    running, runner = await start_service(config, clock=clock)
+    yield running
+    await runner.cleanup()
+
+
+async def test_a_whole_body_in_time_is_taken(roomy_edge_service):
+    async with roomy_edge_service.client() as client:
         async with client.post("/", data={"text": "x"}) as response:
             assert response.status == 400  # read in time; refused for what it is (no submission id)
 
