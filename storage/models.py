@@ -266,7 +266,9 @@ class OutboxMessage(Base):
 
     __tablename__ = "outbox"
     __table_args__ = (Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
-                      Index("ix_outbox_claimed_by_status", "claimed_by", "status"))
+                      Index("ix_outbox_claimed_by_status", "claimed_by", "status"),
+                      # Our message by the provider's id: replies, reports (migration 0010).
+                      Index("ix_outbox_channel_external_id", "channel", "external_id"))
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     key: Mapped[str] = mapped_column(String(200), unique=True)
     # Our own id for the message, given to providers that take one (a gateway's message id,

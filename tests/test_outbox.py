@@ -413,3 +413,41 @@ async def test_a_claim_marks_its_rows_by_primary_key_not_by_reading_the_queue(co
                                            parameters)).all()
     plan = "\n".join(str(row[-1]) for row in rows)
     assert ("INTEGER PRIMARY KEY" if sqlite else "pk_outbox") in plan, plan
+
+
+async def test_our_messages_are_found_by_the_provider_s_id_through_an_index(core):
+    """A provider's report naming only its own id, a staff member's reply to a notification
+    and a citizen's reply to one of our mails find our message by the provider's id through
+    ``ix_outbox_channel_external_id`` (migration 0010): each read the whole outbox before."""
+    from bot import delivery, intake, staff
+    from contract.messages import Inbound
+
+    await queue(core, count=5)
+    async with core.sessions() as session, session.begin():
+        for number, row in enumerate((await session.scalars(select(OutboxMessage))).all()):
+            row.status, row.external_id = "sent", f"gw-{number}"
+    lookups: list[tuple[str, object]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and "outbox.external_id" in statement:
+            lookups.append((statement, parameters))
+
+    event.listen(core.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        assert await delivery.report(core, "sms", "delivered", external_id="gw-3") is True
+        assert await staff.code_for_message(core, "sms", "gw-2") is None  # these rows name no complaint
+        await intake.receive(core, Inbound(channel="email", external_id="<reply-1@example.vn>",
+                                           sender="dan@example.vn", text="Vẫn chưa sửa.", received_at=core.clock.now(),
+                                           in_reply_to=("<ack-1@feedback.example.gov.vn>",)))
+    finally:
+        event.remove(core.engine.sync_engine, "before_cursor_execute", record)
+    assert len(lookups) == 3, [s for s, _ in lookups]
+    sqlite = core.engine.dialect.name == "sqlite"
+    async with core.engine.connect() as conn:
+        if not sqlite:
+            await conn.exec_driver_sql("SET enable_seqscan = off")
+        for number, (statement, parameters) in enumerate(lookups):
+            rows = (await conn.exec_driver_sql(("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + statement
+                                               + f" -- {number}", parameters)).all()
+            plan = "\n".join(str(row[-1]) for row in rows)
+            assert "ix_outbox_channel_external_id" in plan, (statement, plan)
