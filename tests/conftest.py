@@ -203,3 +203,17 @@ async def get_form(client: aiohttp.ClientSession, path: str = "/") -> dict[str, 
         assert response.status == 200
         page = await response.text()
     return dict(FORM_FIELDS.findall(page))
+
+
+async def plan_of(core: Core, statement: str, parameters: object, tag: str = "") -> str:
+    """How the store plans a statement the code ran: SQLite's EXPLAIN QUERY PLAN, or
+    PostgreSQL's EXPLAIN with sequential scans off (test tables are tiny: whether an index
+    serves it at all). ``tag`` makes the EXPLAIN a statement of its own: sqlite3 keeps
+    prepared statements, and a kept plan can outlive the schema it was made for."""
+    sqlite = core.engine.dialect.name == "sqlite"
+    async with core.engine.connect() as conn:
+        if not sqlite:
+            await conn.exec_driver_sql("SET enable_seqscan = off")
+        rows = (await conn.exec_driver_sql(("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + statement
+                                           + (f" -- {tag}" if tag else ""), parameters)).all()
+    return "\n".join(str(row[-1]) for row in rows)

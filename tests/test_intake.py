@@ -13,6 +13,7 @@ from bot.tracking import find_codes
 from contract.messages import Attachment, Inbound
 from storage.models import Attachment as StoredAttachment
 from storage.models import Complaint, Event, Message, OutboxMessage
+from tests.conftest import plan_of
 
 TEXT = "Mất điện cả khu tập thể từ sáng, đề nghị kiểm tra gấp."
 PHONE = "+84912345678"
@@ -451,12 +452,6 @@ async def test_a_reply_window_is_read_from_the_citizen_s_own_messages_by_index(m
     finally:
         event.remove(core.engine.sync_engine, "before_cursor_execute", record)
     [(statement, parameters)] = looks
-    sqlite = core.engine.dialect.name == "sqlite"
-    async with core.engine.connect() as conn:
-        if not sqlite:
-            await conn.exec_driver_sql("SET enable_seqscan = off")  # an empty table: only whether an index serves
-        rows = (await conn.exec_driver_sql(("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + statement,
-                                           parameters)).all()
-    plan = "\n".join(str(row[-1]) for row in rows)
+    plan = await plan_of(core, statement, parameters)
     assert "ix_messages_channel_sender" in plan, plan
     assert not re.search(r"\bSCAN messages\b|Seq Scan on messages", plan), plan

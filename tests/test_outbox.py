@@ -22,6 +22,7 @@ from bot.dispatcher import Dispatcher
 from contract.delivery import PermanentDeliveryError, TransientDeliveryError
 from contract.messages import Outgoing
 from storage.models import OutboxMessage
+from tests.conftest import plan_of
 
 
 class FakeGateway:
@@ -405,14 +406,8 @@ async def test_a_claim_marks_its_rows_by_primary_key_not_by_reading_the_queue(co
         event.remove(core.engine.sync_engine, "before_cursor_execute", record)
     assert len(claimed) == 20 and sum(row.status == "claimed" for row in await stored(core)) == 20
     [(statement, parameters)] = updates
-    sqlite = core.engine.dialect.name == "sqlite"
-    async with core.engine.connect() as conn:
-        if not sqlite:
-            await conn.exec_driver_sql("SET enable_seqscan = off")
-        rows = (await conn.exec_driver_sql(("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + statement,
-                                           parameters)).all()
-    plan = "\n".join(str(row[-1]) for row in rows)
-    assert ("INTEGER PRIMARY KEY" if sqlite else "pk_outbox") in plan, plan
+    plan = await plan_of(core, statement, parameters)
+    assert ("INTEGER PRIMARY KEY" if core.engine.dialect.name == "sqlite" else "pk_outbox") in plan, plan
 
 
 async def test_our_messages_are_found_by_the_provider_s_id_through_an_index(core):
@@ -442,12 +437,6 @@ async def test_our_messages_are_found_by_the_provider_s_id_through_an_index(core
     finally:
         event.remove(core.engine.sync_engine, "before_cursor_execute", record)
     assert len(lookups) == 3, [s for s, _ in lookups]
-    sqlite = core.engine.dialect.name == "sqlite"
-    async with core.engine.connect() as conn:
-        if not sqlite:
-            await conn.exec_driver_sql("SET enable_seqscan = off")
-        for number, (statement, parameters) in enumerate(lookups):
-            rows = (await conn.exec_driver_sql(("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + statement
-                                               + f" -- {number}", parameters)).all()
-            plan = "\n".join(str(row[-1]) for row in rows)
-            assert "ix_outbox_channel_external_id" in plan, (statement, plan)
+    for number, (statement, parameters) in enumerate(lookups):
+        plan = await plan_of(core, statement, parameters, tag=str(number))
+        assert "ix_outbox_channel_external_id" in plan, (statement, plan)
