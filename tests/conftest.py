@@ -8,10 +8,11 @@ to run the whole suite on PostgreSQL; without it the suite runs on SQLite files.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +21,7 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
+from sqlalchemy import event
 
 from service import edge
 from service.app import build_app
@@ -217,3 +219,20 @@ async def plan_of(core: Core, statement: str, parameters: object, tag: str = "")
         rows = (await conn.exec_driver_sql(("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + statement
                                            + (f" -- {tag}" if tag else ""), parameters)).all()
     return "\n".join(str(row[-1]) for row in rows)
+
+
+@contextlib.contextmanager
+def statements(core: Core, wanted: Callable[[str], bool]) -> Iterator[list[tuple[str, object]]]:
+    """The statements the core's engine runs meanwhile that ``wanted`` picks, with their
+    parameters (the first set of an executemany's)."""
+    seen: list[tuple[str, object]] = []
+
+    def record(_conn, _cursor, statement, parameters, _context, executemany):
+        if wanted(statement):
+            seen.append((statement, parameters[0] if executemany and parameters else parameters))
+
+    event.listen(core.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(core.engine.sync_engine, "before_cursor_execute", record)

@@ -13,7 +13,7 @@ from bot.tracking import find_codes
 from contract.messages import Attachment, Inbound
 from storage.models import Attachment as StoredAttachment
 from storage.models import Complaint, Event, Message, OutboxMessage
-from tests.conftest import plan_of
+from tests.conftest import plan_of, statements
 
 TEXT = "Mất điện cả khu tập thể từ sáng, đề nghị kiểm tra gấp."
 PHONE = "+84912345678"
@@ -385,26 +385,18 @@ async def test_a_batch_s_reply_windows_are_looked_up_together_and_a_closed_one_f
     """Where each acknowledgement of a batch goes is chosen with one look at the reply
     windows (Zalo's), not one per citizen; a citizen whose window closed is reached on the
     phone they gave, one whose window is open on Zalo."""
-    from sqlalchemy import event
-
     from bot import reach
     from bot.core import SenderTerms
     from contract.delivery import ReplyWindow
 
     core = await make_core()
     core.senders = {"zalo": SenderTerms(ReplyWindow(48.0, None)), "sms": SenderTerms()}
-    looks: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        if "max(messages.created_at)" in statement:
-            looks.append(statement)
 
     def zalo(user: str, n: int, **kwargs) -> Inbound:
         return Inbound(channel="zalo", external_id=f"zalo:{user}:{n}", sender=user, text=TEXT,
                        received_at=clock.now(), **kwargs)
 
-    event.listen(core.engine.sync_engine, "before_cursor_execute", record)
-    try:
+    with statements(core, lambda statement: "max(messages.created_at)" in statement) as looks:
         first = await intake.receive_batch(core, [zalo("u-a", 1), zalo("u-b", 1, reply_to=(("sms", PHONE),)),
                                                   zalo("u-c", 1), zalo("u-d", 1)])
         assert [r.outcome for r in first] == ["created"] * 4 and len(looks) == 1
@@ -418,8 +410,6 @@ async def test_a_batch_s_reply_windows_are_looked_up_together_and_a_closed_one_f
             ours = [c for c in complaints.values() if c.text == TEXT][:2]
             contacts = await reach.contacts_of(session, ours)
             chosen = await reach.choose_all(core, session, [contacts[c.id] for c in ours], "answer", clock.now())
-    finally:
-        event.remove(core.engine.sync_engine, "before_cursor_execute", record)
     assert len(looks) == 1
     assert [(p.channel, p.address) for p in chosen] == [("zalo", "u-a"), ("sms", PHONE)]
 
@@ -429,7 +419,7 @@ async def test_a_reply_window_is_read_from_the_citizen_s_own_messages_by_index(m
     ``ix_messages_channel_sender`` (migration 0010), not every message of the channel."""
     import re
 
-    from sqlalchemy import event, inspect
+    from sqlalchemy import inspect
 
     from bot.core import SenderTerms
     from contract.delivery import ReplyWindow
@@ -439,18 +429,9 @@ async def test_a_reply_window_is_read_from_the_citizen_s_own_messages_by_index(m
     async with core.engine.connect() as conn:
         migrated = await conn.run_sync(lambda sync: {ix["name"] for ix in inspect(sync).get_indexes("messages")})
     assert "ix_messages_channel_sender" in migrated
-    looks: list[tuple[str, object]] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        if "max(messages.created_at)" in statement:
-            looks.append((statement, parameters))
-
-    event.listen(core.engine.sync_engine, "before_cursor_execute", record)
-    try:
+    with statements(core, lambda statement: "max(messages.created_at)" in statement) as looks:
         await intake.receive_batch(core, [Inbound(channel="zalo", external_id=f"zalo:u-{n}", sender=f"u-{n}", text=TEXT,
                                                   received_at=clock.now()) for n in range(3)])
-    finally:
-        event.remove(core.engine.sync_engine, "before_cursor_execute", record)
     [(statement, parameters)] = looks
     plan = await plan_of(core, statement, parameters)
     assert "ix_messages_channel_sender" in plan, plan

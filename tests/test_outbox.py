@@ -22,7 +22,7 @@ from bot.dispatcher import Dispatcher
 from contract.delivery import PermanentDeliveryError, TransientDeliveryError
 from contract.messages import Outgoing
 from storage.models import OutboxMessage
-from tests.conftest import plan_of
+from tests.conftest import plan_of, statements
 
 
 class FakeGateway:
@@ -393,17 +393,9 @@ async def test_a_claim_marks_its_rows_by_primary_key_not_by_reading_the_queue(co
     "AND status = 'queued'" SQLite (no statistics) read every queued row through the status
     index, 5 ms a claim with 50,000 queued."""
     await queue(core, count=60)
-    updates: list[tuple[str, object]] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("UPDATE OUTBOX") and "claimed_by" in statement:
-            updates.append((statement, parameters))
-
-    event.listen(core.engine.sync_engine, "before_cursor_execute", record)
-    try:
+    with statements(core, lambda statement: statement.lstrip().upper().startswith("UPDATE OUTBOX")
+                    and "claimed_by" in statement) as updates:
         claimed = await Dispatcher(core, {"sms": HttpSender("http://127.0.0.1:9/")}).claim(limit=20)
-    finally:
-        event.remove(core.engine.sync_engine, "before_cursor_execute", record)
     assert len(claimed) == 20 and sum(row.status == "claimed" for row in await stored(core)) == 20
     [(statement, parameters)] = updates
     plan = await plan_of(core, statement, parameters)
@@ -421,21 +413,13 @@ async def test_our_messages_are_found_by_the_provider_s_id_through_an_index(core
     async with core.sessions() as session, session.begin():
         for number, row in enumerate((await session.scalars(select(OutboxMessage))).all()):
             row.status, row.external_id = "sent", f"gw-{number}"
-    lookups: list[tuple[str, object]] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("SELECT") and "outbox.external_id" in statement:
-            lookups.append((statement, parameters))
-
-    event.listen(core.engine.sync_engine, "before_cursor_execute", record)
-    try:
+    with statements(core, lambda statement: statement.lstrip().upper().startswith("SELECT")
+                    and "outbox.external_id" in statement) as lookups:
         assert await delivery.report(core, "sms", "delivered", external_id="gw-3") is True
         assert await staff.code_for_message(core, "sms", "gw-2") is None  # these rows name no complaint
         await intake.receive(core, Inbound(channel="email", external_id="<reply-1@example.vn>",
                                            sender="dan@example.vn", text="Vẫn chưa sửa.", received_at=core.clock.now(),
                                            in_reply_to=("<ack-1@feedback.example.gov.vn>",)))
-    finally:
-        event.remove(core.engine.sync_engine, "before_cursor_execute", record)
     assert len(lookups) == 3, [s for s, _ in lookups]
     for number, (statement, parameters) in enumerate(lookups):
         plan = await plan_of(core, statement, parameters, tag=str(number))
