@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from storage import sqlite_driver
+from storage import checkpoint, sqlite_driver
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any fixed number: PostgreSQL advisory lock that lets one process migrate at a time.
@@ -44,6 +44,8 @@ def create_engine(url: str, *, busy_timeout_ms: int = 5000, pool_size: int = 5) 
         engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60,
                                      connect_args={"async_creator_fn": sqlite_driver.connect})
         _configure_sqlite(engine, busy_timeout_ms)
+        if database and database != ":memory:" and not database.startswith("file:"):
+            _checkpoint_aside(engine, checkpoint.Checkpointer(database))
         return engine
     return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
@@ -63,6 +65,25 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _checkpoint_aside(engine: AsyncEngine, checkpointer: checkpoint.Checkpointer) -> None:
+    """WAL checkpoints on a thread of their own (storage/checkpoint.py), not in a commit."""
+    engine.sync_engine.checkpointer = checkpointer  # type: ignore[attr-defined]  # for tests and benchmarks
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA wal_autocheckpoint={checkpoint.BACKSTOP_PAGES}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "commit")
+    def on_commit(_connection: Any) -> None:
+        checkpointer.wrote()
+
+    @event.listens_for(engine.sync_engine, "engine_disposed")
+    def on_disposed(_engine: Any) -> None:
+        checkpointer.close()
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
