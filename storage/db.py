@@ -17,11 +17,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from storage import checkpoint, sqlite_driver
+from storage import checkpoint, json_text, sqlite_driver
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any fixed number: PostgreSQL advisory lock that lets one process migrate at a time.
 MIGRATION_LOCK = 0x46_49_4E_54  # "FINT"
+# JSON columns written and read with orjson, Vietnamese as UTF-8 (storage/json_text.py).
+_JSON = {"json_serializer": json_text.dumps, "json_deserializer": json_text.loads}
 
 
 def create_engine(url: str, *, busy_timeout_ms: int = 5000, pool_size: int = 5) -> AsyncEngine:
@@ -42,12 +44,12 @@ def create_engine(url: str, *, busy_timeout_ms: int = 5000, pool_size: int = 5) 
         # aiosqlite's connection with one hand-off to its thread per statement, not four
         # (storage/sqlite_driver.py).
         engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60,
-                                     connect_args={"async_creator_fn": sqlite_driver.connect})
+                                     connect_args={"async_creator_fn": sqlite_driver.connect}, **_JSON)
         _configure_sqlite(engine, busy_timeout_ms)
         if database and database != ":memory:" and not database.startswith("file:"):
             _checkpoint_aside(engine, checkpoint.Checkpointer(database))
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, **_JSON)
 
 
 def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
