@@ -18,6 +18,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.history_read_at = None  # when the outbox's history gauges were last read (bot.outbox)
         self.complaints_received = Counter(
             "feedback_intake_complaints_received",
             "Complaints received, by channel (new complaints, not follow-ups or retries).",
@@ -38,7 +39,8 @@ class Metrics:
         )
         self.outbox_messages = Gauge(
             "feedback_intake_outbox_messages",
-            "Outbox messages in the database, by status (queued, claimed, sending, sent, failed).",
+            "Outbox messages in the database, by status (queued, claimed, sending, held, summed at every"
+            " scrape; sent and failed read from the store at most every 5 minutes).",
             ["status"],
             registry=self.registry,
         )
@@ -54,13 +56,15 @@ class Metrics:
         )
         self.outbox_delivery = Gauge(
             "feedback_intake_outbox_final_messages",
-            "Messages whose sending ended, by channel and final state (sent, delivered, undelivered, failed).",
+            "Messages whose sending ended, by channel and final state (sent, delivered, undelivered, failed);"
+            " read from the store at most every 5 minutes.",
             ["channel", "state"],
             registry=self.registry,
         )
         self.outbox_resent_total_in_store = Gauge(
             "feedback_intake_outbox_resent_messages",
-            "Messages sent again after an attempt whose outcome was unknown (a crash, a timeout).",
+            "Messages sent again after an attempt whose outcome was unknown (a crash, a timeout);"
+            " read from the store at most every 5 minutes.",
             registry=self.registry,
         )
         self.fallbacks = Counter(

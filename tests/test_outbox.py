@@ -373,6 +373,44 @@ async def test_gauges_report_the_queue_from_the_store(core):
     assert "feedback_intake_outbox_oldest_queued_age_seconds 90.0" in text
 
 
+async def test_a_scrape_reads_the_work_in_hand_by_index_and_the_history_every_five_minutes(core):
+    """Counting what was sent reads every message ever sent (at 1,000,000 rows 1.5 s on
+    SQLite, holding the process's one connection): not at every scrape."""
+    def history(statement: str) -> bool:
+        return "resent" in statement or "GROUP BY outbox.channel" in statement
+
+    def gauge(name: str) -> str:
+        return next(line for line in core.metrics.exposition().decode().splitlines() if line.startswith(name))
+
+    await queue(core, count=3)
+    async with core.sessions() as session, session.begin():
+        await session.execute(text("UPDATE outbox SET status = 'sent' WHERE key = 'test:sms:0'"))
+    with statements(core, history) as seen:
+        await outbox.refresh_gauges(core)
+    assert len(seen) == 2
+    assert gauge('feedback_intake_outbox_messages{status="sent"}').endswith(" 1.0")
+    assert gauge('feedback_intake_outbox_final_messages{channel="sms",state="sent"}').endswith(" 1.0")
+    assert gauge('feedback_intake_outbox_messages{status="queued"}').endswith(" 2.0")
+
+    async with core.sessions() as session, session.begin():
+        await session.execute(text("UPDATE outbox SET status = 'sent' WHERE key = 'test:sms:1'"))
+    core.clock.advance(seconds=299)
+    with statements(core, lambda statement: "outbox" in statement) as seen:
+        await outbox.refresh_gauges(core)
+    assert not [statement for statement, _ in seen if history(statement)]
+    assert gauge('feedback_intake_outbox_messages{status="queued"}').endswith(" 1.0")  # the work in hand: now
+    assert gauge('feedback_intake_outbox_messages{status="sent"}').endswith(" 1.0")  # the history: as read
+    [(active, parameters)] = [(statement, parameters) for statement, parameters in seen if "count(" in statement]
+    assert "ix_outbox_status_next_attempt_at" in await plan_of(core, active, parameters, "active-gauges")
+
+    core.clock.advance(seconds=1)
+    with statements(core, history) as seen:
+        await outbox.refresh_gauges(core)
+    assert len(seen) == 2
+    assert gauge('feedback_intake_outbox_messages{status="sent"}').endswith(" 2.0")
+    assert gauge('feedback_intake_outbox_final_messages{channel="sms",state="sent"}').endswith(" 2.0")
+
+
 async def test_a_claim_takes_its_batch_and_no_more_even_with_statistics_from_a_quiet_outbox(core):
     """PostgreSQL planned the claim as a semi join re-running the LIMIT per row: with the
     planner's statistics taken while the outbox was empty, one claim of 20 took all 300."""
