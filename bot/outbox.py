@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core import Core
 from contract.messages import Outgoing, with_files
-from storage.db import insert_ignoring_conflicts
+from storage.db import insert_ignoring_conflicts, read_aside
 from storage.models import Attachment, OutboxMessage
 
 # Statuses of an outbox row (a message's own, not a complaint's).
@@ -304,8 +304,8 @@ async def listing(core: Core, *, failed: bool = False, channel: str | None = Non
 
 
 # The gauges of the outbox's whole history (sent and failed messages, their final states,
-# resends) are read at most this often: counting them reads every message ever sent (at
-# 1,000,000 rows about 1.5 s on SQLite, holding the process's one connection), while the
+# resends) are read at most this often, and aside from the process's one SQLite connection:
+# counting them reads every message ever sent (at 1,000,000 rows about 1.5 s on SQLite). The
 # work in hand (queued, in flight, held) is a range of the status index, read at every scrape.
 HISTORY_EVERY = timedelta(minutes=5)
 ACTIVE = (QUEUED, CLAIMED, SENDING, HELD, SUMMED)
@@ -325,27 +325,37 @@ async def refresh_gauges(core: Core) -> None:
         # Not yet handed to its provider, whatever the reason: queued, waiting to retry, in flight.
         oldest_undelivered = await session.scalar(
             select(func.min(OutboxMessage.created_at)).where(OutboxMessage.status.in_((QUEUED, *IN_FLIGHT))))
-        if history:
-            outcomes = (await session.execute(
-                select(OutboxMessage.channel, OutboxMessage.status, OutboxMessage.delivery, func.count())
-                .where(OutboxMessage.status.in_((SENT, FAILED)))
-                .group_by(OutboxMessage.channel, OutboxMessage.status, OutboxMessage.delivery))).all()
-            resent = await session.scalar(select(func.count()).select_from(OutboxMessage)
-                                          .where(OutboxMessage.resent.is_(True)))
     for status in ACTIVE:
         metrics.outbox_messages.labels(status).set(counts.get(status, 0))
     metrics.outbox_oldest_queued_age.set(_age(now, oldest_queued))
     metrics.outbox_oldest_undelivered_age.set(_age(now, oldest_undelivered))
     if history:
-        metrics.history_read_at = now
-        metrics.outbox_delivery.clear()
-        ended = {SENT: 0, FAILED: 0}
-        for channel, status, delivery, count in outcomes:
-            metrics.outbox_delivery.labels(channel, final_state(status, delivery)).inc(count)
-            ended[status] += count
-        for status, count in ended.items():
-            metrics.outbox_messages.labels(status).set(count)
-        metrics.outbox_resent_total_in_store.set(resent or 0)
+        await _refresh_history(core, now)
+
+
+async def _refresh_history(core: Core, now: datetime) -> None:
+    """The gauges of what was ever sent: a read of every such message, aside from the one
+    SQLite connection intake waits for (``storage.db.read_aside``); one at a time."""
+    metrics = core.metrics
+    metrics.history_read_at = now  # a scrape meanwhile keeps the values it has
+    try:
+        outcomes = await read_aside(core.engine, select(
+            OutboxMessage.channel, OutboxMessage.status, OutboxMessage.delivery, func.count())
+            .where(OutboxMessage.status.in_((SENT, FAILED)))
+            .group_by(OutboxMessage.channel, OutboxMessage.status, OutboxMessage.delivery))
+        [(resent,)] = await read_aside(core.engine, select(func.count()).select_from(OutboxMessage)
+                                       .where(OutboxMessage.resent.is_(True)))
+    except BaseException:
+        metrics.history_read_at = None  # the next scrape tries again
+        raise
+    metrics.outbox_delivery.clear()
+    ended = {SENT: 0, FAILED: 0}
+    for channel, status, delivery, count in outcomes:
+        metrics.outbox_delivery.labels(channel, final_state(status, delivery)).inc(count)
+        ended[status] += count
+    for status, count in ended.items():
+        metrics.outbox_messages.labels(status).set(count)
+    metrics.outbox_resent_total_in_store.set(resent or 0)
 
 
 def final_state(status: str, delivery: str | None) -> str:

@@ -9,7 +9,10 @@ the busy timeout does not cover. Taking the write lock up front makes writers qu
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from contextlib import closing
 from pathlib import Path
+from urllib.parse import quote
 from typing import Any
 
 from sqlalchemy import event, text
@@ -47,6 +50,7 @@ def create_engine(url: str, *, busy_timeout_ms: int = 5000, pool_size: int = 5) 
                                      connect_args={"async_creator_fn": sqlite_driver.connect}, **_JSON)
         _configure_sqlite(engine, busy_timeout_ms)
         if database and database != ":memory:" and not database.startswith("file:"):
+            engine.sync_engine.sqlite_file = str(Path(database).resolve())  # type: ignore[attr-defined]
             _checkpoint_aside(engine, checkpoint.Checkpointer(database))
         return engine
     return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, **_JSON)
@@ -86,6 +90,26 @@ def _checkpoint_aside(engine: AsyncEngine, checkpointer: checkpoint.Checkpointer
     @event.listens_for(engine.sync_engine, "engine_disposed")
     def on_disposed(_engine: Any) -> None:
         checkpointer.close()
+
+
+async def read_aside(engine: AsyncEngine, statement: Any) -> list[tuple]:
+    """The rows of a long read-only statement (a count over a whole table) that must not
+    hold the process's one SQLite connection: on a SQLite file, a read-only connection of
+    its own on a thread, which reads the last commit (WAL), waits for no writer and holds
+    up none, and meanwhile the event loop and the one connection go on. On PostgreSQL a
+    pooled connection, as any read. Plain values, no column types applied: for aggregates."""
+    path = getattr(engine.sync_engine, "sqlite_file", None)
+    if path is None:
+        async with engine.connect() as connection:
+            return [tuple(row) for row in (await connection.execute(statement)).all()]
+    sql = str(statement.compile(engine.sync_engine, compile_kwargs={"literal_binds": True}))
+    return await asyncio.to_thread(_read_sqlite, path, sql)
+
+
+def _read_sqlite(path: str, sql: str) -> list[tuple]:
+    uri = f"file:{quote(path)}?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True, timeout=5, check_same_thread=False)) as connection:
+        return connection.execute(sql).fetchall()
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
