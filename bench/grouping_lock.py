@@ -1,9 +1,11 @@
 """Benchmark: how much of an intake batch runs under PostgreSQL's incident-grouping lock.
 
-Not a test. With ``serve --workers N`` on PostgreSQL, a batch takes an advisory lock before
-it groups its complaints into incidents (``bot/filing.py``, ``GROUPING_LOCK``: two workers'
-batches joining the same incidents deadlocked) and holds it to its commit, so that part of
-every batch runs one worker at a time, and it bounds what a second worker can add (Amdahl).
+Not a test. Until 2026-12-06, with ``serve --workers N`` on PostgreSQL, a batch took an
+advisory lock before it grouped its complaints into incidents (``bot/filing.py``,
+``GROUPING_LOCK``: two workers' batches joining the same incidents deadlocked) and held it
+to its commit, so that part of every batch ran one worker at a time, and it bounded what a
+second worker could add (Amdahl). Since, only a batch that makes an incident takes a lock
+(``grouping.CREATION_LOCK``); the part measured here is what the old lock covered.
 This files batches of new SMS complaints (the texts of the other intake benchmarks, so a
 storm's reports join incidents) straight through ``intake.receive_batch`` on a database
 made and dropped for the run, and reports a batch's time and the part from its first

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
-from sqlalchemy import insert, text
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import bursts, messages, outbox, reach, routing, tracking, urgency
@@ -25,11 +25,6 @@ from bot.messages import format_time, to_staff
 from bot.statuses import Status, schedule_checks
 from contract.messages import Inbound
 from storage.models import Attachment, Complaint, Contact, Event, Message
-
-# PostgreSQL advisory lock (any fixed number) taken by a batch before it groups its
-# complaints into incidents; storage.db's migration lock is another number.
-GROUPING_LOCK = 0x46_49_47_52  # "FIGR"
-
 
 async def store_messages(session: AsyncSession, now: datetime, complaints: list[Complaint | None],
                           inbounds: list[Inbound]) -> list[tuple[int, list[tuple[int, str, str, int]]]]:
@@ -107,12 +102,6 @@ async def file_many(core: Core, session: AsyncSession, now: datetime, inbounds: 
     for complaint in complaints:
         complaint.id = ids[complaint.tracking_code]
     files = await store_messages(session, now, complaints, inbounds)
-    if core.config.incidents.enabled and session.bind.dialect.name == "postgresql":
-        # One process's batch groups at a time, until its commit. Batches of two processes
-        # (serve --workers N) joining the same few incidents locked them in different
-        # orders and deadlocked (measured: two workers took 0.4x of one); in turn, each
-        # batch's search also sees the reports the other just committed.
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": GROUPING_LOCK})
     # Complaints grouped one by one, in order, so a burst of reports of one event filed in
     # one batch joins up as well as one spread over an hour; each distinct candidate search
     # runs once for the batch, each complaint reading the rows filed before it.

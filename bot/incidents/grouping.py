@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import outbox
@@ -32,11 +32,12 @@ LEAD, MEMBER = "lead", "member"
 SUGGESTION_ACTION = "incident"
 
 
-async def current(session: AsyncSession, incident_id: int) -> Incident:
-    """The incident, or the one it was merged into (followed to the end)."""
-    incident = await session.get(Incident, incident_id, with_for_update=True)
+async def current(session: AsyncSession, incident_id: int, lock: bool = True) -> Incident:
+    """The incident, or the one it was merged into (followed to the end); locked unless
+    ``lock`` is False (intake's joins, which write their counts relative to the stored one)."""
+    incident = await session.get(Incident, incident_id, with_for_update=lock or None)
     while incident.merged_into_id is not None:
-        incident = await session.get(Incident, incident.merged_into_id, with_for_update=True)
+        incident = await session.get(Incident, incident.merged_into_id, with_for_update=lock or None)
     return incident
 
 
@@ -102,29 +103,55 @@ async def attach(core: Core, session: AsyncSession, now: datetime, complaint: Co
         incident, lead = known[best.incident_id]
     else:
         if best.incident_id is not None:
-            incident = await current(session, best.incident_id)
+            incident = await current(session, best.incident_id, lock=False)
         else:
-            incident = await create(session, now, await session.get(Complaint, best.complaint_id,
-                                                                    with_for_update=True), "system")
-            batch.leads[best.complaint_id] = incident.id
+            incident = await _incident_around(session, now, best.complaint_id, batch)
         lead = await session.get(Complaint, incident.lead_complaint_id)
         known[incident.id] = known[best.incident_id or incident.id] = (incident, lead)
     values = ride_along(complaint, lead, incident)
     joined[complaint.id] = values  # written with the batch's other joins (finish_batch)
     for key, value in values.items():
         setattr(complaint, key, value)
-    incident.updated_at, incident.reports = now, incident.reports + 1
+    batch.added[incident.id] = batch.added.get(incident.id, 0) + 1
+    batch.at = now
+    reports = incident.reports + batch.added[incident.id]  # as this transaction sees it
     events.append(Event(complaint_id=complaint.id, at=now, actor="system", kind="incident_joined",
                       detail={**detail, "incident": incident.id, "lead": lead.tracking_code}))
-    return incident, incident.reports
+    return incident, reports
+
+
+# PostgreSQL advisory lock (any fixed number) taken by a transaction before it makes an
+# incident around a complaint, held to its commit; storage.db's migration lock is another.
+CREATION_LOCK = 0x46_49_47_52  # "FIGR"
+
+
+async def _incident_around(session: AsyncSession, now: datetime, candidate_id: int, batch: _Batch) -> Incident:
+    """The incident a report joins when its best candidate had none: made now around the
+    candidate, or, when another process made one around it meanwhile, that one.
+
+    Joins take no lock while the batch groups (their counts are written relative to the
+    stored value at the end, in id order: no two batches wait on each other in opposite
+    orders). Making an incident does: on PostgreSQL one transaction at a time makes
+    incidents (an advisory lock to its commit), and the candidate is read again under it,
+    so two workers' batches never make two incidents around one complaint."""
+    if session.bind.dialect.name == "postgresql" and not batch.creating:
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CREATION_LOCK})
+        batch.creating = True
+    candidate = await session.get(Complaint, candidate_id, with_for_update=True, populate_existing=True)
+    if candidate.incident_id is not None:  # made by a batch that committed while we waited
+        incident = await current(session, candidate.incident_id, lock=False)
+    else:
+        incident = await create(session, now, candidate, "system")
+    batch.leads[candidate_id] = incident.id
+    return incident
 
 
 @dataclass
 class _Batch:
     """This transaction's grouping so far (``finish_batch`` writes it).
 
-    ``known``: the incidents joined (id: the incident and its lead, locked and read once,
-    their counts kept until the commit); ``joined``: the complaints that joined one (id:
+    ``known``: the incidents joined (id: the incident and its lead, read once, not
+    locked); ``added``: how many reports each gained here, written at the end; ``joined``: the complaints that joined one (id:
     what they take from the lead), not written yet; ``leads``: complaints that came to lead
     an incident made in this transaction (id: incident id), which the batch's shared
     searches read before; ``events``: the joins' and suggestions' audit events, not
@@ -137,6 +164,9 @@ class _Batch:
     leads: dict[int, int] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     shared: candidates.Shared | None = None
+    added: dict[int, int] = field(default_factory=dict)  # incident id: reports joined here
+    at: datetime | None = None  # when they joined
+    creating: bool = False  # holds the creation lock (PostgreSQL)
 
     def incidents(self) -> dict[int, int]:
         """Complaint id: incident id, for what the store (or a search read before) does not say."""
@@ -159,6 +189,15 @@ async def finish_batch(session: AsyncSession) -> list[Event]:
     batch = _batch(session)
     joined, events = batch.joined, batch.events
     batch.shared = None
+    if batch.added:
+        # Relative to what is stored (another worker's batch may have joined meanwhile), and
+        # in id order: two batches lock the incidents they share in the same order.
+        incidents = Incident.__table__
+        await session.execute(
+            update(incidents).where(incidents.c.id == bindparam("added_id")).values(
+                reports=incidents.c.reports + bindparam("added_n"), updated_at=bindparam("added_at")),
+            [{"added_id": id_, "added_n": n, "added_at": batch.at} for id_, n in sorted(batch.added.items())])
+        batch.added.clear()
     if joined:
         table = Complaint.__table__  # the table's UPDATE: no ORM bulk-update machinery
         names = list(next(iter(joined.values())))
