@@ -151,8 +151,9 @@ class _Batch:
     """This transaction's grouping so far (``finish_batch`` writes it).
 
     ``known``: the incidents joined (id: the incident and its lead, read once, not
-    locked); ``added``: how many reports each gained here, written at the end; ``joined``: the complaints that joined one (id:
-    what they take from the lead), not written yet; ``leads``: complaints that came to lead
+    locked); ``added``: how many reports each gained here, written at the end;
+    ``joined``: the complaints that joined one (id: what they take from the lead), not
+    written yet; ``leads``: complaints that came to lead
     an incident made in this transaction (id: incident id), which the batch's shared
     searches read before; ``events``: the joins' and suggestions' audit events, not
     written yet; ``shared``: the batch's candidate searches, each run once.
