@@ -38,7 +38,9 @@ async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes 
                 received += chunk
     except TimeoutError:
         return None
-    except ConnectionResetError:
+    # Closed by the server: reset, or, when the client had written to the closed socket
+    # meanwhile (a slow client's next header), a broken pipe the stream raises on read.
+    except (ConnectionResetError, BrokenPipeError):
         pass
     return received
 
