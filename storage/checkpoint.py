@@ -10,7 +10,10 @@ too: during the sweep of a backlog that was a sixth of its time (bench/README.md
 Here the connection's own automatic checkpoint is moved far out (``BACKSTOP_PAGES``, only
 a safety net), and a thread with a short-lived connection of its own runs a PASSIVE
 checkpoint shortly after commits: at most one every ``INTERVAL`` seconds, and none while
-nothing is written. A passive checkpoint never waits for a writer or a reader and never
+nothing commits. Every transaction here begins with ``BEGIN IMMEDIATE`` and commits, reads
+too, so a read's commit also wakes the thread; with nothing new in the log its checkpoint
+copies nothing and syncs nothing (a connection opened and a pragma run, at most four times
+a second). A passive checkpoint never waits for a writer or a reader and never
 blocks one; SQLite then restarts the log at the writer's next transaction, as before. The
 thread's SQLite calls release the GIL, so the copy runs beside the event loop. The thread
 ends after ``IDLE`` seconds without a commit and the next commit starts it again, so an
@@ -53,7 +56,9 @@ class Checkpointer:
         self._thread: threading.Thread | None = None
 
     def wrote(self) -> None:
-        """A transaction was committed (or is being): checkpoint soon. Cheap when the thread runs."""
+        """A transaction was committed (SQLAlchemy's commit event comes just before the commit
+        itself: the thread waits ``INTERVAL`` first): checkpoint soon. A lock taken and an
+        event set when the thread runs."""
         self._wake.set()
         with self._lock:  # uncontended but for the thread's start and end
             if self._thread is None and not self._closed.is_set():
