@@ -29,6 +29,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -99,6 +100,14 @@ class Staff(Base):
     areas: Mapped[list[Any]] = mapped_column(default=list)  # wards the officer covers (urgent pages)
 
 
+def _where_set(name: str, *columns: str, present: str | None = None) -> Index:
+    """An index holding only the rows where ``present`` (by default its last column) has a
+    value (migration 0011): it serves lookups of values, which never match an empty column,
+    and a row enters it only once it has one."""
+    where = text(f"{present or columns[-1]} IS NOT NULL")
+    return Index(name, *columns, sqlite_where=where, postgresql_where=where)
+
+
 class Contact(Base):
     """One way to reach a citizen: a phone, an email address, a Telegram chat."""
 
@@ -124,10 +133,14 @@ class Complaint(Base):
                             "first_response_at", "resolution_due", "apologised_for_due", "id"),
                       Index("ix_complaints_assignee_status", "assignee_id", "status", "first_response_due", "id"),
                       Index("ix_complaints_created_at", "created_at"),
-                      # The digest's per-unit ranges since its chart's first day (migration 0009).
-                      Index("ix_complaints_unit_first_response", "unit_id", "first_response_at"),
-                      Index("ix_complaints_unit_resolved", "unit_id", "resolved_at"),
-                      Index("ix_complaints_unit_rated", "unit_id", "rated_at"))
+                      # The digest's per-unit ranges since its chart's first day (migration 0009),
+                      # of the rows that have the time (0011).
+                      _where_set("ix_complaints_unit_first_response", "unit_id", "first_response_at"),
+                      _where_set("ix_complaints_unit_resolved", "unit_id", "resolved_at"),
+                      _where_set("ix_complaints_unit_rated", "unit_id", "rated_at"),
+                      _where_set("ix_complaints_next_check_at", "next_check_at"),
+                      _where_set("ix_complaints_unreachable_at", "unreachable_at"),
+                      _where_set("ix_complaints_incident_id", "incident_id"))
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     tracking_code: Mapped[str] = mapped_column(String(24), unique=True)
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
@@ -154,7 +167,7 @@ class Complaint(Base):
     resolved_at: Mapped[datetime | None]
     # When the sweep must next look at this complaint (a reminder or a deadline), or
     # None when nothing is pending: the sweep reads only rows due by this index.
-    next_check_at: Mapped[datetime | None] = mapped_column(index=True)
+    next_check_at: Mapped[datetime | None]
     # Marks that make each reminder, apology and escalation happen once per deadline:
     # each holds the deadline it was done for.
     reminded_for_due: Mapped[datetime | None]
@@ -167,7 +180,7 @@ class Complaint(Base):
     rated_at: Mapped[datetime | None]
     # Set when a message the citizen must not miss could reach them on none of their
     # contact points; cleared when one gets through again.
-    unreachable_at: Mapped[datetime | None] = mapped_column(index=True)
+    unreachable_at: Mapped[datetime | None]
     # urgent | normal | complex (bot/urgency.py); a CHECK constraint keeps it to those.
     urgency: Mapped[str] = mapped_column(String(8), default="normal")
     # Waiting for the citizen: since when the clock is paused, and when they were reminded.
@@ -182,7 +195,7 @@ class Complaint(Base):
     # or a member riding on it. The match_* columns are what the matcher compares, computed
     # once at intake; partial indexes on open complaints (topic, place, geo cell, each with
     # created_at) serve the candidate search.
-    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), index=True)
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"))
     incident_role: Mapped[str | None] = mapped_column(String(8))  # lead | member
     match_topic: Mapped[str | None] = mapped_column(String(24))
     match_place: Mapped[str | None] = mapped_column(String(64))
@@ -266,9 +279,10 @@ class OutboxMessage(Base):
 
     __tablename__ = "outbox"
     __table_args__ = (Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
-                      Index("ix_outbox_claimed_by_status", "claimed_by", "status"),
+                      # The messages a worker holds (only those: migration 0011).
+                      _where_set("ix_outbox_claimed_by_status", "claimed_by", "status", present="claimed_by"),
                       # Our message by the provider's id: replies, reports (migration 0010).
-                      Index("ix_outbox_channel_external_id", "channel", "external_id"))
+                      _where_set("ix_outbox_channel_external_id", "channel", "external_id"))
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     key: Mapped[str] = mapped_column(String(200), unique=True)
     # Our own id for the message, given to providers that take one (a gateway's message id,

@@ -1,0 +1,74 @@
+"""Indexes on mostly empty columns hold only the rows that have a value (migration 0011).
+
+A row enters such an index only once the column is set, so a new complaint or outbox
+message, and (on PostgreSQL) every complaint the sweep changes, writes fewer index entries;
+the lookups the code makes still read them, as both databases plan them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from sqlalchemy import inspect, select, update
+
+from bot import outbox
+from bot.dispatcher import Dispatcher
+from contract.messages import Outgoing
+from storage.models import Base, OutboxMessage
+from tests.conftest import plan_of, statements
+
+MIGRATION = Path(__file__).parent.parent / "storage" / "migrations" / "versions" / "0011_partial_indexes.py"
+
+
+def _migration_indexes() -> dict[str, tuple[str, list[str], str]]:
+    spec = importlib.util.spec_from_file_location("migration_0011", MIGRATION)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.INDEXES
+
+
+async def test_mostly_empty_columns_are_indexed_only_where_they_have_a_value(core):
+    """The migrated schema and the models agree: each of 0011's indexes has its columns and
+    holds only the rows whose column is set."""
+    indexes = _migration_indexes()
+    assert len(indexes) == 8
+    dialect = core.engine.dialect.name
+    async with core.engine.connect() as conn:
+        migrated = await conn.run_sync(lambda sync: {
+            table: {ix["name"]: ix for ix in inspect(sync).get_indexes(table)}
+            for table in {table for table, _, _ in indexes.values()}})
+    for name, (table, columns, column) in indexes.items():
+        found = migrated[table][name]
+        assert found["column_names"] == columns, name
+        where = str(found.get("dialect_options", {}).get(f"{dialect}_where", ""))
+        assert column in where and "NOT NULL" in where.upper(), (name, where)
+        declared = next(ix for ix in Base.metadata.tables[table].indexes if ix.name == name)
+        assert [c.name for c in declared.columns] == columns, name
+        assert str(declared.dialect_options[dialect]["where"]) == f"{column} IS NOT NULL", name
+
+
+async def test_a_restarted_worker_takes_back_its_earlier_claims_through_the_claims_index(core):
+    """What an earlier incarnation of a worker left claimed is found and taken back through
+    ``ix_outbox_claimed_by_status``, which holds only the claimed rows (before 0011, every
+    message ever sent, each with an empty ``claimed_by``, and the worker's start read them all)."""
+    async with core.sessions() as session, session.begin():
+        for i in range(4):
+            await outbox.enqueue(session, core.clock.now(), Outgoing(
+                key=f"test:partial:{i}", channel="sms", recipient=f"+8491234{i:04d}", text=f"Tin nhắn {i}"))
+        await session.execute(update(OutboxMessage).where(OutboxMessage.key.in_(["test:partial:0", "test:partial:1"]))
+                              .values(status="claimed", claimed_by="worker-a/earlier"))
+        await session.execute(update(OutboxMessage).where(OutboxMessage.key == "test:partial:2")
+                              .values(status="sent", claimed_by=None))
+    dispatcher = Dispatcher(core, {}, name="worker-a")
+    with statements(core, lambda statement: "claimed_by" in statement
+                    and statement.lstrip().upper().startswith(("SELECT", "UPDATE"))) as taking_back:
+        assert await dispatcher.register() == 2
+    async with core.sessions() as session:
+        rows = dict((await session.execute(select(OutboxMessage.key, OutboxMessage.status))).all())
+    assert rows == {"test:partial:0": "queued", "test:partial:1": "queued", "test:partial:2": "sent",
+                    "test:partial:3": "queued"}
+    assert len(taking_back) == 3, [s for s, _ in taking_back]  # who held them, then two UPDATEs
+    for number, (statement, parameters) in enumerate(taking_back):
+        plan = await plan_of(core, statement, parameters, tag=f"claims-{number}")
+        assert "ix_outbox_claimed_by_status" in plan, (statement, plan)
