@@ -112,6 +112,14 @@ async def file_many(core: Core, session: AsyncSession, now: datetime, inbounds: 
     incidents = [await grouping.at_intake(core, session, now, complaint, inbound.category, found)
                  for complaint, inbound, found in zip(complaints, inbounds, features)]
     grouped = await grouping.finish_batch(session)  # the joins written in one statement; their events
+    # A complaint may have joined an incident after its own turn (another batch made one it
+    # reports meanwhile): it is acknowledged as that incident's report, with its deadline.
+    later = grouping.joined_later(session)
+    for index, complaint in enumerate(complaints):
+        if complaint.id in later:
+            incidents[index], values = (later[complaint.id][0], None), later[complaint.id][1]
+            for key, value in values.items():
+                setattr(complaint, key, value)
     # The incidents' audit events wait in the session; written with the batch's own in one
     # statement (an ORM flush on SQLite inserts them one by one to learn their ids).
     events = [dict(complaint_id=e.complaint_id, at=e.at, actor=e.actor, kind=e.kind, detail=e.detail or {})

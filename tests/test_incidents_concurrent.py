@@ -100,3 +100,40 @@ async def test_two_batches_reporting_one_event_make_one_incident(core):
     assert (await incident_of(core, joined.tracking_code)).id == incident.id
     async with core.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(Incident)) == 1
+
+
+async def test_two_batches_beginning_one_storm_at_once_make_one_incident(core):
+    """At a storm's start each batch's first report finds nothing (the other's are not
+    committed): the batch that waited to make its incident searches again, finds the one the
+    other made, and its first report joins it (acknowledged as such), then the rest."""
+    from storage.models import Event, OutboxMessage
+
+    async with core.sessions() as held, held.begin():
+        # This batch makes an incident of its two reports, not committed yet.
+        first = await intake._receive_many(core, held, [sms(core, POWER[0]), sms(core, POWER[1])])
+        # The other batch's first report sees none of them; its second picks the first as
+        # its candidate and waits to make an incident around it.
+        other = asyncio.create_task(intake.receive_batch(core, [sms(core, POWER[2]), sms(core, POWER[3])]))
+        await asyncio.sleep(0.5)
+        assert not other.done()
+    second = await asyncio.wait_for(other, 10)
+    incident = await incident_of(core, first[0].tracking_code)
+    assert incident is not None and incident.reports == 4
+    for result in [*first, *second]:
+        assert (await incident_of(core, result.tracking_code)).id == incident.id, result.tracking_code
+    async with core.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Incident)) == 1
+        lead, late = (await session.scalars(select(Complaint).where(Complaint.tracking_code.in_(
+            [first[0].tracking_code, second[0].tracking_code])).order_by(Complaint.id))).all()
+        assert (late.incident_role, late.first_response_due, late.next_check_at) == ("member", lead.first_response_due,
+                                                                                      None)
+        [event] = (await session.scalars(select(Event).where(Event.complaint_id == late.id,
+                                                             Event.kind == "incident_joined"))).all()
+        assert event.detail["searched_again"] is True and event.detail["candidate"] in {
+            first[0].tracking_code, first[1].tracking_code}
+        keys = set((await session.scalars(select(OutboxMessage.key))).all())
+        ack = await session.scalar(select(OutboxMessage.payload).where(
+            OutboxMessage.key == f"ack:{late.tracking_code}"))
+    # Told that the unit is on it, as any report of the incident, and not paged as a new case.
+    assert ack["kind"] == "incidents.joined" and "(3 " in ack["text"], ack
+    assert f"new:{late.tracking_code}" not in keys

@@ -89,7 +89,7 @@ async def attach(core: Core, session: AsyncSession, now: datetime, complaint: Co
     if decision.action is None or best is None:
         return None
     batch = _batch(session)
-    known, joined, events = batch.known, batch.joined, batch.events
+    known, events = batch.known, batch.events
     detail = {"score": best.score.value, "reasons": list(best.score.reasons), "candidate": best.tracking_code,
               "considered": decision.considered}
     if decision.action == "suggest":
@@ -105,19 +105,25 @@ async def attach(core: Core, session: AsyncSession, now: datetime, complaint: Co
         if best.incident_id is not None:
             incident = await current(session, best.incident_id, lock=False)
         else:
-            incident = await _incident_around(session, now, best.complaint_id, batch)
+            incident = await _incident_around(core, session, now, best.complaint_id, batch)
         lead = await session.get(Complaint, incident.lead_complaint_id)
         known[incident.id] = known[best.incident_id or incident.id] = (incident, lead)
+    return incident, _join(batch, now, complaint, incident, lead, detail)
+
+
+def _join(batch: _Batch, now: datetime, complaint: Complaint, incident: Incident, lead: Complaint,
+          detail: dict) -> int:
+    """A complaint joins an incident in this batch (written by ``finish_batch``); the
+    incident's reports as this transaction sees them."""
     values = ride_along(complaint, lead, incident)
-    joined[complaint.id] = values  # written with the batch's other joins (finish_batch)
+    batch.joined[complaint.id] = values  # written with the batch's other joins (finish_batch)
     for key, value in values.items():
         setattr(complaint, key, value)
     batch.added[incident.id] = batch.added.get(incident.id, 0) + 1
     batch.at = now
-    reports = incident.reports + batch.added[incident.id]  # as this transaction sees it
-    events.append(Event(complaint_id=complaint.id, at=now, actor="system", kind="incident_joined",
-                      detail={**detail, "incident": incident.id, "lead": lead.tracking_code}))
-    return incident, reports
+    batch.events.append(Event(complaint_id=complaint.id, at=now, actor="system", kind="incident_joined",
+                              detail={**detail, "incident": incident.id, "lead": lead.tracking_code}))
+    return incident.reports + batch.added[incident.id]
 
 
 # PostgreSQL advisory lock (any fixed number) taken by a transaction before it makes an
@@ -125,25 +131,57 @@ async def attach(core: Core, session: AsyncSession, now: datetime, complaint: Co
 CREATION_LOCK = 0x46_49_47_52  # "FIGR"
 
 
-async def _incident_around(session: AsyncSession, now: datetime, candidate_id: int, batch: _Batch) -> Incident:
+async def _incident_around(core: Core, session: AsyncSession, now: datetime, candidate_id: int,
+                           batch: _Batch) -> Incident:
     """The incident a report joins when its best candidate had none: made now around the
-    candidate, or, when another process made one around it meanwhile, that one.
+    candidate, or, when another process made one around it meanwhile, that one, or, for a
+    candidate filed in this batch, one it reports too that another batch made meanwhile.
 
     Joins take no lock while the batch groups (their counts are written relative to the
     stored value at the end, in id order: no two batches wait on each other in opposite
     orders). Making an incident does: on PostgreSQL one transaction at a time makes
     incidents (an advisory lock to its commit), and the candidate is read again under it,
-    so two workers' batches never make two incidents around one complaint."""
+    so two workers' batches never make two incidents around one complaint. Two batches of
+    one storm filed at the same moment each begin with a report that found nothing (the
+    other's were not committed yet): before making an incident around such a report, its
+    search runs again reading every report stored now, whatever its id, and it joins the
+    incident the other batch made when it scores a join there."""
     if session.bind.dialect.name == "postgresql" and not batch.creating:
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CREATION_LOCK})
         batch.creating = True
     candidate = await session.get(Complaint, candidate_id, with_for_update=True, populate_existing=True)
     if candidate.incident_id is not None:  # made by a batch that committed while we waited
         incident = await current(session, candidate.incident_id, lock=False)
+    elif candidate_id in batch.filed and (found := await _made_meanwhile(core, session, now, candidate, batch)):
+        incident, score = found
+        lead = await session.get(Complaint, incident.lead_complaint_id)
+        reports = _join(batch, now, candidate, incident, lead, {**score, "searched_again": True})
+        batch.later[candidate_id] = ((incident.id, reports), batch.joined[candidate_id])
+        return incident
     else:
         incident = await create(session, now, candidate, "system")
     batch.leads[candidate_id] = incident.id
     return incident
+
+
+async def _made_meanwhile(core: Core, session: AsyncSession, now: datetime, candidate: Complaint,
+                          batch: _Batch) -> tuple[Incident, dict] | None:
+    """An incident of another transaction that a report of this batch, about to lead one of
+    its own, scores a join with (its search again, without the id limit), and the score."""
+    if candidate.match_features is None:
+        return None
+    found = match.Features.from_json(candidate.match_features, candidate.latitude, candidate.longitude)
+    decision = await candidates.find(session, core.config.incidents, found, candidate.category, now,
+                                     latitude=candidate.latitude, longitude=candidate.longitude,
+                                     joined=batch.incidents())
+    ours = set(batch.incidents().values())
+    for option in [decision.best, *decision.others] if decision.best is not None else []:
+        if option.complaint_id != candidate.id and option.incident_id is not None \
+                and option.incident_id not in ours and option.score.value >= decision.rule.join_above:
+            incident = await current(session, option.incident_id, lock=False)
+            return incident, {"score": option.score.value, "reasons": list(option.score.reasons),
+                              "candidate": option.tracking_code, "considered": decision.considered}
+    return None
 
 
 @dataclass
@@ -168,6 +206,9 @@ class _Batch:
     added: dict[int, int] = field(default_factory=dict)  # incident id: reports joined here
     at: datetime | None = None  # when they joined
     creating: bool = False  # holds the creation lock (PostgreSQL)
+    filed: set[int] = field(default_factory=set)  # the complaints grouped here so far
+    # Complaints of this batch that joined an incident after their own turn: ``joined_later``.
+    later: dict[int, tuple[tuple[int, int], dict]] = field(default_factory=dict)
 
     def incidents(self) -> dict[int, int]:
         """Complaint id: incident id, for what the store (or a search read before) does not say."""
@@ -210,6 +251,17 @@ async def finish_batch(session: AsyncSession) -> list[Event]:
     taken = list(events)
     events.clear()
     return taken
+
+
+def joined_later(session: AsyncSession) -> dict[int, tuple[tuple[int, int], dict]]:
+    """The complaints of this transaction's batch that joined an incident after their own
+    turn, when a later report of the batch was about to make an incident around them and
+    another batch had made one they report (``_incident_around``): complaint id: ((incident
+    id, its reports), what it took from the lead). Taken once."""
+    batch = _batch(session)
+    later = dict(batch.later)
+    batch.later.clear()
+    return later
 
 
 async def _by_codes(session: AsyncSession, codes: list[str]) -> list[Complaint]:
@@ -366,6 +418,7 @@ async def at_intake(core: Core, session: AsyncSession, now: datetime, complaint:
     """Join an incident or suggest one for a complaint just filed (intake's transaction):
     (incident id, reports) when joined, and the decision when only suggested."""
     batch = _batch(session)
+    batch.filed.add(complaint.id)
     # The complaints of this batch that joined an incident are not written yet, and a
     # shared search ran before the incidents the batch made: the search reads both from here.
     decision = await candidates.find(session, core.config.incidents, found, category, now,
