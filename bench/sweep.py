@@ -36,6 +36,7 @@ anywhere, ``--placement random``, the worst case for locality).
     python bench/sweep.py --postgres                    # PostgreSQL on 127.0.0.1, made and dropped here
     python bench/sweep.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/fi_bench_x
     python bench/sweep.py --profile                     # + cProfile of one more processing run
+    python bench/sweep.py --probe --batch-size 2500     # + what a short transaction waits meanwhile
     python bench/sweep.py --check                       # exit 1 if a target is missed
 
 A PostgreSQL database is created here (through the ``postgres`` admin database, on
@@ -556,6 +557,9 @@ async def process(core: Core, clock: FrozenClock, seeded: Seeded, args: argparse
     if profiler:
         timer.__enter__()
         profiler.enable()
+    waits: list[float] = []
+    probing = asyncio.Event()
+    probe = asyncio.create_task(short_transactions(core, waits, probing)) if args.probe else None
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
         result = await sweep(core, batch_size=args.batch_size)
@@ -565,6 +569,9 @@ async def process(core: Core, clock: FrozenClock, seeded: Seeded, args: argparse
         if profiler:
             profiler.disable()
             timer.__exit__()
+        if probe is not None:
+            probing.set()
+            await probe
     n = len(seeded.overdue)
     target = TARGET_PROCESS_S[core.engine.dialect.name]
     verdict = ("not judged" if profiler else "MET" if elapsed < target else "MISSED")
@@ -572,10 +579,26 @@ async def process(core: Core, clock: FrozenClock, seeded: Seeded, args: argparse
         f"for {result.checked:,} due ({n / elapsed:,.0f}/s; {result.apologies:,} apologies, {result.escalations:,} "
         f"escalations) | baseline {base:.2f} s | ratio {elapsed / base:.2f} "
         f"| target < {target:.1f} s: {verdict} | CPU of this process {cpu:.2f} s")
+    if waits:
+        waits.sort()
+        log(f"    a short transaction every 5 ms meanwhile (as intake's) waited: median {ms(statistics.median(waits))}, "
+            f"p99 {ms(waits[int(0.99 * (len(waits) - 1))])}, max {ms(waits[-1])} ({len(waits)} of them)")
     if timer:
         timer.report()
     ok = await verify(core, seeded, result)
     return elapsed, base, ok, cpu
+
+
+async def short_transactions(core: Core, waits: list[float], done: asyncio.Event) -> None:
+    """Until ``done``: a short transaction every 5 ms on the sweep's engine, as intake's
+    (on SQLite ``BEGIN IMMEDIATE`` on the process's one connection, so it waits for the
+    sweep's batch to commit); how long each took, into ``waits``."""
+    while not done.is_set():
+        started = time.perf_counter()
+        async with core.sessions() as session, session.begin():
+            await session.execute(text("SELECT 1"))
+        waits.append(time.perf_counter() - started)
+        await asyncio.sleep(0.005)
 
 
 # --- main -----------------------------------------------------------------------------------------
@@ -707,6 +730,9 @@ def main() -> None:
                         help="also seed a 'created' event and a sent acknowledgement per complaint (default on)")
     parser.add_argument("--no-copy", action="store_true", help="PostgreSQL: seed by executemany, not COPY")
     parser.add_argument("--sqlite-analyze", action="store_true", help="run ANALYZE on SQLite after seeding")
+    parser.add_argument("--probe", action="store_true",
+                        help="during each processing run, time a short transaction every 5 ms (what intake "
+                             "waits for while a backlog is swept; it slows the sweep a little)")
     parser.add_argument("--profile", action="store_true", help="cProfile one more processing run")
     parser.add_argument("--profile-top", type=int, default=30)
     parser.add_argument("--seed", type=int, default=69, help="random seed of the data")
