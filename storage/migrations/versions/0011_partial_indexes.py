@@ -19,7 +19,9 @@ partial (``WHERE column IS NOT NULL``), a row enters them only once it has the v
   ``(channel, external_id)`` (set once the provider has named the message).
 
 Both databases take a query's condition on the column as implying ``IS NOT NULL`` and use
-the partial index for it; tests/test_digest.py and tests/test_outbox.py check the plans.
+the partial index for it; tests/test_digest.py, tests/test_outbox.py and
+tests/test_partial_indexes.py check the plans. On PostgreSQL with 1,000,000 complaints
+this migration took 2.6 s (bench/README.md), writes to the two tables waiting meanwhile.
 """
 
 from alembic import op
