@@ -166,18 +166,19 @@ async def _incident_around(core: Core, session: AsyncSession, now: datetime, can
 
 async def _made_meanwhile(core: Core, session: AsyncSession, now: datetime, candidate: Complaint,
                           batch: _Batch) -> tuple[Incident, dict] | None:
-    """An incident of another transaction that a report of this batch, about to lead one of
-    its own, scores a join with (its search again, without the id limit), and the score."""
+    """An incident another transaction made that a report of this batch, about to lead one
+    of its own, scores a join with (its search again, without the id limit), and the score."""
     if candidate.match_features is None:
         return None
     found = match.Features.from_json(candidate.match_features, candidate.latitude, candidate.longitude)
     decision = await candidates.find(session, core.config.incidents, found, candidate.category, now,
                                      latitude=candidate.latitude, longitude=candidate.longitude,
                                      joined=batch.incidents())
-    ours = set(batch.incidents().values())
+    # The incidents this batch made are its own searches' to find, as with one writer.
+    made_here = set(batch.leads.values())
     for option in [decision.best, *decision.others] if decision.best is not None else []:
         if option.complaint_id != candidate.id and option.incident_id is not None \
-                and option.incident_id not in ours and option.score.value >= decision.rule.join_above:
+                and option.incident_id not in made_here and option.score.value >= decision.rule.join_above:
             incident = await current(session, option.incident_id, lock=False)
             return incident, {"score": option.score.value, "reasons": list(option.score.reasons),
                               "candidate": option.tracking_code, "considered": decision.considered}
