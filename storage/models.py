@@ -390,6 +390,10 @@ class Incident(Base):
     (its lead's, the first report's), one answer to every reporter."""
 
     __tablename__ = "incidents"
+    # One active incident per lead complaint (migration 0012; grouping's CREATION_LOCK keeps
+    # it, and the store refuses a second should the lock be bypassed).
+    __table_args__ = (Index("uq_incidents_active_lead", "lead_complaint_id", unique=True,
+                            sqlite_where=text("state = 'active'"), postgresql_where=text("state = 'active'")),)
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     lead_complaint_id: Mapped[int] = mapped_column(ForeignKey("complaints.id", use_alter=True))
     unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"))

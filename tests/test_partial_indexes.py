@@ -2,7 +2,8 @@
 
 A row enters such an index only once the column is set, so a new complaint or outbox
 message, and (on PostgreSQL) every complaint the sweep changes, writes fewer index entries;
-the lookups the code makes still read them, as both databases plan them.
+the lookups the code makes still read them, as both databases plan them. And one unique
+partial index (migration 0012): one active incident per lead complaint.
 """
 
 from __future__ import annotations
@@ -72,3 +73,35 @@ async def test_a_restarted_worker_takes_back_its_earlier_claims_through_the_clai
     for number, (statement, parameters) in enumerate(taking_back):
         plan = await plan_of(core, statement, parameters, tag=f"claims-{number}")
         assert "ix_outbox_claimed_by_status" in plan, (statement, plan)
+
+
+async def test_the_store_refuses_a_second_active_incident_around_one_complaint(core):
+    """Grouping makes one incident around a complaint under a lock (PostgreSQL) and reads the
+    complaint again under it; the store keeps that too (migration 0012): a second active
+    incident with the same lead is refused, while merged and ended ones keep their lead."""
+    import pytest
+    from sqlalchemy.exc import IntegrityError
+
+    from bot import intake
+    from contract.messages import Inbound
+    from storage.models import Complaint, Incident
+
+    [filed] = await intake.receive_batch(core, [Inbound(
+        channel="sms", external_id="lead-1", sender="+84912000001", text="mat dien o nghia tan",
+        received_at=core.clock.now())])
+    async with core.sessions() as session:
+        lead_id = await session.scalar(select(Complaint.id).where(Complaint.tracking_code == filed.tracking_code))
+    now = core.clock.now()
+
+    def incident(state: str) -> Incident:
+        return Incident(lead_complaint_id=lead_id, unit_id=1, topic=None, title="Mất điện", reports=1, state=state,
+                        created_at=now, updated_at=now)
+
+    async with core.sessions() as session, session.begin():
+        session.add_all([incident("merged"), incident("ended"), incident("active")])
+    with pytest.raises(IntegrityError):
+        async with core.sessions() as session, session.begin():
+            session.add(incident("active"))
+    async with core.sessions() as session:
+        states = sorted((await session.scalars(select(Incident.state).where(Incident.lead_complaint_id == lead_id))).all())
+    assert states == ["active", "ended", "merged"]
