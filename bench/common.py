@@ -327,6 +327,20 @@ def tree_cpu_seconds(pid: int) -> float:
     return sum(cpu_seconds_of(p) for p in process_tree(pid))
 
 
+def processes_cpu_seconds(name: str) -> float:
+    """user + system CPU seconds of every process of this name (its ``comm``): a local server's
+    whole CPU, its background processes (WAL writer, checkpointer) included."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    total += cpu_seconds_of(int(entry.name))
+            except OSError:
+                pass
+    return total
+
+
 def peak_rss_mib(pid: int) -> float | None:
     """The largest VmHWM (peak resident set) among the process and its descendants, in MiB."""
     peaks = []

@@ -51,6 +51,7 @@ import asyncio
 import cProfile
 import io
 import json
+import os
 import pstats
 import random
 import signal
@@ -62,7 +63,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from common import TEXTS, Database, log, plain_pg_url
+from common import TEXTS, Database, log, plain_pg_url, processes_cpu_seconds
 from sqlalchemy import String, bindparam, cast, delete, event, func, insert, literal, select, text, update
 
 from bot.clock import FrozenClock
@@ -463,8 +464,9 @@ def with_now(core: Core, parameters: object, old: datetime, new: datetime) -> ob
 
 # --- processing (b) -----------------------------------------------------------------------------
 
-async def baseline_processing(core: Core, seeded: Seeded, now: datetime, rep: int) -> float:
-    """The floor of (b): update the same rows' next_check_at and insert 2 outbox rows each, one transaction."""
+async def baseline_processing(core: Core, seeded: Seeded, now: datetime, rep: int) -> tuple[float, float | None]:
+    """The floor of (b): update the same rows' next_check_at and insert 2 outbox rows each, one
+    transaction; how long it took, and PostgreSQL's CPU meanwhile."""
     table, outbox = Complaint.__table__, OutboxMessage.__table__
     async with core.sessions() as session:
         current = dict((await session.execute(
@@ -475,14 +477,17 @@ async def baseline_processing(core: Core, seeded: Seeded, now: datetime, rep: in
                      complaint_id=i, payload={"text": BASELINE_TEXT, "language": "vi"}, status="queued",
                      attempts=0, next_attempt_at=now, created_at=now)
                 for i in seeded.overdue for k in range(2)]
+    postgres = core.engine.dialect.name == "postgresql"
+    server_started = processes_cpu_seconds("postgres") if postgres else 0.0
     started = time.perf_counter()
     async with core.engine.begin() as conn:
         await conn.execute(update(table).where(table.c.id == bindparam("b_id"))
                            .values(next_check_at=bindparam("b_next"), updated_at=bindparam("b_updated")), updates)
         await conn.execute(insert(outbox), messages)
     elapsed = time.perf_counter() - started
+    server_cpu = processes_cpu_seconds("postgres") - server_started if postgres else None
     await retire_outbox(core, seeded)
-    return elapsed
+    return elapsed, server_cpu
 
 
 async def retire_outbox(core: Core, seeded: Seeded) -> None:
@@ -550,9 +555,9 @@ async def reset(core: Core, seeded: Seeded) -> None:
 
 
 async def process(core: Core, clock: FrozenClock, seeded: Seeded, args: argparse.Namespace, rep: int,
-                  profiler: cProfile.Profile | None = None) -> tuple[float, float, bool, float]:
+                  profiler: cProfile.Profile | None = None) -> tuple[float, float, bool, float, float | None]:
     clock.set(NOW)
-    base = await baseline_processing(core, seeded, NOW, rep)
+    base, base_server_cpu = await baseline_processing(core, seeded, NOW, rep)
     timer = StatementTimer(core) if profiler else None
     if profiler:
         timer.__enter__()
@@ -560,12 +565,15 @@ async def process(core: Core, clock: FrozenClock, seeded: Seeded, args: argparse
     waits: list[float] = []
     probing = asyncio.Event()
     probe = asyncio.create_task(short_transactions(core, waits, probing)) if args.probe else None
+    postgres = core.engine.dialect.name == "postgresql"
+    server_started = processes_cpu_seconds("postgres") if postgres else 0.0
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
         result = await sweep(core, batch_size=args.batch_size)
     finally:
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
+        server_cpu = processes_cpu_seconds("postgres") - server_started if postgres else None
         if profiler:
             profiler.disable()
             timer.__exit__()
@@ -579,6 +587,11 @@ async def process(core: Core, clock: FrozenClock, seeded: Seeded, args: argparse
         f"for {result.checked:,} due ({n / elapsed:,.0f}/s; {result.apologies:,} apologies, {result.escalations:,} "
         f"escalations) | baseline {base:.2f} s | ratio {elapsed / base:.2f} "
         f"| target < {target:.1f} s: {verdict} | CPU of this process {cpu:.2f} s")
+    if server_cpu is not None:
+        cores = os.cpu_count() or 1
+        log(f"    PostgreSQL's CPU meanwhile (every postgres process) {server_cpu:.2f} s: with this process's, "
+            f"{cpu + server_cpu:.2f} s, so at least {(cpu + server_cpu) / cores:.2f} s of wall time on {cores} cores "
+            f"(the baseline's writes alone: PostgreSQL's CPU {base_server_cpu:.2f} s)")
     if waits:
         waits.sort()
         log(f"    a short transaction every 5 ms meanwhile (as intake's) waited: median {ms(statistics.median(waits))}, "
@@ -586,7 +599,7 @@ async def process(core: Core, clock: FrozenClock, seeded: Seeded, args: argparse
     if timer:
         timer.report()
     ok = await verify(core, seeded, result)
-    return elapsed, base, ok, cpu
+    return elapsed, base, ok, cpu, server_cpu
 
 
 async def short_transactions(core: Core, waits: list[float], done: asyncio.Event) -> None:
@@ -650,11 +663,12 @@ async def run(args: argparse.Namespace) -> int:
 
         # (b) process every overdue complaint.
         log(f"(b) sweeps processing {len(seeded.overdue):,} due complaints (apology + escalation each):")
-        times, bases, cpus = [], [], []
+        times, bases, cpus, server_cpus = [], [], [], []
         await baseline_processing(core, seeded, NOW, 0)  # warm its statements, as the sweep's are by (a)
         for rep in range(1, args.repeat + 1):
-            elapsed, base, ok, cpu = await process(core, clock, seeded, args, rep)
+            elapsed, base, ok, cpu, server_cpu = await process(core, clock, seeded, args, rep)
             cpus.append(cpu)
+            server_cpus.append(server_cpu)
             times.append(elapsed)
             bases.append(base)
             if not ok:
@@ -668,13 +682,18 @@ async def run(args: argparse.Namespace) -> int:
             f"(min {min(times):.2f}, max {max(times):.2f}) | baseline median {base_median:.2f} s "
             f"| ratio {median / base_median:.2f} | target < {target:.1f} s: {verdict} "
             f"| CPU of this process median {statistics.median(cpus):.2f} s")
+        if db.kind == "postgresql":
+            both = statistics.median(c + s for c, s in zip(cpus, server_cpus))
+            log(f"  PostgreSQL's CPU median {statistics.median(server_cpus):.2f} s; the two together median "
+                f"{both:.2f} s: on {os.cpu_count()} cores, at least {both / (os.cpu_count() or 1):.2f} s of wall time "
+                f"for this much CPU")
         if median >= target:
             failures.append("processing target")
 
         if args.profile:
             log("profiling one more processing run with cProfile:")
             profiler = cProfile.Profile()
-            _, _, ok, _ = await process(core, clock, seeded, args, args.repeat + 1, profiler)
+            _, _, ok, _, _ = await process(core, clock, seeded, args, args.repeat + 1, profiler)
             if not ok:
                 failures.append("verification of the profiled run")
             for sort in ("tottime", "cumulative"):

@@ -20,9 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core import Core
 from bot.directory import StaffDirectory, staff_address, staff_addresses
-from bot.outbox import HELD, QUEUED, Queued
+from bot.outbox import HELD, QUEUED, Queued, stored_reference
 from bot.reach import Point
-from contract.messages import Attachment, Origin, Outgoing, reference_of
+from contract.messages import Attachment, Origin, Outgoing
 from contract.results import Case, CaseDelivery, CaseMessage
 from storage.models import Attachment as StoredAttachment
 from storage.models import Complaint, Contact, Message, OutboxMessage, Staff
@@ -224,7 +224,7 @@ class Composer:
     def _row(self, key: str, channel: str, recipient: str, complaint_id: int, payload: dict,
              hold_until: datetime | None) -> None:
         now = self.now
-        self.rows.append(dict(key=key, reference=reference_of(key), channel=channel, recipient=recipient,
+        self.rows.append(dict(key=key, reference=stored_reference(channel, key), channel=channel, recipient=recipient,
                               complaint_id=complaint_id, payload=payload, status=HELD if hold_until else QUEUED,
                               attempts=0, next_attempt_at=hold_until or now, created_at=now, fallback_of=None,
                               unsure=False, resent=False))

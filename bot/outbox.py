@@ -27,13 +27,14 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import JSON, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core import Core
-from contract.messages import Outgoing, with_files
+from contract.messages import Outgoing, reference_of, with_files
 from storage.db import insert_ignoring_conflicts, read_aside
 from storage.models import Attachment, OutboxMessage
 
@@ -76,11 +77,26 @@ async def enqueue(session: AsyncSession, now: datetime, message: Outgoing, compl
     await enqueue_many(session, now, [Queued(message, complaint_id)])
 
 
+# The channels whose providers report a message's delivery by our reference: the SMS gateways
+# (a Twilio status callback's ``ref``, the Android gateway's message id, the generic gateway's
+# Idempotency-Key; channels/sms/webhook.py hands it to ``bot.delivery.report``). Telegram,
+# email and Zalo report by the provider's id, or not at all.
+REPORTED_BY_REFERENCE = frozenset({"sms"})
+
+
+def stored_reference(channel: str, key: str) -> str | None:
+    """The reference an outbox row keeps: ours (``reference_of``) where delivery reports find
+    the message by it, else none, so the index of references holds only those rows
+    (migration 0013). A sender that hands a provider a reference works it out of the key."""
+    return reference_of(key) if channel in REPORTED_BY_REFERENCE else None
+
+
 async def enqueue_many(session: AsyncSession, now: datetime, queued: Sequence[Queued]) -> None:
     """Queue many messages in one statement; keys already queued are left alone."""
     if not queued:
         return
-    rows = [dict(key=q.message.key, reference=q.message.reference, channel=q.message.channel,
+    rows = [dict(key=q.message.key, reference=stored_reference(q.message.channel, q.message.key),
+                 channel=q.message.channel,
                  recipient=q.message.recipient, complaint_id=q.complaint_id,
                  payload={**q.message.to_payload(), "render": q.render}, status=HELD if q.hold_until else QUEUED,
                  attempts=0, next_attempt_at=q.hold_until or now, created_at=now, fallback_of=q.fallback_of,
@@ -139,7 +155,7 @@ async def insert_rows(session: AsyncSession, table: Any, names: Sequence[str], r
         return
     dialect = session.bind.dialect
     columns = [table.c[name] for name in names]
-    values = [driver_values(dialect, column, [row[column.name] for row in rows]) for column in columns]
+    values = [driver_values(dialect, column, list(map(itemgetter(column.name), rows))) for column in columns]
     quoted = ", ".join(dialect.identifier_preparer.quote(name) for name in names)
     target = dialect.identifier_preparer.format_table(table)
     if dialect.name == "postgresql":

@@ -282,12 +282,15 @@ class OutboxMessage(Base):
                       # The messages a worker holds (only those: migration 0011).
                       _where_set("ix_outbox_claimed_by_status", "claimed_by", "status", present="claimed_by"),
                       # Our message by the provider's id: replies, reports (migration 0010).
-                      _where_set("ix_outbox_channel_external_id", "channel", "external_id"))
+                      _where_set("ix_outbox_channel_external_id", "channel", "external_id"),
+                      # Delivery reports by our reference: only the messages stored with one (0013).
+                      _where_set("ix_outbox_reference", "reference"))
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     key: Mapped[str] = mapped_column(String(200), unique=True)
     # Our own id for the message, given to providers that take one (a gateway's message id,
     # an Idempotency-Key, a status callback's reference): contract.messages.reference_of(key).
-    reference: Mapped[str | None] = mapped_column(String(40), index=True)
+    # Stored only where delivery reports name it (bot.outbox.stored_reference), else empty.
+    reference: Mapped[str | None] = mapped_column(String(40))
     channel: Mapped[str] = mapped_column(String(16))
     recipient: Mapped[str] = mapped_column(String(320))
     complaint_id: Mapped[int | None] = mapped_column(ForeignKey("complaints.id"), index=True)

@@ -105,3 +105,49 @@ async def test_the_store_refuses_a_second_active_incident_around_one_complaint(c
     async with core.sessions() as session:
         states = sorted((await session.scalars(select(Incident.state).where(Incident.lead_complaint_id == lead_id))).all())
     assert states == ["active", "ended", "merged"]
+
+
+async def test_only_messages_whose_deliveries_are_reported_by_reference_keep_one_and_enter_its_index(core):
+    """Migration 0013: an SMS message keeps our reference (its gateway's delivery report names
+    it), a Telegram or email message none, queued one at a time or in the sweep's bulk rows;
+    the index of references holds only rows that have one, in the migrated schema as in the
+    models; and a delivery report still finds its SMS message by the reference through it."""
+    from bot import delivery, messages
+    from bot.directory import StaffDirectory
+    from contract.messages import reference_of
+
+    now = core.clock.now()
+    async with core.sessions() as session, session.begin():
+        for channel, recipient in (("sms", "+84912340000"), ("telegram", "7001"), ("email", "dan@example.com")):
+            await outbox.enqueue(session, now, Outgoing(key=f"test:ref:{channel}", channel=channel,
+                                                        recipient=recipient, text="Tin nhắn"))
+        composer = messages.Composer(core, await StaffDirectory.load(session), now)
+        for channel in ("sms", "telegram"):
+            composer._row(f"test:ref:bulk:{channel}", channel, "+84912340001", None, {"text": "Tin nhắn"}, None)
+        await outbox.enqueue_rows(session, composer.rows)
+    async with core.sessions() as session:
+        stored = dict((await session.execute(select(OutboxMessage.key, OutboxMessage.reference)
+                                             .where(OutboxMessage.key.like("test:ref:%")))).all())
+    assert stored == {"test:ref:sms": reference_of("test:ref:sms"), "test:ref:telegram": None,
+                      "test:ref:email": None, "test:ref:bulk:sms": reference_of("test:ref:bulk:sms"),
+                      "test:ref:bulk:telegram": None}
+
+    dialect = core.engine.dialect.name
+    async with core.engine.connect() as conn:
+        migrated = await conn.run_sync(lambda sync: {ix["name"]: ix for ix in inspect(sync).get_indexes("outbox")})
+    found = migrated["ix_outbox_reference"]
+    assert found["column_names"] == ["reference"]
+    assert "reference IS NOT NULL" in str(found.get("dialect_options", {}).get(f"{dialect}_where", ""))
+    declared = next(ix for ix in OutboxMessage.__table__.indexes if ix.name == "ix_outbox_reference")
+    assert str(declared.dialect_options[dialect]["where"]) == "reference IS NOT NULL"
+
+    with statements(core, lambda statement: "outbox.reference" in statement
+                    and statement.lstrip().upper().startswith("SELECT")) as lookups:
+        assert await delivery.report(core, "sms", "delivered", reference=reference_of("test:ref:sms"))
+    assert not await delivery.report(core, "telegram", "delivered", reference=reference_of("test:ref:telegram"))
+    async with core.sessions() as session:
+        assert await session.scalar(select(OutboxMessage.delivery).where(OutboxMessage.key == "test:ref:sms")) \
+            == "delivered"
+    [(statement, parameters)] = lookups
+    plan = await plan_of(core, statement, parameters, tag="reference")
+    assert "ix_outbox_reference" in plan, plan

@@ -329,8 +329,10 @@ async def test_two_service_processes_sweeping_at_once_apologise_exactly_once(mak
 
 def _row_of(queued, now) -> dict:
     """An outbox row as ``outbox.enqueue_many`` writes a ``Queued``."""
+    from bot.outbox import stored_reference
+
     message = queued.message
-    return dict(key=message.key, reference=message.reference, channel=message.channel,
+    return dict(key=message.key, reference=stored_reference(message.channel, message.key), channel=message.channel,
                 recipient=message.recipient, complaint_id=queued.complaint_id,
                 payload={**message.to_payload(), "render": queued.render},
                 status="held" if queued.hold_until else "queued", attempts=0,
