@@ -194,7 +194,8 @@ class Complaint(Base):
     # incident's lead (the first report, which carries the deadlines and the staff's side)
     # or a member riding on it. The match_* columns are what the matcher compares, computed
     # once at intake; partial indexes on open complaints (topic, place, geo cell, each with
-    # created_at) serve the candidate search.
+    # created_at, each of the rows that have that key: migrations 0007 and 0014) serve the
+    # candidate search.
     incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"))
     incident_role: Mapped[str | None] = mapped_column(String(8))  # lead | member
     match_topic: Mapped[str | None] = mapped_column(String(24))

@@ -3,7 +3,9 @@
 A row enters such an index only once the column is set, so a new complaint or outbox
 message, and (on PostgreSQL) every complaint the sweep changes, writes fewer index entries;
 the lookups the code makes still read them, as both databases plan them. And one unique
-partial index (migration 0012): one active incident per lead complaint.
+partial index (migration 0012): one active incident per lead complaint. The outbox's
+references, kept and indexed only for SMS (0013). The incident search's indexes by kind,
+place and cell, of the open complaints that have one (0014).
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from sqlalchemy import inspect, select, update
+from datetime import timedelta
+
+from sqlalchemy import bindparam, inspect, select, text, update
 
 from bot import outbox
 from bot.dispatcher import Dispatcher
 from contract.messages import Outgoing
-from storage.models import Base, OutboxMessage
+from storage.models import Base, Complaint, OutboxMessage
 from tests.conftest import plan_of, statements
 
 MIGRATION = Path(__file__).parent.parent / "storage" / "migrations" / "versions" / "0011_partial_indexes.py"
@@ -151,3 +155,80 @@ async def test_only_messages_whose_deliveries_are_reported_by_reference_keep_one
     [(statement, parameters)] = lookups
     plan = await plan_of(core, statement, parameters, tag="reference")
     assert "ix_outbox_reference" in plan, plan
+
+
+async def test_the_incident_search_reads_open_complaints_by_kind_place_and_cell_through_indexes_of_those_set(make_core):
+    """Migration 0014: of the open complaints, the candidate search's indexes by kind of
+    event, by place and by geo cell hold only the rows that have one (most complaints come
+    without a location: an SMS, a mail, a chat); each branch of a search that names a kind,
+    a place and a location still reads its index, on both databases."""
+    from bot import intake
+    from contract.messages import Inbound, Location
+
+    core = await make_core({"incidents": {"enabled": True}})
+    OPEN = "status IN ('answered', 'assigned', 'new', 'reopened', 'waiting')"
+    wanted = {"ix_complaints_open_topic_place": f"{OPEN} AND match_topic IS NOT NULL",
+              "ix_complaints_open_topic": f"{OPEN} AND match_topic IS NOT NULL",
+              "ix_complaints_open_place": f"{OPEN} AND match_place IS NOT NULL",
+              "ix_complaints_open_cell": f"{OPEN} AND geo_cell IS NOT NULL"}
+    dialect = core.engine.dialect.name
+    async with core.engine.connect() as conn:
+        migrated = await conn.run_sync(lambda sync: {ix["name"]: ix for ix in inspect(sync).get_indexes("complaints")})
+    for name, where in wanted.items():
+        found = " ".join(str(migrated[name].get("dialect_options", {}).get(f"{dialect}_where", "")).split())
+        for term in ("match_topic", "match_place", "geo_cell"):
+            if term in where:
+                assert f"{term} IS NOT NULL" in found, (name, found)
+        assert "'waiting'" in found, (name, found)
+
+    now = core.clock.now()
+    await intake.receive_batch(core, [
+        Inbound(channel="sms", external_id="cell-1", sender="+84912000101", text="mat dien o nghia tan",
+                received_at=now),
+        Inbound(channel="web", external_id="cell-2", sender=None, text="Mất điện ở Nghĩa Tân cả khu", received_at=now,
+                location=Location(21.0465, 105.7953))])
+    with statements(core, lambda statement: "geo_cell" in statement and "UNION ALL" in statement.upper()) as searches:
+        await intake.receive_batch(core, [Inbound(
+            channel="web", external_id="cell-3", sender=None, text="Nghia Tan mat dien hon 30 phut roi",
+            received_at=now, location=Location(21.0466, 105.7952))])
+    assert searches, "no candidate search by kind, place and cell was made"
+    async with core.sessions() as session:
+        topic, place, cell = (await session.execute(select(Complaint.match_topic, Complaint.match_place,
+                                                           Complaint.geo_cell).where(Complaint.geo_cell.is_not(None))
+                                                    .limit(1))).one()
+    assert topic and place and cell is not None
+    # The search's plan: every branch reads an index (which, PostgreSQL decides by cost; on
+    # tables this small it may read the index by age for the cell's branch, before 0014 too).
+    statement, parameters = searches[-1]
+    plan = await plan_of(core, statement, parameters, tag="candidates")
+    assert "SCAN complaints" not in plan and "Seq Scan" not in plan, plan
+    # Each index serves the condition its branch names (``=``, ``IN``, as the search writes
+    # them): shown with the table's other indexes (but its keys) dropped in a transaction
+    # rolled back, so the only other way left is to read the whole table.
+    since = now - timedelta(days=3)
+    probes = {"ix_complaints_open_topic_place": ("match_topic, match_place",
+                                                 "match_topic = :topic AND match_place = :place"),
+              "ix_complaints_open_topic": ("match_topic", "match_topic = :topic"),
+              "ix_complaints_open_place": ("match_place", "match_place = :place"),
+              "ix_complaints_open_cell": ("geo_cell", "geo_cell IN :cells")}
+    explain = "EXPLAIN QUERY PLAN " if dialect == "sqlite" else "EXPLAIN "
+    for name, (columns, condition) in probes.items():
+        probe = text(f"{explain}SELECT {columns}, created_at FROM complaints WHERE {OPEN} AND {condition} "
+                     f"AND created_at >= :since ORDER BY created_at DESC -- {name}")
+        values = {key: value for key, value in (("topic", topic), ("place", place)) if f":{key}" in condition}
+        values["since"] = since
+        if ":cells" in condition:
+            probe, values["cells"] = probe.bindparams(bindparam("cells", expanding=True)), [cell, cell + 1]
+        async with core.engine.connect() as conn:
+            transaction = await conn.begin()
+            try:
+                others = await conn.run_sync(lambda sync: [ix["name"] for ix in inspect(sync).get_indexes("complaints")
+                                                           if ix["name"].startswith("ix_") and ix["name"] != name])
+                for other in others:
+                    await conn.exec_driver_sql(f"DROP INDEX {other}")
+                if dialect == "postgresql":
+                    await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+                probed = "\n".join(str(row[-1]) for row in (await conn.execute(probe, values)).all())
+            finally:
+                await transaction.rollback()
+        assert name in probed, (name, probed)
