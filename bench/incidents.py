@@ -90,7 +90,8 @@ def complaint_rows(rows: int, open_count: int, pool: list[dict], rng: random.Ran
             next_check_at=None, reminded_for_due=None, apologised_for_due=None, resolution_reminded_for_due=None,
             resolution_escalated_for_due=None, escalation_count=0, rating=None, rating_comment=None, rated_at=None,
             incident_id=None, incident_role=None, match_topic=item["topic"], match_place=item["place"],
-            geo_cell=item["cell"], match_features=item["json"]))
+            geo_cell=item["cell"], match_features=item["json"], unreachable_at=None, urgency="normal", paused_at=None,
+            waiting_reminded_at=None, extended_at=None, disputed_at=None, public=False))
         if len(buffer) >= chunk:
             yield buffer
             buffer = []
