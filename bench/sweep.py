@@ -67,6 +67,7 @@ from common import TEXTS, Database, log, plain_pg_url, processes_cpu_seconds
 from sqlalchemy import String, bindparam, cast, delete, event, func, insert, literal, select, text, update
 
 from bot.clock import FrozenClock
+from bot.incidents import match
 from service.config import parse_config
 from bot.core import Core
 from service.assembly import open_core
@@ -143,6 +144,7 @@ def complaint_rows(rows: int, overdue_ids: list[int], n_contacts: int, unit_ids:
                    agents: dict[int, int], rng: random.Random, chunk: int):
     """Yield (chunk of complaint dicts, overdue dues in it) in id order."""
     overdue = set(overdue_ids)
+    matched: dict[tuple[str, str | None], dict] = {}
     span = timedelta(days=730) - timedelta(hours=1)
     start = NOW - timedelta(days=730)
     buffer: list[dict] = []
@@ -160,6 +162,16 @@ def complaint_rows(rows: int, overdue_ids: list[int], n_contacts: int, unit_ids:
             next_check_at=None, reminded_for_due=None, apologised_for_due=None, resolution_reminded_for_due=None,
             resolution_escalated_for_due=None, escalation_count=0, rating=None, rating_comment=None, rated_at=None,
         )
+        # What intake stores for the incident search (``candidates.stamp``): the matcher's kind
+        # of event and place key of the text, no geo cell (an SMS has no location). The sweep
+        # reads none of it, but the indexes over it are written on every update PostgreSQL
+        # makes that is not heap-only, as the sweep's are, and the row is this much wider.
+        key = (row["text"], row["area"])
+        if key not in matched:
+            found = match.features(row["text"], row["area"])
+            matched[key] = dict(match_topic=found.topic, match_place=found.place.key, geo_cell=None,
+                                match_features=found.to_json())
+        row.update(matched[key])
         if i in overdue:
             # Unanswered; its first-response deadline passed in the last two days (the
             # reminder before it was sent); resolution still ahead.
