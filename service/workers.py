@@ -21,8 +21,8 @@ machine's cores share the intake. The parent only starts, watches and stops them
 On PostgreSQL any worker may take any request: intake's unique constraints, the
 outbox's ``FOR UPDATE SKIP LOCKED`` claims and the workers table already let several
 processes share one database. On SQLite the workers share one file: WAL lets them read
-at once, ``BEGIN IMMEDIATE`` and ``[storage] busy_timeout_ms`` make their writers queue
-on the file's lock, so it is correct, but the writes stay one at a time: more workers
+at once, ``BEGIN IMMEDIATE`` (tried every millisecond, ``storage/sqlite_driver.py``) and
+``[storage] busy_timeout_ms`` make their writers queue on the file's lock, so it is correct, but the writes stay one at a time: more workers
 add little there.
 """
 

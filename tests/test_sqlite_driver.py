@@ -7,6 +7,10 @@ row counts, RETURNING, executemany, streamed results, errors and rollbacks.
 
 from __future__ import annotations
 
+import asyncio
+import sys
+import time
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -82,3 +86,78 @@ async def test_a_statement_is_one_trip_to_aiosqlite_s_thread(tmp_path):
             raw._tx = queue
     await engine.dispose()
     assert rows == [(1,), (2,)] and len(calls) == 1
+
+
+# Another process on the same file that writes back to back, as a service sweeping a backlog
+# does: it holds the write lock HOLD seconds, lets it go for GAP seconds, takes it again.
+_WRITER = """
+import sqlite3, sys, time
+hold, gap, seconds = (float(x) for x in sys.argv[2:5])
+connection = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
+end = time.monotonic() + seconds
+first = True
+while time.monotonic() < end:
+    connection.execute("BEGIN IMMEDIATE")
+    connection.execute("INSERT INTO t (who) VALUES ('writer')")
+    if first:
+        print("holding", flush=True)
+        first = False
+    time.sleep(hold)
+    connection.execute("COMMIT")
+    time.sleep(gap)
+"""
+
+
+async def _writer(path, hold: float, gap: float, seconds: float):
+    process = await asyncio.create_subprocess_exec(sys.executable, "-c", _WRITER, str(path), str(hold), str(gap),
+                                                   str(seconds), stdout=asyncio.subprocess.PIPE)
+    assert await process.stdout.readline() == b"holding\n"
+    return process
+
+
+async def test_a_transaction_gets_in_beside_a_process_that_writes_back_to_back(tmp_path):
+    """The writer lets the lock go for 2 ms every 200 ms. SQLite's own busy handler tries
+    every 100 ms once it has waited a third of a second, so it rarely lands in a gap and
+    gave up after its timeout ("database is locked"); tried every millisecond, each of our
+    transactions gets in at a gap, well inside its timeout."""
+    path = tmp_path / "shared.db"
+    engine = db.create_engine(f"sqlite+aiosqlite:///{path}", busy_timeout_ms=2000)
+    async with engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT)"))
+    writer = await _writer(path, hold=0.2, gap=0.002, seconds=30)
+    try:
+        for n in range(5):
+            async with engine.begin() as connection:
+                await connection.execute(text("INSERT INTO t (who) VALUES (:who)"), {"who": f"ours {n}"})
+    finally:
+        writer.kill()
+        await writer.wait()
+    async with engine.connect() as connection:
+        ours = (await connection.execute(text("SELECT who FROM t WHERE who LIKE 'ours%' ORDER BY id"))).scalars().all()
+        assert (await connection.execute(text("PRAGMA busy_timeout"))).scalar_one() == 2000
+    await engine.dispose()
+    assert ours == [f"ours {n}" for n in range(5)]
+
+
+async def test_a_lock_held_past_the_busy_timeout_is_still_database_is_locked(tmp_path):
+    """Trying every millisecond keeps the configured timeout: a lock held throughout fails
+    the transaction after it, not before, and the connection keeps its busy timeout."""
+    path = tmp_path / "shared.db"
+    engine = db.create_engine(f"sqlite+aiosqlite:///{path}", busy_timeout_ms=300)
+    async with engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT)"))
+    writer = await _writer(path, hold=30, gap=0, seconds=30)
+    try:
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="database is locked"):
+            async with engine.begin() as connection:
+                await connection.execute(text("INSERT INTO t (who) VALUES ('ours')"))
+        waited = time.monotonic() - started
+    finally:
+        writer.kill()
+        await writer.wait()
+    async with engine.connect() as connection:
+        assert (await connection.execute(text("PRAGMA busy_timeout"))).scalar_one() == 300
+        assert (await connection.execute(text("SELECT count(*) FROM t WHERE who = 'ours'"))).scalar_one() == 0
+    await engine.dispose()
+    assert waited >= 0.3

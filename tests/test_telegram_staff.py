@@ -265,8 +265,9 @@ def write_config(path, config_overrides: dict, database_url: str) -> None:
     """The service's configuration as a file, for the command line. The command runs beside
     a live service on one SQLite file and waits for its write lock as long as an operator
     would (60 s, not the default 5 s): on a loaded machine one command waited past 5 s while
-    the service was starting (its digests' catch-up was running); these tests are about the
-    commands, not about how long the lock is held."""
+    the service was starting (its digests' catch-up was running). These tests are about the
+    commands; how a transaction waits beside a process that writes back to back is
+    tests/test_sqlite_driver.py's."""
     lines = [f'[storage]\nurl = "{database_url}"\nbusy_timeout_ms = 60000\n']
     for unit in config_overrides["units"]:
         lines.append(f'[[units]]\nslug = "{unit["slug"]}"\nname = "{unit["name"]}"\nname_en = "{unit["name_en"]}"\n')
