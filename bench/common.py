@@ -341,6 +341,14 @@ def processes_cpu_seconds(name: str) -> float:
     return total
 
 
+def read_calls() -> tuple[int, int]:
+    """This process's read system calls and bytes so far (``syscr``, ``rchar`` of
+    /proc/self/io): what SQLite read from its files (every page its cache did not hold is a
+    ``pread``), and sockets; a count, so unlike a time it does not move with the machine's load."""
+    fields = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines() if line)
+    return int(fields["syscr"]), int(fields["rchar"])
+
+
 def peak_rss_mib(pid: int) -> float | None:
     """The largest VmHWM (peak resident set) among the process and its descendants, in MiB."""
     peaks = []

@@ -37,6 +37,7 @@ anywhere, ``--placement random``, the worst case for locality).
     python bench/sweep.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/fi_bench_x
     python bench/sweep.py --profile                     # + cProfile of one more processing run
     python bench/sweep.py --probe --batch-size 2500     # + what a short transaction waits meanwhile
+    python bench/sweep.py --contender                   # + what another process's transactions wait
     python bench/sweep.py --check                       # exit 1 if a target is missed
 
 A PostgreSQL database is created here (through the ``postgres`` admin database, on
@@ -63,7 +64,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from common import TEXTS, Database, log, plain_pg_url, processes_cpu_seconds
+from common import TEXTS, Database, log, plain_pg_url, processes_cpu_seconds, read_calls
 from sqlalchemy import String, bindparam, cast, delete, event, func, insert, literal, select, text, update
 
 from bot.clock import FrozenClock
@@ -566,6 +567,25 @@ async def reset(core: Core, seeded: Seeded) -> None:
     await retire_outbox(core, seeded)
 
 
+async def start_contender(core: Core) -> asyncio.subprocess.Process:
+    """bench/contender.py on this store, connected and ready."""
+    url = core.engine.url.render_as_string(hide_password=False)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).with_name("contender.py")), url,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    line = await child.stdout.readline()
+    if line.strip() != b"ready":
+        raise RuntimeError(f"bench/contender.py did not start: {line!r}")
+    return child
+
+
+async def stop_contender(child: asyncio.subprocess.Process) -> dict:
+    """Its waits and errors, once told to stop (its standard input closed)."""
+    child.stdin.close()
+    out, _ = await child.communicate()
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
 async def process(core: Core, clock: FrozenClock, seeded: Seeded, args: argparse.Namespace, rep: int,
                   profiler: cProfile.Profile | None = None) -> tuple[float, float, bool, float, float | None]:
     clock.set(NOW)
@@ -577,14 +597,18 @@ async def process(core: Core, clock: FrozenClock, seeded: Seeded, args: argparse
     waits: list[float] = []
     probing = asyncio.Event()
     probe = asyncio.create_task(short_transactions(core, waits, probing)) if args.probe else None
+    contender = await start_contender(core) if args.contender else None
     postgres = core.engine.dialect.name == "postgresql"
     server_started = processes_cpu_seconds("postgres") if postgres else 0.0
+    reads_started, read_bytes_started = read_calls()
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
         result = await sweep(core, batch_size=args.batch_size)
     finally:
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
+        reads, read_bytes = read_calls()
+        reads, read_bytes = reads - reads_started, read_bytes - read_bytes_started
         server_cpu = processes_cpu_seconds("postgres") - server_started if postgres else None
         if profiler:
             profiler.disable()
@@ -592,6 +616,7 @@ async def process(core: Core, clock: FrozenClock, seeded: Seeded, args: argparse
         if probe is not None:
             probing.set()
             await probe
+        contended = await stop_contender(contender) if contender is not None else None
     n = len(seeded.overdue)
     target = TARGET_PROCESS_S[core.engine.dialect.name]
     verdict = ("not judged" if profiler else "MET" if elapsed < target else "MISSED")
@@ -599,6 +624,8 @@ async def process(core: Core, clock: FrozenClock, seeded: Seeded, args: argparse
         f"for {result.checked:,} due ({n / elapsed:,.0f}/s; {result.apologies:,} apologies, {result.escalations:,} "
         f"escalations) | baseline {base:.2f} s | ratio {elapsed / base:.2f} "
         f"| target < {target:.1f} s: {verdict} | CPU of this process {cpu:.2f} s")
+    log(f"    read calls of this process {reads:,} ({read_bytes / 2**20:,.0f} MiB; on SQLite its pages read from the "
+        f"file and its log, a count that does not move with the machine's load)")
     if server_cpu is not None:
         cores = os.cpu_count() or 1
         log(f"    PostgreSQL's CPU meanwhile (every postgres process) {server_cpu:.2f} s: with this process's, "
@@ -608,6 +635,12 @@ async def process(core: Core, clock: FrozenClock, seeded: Seeded, args: argparse
         waits.sort()
         log(f"    a short transaction every 5 ms meanwhile (as intake's) waited: median {ms(statistics.median(waits))}, "
             f"p99 {ms(waits[int(0.99 * (len(waits) - 1))])}, max {ms(waits[-1])} ({len(waits)} of them)")
+    if contended is not None:
+        waits_of, errors = sorted(contended["waits"]), contended["errors"]
+        log(f"    another process's short transaction every 50 ms meanwhile (bench/contender.py, 5 s busy timeout) "
+            f"waited: median {ms(statistics.median(waits_of)) if waits_of else '-'}, max "
+            f"{ms(waits_of[-1]) if waits_of else '-'} ({len(waits_of)} got in); failed: {len(errors)}"
+            + (f" ({errors[0]})" if errors else ""))
     if timer:
         timer.report()
     ok = await verify(core, seeded, result)
@@ -761,6 +794,10 @@ def main() -> None:
                         help="also seed a 'created' event and a sent acknowledgement per complaint (default on)")
     parser.add_argument("--no-copy", action="store_true", help="PostgreSQL: seed by executemany, not COPY")
     parser.add_argument("--sqlite-analyze", action="store_true", help="run ANALYZE on SQLite after seeding")
+    parser.add_argument("--contender", action="store_true",
+                        help="during each processing run, another process on the same store (bench/contender.py) "
+                             "begins a short write transaction every 50 ms with the default busy timeout: what a "
+                             "command of the command line or a second worker waits for meanwhile")
     parser.add_argument("--probe", action="store_true",
                         help="during each processing run, time a short transaction every 5 ms (what intake "
                              "waits for while a backlog is swept; it slows the sweep a little)")
