@@ -108,11 +108,17 @@ while time.monotonic() < end:
 """
 
 
-async def _writer(path, hold: float, gap: float, seconds: float):
-    process = await asyncio.create_subprocess_exec(sys.executable, "-c", _WRITER, str(path), str(hold), str(gap),
-                                                   str(seconds), stdout=asyncio.subprocess.PIPE)
-    assert await process.stdout.readline() == b"holding\n"
-    return process
+async def _beside_writer(tmp_path, busy_timeout_ms: int, hold: float, gap: float):
+    """The service's engine on a new file with a table ``t``, and the writer process on the
+    same file, holding the lock (for 30 s at most)."""
+    path = tmp_path / "shared.db"
+    engine = db.create_engine(f"sqlite+aiosqlite:///{path}", busy_timeout_ms=busy_timeout_ms)
+    async with engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT)"))
+    writer = await asyncio.create_subprocess_exec(sys.executable, "-c", _WRITER, str(path), str(hold), str(gap), "30",
+                                                  stdout=asyncio.subprocess.PIPE)
+    assert await writer.stdout.readline() == b"holding\n"
+    return engine, writer
 
 
 async def test_a_transaction_gets_in_beside_a_process_that_writes_back_to_back(tmp_path):
@@ -120,11 +126,7 @@ async def test_a_transaction_gets_in_beside_a_process_that_writes_back_to_back(t
     every 100 ms once it has waited a third of a second, so it rarely lands in a gap and
     gave up after its timeout ("database is locked"); tried every millisecond, each of our
     transactions gets in at a gap, well inside its timeout."""
-    path = tmp_path / "shared.db"
-    engine = db.create_engine(f"sqlite+aiosqlite:///{path}", busy_timeout_ms=2000)
-    async with engine.begin() as connection:
-        await connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT)"))
-    writer = await _writer(path, hold=0.2, gap=0.002, seconds=30)
+    engine, writer = await _beside_writer(tmp_path, busy_timeout_ms=2000, hold=0.2, gap=0.002)
     try:
         for n in range(5):
             async with engine.begin() as connection:
@@ -142,11 +144,7 @@ async def test_a_transaction_gets_in_beside_a_process_that_writes_back_to_back(t
 async def test_a_lock_held_past_the_busy_timeout_is_still_database_is_locked(tmp_path):
     """Trying every millisecond keeps the configured timeout: a lock held throughout fails
     the transaction after it, not before, and the connection keeps its busy timeout."""
-    path = tmp_path / "shared.db"
-    engine = db.create_engine(f"sqlite+aiosqlite:///{path}", busy_timeout_ms=300)
-    async with engine.begin() as connection:
-        await connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT)"))
-    writer = await _writer(path, hold=30, gap=0, seconds=30)
+    engine, writer = await _beside_writer(tmp_path, busy_timeout_ms=300, hold=30, gap=0)
     try:
         started = time.monotonic()
         with pytest.raises(OperationalError, match="database is locked"):
