@@ -22,8 +22,8 @@ On PostgreSQL any worker may take any request: intake's unique constraints, the
 outbox's ``FOR UPDATE SKIP LOCKED`` claims and the workers table already let several
 processes share one database. On SQLite the workers share one file: WAL lets them read
 at once, ``BEGIN IMMEDIATE`` (tried every millisecond, ``storage/sqlite_driver.py``) and
-``[storage] busy_timeout_ms`` make their writers queue on the file's lock, so it is correct, but the writes stay one at a time: more workers
-add little there.
+``[storage] busy_timeout_ms`` make their writers queue on the file's lock, so it is
+correct, but the writes stay one at a time: more workers add little there.
 """
 
 from __future__ import annotations
