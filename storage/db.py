@@ -70,7 +70,8 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # The driver knows this statement: it waits for another process's lock its own way.
+        connection.exec_driver_sql(sqlite_driver.BEGIN)
 
 
 def _checkpoint_aside(engine: AsyncEngine, checkpointer: checkpoint.Checkpointer) -> None:
