@@ -7,7 +7,7 @@ queue, whichever one did the work.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -82,6 +82,22 @@ class Metrics:
         self.unreachable = Counter(
             "feedback_intake_citizens_unreachable",
             "Complaints whose citizen no contact point reached, marked by this process.",
+            registry=self.registry,
+        )
+
+        # The collector's runs, observed in the serving process (``service/heap.py``).
+        self.gc_pauses = Histogram(
+            "feedback_intake_gc_pause_seconds",
+            "How long each run of Python's cyclic garbage collector held this process (nothing else"
+            " runs meanwhile), by generation; observed by the serving process.",
+            ["generation"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=self.registry,
+        )
+        self.gc_frozen_objects = Gauge(
+            "feedback_intake_gc_frozen_objects",
+            "Objects the serving process froze out of the garbage collector's sight once started"
+            " (gc.freeze): collections do not walk them.",
             registry=self.registry,
         )
 
