@@ -13,9 +13,10 @@ event loop about 100 ms each time: most of the slowest 1 % of answers had waited
 ``freeze`` runs once the service has started: a last collection for what start-up left as
 garbage, then ``gc.freeze()`` moves every object still alive out of the collector's sight
 (the CPython documentation's advice for long-lived start-up objects). Later collections walk
-only what was made since; a full one then took 4-27 ms in the benchmarks. The cost: a start-up object that
-later becomes garbage in a reference cycle is never collected (one freed by its reference
-count is freed as before). That is bounded by the start-up heap and does not grow with time.
+only what was made since; a full one then took 4-27 ms in the benchmarks. The cost: a
+start-up object that later becomes garbage in a reference cycle is never collected (one
+freed by its reference count is freed as before). That is bounded by the start-up heap and
+does not grow with time.
 
 ``Pauses`` records each run's duration, by generation, in the service's metrics
 (``feedback_intake_gc_pause_seconds``), so an operator sees what the collector costs the
