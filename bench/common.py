@@ -440,6 +440,7 @@ class Tally:
     generator_bound_slices: int = 0
     slices: int = 0
     peak_rss_mib: float | None = None
+    collector: str | None = None  # the service's garbage collection pauses (``collector_pauses``)
     generator: str = "wrk"
     unit: str = "req/s"
 
@@ -595,6 +596,8 @@ def judge(bare: Tally, service: Tally, problems: list[str], args: argparse.Names
     log()
     for tally in tallies:
         log(tally.line())
+        if tally.collector:
+            log(tally.collector)
     for tally in tallies:
         if tally.errors:
             problems.append(f"{tally.name}: " + ", ".join(f"{k} x{v}" for k, v in tally.errors.most_common()))
@@ -844,6 +847,7 @@ async def wrk_main(channel: Channel, args: argparse.Namespace, seeder=None) -> i
             await profile_service(targets[1], args, workdir, lambda: channel.drained(db.url, floors))
         drained = await wait_drained(lambda: channel.drained(db.url, floors), args.drain)
         targets[1].tally.peak_rss_mib = peak_rss_mib(service.process.pid)
+        targets[1].tally.collector = await collector_pauses(port)
         problems = []
         code = await asyncio.to_thread(service.stop)
         await asyncio.to_thread(bare.stop)
@@ -888,6 +892,44 @@ def run_main(channel: Channel, args: argparse.Namespace, seeder=None) -> int:
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted; servers stopped", file=sys.stderr)
         return 130
+
+
+async def collector_pauses(port: int) -> str | None:
+    """What the service's garbage collector cost it since it began serving, from its /metrics
+    (``feedback_intake_gc_pause_seconds``, service/heap.py): per generation how many runs, their
+    total, and the bucket of the longest. With ``--workers N``, one worker's (whichever
+    answers). None when the service has no such metric (code from before it)."""
+    import aiohttp
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as response:
+            exposition = await response.text()
+    except (aiohttp.ClientError, OSError):
+        return None
+    runs: dict[str, dict] = {}
+    for family in text_string_to_metric_families(exposition):
+        if family.name != "feedback_intake_gc_pause_seconds":
+            continue
+        for sample in family.samples:
+            run = runs.setdefault(sample.labels["generation"], {"buckets": []})
+            if sample.name.endswith("_bucket"):
+                run["buckets"].append((float(sample.labels["le"]), sample.value))
+            else:
+                run[sample.name.rsplit("_", 1)[1]] = sample.value
+    if not runs:
+        return None
+
+    def described(generation: str) -> str:
+        run = runs[generation]
+        count = int(run.get("count", 0))
+        longest = min((le for le, seen in run["buckets"] if seen >= count), default=float("inf"))
+        return (f"{count:,} runs, {run.get('sum', 0) * 1000:,.0f} ms in all"
+                + (f", each <= {longest * 1000:g} ms" if count and longest != float("inf") else
+                   ", the longest over 1 s" if count else ""))
+
+    return ("           garbage collector since serving (its /metrics): full collections " + described("2")
+            + "; young " + described("0") + "; middle " + described("1"))
 
 
 class FakeHttp:

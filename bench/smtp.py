@@ -46,8 +46,8 @@ from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
 
 
-from common import (TEXTS, Database, Server, Tally, WrkRun, free_port, judge, log, peak_rss_mib, serve_command,
-                    store_query, tree_cpu_seconds, wait_drained)
+from common import (TEXTS, Database, Server, Tally, WrkRun, collector_pauses, free_port, judge, log, peak_rss_mib,
+                    serve_command, store_query, tree_cpu_seconds, wait_drained)
 
 TARGET_RATIO = 0.5
 SLOT_BYTES = b"citizen-slot"
@@ -447,6 +447,7 @@ async def run(args: argparse.Namespace) -> int:
         if not args.no_relay and not await wait_drained(drained, args.drain):
             problems.append(f"acknowledgements still queued after --drain {args.drain:g} s")
         tallies["service"].peak_rss_mib = peak_rss_mib(service.process.pid)
+        tallies["service"].collector = await collector_pauses(web_port)
         code = await asyncio.to_thread(service.stop)
         if code not in (0, None):
             problems.append(f"service exited with {code} after SIGTERM")
