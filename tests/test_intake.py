@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select, update
@@ -379,6 +379,30 @@ async def test_a_storm_s_incident_is_scored_by_a_few_members_and_counted_whole(m
     assert decision.action == "join" and decision.best.incident_id is not None
     assert decision.considered == 30 and decision.reports == 30
     assert decision.scored == candidates.PER_INCIDENT < 30
+
+
+async def test_a_candidate_carries_its_complaint_s_time_and_the_newest_of_equals_comes_first(make_core):
+    """The search reads each candidate's time as the driver gives it (SQLite's text,
+    PostgreSQL's aware datetime) and converts only the candidates it explains: each carries
+    its complaint's time, aware in UTC, with the minutes since in its reasons; of equal
+    scores in one incident the most recent comes first."""
+    from bot.incidents import candidates, match
+
+    core = await make_core({"incidents": {"enabled": True}})
+    text = "Mất điện toàn bộ phường Kim Liên, quận Đống Đa từ 9 giờ sáng, cả khu tập thể tối om."
+    await intake.receive(core, sms(core, text=text, sender="+84912000011", external_id="T1"))
+    core.clock.advance(minutes=30)
+    await intake.receive(core, sms(core, text=text, sender="+84912000012", external_id="T2"))
+    core.clock.advance(minutes=12)
+    first, second = await rows(core, Complaint)
+    assert first.incident_id is not None and second.incident_id == first.incident_id
+    async with core.sessions() as session:
+        decision = await candidates.find(session, core.config.incidents, match.features(text), None,
+                                         core.clock.now())
+    assert [c.complaint_id for c in [decision.best, *decision.others]] == [second.id, first.id]
+    for candidate, complaint, minutes in ((decision.best, second, 12), (decision.others[0], first, 42)):
+        assert candidate.created_at == complaint.created_at and candidate.created_at.utcoffset() == timedelta(0)
+        assert f"time: {minutes} min" in candidate.score.reasons
 
 
 async def test_a_batch_s_reply_windows_are_looked_up_together_and_a_closed_one_falls_back(make_core, clock):

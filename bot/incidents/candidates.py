@@ -18,11 +18,12 @@ import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from functools import cache
 
-from sqlalchemy import Text, bindparam, cast, or_, select, text, union_all
+from sqlalchemy import Text, bindparam, cast, or_, select, text, type_coerce, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import NullType
 
 from bot.incidents.config import IncidentsConfig
 from bot.incidents.match import Features, Rule, Score, explained, parts
@@ -102,8 +103,12 @@ def stamp(complaint: Complaint, found: Features) -> None:
     complaint.match_features = found.to_json()
 
 
-# The stored features as text: decoded only when not already known (``_features``).
-COLUMNS = (Complaint.id, Complaint.tracking_code, Complaint.incident_id, Complaint.created_at, Complaint.latitude,
+# The stored features as text: decoded only when not already known (``_features``). The
+# time as the driver gives it (``_stored_time``): a search reads a few hundred rows, and
+# making each one's time an aware datetime was a sixteenth of an Open311 complaint's CPU
+# (bench/README.md, 2026-12-06, seventh session); only the few explained need it.
+COLUMNS = (Complaint.id, Complaint.tracking_code, Complaint.incident_id,
+           type_coerce(Complaint.created_at, NullType()).label("created_at"), Complaint.latitude,
            Complaint.longitude, cast(Complaint.match_features, Text).label("match_features"))
 _known: OrderedDict[tuple, Features] = OrderedDict()
 
@@ -117,6 +122,15 @@ def _features(data: str, latitude: float | None, longitude: float | None) -> Fea
         if len(_known) > FEATURE_CACHE:
             _known.popitem(last=False)
     return found
+
+
+def _stored_time(value: str | datetime) -> datetime:
+    """A time as the search read it, aware in UTC: SQLite's text (storage.models.UTCDateTime
+    stores UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``, which sorts as the time does) or
+    PostgreSQL's aware datetime."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def query(found: Features, rule: Rule, now: datetime, before_id: int | None, latitude: float | None,
@@ -256,10 +270,10 @@ async def find(session: AsyncSession, config: IncidentsConfig, found: Features, 
         return Decision(None, None, rule)
     rows = await _rows(session, found, rule, now, before_id, latitude, longitude, shared)
     seen: set[int] = set()
-    scored: list[tuple] = []  # (the score's parts, id, code, incident, created at)
+    scored: list[tuple] = []  # (the score's parts, id, code, incident, created at as stored)
     sizes: dict[int, int] = {}
     apart = {o.topic for o in config.overrides if o.topic and o.group is False}
-    for id_, code, incident_id, created_at, lat, lon, data in rows:
+    for id_, code, incident_id, stored, lat, lon, data in rows:
         if id_ in seen or data is None:
             continue
         seen.add(id_)
@@ -274,12 +288,13 @@ async def find(session: AsyncSession, config: IncidentsConfig, found: Features, 
         if found.topics and other.topics and found.topic != other.topic \
                 and found.topics_set.isdisjoint(other.topics_set) and BEST_WITH_OTHER_EVENT < rule.suggest_above:
             continue  # another kind of event scores below any suggestion, whatever the place
-        scored.append((parts(found, other, rule), id_, code, incident_id, created_at))
+        scored.append((parts(found, other, rule), id_, code, incident_id, stored))
     if not scored:
         return Decision(None, None, rule, considered=len(seen))
 
     def rank(item: tuple) -> tuple:
-        # Equal scores: the bigger incident (more reports seen), then the most recent.
+        # Equal scores: the bigger incident (more reports seen), then the most recent (the
+        # stored times of one store compare as the times do).
         incident_id = item[3]
         size = sizes.get(incident_id, 1) if incident_id else 1
         return (item[0][0] + 0.001 * math.log(size + 1), item[4])
@@ -287,9 +302,11 @@ async def find(session: AsyncSession, config: IncidentsConfig, found: Features, 
     scored.sort(key=rank, reverse=True)
     # Only the best few are explained (their reasons written out for the audit event and
     # the officer): the values rank them all.
-    best, *others = [Candidate(id_, code, incident_id, created_at,
-                               explained(scored_parts, (now - created_at).total_seconds() / 60))
-                     for scored_parts, id_, code, incident_id, created_at in scored[:4]]
+    chosen = []
+    for scored_parts, id_, code, incident_id, stored in scored[:4]:
+        at = _stored_time(stored)
+        chosen.append(Candidate(id_, code, incident_id, at, explained(scored_parts, (now - at).total_seconds() / 60)))
+    best, *others = chosen
     action = "join" if best.score.value >= rule.join_above else "suggest" if best.score.value >= rule.suggest_above \
         else None
     reports = sizes.get(best.incident_id, 1) if best.incident_id else 1
