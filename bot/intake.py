@@ -144,7 +144,7 @@ def _after_commit(core: Core, inbound: Inbound, result: IntakeResult) -> None:
     core.metrics.messages_received.labels(inbound.channel, result.outcome).inc()
     if result.outcome == "created":
         core.metrics.complaints_received.labels(inbound.channel).inc()
-    if result.outcome in ("created", "followup", "rated", "disputed") or (inbound.also_queue
+    if result.outcome in ("created", "followup", "rated", "disputed") or (inbound.greeting is not None
                                                                           and result.outcome != "duplicate"):
         core.outbox_ready.set()
     log.info("message received", extra={"fields": {"channel": inbound.channel, "outcome": result.outcome,
@@ -170,6 +170,7 @@ async def _receive_many(core: Core, session: AsyncSession, inbounds: list[Inboun
             .where(or_(*(and_(Message.channel == c, Message.external_id == e) for c, e in keys))))).all()
         existing = {(channel, external_id): complaint for channel, external_id, complaint in rows}
     contact_pairs = [_contacts_of(inbound) for inbound in inbounds]
+    known = await _known_senders(session, [inbound for inbound in inbounds if inbound.greeting is not None])
     contact_ids = await _contact_ids(session, now, inbounds, contact_pairs)
     # Contact points the citizen gave together (a phone and an email on the form, a phone
     # Telegram confirmed as theirs) are one citizen's: later answers may fall back on them.
@@ -179,17 +180,19 @@ async def _receive_many(core: Core, session: AsyncSession, inbounds: list[Inboun
     first_of: dict[tuple[str, str], int] = {}
     new: list[int] = []
     fresh = await _without_open_conversation(session, now, inbounds, contact_pairs, contact_ids, existing)
-    # What the channel answers with the message (a greeting) is queued with it, in this
-    # transaction, ahead of the acknowledgement: one commit instead of one more of its own.
+    # A new citizen's greeting is queued with their message, in this transaction, ahead of
+    # the acknowledgement: one commit, and no look-up of its own before the message.
     seen: set[tuple[str, str]] = set()
-    also = []
+    greetings = []
     for inbound in inbounds:
         key = (inbound.channel, inbound.external_id)
         if inbound.external_id is not None and (key in existing or key in seen):
             continue
         seen.add(key)
-        also += [outbox.Queued(message) for message in inbound.also_queue]
-    await outbox.enqueue_many(session, now, also)
+        if inbound.greeting is not None and inbound.sender and (inbound.channel, inbound.sender) not in known:
+            known.add((inbound.channel, inbound.sender))  # greeted once, whatever they sent in the batch
+            greetings.append(outbox.Queued(inbound.greeting))
+    await outbox.enqueue_many(session, now, greetings)
     for index, inbound in enumerate(inbounds):
         key = (inbound.channel, inbound.external_id)
         if inbound.external_id is not None and key in existing:
@@ -271,6 +274,21 @@ async def _without_open_conversation(session: AsyncSession, now: datetime, inbou
                    for status, updated_at in busy.get(contact_id, ())):
             fresh.add(index)
     return fresh
+
+
+async def _known_senders(session: AsyncSession, inbounds: list[Inbound]) -> set[tuple[str, str]]:
+    """The (channel, address) of these messages' senders stored as contacts before them: one
+    statement for the batch, none when no message asks (only those with a greeting do)."""
+    by_channel: dict[str, set[str]] = {}
+    for inbound in inbounds:
+        if inbound.sender:
+            by_channel.setdefault(inbound.channel, set()).add(inbound.sender)
+    if not by_channel:
+        return set()
+    rows = await session.execute(select(Contact.channel, Contact.address).where(
+        or_(*(and_(Contact.channel == channel, Contact.address.in_(sorted(addresses)))
+              for channel, addresses in by_channel.items()))))
+    return {(channel, address) for channel, address in rows.all()}
 
 
 async def _contact_ids(session: AsyncSession, now: datetime, inbounds: list[Inbound],

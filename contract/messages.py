@@ -82,10 +82,12 @@ class Inbound:
     continues_within_hours: float = 0.0
     # The citizen lets the complaint's text be shown publicly (personal data removed).
     public: bool = False
-    # Answers the channel gives this message that are due with it (Zalo's greeting on a
-    # citizen's first contact): queued in the transaction that stores the message, before
-    # its acknowledgement, once by their keys, and not again for a repeat delivery.
-    also_queue: tuple[Outgoing, ...] = ()
+    # The channel's greeting, due only when the sender is new to the store (Zalo: a
+    # citizen's first contact): intake queues it in the transaction that stores the
+    # message, before its acknowledgement, when no contact of the sender's was stored
+    # before it; once for a citizen's messages in one batch, never for a repeat delivery.
+    # So the channel need not look the citizen up before handing the message over.
+    greeting: Outgoing | None = None
 
 
 @dataclass(frozen=True)

@@ -381,6 +381,36 @@ async def test_a_storm_s_incident_is_scored_by_a_few_members_and_counted_whole(m
     assert decision.scored == candidates.PER_INCIDENT < 30
 
 
+async def test_a_greeting_is_queued_for_a_sender_new_to_the_store_once_and_before_the_acknowledgement(make_core, clock):
+    """``Inbound.greeting``: intake queues it when no contact of the sender's was stored
+    before the message (the channel need not look first), ahead of the acknowledgement;
+    once for a new citizen's messages in one batch; not for a citizen it knows; not again
+    for a repeat delivery."""
+    from contract.messages import Outgoing
+
+    core = await make_core()
+
+    def zalo(user: str, n: int) -> Inbound:
+        greeting = Outgoing(channel="zalo", recipient=user, text="Kính chào", key=f"zalo-greeting:{user}:{n}",
+                            kind="greeting", origin="reply")
+        return Inbound(channel="zalo", external_id=f"zalo:{user}:{n}", sender=user, text=TEXT,
+                       received_at=clock.now(), greeting=greeting)
+
+    await intake.receive_batch(core, [Inbound(channel="zalo", external_id="zalo:u-known:0", sender="u-known",
+                                              text=TEXT, received_at=clock.now())])
+    with statements(core, lambda statement: "FROM contacts" in statement) as looks:
+        results = await intake.receive_batch(core, [zalo("u-new", 1), zalo("u-known", 1), zalo("u-new", 2)])
+    assert [r.outcome for r in results] == ["created"] * 3
+    assert len(looks) == 1  # one look at the batch's senders
+    queued = await rows(core, OutboxMessage)
+    greetings = [m for m in queued if m.key.startswith("zalo-greeting:")]
+    assert [(m.key, m.recipient) for m in greetings] == [("zalo-greeting:u-new:1", "u-new")]
+    acks = [m for m in queued if m.key.startswith("ack:") and m.recipient == "u-new"]
+    assert len(acks) == 2 and greetings[0].id < min(ack.id for ack in acks)
+    again = await intake.receive_batch(core, [zalo("u-new", 1)])  # Zalo delivers the first again
+    assert [r.outcome for r in again] == ["duplicate"] and len(await rows(core, OutboxMessage)) == len(queued)
+
+
 async def test_a_candidate_carries_its_complaint_s_time_and_the_newest_of_equals_comes_first(make_core):
     """The search reads each candidate's time as the driver gives it (SQLite's text,
     PostgreSQL's aware datetime) and converts only the candidates it explains: each carries

@@ -223,6 +223,21 @@ async def test_a_first_message_is_greeted_before_its_acknowledgement_and_a_redel
     assert len(await zalo.complaints()) == 1
 
 
+async def test_words_go_to_intake_without_a_look_up_of_their_own_and_only_a_new_citizen_is_greeted(zalo):
+    """A message of words alone (the common case) is handed to intake with its greeting and
+    no read of the citizen's contact before it: intake greets only a citizen new to the store."""
+    from tests.conftest import statements
+
+    fake = zalo.fake
+    with statements(zalo.core, lambda statement: statement.lstrip().startswith("SELECT contacts.language")) as looks:
+        assert await zalo.post(fake.text(CITIZEN, COMPLAINT)) == 200
+        assert await zalo.post(fake.text(OTHER, COMPLAINT)) == 200
+        assert await zalo.post(fake.text(CITIZEN, "Bổ sung: đèn ở cột số 5.")) == 200
+    assert looks == []
+    greetings = await zalo.outbox(OutboxMessage.key.like("zalo-greeting:%"))
+    assert sorted(g.recipient for g in greetings) == sorted([CITIZEN, OTHER])
+
+
 # -------------------------------------------------------------------- the conversation
 
 async def test_tt_code_answers_the_status_and_files_nothing(zalo):

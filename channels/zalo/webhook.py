@@ -128,14 +128,20 @@ class ZaloWebhook:
 
     async def _message(self, event: Event) -> None:
         user = event.user
-        known = await self.port.language_of(CHANNEL, user)
-        language = known or self.port.texts.language(None)
-        # Khách đến, được chào hỏi: a first contact is greeted; with a complaint, the greeting
-        # is queued in the transaction that files it (one commit, not two).
-        greeting = self._greeting(user, f"zalo-greeting:{event.msg_id}") if known is None else None
         text = _clean(event.text)[:TEXT_LIMIT]
         asked = tracking.status_request(text, self.port.config.service.tracking_prefix) \
             if event.name == "user_send_text" else None
+        # Khách đến, được chào hỏi: a first contact is greeted. With a complaint the greeting
+        # goes to intake, which queues it in the transaction that files it when the citizen
+        # is new (``Inbound.greeting``): one commit. Words alone, the common case, need no
+        # look-up first (a read transaction of its own for each message cost as much CPU as
+        # a third of the rest: bench/README.md, 2026-12-06, seventh session); what is
+        # answered here or labelled in the citizen's language (a sticker, a status request,
+        # a photo, a place) looks the citizen up.
+        words_only = event.name not in UNREADABLE and asked is None and not event.attachments and bool(text)
+        known = None if words_only else await self.port.language_of(CHANNEL, user)
+        language = known or self.port.texts.language(None)
+        greeting = self._greeting(user, f"zalo-greeting:{event.msg_id}") if known is None else None
         inbound = None if event.name in UNREADABLE or asked is not None else await self._content(event, text, language)
         if greeting is not None and inbound is None:
             await self.port.reply(greeting)
@@ -148,9 +154,7 @@ class ZaloWebhook:
         if inbound is None:
             log.info("zalo message with nothing to keep", extra={"fields": {"event": event.name}})
             return
-        if greeting is not None:
-            inbound = replace(inbound, also_queue=(greeting,))
-        result = await self.port.receive(inbound)
+        result = await self.port.receive(replace(inbound, greeting=greeting))
         log.info("zalo received", extra={"fields": {"event": event.name, "outcome": result.outcome,
                                                     "code": result.tracking_code or "-"}})
 
