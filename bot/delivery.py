@@ -50,25 +50,32 @@ async def sent_many(core: Core, marks: list[tuple[Claim, str | None, bool, datet
     """Providers took these messages (claim, provider's id, resent, when): one transaction,
     one UPDATE for the rows (executemany), one for their complaints."""
     async with core.sessions() as session, session.begin():
-        await session.execute(_SENT, [dict(row_id=claim.id, row_external_id=external_id, row_sent_at=at,
-                                           row_resent=resent) for claim, external_id, resent, at in marks])
-        citizens = [claim.id for claim, *_ in marks if claim.message.audience == "citizen"]
-        if citizens:
-            # A message got through: the citizen is reachable again.
-            complaints, rows = Complaint.__table__, OutboxMessage.__table__
-            await session.execute(update(complaints).where(
-                complaints.c.unreachable_at.is_not(None),
-                complaints.c.id.in_(select(rows.c.complaint_id).where(rows.c.id.in_(citizens))))
-                .values(unreachable_at=None))
+        await _write_sent(session, marks)
+
+
+async def _write_sent(session: AsyncSession, marks: list[tuple[Claim, str | None, bool, datetime]]) -> None:
+    await session.execute(_SENT, [dict(row_id=claim.id, row_external_id=external_id, row_sent_at=at,
+                                       row_resent=resent) for claim, external_id, resent, at in marks])
+    citizens = [claim.id for claim, *_ in marks if claim.message.audience == "citizen"]
+    if citizens:
+        # A message got through: the citizen is reachable again.
+        complaints, rows = Complaint.__table__, OutboxMessage.__table__
+        await session.execute(update(complaints).where(
+            complaints.c.unreachable_at.is_not(None),
+            complaints.c.id.in_(select(rows.c.complaint_id).where(rows.c.id.in_(citizens))))
+            .values(unreachable_at=None))
 
 
 class SentMarks:
     """Writes "sent" on the rows whose sends returned, together (group commit).
 
-    A send that returns hands its mark over and waits until it is written; marks handed over
-    while a write is under way go in the next one. Each row is so still marked as soon as its
-    own send returns (no waiting for the rest of its round: issue 12), and sends that return
-    at about the same moment share one transaction instead of one each.
+    A send that returns hands its mark over and waits until it is written; a write takes
+    every mark handed over until its transaction has begun (on SQLite the process's one
+    connection is often busy filing complaints: the marks that come meanwhile wait with it),
+    and marks handed over later go in the next one. Each row is so still marked as soon as
+    its own send returns and the store lets it (no waiting for the rest of its round: issue
+    12), and sends that return at about the same moment share one transaction instead of
+    one each.
     """
 
     def __init__(self, core: Core):
@@ -88,12 +95,17 @@ class SentMarks:
 
     async def _write(self) -> None:
         while self.waiting:
-            batch, self.waiting = self.waiting, []
+            batch: list = []
             try:
-                await sent_many(self.core, [mark for mark, _ in batch])
+                async with self.core.sessions() as session, session.begin():
+                    await session.connection()  # begun: what was handed over meanwhile goes in too
+                    batch, self.waiting = self.waiting, []
+                    await _write_sent(session, [mark for mark, _ in batch])
                 error = None
             except Exception as failure:  # every waiter hears of it; the next marks go on
                 error = failure
+                if not batch:  # the transaction never began: these marks were not taken
+                    batch, self.waiting = self.waiting, []
             for _, future in batch:
                 if not future.done():
                     future.set_result(error)

@@ -175,6 +175,47 @@ async def test_sends_that_return_together_are_marked_sent_together(make_config, 
         await core.close()
 
 
+async def test_marks_handed_over_while_the_store_is_busy_go_in_one_write(make_config, clock):
+    """A write of "sent" marks takes every mark handed over until its transaction has begun:
+    while other transactions hold the store (intake's; on SQLite the process's one
+    connection), sends that return one after another go in one write, not the first alone
+    and the rest in the next; and none returns before its row is committed."""
+    from bot.delivery import SentMarks
+
+    core = await open_core(make_config({"storage": {"pool_size": 1}}), clock=clock)
+    held = []
+    try:
+        await queue(core, 3)
+        claims = await outbox.claim(core, "worker-a", ["sms"], 3)
+        await outbox.start(core, "worker-a", [claim.id for claim in claims])
+        marks = SentMarks(core)
+        def wanted(statement: str) -> bool:
+            return statement.lstrip().upper().startswith("UPDATE OUTBOX") and "sent_at" in statement
+
+        with statements(core, wanted) as writes:
+            # Every connection the pool gives (SQLite: one; PostgreSQL: pool_size and as many
+            # more, storage.db), each in a transaction.
+            for _ in range(1 if core.engine.dialect.name == "sqlite" else 2):
+                connection = await core.engine.connect()
+                await connection.begin()
+                held.append(connection)
+            first = asyncio.create_task(marks.mark(claims[0], "gw-1", False))
+            await asyncio.sleep(0.05)  # its write waits for the store
+            rest = [asyncio.create_task(marks.mark(claim, f"gw-{n}", False)) for n, claim in enumerate(claims[1:], 2)]
+            await asyncio.sleep(0.05)
+            assert not any(task.done() for task in [first, *rest])
+            while held:
+                await held.pop().close()
+            await asyncio.wait_for(asyncio.gather(first, *rest), 10)
+        assert len(writes) == 1
+        rows = await stored(core)
+        assert [(row.status, row.external_id) for row in rows] == [("sent", f"gw-{n}") for n in (1, 2, 3)]
+    finally:
+        for connection in held:
+            await connection.close()
+        await core.close()
+
+
 async def test_backoff_grows_exponentially_and_is_capped():
     delays = [outbox.backoff(attempt, 30, 3600) for attempt in range(1, 10)]
     assert 24 <= delays[0] <= 36 and 48 <= delays[1] <= 72 and 96 <= delays[2] <= 144
