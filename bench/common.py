@@ -173,6 +173,14 @@ async def store_query(url: str, queries: dict[str, str]) -> dict[str, int] | Non
         await connection.close()
 
 
+async def outbox_sent(url: str, floor: int | None = None) -> int:
+    """With ``floor``, the outbox's messages sent of those after it; without, the last id (the floor)."""
+    sql = "SELECT coalesce(max(id), 0) FROM outbox" if floor is None else \
+        f"SELECT count(*) FROM outbox WHERE id > {int(floor)} AND status = 'sent'"
+    found = await store_query(url, {"n": sql})
+    return int(found["n"]) if found else 0
+
+
 def plain_pg_url(url: str) -> str:
     return re.sub(r"^postgresql\+asyncpg://", "postgresql://", url)
 
@@ -441,6 +449,9 @@ class Tally:
     slices: int = 0
     peak_rss_mib: float | None = None
     collector: str | None = None  # the service's garbage collection pauses (``collector_pauses``)
+    # Messages the service's outbox sent while its measured slices ran (acknowledgements,
+    # greetings): whether sending kept up with filing, or waited for the gaps between slices.
+    sent_during: int | None = None
     generator: str = "wrk"
     unit: str = "req/s"
 
@@ -509,6 +520,7 @@ class WrkTarget:
     guess: float  # requests a second to size the first file for
     tally: Tally = None
     backends: object = None  # async () -> pids of the PostgreSQL backends serving this server
+    sent: object = None  # async () -> messages this server's outbox has sent so far
 
     def __post_init__(self) -> None:
         self.tally = Tally(self.server.name)
@@ -562,11 +574,14 @@ async def drive(targets: list[WrkTarget], args: argparse.Namespace, workdir: Pat
         await asyncio.to_thread(write_requests, path, requests)
         backends = await target.backends() if target.backends else []
         db_before = {pid: cpu_seconds_of(pid) for pid in backends}
+        sent_before = await target.sent() if target.sent and measured else None
         cpu_before, bench_before = tree_cpu_seconds(target.server.process.pid), time.process_time()
         run = await run_wrk(f"http://127.0.0.1:{target.server.port}/", path, seconds, args.threads,
                             args.connections)
         server_cpu = tree_cpu_seconds(target.server.process.pid) - cpu_before
         target.tally.add(run, server_cpu, time.process_time() - bench_before, measured, args.threads)
+        if sent_before is not None:
+            target.tally.sent_during = (target.tally.sent_during or 0) + await target.sent() - sent_before
         if target.backends and measured:
             # Backends that came during the slice count from their start (a pool's connections are few).
             after = await target.backends()
@@ -598,6 +613,10 @@ def judge(bare: Tally, service: Tally, problems: list[str], args: argparse.Names
         log(tally.line())
         if tally.collector:
             log(tally.collector)
+        if tally.sent_during is not None:
+            log(f"           its outbox sent {tally.sent_during} messages while its slices ran "
+                f"({tally.sent_during / tally.seconds if tally.seconds else 0:.1f}/s, "
+                f"{tally.sent_during / tally.ok if tally.ok else 0:.2f} per answer); the rest after them")
     for tally in tallies:
         if tally.errors:
             problems.append(f"{tally.name}: " + ", ".join(f"{k} x{v}" for k, v in tally.errors.most_common()))
@@ -837,9 +856,15 @@ async def wrk_main(channel: Channel, args: argparse.Namespace, seeder=None) -> i
         for server in servers:
             await wait_healthy(server)
         await channel.ready(port)
+        outbox_floor = await outbox_sent(db.url)
+
+        async def sent() -> int:
+            return await outbox_sent(db.url, outbox_floor)
+
         targets = [WrkTarget(bare, lambda n: channel.requests(n, bare.port), guess=15000.0),
                    WrkTarget(service, lambda n: channel.requests(n, port), guess=channel.guess,
-                             backends=(lambda: postgres_backends(db)) if db.kind == "postgresql" else None)]
+                             backends=(lambda: postgres_backends(db)) if db.kind == "postgresql" else None,
+                             sent=sent)]
         if floor is not None:  # third, so that targets[1] is still the service
             targets.append(WrkTarget(floor, lambda n: channel.requests(n, floor.port), guess=2000.0))
         await drive(targets, args, workdir)
