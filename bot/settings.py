@@ -275,7 +275,7 @@ class DeadlinesConfig(Section):
 
 class OutboxConfig(Section):
     poll_seconds: float = Field(2.0, gt=0)
-    batch_size: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
     max_attempts: int = Field(8, ge=1)
     backoff_base_seconds: float = Field(30.0, gt=0)
     backoff_max_seconds: float = Field(3600.0, gt=0)

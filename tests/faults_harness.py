@@ -103,6 +103,11 @@ class Process:
             await self.child.wait()
 
 
+# The outbox's batch: on SMS (the generic gateway here) all of it is in flight at once, so
+# it bounds what a kill may send a second time (which the gateway recognises).
+BATCH_SIZE = 20
+
+
 def write_config(folder: Path, name: str, database_url: str, operator_url: str, port: int, *,
                  concurrency: int = 4) -> Path:
     """A service on this database with the generic gateway, its dispatcher named for restarts."""
@@ -123,7 +128,7 @@ api_url = {toml(operator_url + "/send")}
 secret_env = "FI_TEST_GENERIC_SECRET"
 [outbox]
 poll_seconds = 0.1
-batch_size = 20
+batch_size = {BATCH_SIZE}
 concurrency = {concurrency}
 heartbeat_seconds = 0.5
 takeover_seconds = 2.0

@@ -216,6 +216,38 @@ async def test_marks_handed_over_while_the_store_is_busy_go_in_one_write(make_co
         await core.close()
 
 
+class AskedHttpSender(HttpSender):
+    """The same, with a provider that can be asked what became of a send (as Twilio can)."""
+
+    async def lookup(self, message: Outgoing) -> str | None:
+        return None
+
+
+async def test_a_channel_that_can_be_asked_sends_its_whole_batch_at_once_the_others_four_at_a_time(core):
+    """A send whose outcome is unknown after a crash is asked about (``lookup``) before it
+    goes again, so on such a channel the whole claimed batch goes at once, marked as being
+    sent in one transaction; on a channel that cannot be asked, ``outbox.concurrency`` at a
+    time, each group in a transaction of its own."""
+    def starts(statement: str) -> bool:
+        return statement.lstrip().upper().startswith("UPDATE OUTBOX") and "attempts" in statement
+
+    together = await FakeGateway(together=10).start()  # answers none until ten are in
+    plain = await FakeGateway().start()
+    try:
+        await queue(core, 10, channel="sms")
+        with statements(core, starts) as marked:
+            assert await asyncio.wait_for(Dispatcher(core, {"sms": AskedHttpSender(together.url)}).run_once(), 20) == 10
+        assert len(marked) == 1 and len(together.received) == 10
+        await queue(core, 10, channel="telegram")
+        with statements(core, starts) as marked:
+            assert await Dispatcher(core, {"telegram": HttpSender(plain.url)}).run_once() == 10
+        assert core.config.outbox.concurrency == 4 and len(marked) == 3  # 4, 4 and 2
+        assert [row.status for row in await stored(core)] == ["sent"] * 20
+    finally:
+        await together.stop()
+        await plain.stop()
+
+
 async def test_backoff_grows_exponentially_and_is_capped():
     delays = [outbox.backoff(attempt, 30, 3600) for attempt in range(1, 10)]
     assert 24 <= delays[0] <= 36 and 48 <= delays[1] <= 72 and 96 <= delays[2] <= 144
