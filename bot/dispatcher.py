@@ -205,8 +205,10 @@ class Dispatcher:
         groups of four, acknowledgements went out at a tenth of the rate complaints came in
         (bench/README.md, 2026-12-06, seventh session)."""
         size = self.core.config.outbox.concurrency
-        asked = [claim for claim in claims if hasattr(self.senders[claim.channel], "lookup")]
-        others = [claim for claim in claims if not hasattr(self.senders[claim.channel], "lookup")]
+        asked: list[Claim] = []
+        others: list[Claim] = []
+        for claim in claims:
+            (asked if hasattr(self.senders[claim.channel], "lookup") else others).append(claim)
         groups = ([asked] if asked else []) + [others[start:start + size] for start in range(0, len(others), size)]
         for group in groups:
             if self._stopping.is_set():
