@@ -14,8 +14,8 @@ unsure, and their next attempt asks the provider first where the sender can look
 message up (``lookup``), else sends again with our reference, which providers that
 dedupe recognise. What stays possible is a second copy of the messages that were in
 flight on a channel that can neither dedupe nor be asked: at most ``outbox.concurrency``
-per crash. On a channel that can be asked (its sender has ``lookup``: SMS) the whole
-claimed batch is in flight at once.
+per crash. On a channel that can be asked (its sender has ``lookup``: SMS, Zalo) the
+whole claimed batch is in flight at once.
 """
 
 from __future__ import annotations

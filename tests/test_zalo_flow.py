@@ -138,3 +138,30 @@ async def test_three_days_later_the_resolution_arrives_by_zns(start_zalo, fake_z
     assert all(c.body["template_data"]["ma_phan_anh"] == complaint.tracking_code for c in sent)
     # Not by consultation message: the window closed.
     assert not [c for c in fake_zalo.sent if "đánh giá" in c.text or "Đã giải quyết" in c.text]
+
+
+async def test_a_message_whose_answer_zalo_lost_is_looked_up_not_sent_twice(start_zalo, fake_zalo, clock):
+    """Zalo took the greeting but its answer was lost (the send timed out): the outbox marks
+    it unsure and, at its next attempt, finds it in the OA's conversation with the citizen
+    instead of sending it again; the acknowledgement after it goes once too."""
+    world = await start_zalo({"outbox": {"send_timeout_seconds": 3}})  # Zalo's client waits 1 s
+    fake_zalo.lose_answer("cs", 1.5)
+    assert await world.post(fake_zalo.text(CITIZEN, "Đèn đường ở ngõ 12 Trần Duy Hưng hỏng ba hôm nay.")) == 200
+
+    async def unsure():
+        return [row for row in await world.outbox() if row.unsure and row.status == "queued"]
+    [row] = await eventually(unsure)
+    clock.advance(hours=1)
+    world.core.outbox_ready.set()
+
+    async def all_sent():
+        rows = await world.outbox()
+        return len(rows) == 2 and all(r.status == "sent" for r in rows) and rows
+    greeting, acknowledgement = await eventually(all_sent)
+    [looked_up] = [c for c in fake_zalo.calls if c.endpoint == "conversation"]
+    assert looked_up.body["user_id"] == CITIZEN
+    assert len(fake_zalo.sent) == 2  # the greeting once, then the acknowledgement
+    assert greeting.id == row.id and not greeting.resent and not greeting.unsure
+    assert greeting.external_id == fake_zalo.sent[0].answer["data"]["message_id"]
+    [complaint] = await world.complaints()
+    assert acknowledgement.complaint_id == complaint.id and complaint.tracking_code in fake_zalo.sent[1].text

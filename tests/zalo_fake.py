@@ -3,6 +3,8 @@ the Zalo channel talks HTTP to, as it would to openapi.zalo.me (OA API), oauth.z
 (OAuth v4) and business.openapi.zalo.me (ZNS). Point all three base URLs at ``fake.url``.
 
 It serves ``POST /v3.0/oa/message/cs`` (consultation message, header ``access_token``),
+``GET /v2.0/oa/conversation?data={"user_id", "offset", "count"}`` (the OA's conversation with a
+user, newest first: the messages it accepted from the OA and the texts the user sent here),
 ``POST /v4/oa/access_token`` (refresh: header ``secret_key``, form ``refresh_token``, ``app_id``,
 ``grant_type``), ``POST /message/template`` (ZNS, header ``access_token``) and ``GET /media/<name>``
 (files a citizen "sent", so the channel can download attachments). It records every request and
@@ -111,7 +113,7 @@ def signed_delivery(app_id: str, oa_secret: str, event: dict, *, retry: int = 0,
 class Call:
     """One request made to the fake, and what it answered (None: an HTTP error or a hang)."""
 
-    endpoint: str  # "cs", "refresh", "zns" or "media"
+    endpoint: str  # "cs", "conversation", "refresh", "zns" or "media"
     headers: dict[str, str]
     body: dict
     answer: dict | None = None
@@ -138,6 +140,7 @@ class Script:
     code: int | None = None  # a Zalo error code in an HTTP 200 answer
     status: int | None = None  # an HTTP status instead (502 ...)
     hang: float | None = None  # hold the request this many seconds (then answer normally)
+    lose: float | None = None  # take the request, then hold its answer this many seconds (a lost answer)
     target: str | None = None
 
 
@@ -172,6 +175,7 @@ class FakeZalo:
     templates: dict[str, set[str]] = field(default_factory=dict)  # ZNS template id -> its params
     no_zalo: set[str] = field(default_factory=set)  # phones (84...) without a Zalo account
     media: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    conversations: dict[str, list[dict]] = field(default_factory=dict)  # user id -> items, oldest first
     url: str = ""
 
     def __post_init__(self) -> None:
@@ -187,6 +191,7 @@ class FakeZalo:
         self._closing = asyncio.Event()
         app = web.Application()
         app.router.add_post("/v3.0/oa/message/cs", self._endpoint("cs", self._cs))
+        app.router.add_get("/v2.0/oa/conversation", self._endpoint("conversation", self._conversation))
         app.router.add_post("/v4/oa/access_token", self._endpoint("refresh", self._refresh))
         app.router.add_post("/message/template", self._endpoint("zns", self._zns))
         app.router.add_get("/media/{name}", self._media)
@@ -217,7 +222,12 @@ class FakeZalo:
 
     def _endpoint(self, name, handler):
         async def run(request: web.Request) -> web.Response:
-            if request.content_type == "application/json":
+            if request.method == "GET":
+                try:
+                    body = json.loads(request.query.get("data", ""))
+                except ValueError:
+                    body = None
+            elif request.content_type == "application/json":
                 try:
                     body = json.loads(await request.text())
                 except ValueError:
@@ -227,6 +237,13 @@ class FakeZalo:
             call = Call(name, dict(request.headers), body if isinstance(body, dict) else {})
             self.calls.append(call)
             script = self._scripted(call)
+            if script and script.lose:
+                call.answer = handler(call) if isinstance(body, dict) else self._error(name, PARAM_INVALID)
+                try:
+                    await asyncio.wait_for(self._closing.wait(), script.lose)
+                except TimeoutError:
+                    pass
+                return web.json_response(call.answer)
             if script and script.hang:
                 try:
                     await asyncio.wait_for(self._closing.wait(), script.hang)
@@ -243,7 +260,7 @@ class FakeZalo:
         return run
 
     def _scripted(self, call: Call) -> Script | None:
-        target = call.user_id or call.body.get("phone")
+        target = call.user_id or call.body.get("user_id") or call.body.get("phone")
         for script in self.scripts:
             if script.endpoint == call.endpoint and script.times > 0 and script.target in (None, target):
                 script.times -= 1
@@ -320,11 +337,38 @@ class FakeZalo:
             return self._error("cs", OUT_OF_QUOTA)
         self.replies[user] = used + 1
         data = {"message_id": self._hex(20), "user_id": user, "sent_time": ms(self.now)}
+        self._said(user, 0, data["message_id"], message.get("text") if message.get("text") is not None else "",
+                   "text" if message.get("text") is not None else "photo")
         if self.now - last <= self.free_window:
             data["quota"] = {"quota_type": "reply"}
             if self.reply_limit is not None:
                 data["quota"].update(remain=str(self.reply_limit - used - 1), total=str(self.reply_limit))
         return {"data": data, "error": 0, "message": "Success"}
+
+    # ---------------------------------------------------------------- OA: a conversation's messages
+
+    def _said(self, user: str, src: int, message_id: str, text: str, kind: str) -> None:
+        """One message in the OA's conversation with a user (src 0: the OA sent it; 1: the user)."""
+        oa, them = (self.oa_id, user) if src == 0 else (user, self.oa_id)
+        self.conversations.setdefault(user, []).append({
+            "src": src, "time": int(self.now.timestamp() * 1000), "type": kind, "message": text,
+            "message_id": message_id, "from_id": oa, "to_id": them, "from_display_name": "", "to_display_name": ""})
+
+    def _conversation(self, call: Call) -> dict:
+        if (code := self._token_error(call, self.expired_token_code, TOKEN_INVALID)) is not None:
+            return self._error("conversation", code)
+        query = call.body
+        user = str(query.get("user_id") or "")
+        try:
+            offset, count = int(query.get("offset", 0)), int(query.get("count", 10))
+        except (TypeError, ValueError):
+            return self._error("conversation", PARAM_INVALID, "offset")
+        if not user:
+            return self._error("conversation", PARAM_INVALID, "user_id")
+        if count > 10 or count < 1 or offset < 0:
+            return self._error("conversation", PARAM_TOO_LONG)
+        newest_first = list(reversed(self.conversations.get(user, [])))
+        return {"data": newest_first[offset:offset + count], "error": 0, "message": "Success"}
 
     # ---------------------------------------------------------------- ZNS
 
@@ -360,7 +404,7 @@ class FakeZalo:
     # ---------------------------------------------------------------- scripting hooks
 
     def fail(self, endpoint: str, code: int, *, times: int = 1, target: str | None = None) -> None:
-        """The next ``times`` calls of "cs", "zns" or "refresh" (to one user id or phone) answer
+        """The next ``times`` calls of "cs", "conversation", "zns" or "refresh" (to one user id or phone) answer
         this Zalo error code (HTTP 200, Zalo's envelope)."""
         self.scripts.append(Script(endpoint, times, code=code, target=target))
 
@@ -371,6 +415,11 @@ class FakeZalo:
     def hang(self, endpoint: str, seconds: float = 30, *, times: int = 1) -> None:
         """Hold the next ``times`` calls of an endpoint this long before answering (for timeouts)."""
         self.scripts.append(Script(endpoint, times, hang=seconds))
+
+    def lose_answer(self, endpoint: str, seconds: float = 30, *, times: int = 1) -> None:
+        """Take the next ``times`` calls of an endpoint (a message is sent), then hold their
+        answers this long: the client times out not knowing that Zalo took them."""
+        self.scripts.append(Script(endpoint, times, lose=seconds))
 
     def expire_access_token(self) -> None:
         """The current access token expires now (its refresh token still works, once)."""
@@ -401,6 +450,8 @@ class FakeZalo:
         if attachments:
             message["attachments"] = attachments
         self.interacted(user, at)
+        if text is not None:
+            self._said(user, 1, message["msg_id"], text, "text")
         return {"app_id": self.app_id, "sender": {"id": user}, "user_id_by_app": self.by_app(user),
                 "recipient": {"id": self.oa_id}, "event_name": name, "message": message, "timestamp": ms(at)}
 

@@ -81,22 +81,32 @@ class ZaloApi:
         Raises PermanentDeliveryError with Zalo's code and message for an error Zalo gives,
         TransientDeliveryError for the network, HTTP errors and the rate limit.
         """
+        data = await self._authorized(lambda token: self._post(url, body, token))
+        return data if isinstance(data, dict) else {}
+
+    async def read(self, url: str, query: dict) -> list:
+        """GET a listing (``?data=`` a JSON object, as the OA API's reads take it) with the
+        access token; the answer's ``data`` list on success. Errors as for ``call``; a read
+        that gets no answer in time is transient (nothing was sent)."""
+        data = await self._authorized(lambda token: self._get(url, query, token))
+        return data if isinstance(data, list) else []
+
+    async def _authorized(self, request) -> object:
         pair = await self._stored()
         if not pair or not pair.get("access_token"):
             raise NoToken("zalo: no access token stored; run `feedback-intake zalo set-token`")
         if self._expired(pair):
             pair = await self.renew(pair)
-        answer = await self._post(url, body, pair["access_token"])
+        answer = await request(pair["access_token"])
         if answer.get("error") in TOKEN_ERRORS:
             log.info("zalo token refused, renewing", extra={"fields": {"error": answer.get("error")}})
             pair = await self.renew(pair)
-            answer = await self._post(url, body, pair["access_token"])
+            answer = await request(pair["access_token"])
             if answer.get("error") in TOKEN_ERRORS:
                 raise NoToken(f"zalo: the new access token is refused too ({answer.get('error')}): {_detail(answer)}")
         code = answer.get("error")
         if code == 0:
-            data = answer.get("data")
-            return data if isinstance(data, dict) else {}
+            return answer.get("data")
         if code == RATE_LIMITED:
             raise TransientDeliveryError(f"zalo: rate limited ({code}): {_detail(answer)}", 60.0)
         if not isinstance(code, int):
@@ -113,19 +123,28 @@ class ZaloApi:
             return False
 
     async def _post(self, url: str, body: dict, token: str) -> dict:
-        if self.http is None:
-            raise TransientDeliveryError("zalo: the channel is not started")
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
         headers = {"Content-Type": "application/json", "access_token": token}
+        return await self._answer("POST", url, headers, data=data)
+
+    async def _get(self, url: str, query: dict, token: str) -> dict:
+        params = {"data": json.dumps(query, separators=(",", ":"))}
+        return await self._answer("GET", url, {"access_token": token}, params=params)
+
+    async def _answer(self, method: str, url: str, headers: dict, **request: object) -> dict:
+        if self.http is None:
+            raise TransientDeliveryError("zalo: the channel is not started")
         try:
-            async with self.http.post(url, data=data, headers=headers) as response:
+            async with self.http.request(method, url, headers=headers, **request) as response:
                 if response.status != 200:
                     raise TransientDeliveryError(f"zalo: HTTP {response.status} from {url.split('/')[2]}",
                                                  _retry_after(response.headers.get("Retry-After")))
                 answer = await response.json(content_type=None)
         except (asyncio.TimeoutError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError):
-            # Zalo may have taken the message before the answer was lost; it cannot be asked
-            # (and has no idempotency key), so the next attempt sends again: a possible double.
+            if method == "GET":
+                raise TransientDeliveryError("zalo: no answer in time") from None
+            # Zalo may have taken the message before the answer was lost: the next attempt
+            # asks the conversation first (ZaloSender.lookup), then sends again if it is not there.
             raise UnknownDeliveryError("zalo: no answer in time") from None
         except aiohttp.ClientError as error:
             raise TransientDeliveryError(f"zalo: cannot reach Zalo: {type(error).__name__}") from None

@@ -8,7 +8,9 @@ that, refused by Zalo after 7 days (-230). The sender declares that window
 way outside it; when Zalo refuses anyway (window closed, out of quota, the citizen blocked
 the OA or left it), the error is permanent for this message on this channel, with Zalo's
 reason. Texts go up to Zalo's 2000 characters (longer ones are shortened, ending with the
-status page); a photo with a web address goes as an image attachment after the text.
+status page); a photo with a web address goes as an image attachment after the text. A
+send whose outcome is unknown is looked up in the OA's conversation with the citizen before
+it goes again (``ZaloSender.lookup``).
 
 A ZNS message (ZBS Template Message, ``POST {zns_base}/message/template``) carries only the
 kinds of message that have an approved template in ``[zalo.zns_templates]`` (``kinds``); its
@@ -22,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from datetime import timedelta
 
 from bot.logs import mask_phone
 from bot.port import Port
@@ -33,6 +36,9 @@ from contract.messages import Outgoing
 log = logging.getLogger(__name__)
 
 TEXT_LIMIT = 2000  # Zalo's limit for a consultation text (-210 beyond it)
+# Asking what became of a send: the conversation's latest messages, ten a page (Zalo
+# refuses more, -210), at most this many pages and no further back than this.
+LOOKUP_PAGE, LOOKUP_PAGES, LOOKUP_SPAN = 10, 5, timedelta(days=2)
 QUOTA_KEY = "zalo-zns-quota"  # the last ZNS quota Zalo reported, as a stored value
 # What Zalo's refusals mean, for the reason the outbox records.
 MEANINGS = {
@@ -106,6 +112,58 @@ class ZaloSender:
         log.info("zalo sent", extra={"fields": {"key": message.key, "kind": message.kind}})
         found = data.get("message_id")
         return str(found) if found else None
+
+    async def lookup(self, message: Outgoing) -> str | None:
+        """After an attempt with no answer (or a crash while sending): Zalo's id for the
+        message if the OA's conversation with the citizen shows it, else None (send it).
+
+        Zalo takes no key of ours to recognise a message sent twice, but it lists the
+        conversation (``GET {api_base}/v2.0/oa/conversation``, newest first, ten a page): a
+        message the OA sent there (``src`` 0) with this text, no older than ``LOOKUP_SPAN``,
+        is this one. Because it can be asked, the dispatcher sends a whole batch of Zalo
+        messages at once, as it does SMS.
+
+        A message whose photos follow its text is not asked about: its text found would not
+        say whether the photos went, so it is sent again whole (its text may arrive twice).
+        When Zalo refuses the listing (the app lacks the permission to read conversations),
+        the message is sent again, as before there was a look-up; the network or Zalo's rate
+        limit leaves it unsure for the next attempt.
+        """
+        if any(a.content_type.startswith("image/") and (a.reference or "").startswith(("https://", "http://"))
+               for a in message.attachments):
+            return None
+        if not re.fullmatch(r"\d{1,40}", message.recipient):
+            return None  # never sent: send() refuses it for good
+        text = self.text_for(message)
+        since = (self.port.clock.now() - LOOKUP_SPAN).timestamp() * 1000
+        url = f"{self.config.api_base_url}/v2.0/oa/conversation"
+        for page in range(LOOKUP_PAGES):
+            try:
+                items = await self.api.read(url, {"user_id": message.recipient, "offset": page * LOOKUP_PAGE,
+                                                  "count": LOOKUP_PAGE})
+            except PermanentDeliveryError as error:
+                log.warning("zalo: cannot read the conversation to look a message up; sending it again",
+                            extra={"fields": {"key": message.key, "error": str(_explained(error))}})
+                return None
+            for item in items:
+                if not isinstance(item, dict):
+                    continue
+                at = _ms(item.get("time"))
+                if at is not None and at < since:
+                    return None
+                if item.get("src") in (0, "0") and item.get("message") == text and item.get("message_id"):
+                    return str(item["message_id"])
+            if len(items) < LOOKUP_PAGE:
+                return None
+        return None
+
+
+def _ms(value: object) -> float | None:
+    """A time in a Zalo listing (milliseconds since the epoch, a number or a string), if readable."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def zns_phone(recipient: str) -> str | None:
