@@ -85,13 +85,18 @@ class SentMarks:
 
     async def mark(self, claim: Claim, external_id: str | None, resent: bool) -> None:
         """Mark one row sent; returns once it is committed (or raises what the store said)."""
+        error = await asyncio.shield(self.hand_over(claim, external_id, resent))  # a cancelled send's mark is written
+        if error is not None:
+            raise error
+
+    def hand_over(self, claim: Claim, external_id: str | None, resent: bool) -> asyncio.Future:
+        """Hand one row's mark over without waiting: the future is done once it is written,
+        with None or the store's error."""
         future = asyncio.get_running_loop().create_future()
         self.waiting.append(((claim, external_id, resent, self.core.clock.now()), future))
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._write(), name="outbox-sent-marks")
-        error = await asyncio.shield(future)  # a cancelled send still has its mark written
-        if error is not None:
-            raise error
+        return future
 
     async def _write(self) -> None:
         while self.waiting:

@@ -149,8 +149,13 @@ class Dispatcher:
             await self.register()
         return await outbox.claim(self.core, self.holder, self.senders, limit or self.core.config.outbox.batch_size)
 
-    async def send_one(self, claim: Claim) -> str:
-        """Send one message that is marked as being sent; record how it went."""
+    async def send_one(self, claim: Claim, marks: list[asyncio.Future] | None = None) -> str:
+        """Send one message that is marked as being sent; record how it went.
+
+        With ``marks`` (a channel that can be asked, so a send whose mark is not yet written
+        is looked up after a crash, not sent twice), its "sent" mark is handed over and its
+        future put there, and the next message to the same recipient goes without waiting
+        for the write; else it returns once the mark is written."""
         config = self.core.config.outbox
         sender = self.senders[claim.channel]
         attempt = claim.attempts + 1
@@ -162,7 +167,7 @@ class Dispatcher:
             except Exception as error:  # noqa: BLE001 - cannot tell: try again later, still unsure
                 return await self._retry(claim, attempt, f"looking the message up failed: {error}", None, True)
             if found is not None:
-                await self._marks.mark(claim, found, resent=False)
+                await self._mark(claim, found, False, marks)
                 return self._done(claim, "sent", attempt, None)
         try:
             external_id = await asyncio.wait_for(sender.send(claim.message), timeout=config.send_timeout_seconds)
@@ -178,8 +183,15 @@ class Dispatcher:
             return await self._retry(claim, attempt, str(error) or type(error).__name__, retry_after, False)
         if claim.unsure:
             self.core.metrics.resends.labels(claim.channel).inc()
-        await self._marks.mark(claim, external_id, resent=claim.unsure)
+        await self._mark(claim, external_id, claim.unsure, marks)
         return self._done(claim, "sent", attempt, None)
+
+    async def _mark(self, claim: Claim, external_id: str | None, resent: bool,
+                    marks: list[asyncio.Future] | None) -> None:
+        if marks is None:
+            await self._marks.mark(claim, external_id, resent=resent)
+        else:
+            marks.append(self._marks.hand_over(claim, external_id, resent))
 
     async def _retry(self, claim: Claim, attempt: int, reason: str, retry_after: float | None, unsure: bool) -> str:
         if attempt >= self.core.config.outbox.max_attempts:
@@ -214,11 +226,15 @@ class Dispatcher:
             if self._stopping.is_set():
                 return  # what is left is given back by leave()
             await outbox.start(self.core, self.holder, [claim.id for claim in group])
-            await asyncio.gather(*(self._send_in_turn(turn) for turn in in_turns(group)))
+            marks: list[asyncio.Future] | None = [] if group is asked else None
+            await asyncio.gather(*(self._send_in_turn(turn, marks) for turn in in_turns(group)))
+            for error in await asyncio.gather(*(marks or ())):
+                if error is not None:
+                    raise error  # the rows stay being sent: the heartbeat takes them back, unsure
 
-    async def _send_in_turn(self, claims: list[Claim]) -> None:
+    async def _send_in_turn(self, claims: list[Claim], marks: list[asyncio.Future] | None = None) -> None:
         for claim in claims:
-            await self.send_one(claim)
+            await self.send_one(claim, marks)
 
     async def run_once(self) -> int:
         """One round: beat if due, claim a batch, send it; return how many were claimed."""

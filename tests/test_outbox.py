@@ -248,6 +248,57 @@ async def test_a_channel_that_can_be_asked_sends_its_whole_batch_at_once_the_oth
         await plain.stop()
 
 
+async def test_where_a_send_can_be_asked_about_the_next_to_its_recipient_does_not_wait_for_its_mark(
+        make_config, clock):
+    """One recipient's messages go one after another. On a channel whose sender can be asked
+    what became of a send, the next goes as soon as the last one's send returns: a crash
+    before its "sent" mark is written leaves it unsure, and it is looked up, not sent twice.
+    Elsewhere the next waits until the mark is written (at most ``outbox.concurrency``
+    sends unrecorded at a crash). The gateway holds every connection the store gives (as an
+    intake batch does under load) from the moment it has answered the first message."""
+    core = await open_core(make_config({"storage": {"pool_size": 1}}), clock=clock)
+    held: list = []
+    arrived_while_held: list[bool] = []
+
+    class HoldingGateway(FakeGateway):
+        async def handle(self, request: web.Request) -> web.Response:
+            arrived_while_held.append(bool(held))
+            if held:
+                release()
+            else:
+                for _ in range(1 if core.engine.dialect.name == "sqlite" else 2):
+                    connection = await core.engine.connect()
+                    await connection.begin()
+                    held.append(connection)
+                asyncio.get_running_loop().call_later(1.5, release)
+            return await super().handle(request)
+
+    def release() -> None:
+        while held:
+            asyncio.ensure_future(held.pop().close())
+
+    try:
+        for channel, sender in (("sms", AskedHttpSender), ("telegram", HttpSender)):
+            gateway = await HoldingGateway().start()
+            arrived_while_held.clear()
+            try:
+                async with core.sessions() as session, session.begin():
+                    for number in range(2):
+                        await outbox.enqueue(session, core.clock.now(), Outgoing(
+                            key=f"test:{channel}:{number}", channel=channel, recipient="+84912340000",
+                            text=f"Tin nhắn {number}"))
+                assert await asyncio.wait_for(Dispatcher(core, {channel: sender(gateway.url)}).run_once(), 20) == 2
+                assert [body["key"] for body in gateway.received] == [f"test:{channel}:0", f"test:{channel}:1"]
+                assert arrived_while_held == [False, channel == "sms"], channel
+            finally:
+                release()
+                await gateway.stop()
+        assert [row.status for row in await stored(core)] == ["sent"] * 4
+    finally:
+        release()
+        await core.close()
+
+
 async def test_backoff_grows_exponentially_and_is_capped():
     delays = [outbox.backoff(attempt, 30, 3600) for attempt in range(1, 10)]
     assert 24 <= delays[0] <= 36 and 48 <= delays[1] <= 72 and 96 <= delays[2] <= 144
