@@ -147,7 +147,9 @@ class Dispatcher:
             return []
         if self._beat is None:
             await self.register()
-        return await outbox.claim(self.core, self.holder, self.senders, limit or self.core.config.outbox.batch_size)
+        asked = [channel for channel, sender in self.senders.items() if hasattr(sender, "lookup")]
+        return await outbox.claim(self.core, self.holder, self.senders, limit or self.core.config.outbox.batch_size,
+                                  start_now=asked)
 
     async def send_one(self, claim: Claim, marks: list[asyncio.Future] | None = None) -> str:
         """Send one message that is marked as being sent; record how it went.
@@ -212,25 +214,29 @@ class Dispatcher:
         asked what became of a send (``lookup``), the whole batch at once; on the others
         ``outbox.concurrency`` at a time, since a crash may send what is in flight there twice.
 
-        Each group is marked as being sent in a transaction of its own before it goes, and
-        under load on SQLite each such transaction waits for an intake batch (20-40 ms): in
+        The rows on a channel that can be asked were marked as being sent when claimed
+        (``claim``), and a recipient's next message goes as soon as the last one's send
+        returns; the round ends when every "sent" mark is written. Each group of the others
+        is marked in a transaction of its own before it goes, and its sends wait for their
+        marks. Under load on SQLite each transaction waits for an intake batch (20-75 ms): in
         groups of four, acknowledgements went out at a tenth of the rate complaints came in
-        (bench/README.md, 2026-12-06, seventh session)."""
+        (bench/README.md, 2026-12-06, seventh and eighth sessions)."""
         size = self.core.config.outbox.concurrency
         asked: list[Claim] = []
         others: list[Claim] = []
         for claim in claims:
             (asked if hasattr(self.senders[claim.channel], "lookup") else others).append(claim)
-        groups = ([asked] if asked else []) + [others[start:start + size] for start in range(0, len(others), size)]
-        for group in groups:
+        if asked:  # marked as being sent when claimed: they go even when stopping
+            marks: list[asyncio.Future] = []
+            await asyncio.gather(*(self._send_in_turn(turn, marks) for turn in in_turns(asked)))
+            for error in await asyncio.gather(*marks):
+                if error is not None:
+                    raise error  # the rows stay being sent: the heartbeat takes them back, unsure
+        for group in (others[start:start + size] for start in range(0, len(others), size)):
             if self._stopping.is_set():
                 return  # what is left is given back by leave()
             await outbox.start(self.core, self.holder, [claim.id for claim in group])
-            marks: list[asyncio.Future] | None = [] if group is asked else None
-            await asyncio.gather(*(self._send_in_turn(turn, marks) for turn in in_turns(group)))
-            for error in await asyncio.gather(*(marks or ())):
-                if error is not None:
-                    raise error  # the rows stay being sent: the heartbeat takes them back, unsure
+            await asyncio.gather(*(self._send_in_turn(turn) for turn in in_turns(group)))
 
     async def _send_in_turn(self, claims: list[Claim], marks: list[asyncio.Future] | None = None) -> None:
         for claim in claims:

@@ -180,8 +180,13 @@ def backoff(attempts: int, base: float, cap: float, retry_after: float | None = 
     return max(delay, retry_after or 0.0)
 
 
-async def claim(core: Core, holder: str, channels: Iterable[str], limit: int) -> list[Claim]:
-    """Claim up to ``limit`` due messages for these channels for one worker incarnation."""
+async def claim(core: Core, holder: str, channels: Iterable[str], limit: int,
+                start_now: Iterable[str] = ()) -> list[Claim]:
+    """Claim up to ``limit`` due messages for these channels for one worker incarnation.
+
+    The rows on the channels in ``start_now`` are marked as being sent in the same
+    transaction (``start``): channels whose senders can be asked what became of a send,
+    whose whole batch goes at once."""
     now = core.clock.now()
     async with core.sessions() as session, session.begin():
         # The ids are read first and the UPDATE names them: PostgreSQL may plan
@@ -208,7 +213,11 @@ async def claim(core: Core, holder: str, channels: Iterable[str], limit: int) ->
         rows = (await session.scalars(
             select(OutboxMessage).where(OutboxMessage.id.in_(due), OutboxMessage.claimed_by == holder,
                                         OutboxMessage.status == CLAIMED).order_by(OutboxMessage.id))).all()
-        return await _claims(session, rows)
+        claims = await _claims(session, rows)  # their attempts as before this one, as for any claim
+        starting = set(start_now)
+        if started := [claim.id for claim in claims if claim.channel in starting]:
+            await start_in(session, holder, started)
+        return claims
 
 
 async def _claims(session: AsyncSession, rows: Sequence[OutboxMessage]) -> list[Claim]:
@@ -225,9 +234,14 @@ async def _claims(session: AsyncSession, rows: Sequence[OutboxMessage]) -> list[
 async def start(core: Core, holder: str, ids: Sequence[int]) -> None:
     """Mark claimed rows as being sent, just before they are handed to their senders."""
     async with core.sessions() as session, session.begin():
-        await session.execute(
-            update(table := OutboxMessage.__table__).where(table.c.id.in_(list(ids)), table.c.claimed_by == holder)
-            .values(status=SENDING, attempts=table.c.attempts + 1))
+        await start_in(session, holder, ids)
+
+
+async def start_in(session: AsyncSession, holder: str, ids: Sequence[int]) -> None:
+    """``start`` in the caller's transaction."""
+    await session.execute(
+        update(table := OutboxMessage.__table__).where(table.c.id.in_(list(ids)), table.c.claimed_by == holder)
+        .values(status=SENDING, attempts=table.c.attempts + 1))
 
 
 async def release(core: Core, holder: str) -> int:

@@ -248,6 +248,20 @@ async def test_a_channel_that_can_be_asked_sends_its_whole_batch_at_once_the_oth
         await plain.stop()
 
 
+async def test_rows_on_a_channel_that_can_be_asked_are_marked_being_sent_in_their_claims_transaction(core):
+    """Their whole batch goes at once, so the claim marks them as being sent (one transaction
+    where there were two, each waiting for the store under load); rows on the other
+    channels are only claimed, and marked in groups just before they go."""
+    await queue(core, 3, channel="sms")
+    await queue(core, 3, channel="telegram")
+    dispatcher = Dispatcher(core, {"sms": AskedHttpSender("http://127.0.0.1:9/"), "telegram": HttpSender("http://127.0.0.1:9/")})
+    claims = await dispatcher.claim()  # one transaction (outbox.claim)
+    assert len(claims) == 6
+    assert all(claim.attempts == 0 for claim in claims)  # the attempt about to be made is the first
+    rows = {(row.channel, row.status, row.attempts) for row in await stored(core)}
+    assert rows == {("sms", "sending", 1), ("telegram", "claimed", 0)}
+
+
 async def test_where_a_send_can_be_asked_about_the_next_to_its_recipient_does_not_wait_for_its_mark(
         make_config, clock):
     """One recipient's messages go one after another. On a channel whose sender can be asked
