@@ -254,7 +254,8 @@ async def test_rows_on_a_channel_that_can_be_asked_are_marked_being_sent_in_thei
     channels are only claimed, and marked in groups just before they go."""
     await queue(core, 3, channel="sms")
     await queue(core, 3, channel="telegram")
-    dispatcher = Dispatcher(core, {"sms": AskedHttpSender("http://127.0.0.1:9/"), "telegram": HttpSender("http://127.0.0.1:9/")})
+    nowhere = "http://127.0.0.1:9/"
+    dispatcher = Dispatcher(core, {"sms": AskedHttpSender(nowhere), "telegram": HttpSender(nowhere)})
     claims = await dispatcher.claim()  # one transaction (outbox.claim)
     assert len(claims) == 6
     assert all(claim.attempts == 0 for claim in claims)  # the attempt about to be made is the first
