@@ -12,6 +12,12 @@ request, so a message sent twice is seen even though the citizen gets it once.
 A run prints: accepted, stored, acknowledged, delivered, lost, doubled (a citizen who got
 two copies), sent again (a second request for one message, which the operator recognised),
 and the seconds from recovery until the outbox was empty.
+
+The same on Zalo (``zalo_killed_under_load``): signed ``user_send_text`` events from new
+citizens, posted until answered 200, and the fake Zalo (tests/zalo_fake.py, on the real
+clock) taking the greetings and acknowledgements. Zalo keeps no key of ours, so any second
+send is a second copy; a send whose outcome a kill left unknown must be found by the
+look-up in the OA's conversation, not sent again.
 """
 
 from __future__ import annotations
@@ -33,10 +39,14 @@ import aiohttp
 import asyncpg
 from sqlalchemy import func, select
 
+from bot import credentials
+from bot.clock import SystemClock
 from service.assembly import open_core
 from service.config import parse_config
 from storage.models import Complaint, OutboxMessage
 from tests.test_sms_support import GENERIC_SECRET, SECRETS, FakeOperator, generic_headers
+from tests.zalo_fake import APP_ID, OA_ID, FakeZalo, signed_delivery
+from tests.zalo_world import ZALO_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,7 +76,7 @@ class Process:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        env = {**os.environ, **SECRETS}
+        env = {**os.environ, **SECRETS, **ZALO_ENV}
         # The log goes to a file: a pipe nobody reads fills up and blocks the process's logging.
         with open(self.config.with_suffix(".log"), "ab") as log:
             self.child = await asyncio.create_subprocess_exec(
@@ -109,9 +119,21 @@ BATCH_SIZE = 20
 
 
 def write_config(folder: Path, name: str, database_url: str, operator_url: str, port: int, *,
-                 concurrency: int = 4) -> Path:
-    """A service on this database with the generic gateway, its dispatcher named for restarts."""
-    text = f"""
+                 concurrency: int = 4, zalo_url: str | None = None) -> Path:
+    """A service on this database with the generic gateway (and Zalo, talking to the fake at
+    ``zalo_url``), its dispatcher named for restarts."""
+    zalo = "" if zalo_url is None else f"""
+[zalo]
+enabled = true
+app_id = {toml(APP_ID)}
+oa_id = {toml(OA_ID)}
+oa_secret_env = "ZALO_OA_SECRET"
+app_secret_env = "ZALO_APP_SECRET"
+api_base_url = {toml(zalo_url)}
+oauth_base_url = {toml(zalo_url)}
+zns_base_url = {toml(zalo_url)}
+"""
+    text = zalo + f"""
 [storage]
 url = {toml(database_url)}
 [web]
@@ -369,3 +391,148 @@ async def gateway_down_under_load(folder: Path, database_url: str, *, messages: 
         for process in running:
             await process.stop()
         await operator.stop()
+
+
+def zalo_user(number: int) -> str:
+    """Citizen ``number``'s Zalo id (19 digits, as Zalo's)."""
+    return f"58162573{number:011d}"
+
+
+def zalo_text(number: int) -> str:
+    return f"Rác ở đầu ngõ {number} phố Huế chưa được thu gom ba hôm nay."
+
+
+@dataclass
+class ZaloLoad:
+    """Zalo's webhook deliveries: each event is posted again until it is answered 200."""
+
+    fake: FakeZalo
+    total: int
+    accepted: set[int] = field(default_factory=set)
+
+    async def deliver(self, processes: list[Process], number: int, http: aiohttp.ClientSession) -> None:
+        event = self.fake.text(zalo_user(number), zalo_text(number), msg_id=f"load{number:016d}")
+        body, headers = signed_delivery(self.fake.app_id, self.fake.oa_secret, event)
+        while True:
+            target = random.choice(processes)
+            try:
+                async with http.post(f"{target.url}/webhooks/zalo", data=body, headers=headers,
+                                     timeout=aiohttp.ClientTimeout(total=10)) as response:
+                    if response.status == 200:
+                        self.accepted.add(number)
+                        return
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+            await asyncio.sleep(0.05)
+
+    async def run(self, processes: list[Process], concurrency: int = 16) -> None:
+        numbers = list(range(self.total))
+        async with aiohttp.ClientSession() as http:
+            async def worker() -> None:
+                while numbers:
+                    await self.deliver(processes, numbers.pop(0), http)
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+@dataclass
+class ZaloOutcome:
+    """What the Zalo citizens got."""
+
+    accepted: int
+    stored: int
+    greeted: int  # citizens who got the greeting
+    acknowledged: int  # citizens who got the acknowledgement with their complaint's code
+    doubled: int  # citizens who got one of those twice
+    looked_up: int  # rows the look-up found sent (a kill had left them unsure)
+    resent_rows: int  # rows sent again after an unknown outcome
+
+    def line(self) -> str:
+        return (f"accepted {self.accepted}, stored {self.stored}, greeted {self.greeted}, acknowledged "
+                f"{self.acknowledged}, doubled {self.doubled}, conversation look-ups {self.looked_up}, "
+                f"rows sent again {self.resent_rows}")
+
+
+async def zalo_killed_under_load(folder: Path, database_url: str, *, messages: int, kills: int,
+                                 processes: int = 1) -> ZaloOutcome:
+    """Zalo load on ``processes`` service processes; ``kills`` times one is killed with
+    SIGKILL at a random point and started again; then wait for the outbox to drain."""
+    fake = await FakeZalo(clock=SystemClock()).start()
+    operator = await FakeOperator().start()
+    running = [Process(f"web-{i + 1}", free_port(), Path()) for i in range(processes)]
+    for process in running:
+        process.config = write_config(folder, process.name, database_url, operator.url, process.port,
+                                      zalo_url=fake.url)
+    try:
+        await running[0].start()  # makes the store; then the OA's first token pair goes in
+        config = parse_config({"storage": {"url": database_url}, "web": {"port": 0}}, {})
+        core = await open_core(config, upgrade=False)
+        try:
+            await credentials.store(core, "zalo", {"access_token": fake.access_token,
+                                                   "refresh_token": fake.refresh_token, "expires_at": None})
+        finally:
+            await core.close()
+        for process in running[1:]:
+            await process.start()
+        load = ZaloLoad(fake, messages)
+        sending = asyncio.create_task(load.run(running))
+        for _ in range(kills):
+            target = len(load.accepted) + random.randint(messages // (4 * kills), messages // (2 * kills))
+            while len(load.accepted) < min(target, messages - 1) and not sending.done():
+                await asyncio.sleep(0.01)
+            victim = random.choice(running)
+            victim.kill()
+            await victim.child.wait()
+            await asyncio.sleep(random.uniform(0.0, 0.5))
+            await victim.start()
+        await sending
+        await _drained(database_url, messages)
+        return await _zalo_outcome(database_url, load, fake)
+    finally:
+        for process in running:
+            await process.stop()
+        await operator.stop()
+        await fake.stop()
+
+
+async def _drained(database_url: str, expected: int, timeout: float = 120.0) -> None:
+    config = parse_config({"storage": {"url": database_url}, "web": {"port": 0}}, {})
+    core = await open_core(config, upgrade=False)
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < timeout:
+            async with core.sessions() as session:
+                complaints = await session.scalar(select(func.count()).select_from(Complaint))
+                waiting = await session.scalar(select(func.count()).select_from(OutboxMessage).where(
+                    OutboxMessage.status != "sent"))
+                rows = await session.scalar(select(func.count()).select_from(OutboxMessage))
+            if complaints >= expected and rows >= 2 * complaints and waiting == 0:
+                return
+            await asyncio.sleep(0.2)
+    finally:
+        await core.close()
+    raise AssertionError(f"the outbox did not drain in {timeout:.0f} s")
+
+
+async def _zalo_outcome(database_url: str, load: ZaloLoad, fake: FakeZalo) -> ZaloOutcome:
+    config = parse_config({"storage": {"url": database_url}, "web": {"port": 0}}, {})
+    core = await open_core(config, upgrade=False)
+    try:
+        async with core.sessions() as session:
+            codes = dict((await session.execute(select(Complaint.text, Complaint.tracking_code))).all())
+            resent = await session.scalar(select(func.count()).select_from(OutboxMessage)
+                                          .where(OutboxMessage.resent.is_(True)))
+    finally:
+        await core.close()
+    copies = Counter((call.user_id, call.text) for call in fake.sent)
+    greeted = acknowledged = stored = 0
+    for number in load.accepted:
+        user, code = zalo_user(number), codes.get(zalo_text(number))
+        stored += code is not None
+        texts = [text for (to, text) in copies if to == user]
+        acknowledged += code is not None and any(code in text for text in texts)
+        greeted += any(code is None or code not in text for text in texts)
+    looked_up = sum(1 for call in fake.calls if call.endpoint == "conversation")
+    return ZaloOutcome(accepted=len(load.accepted), stored=stored, greeted=greeted, acknowledged=acknowledged,
+                       doubled=len({to for (to, _), count in copies.items() if count > 1}), looked_up=looked_up,
+                       resent_rows=resent)

@@ -1,5 +1,6 @@
-"""The fault suite, short: the real service killed with SIGKILL under SMS load, on SQLite
-with one process and on PostgreSQL with two, and the store out of reach for a while.
+"""The fault suite, short: the real service killed with SIGKILL under SMS load and under
+Zalo load, on SQLite with one process and on PostgreSQL with two, and the store out of
+reach for a while.
 bench/faults.py runs the long version (1,500 messages and more).
 
 What must hold: no SMS a gateway got a 2xx for is lost; every citizen is acknowledged;
@@ -11,7 +12,7 @@ dedupes, a whole claimed batch: ``outbox.batch_size``).
 from __future__ import annotations
 
 from tests.conftest import POSTGRES_ADMIN_URL
-from tests.faults_harness import BATCH_SIZE, killed_under_load, store_away_under_load
+from tests.faults_harness import BATCH_SIZE, killed_under_load, store_away_under_load, zalo_killed_under_load
 
 CONCURRENCY = 4
 
@@ -33,3 +34,13 @@ async def test_the_store_out_of_reach_for_a_few_seconds_loses_nothing(tmp_path, 
     print(result.line())
     assert result.accepted == result.stored == result.acknowledged == 150
     assert result.lost == 0 and result.doubled == 0 and result.delivered == 150
+
+
+async def test_kill_minus_nine_twice_under_zalo_load_loses_nothing_and_doubles_nothing(tmp_path, database_url):
+    """Zalo keeps no key of ours: a message a kill left unsure is found in the OA's
+    conversation with the citizen, or it would reach them twice."""
+    processes = 2 if POSTGRES_ADMIN_URL else 1
+    result = await zalo_killed_under_load(tmp_path, database_url, messages=160, kills=2, processes=processes)
+    print(result.line())
+    assert result.accepted == result.stored == result.greeted == result.acknowledged == 160
+    assert result.doubled == 0
