@@ -46,8 +46,8 @@ from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
 
 
-from common import (TEXTS, Database, Server, Tally, WrkRun, collector_pauses, free_port, judge, log, peak_rss_mib,
-                    serve_command, store_query, tree_cpu_seconds, wait_drained)
+from common import (TEXTS, Database, Server, Tally, WrkRun, collector_pauses, free_port, judge, log, outbox_sent,
+                    peak_rss_mib, serve_command, store_query, tree_cpu_seconds, wait_drained)
 
 TARGET_RATIO = 0.5
 SLOT_BYTES = b"citizen-slot"
@@ -404,6 +404,7 @@ async def run(args: argparse.Namespace) -> int:
         for server in servers:
             await wait_for_smtp(server)
         floor = (await store_query(db.url, {"max": "SELECT coalesce(max(id), 0) FROM complaints"}) or {"max": 0})["max"]
+        outbox_floor = await outbox_sent(db.url)
 
         async def drained() -> tuple[int, int]:
             found = await store_query(db.url, {
@@ -421,10 +422,14 @@ async def run(args: argparse.Namespace) -> int:
         async def one(server: Server, seconds: float, measured: bool) -> WrkRun:
             nonlocal slices
             slices += 1
+            counting = measured and server is service and not args.no_relay
+            sent_before = await outbox_sent(db.url, outbox_floor) if counting else 0
             before, bench_before = tree_cpu_seconds(server.process.pid), time.process_time()
             run_ = await run_generators(server.port, seconds, args.connections, args.generators, args.seed,
                                         f"s{slices}", accepted[server.name])
             tally = tallies[server.name]
+            if counting:  # the acknowledgements the relay took while the slice ran
+                tally.sent_during = (tally.sent_during or 0) + await outbox_sent(db.url, outbox_floor) - sent_before
             tally.add(run_, tree_cpu_seconds(server.process.pid) - before, time.process_time() - bench_before,
                       measured, args.generators)
             tally.ok_total += run_.ok_all - run_.ok  # every 250, the tail after the slice's end included
