@@ -24,7 +24,7 @@ next contact point.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from operator import itemgetter
@@ -181,12 +181,9 @@ def backoff(attempts: int, base: float, cap: float, retry_after: float | None = 
 
 
 async def claim(core: Core, holder: str, channels: Iterable[str], limit: int,
-                start_now: Iterable[str] = ()) -> list[Claim]:
-    """Claim up to ``limit`` due messages for these channels for one worker incarnation.
-
-    The rows on the channels in ``start_now`` are marked as being sent in the same
-    transaction (``start``): channels whose senders can be asked what became of a send,
-    whose whole batch goes at once."""
+                start_now: Collection[str] = ()) -> list[Claim]:
+    """Claim up to ``limit`` due messages on these channels for a worker incarnation; those on
+    ``start_now`` (whose batch goes at once) are marked being sent in this transaction."""
     now = core.clock.now()
     async with core.sessions() as session, session.begin():
         # The ids are read first and the UPDATE names them: PostgreSQL may plan
@@ -214,9 +211,8 @@ async def claim(core: Core, holder: str, channels: Iterable[str], limit: int,
             select(OutboxMessage).where(OutboxMessage.id.in_(due), OutboxMessage.claimed_by == holder,
                                         OutboxMessage.status == CLAIMED).order_by(OutboxMessage.id))).all()
         claims = await _claims(session, rows)  # their attempts as before this one, as for any claim
-        starting = set(start_now)
-        if started := [claim.id for claim in claims if claim.channel in starting]:
-            await start_in(session, holder, started)
+        if started := [claim.id for claim in claims if claim.channel in start_now]:
+            await start(core, holder, started, session)
         return claims
 
 
@@ -231,14 +227,12 @@ async def _claims(session: AsyncSession, rows: Sequence[OutboxMessage]) -> list[
     return [Claim(row.id, row.attempts, row.unsure, with_files(message, files)) for row, message in zip(rows, messages)]
 
 
-async def start(core: Core, holder: str, ids: Sequence[int]) -> None:
-    """Mark claimed rows as being sent, just before they are handed to their senders."""
-    async with core.sessions() as session, session.begin():
-        await start_in(session, holder, ids)
-
-
-async def start_in(session: AsyncSession, holder: str, ids: Sequence[int]) -> None:
-    """``start`` in the caller's transaction."""
+async def start(core: Core, holder: str, ids: Sequence[int], session: AsyncSession | None = None) -> None:
+    """Mark claimed rows as being sent, just before they are handed to their senders (in the
+    transaction of ``session`` when given)."""
+    if session is None:
+        async with core.sessions() as session, session.begin():
+            return await start(core, holder, ids, session)
     await session.execute(
         update(table := OutboxMessage.__table__).where(table.c.id.in_(list(ids)), table.c.claimed_by == holder)
         .values(status=SENDING, attempts=table.c.attempts + 1))
