@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import bindparam, select, update
@@ -66,8 +67,17 @@ async def _write_sent(session: AsyncSession, marks: list[tuple[Claim, str | None
             .values(unreachable_at=None))
 
 
+@dataclass(frozen=True)
+class _Start:
+    """Rows to mark as being sent (``outbox.start``), written with the marks before them."""
+
+    holder: str
+    ids: tuple[int, ...]
+
+
 class SentMarks:
-    """Writes "sent" on the rows whose sends returned, together (group commit).
+    """Writes "sent" on the rows whose sends returned, together (group commit); and the
+    "being sent" of the dispatcher's next group, in the same write as the last one's.
 
     A send that returns hands its mark over and waits until it is written; a write takes
     every mark handed over until its transaction has begun (on SQLite the process's one
@@ -80,8 +90,15 @@ class SentMarks:
 
     def __init__(self, core: Core):
         self.core = core
-        self.waiting: list[tuple[tuple[Claim, str | None, bool, datetime], asyncio.Future]] = []
+        self.waiting: list[tuple[tuple[Claim, str | None, bool, datetime] | _Start, asyncio.Future]] = []
         self.task: asyncio.Task | None = None
+
+    async def start(self, holder: str, ids: list[int]) -> None:
+        """Mark claimed rows as being sent once every mark handed over before is written, in
+        the same transaction as the last of them; returns once committed."""
+        error = await asyncio.shield(self._hand_over(_Start(holder, tuple(ids))))
+        if error is not None:
+            raise error
 
     async def mark(self, claim: Claim, external_id: str | None, resent: bool) -> None:
         """Mark one row sent; returns once it is committed (or raises what the store said)."""
@@ -92,8 +109,11 @@ class SentMarks:
     def hand_over(self, claim: Claim, external_id: str | None, resent: bool) -> asyncio.Future:
         """Hand one row's mark over without waiting: the future is done once it is written,
         with None or the store's error."""
+        return self._hand_over((claim, external_id, resent, self.core.clock.now()))
+
+    def _hand_over(self, mark: tuple[Claim, str | None, bool, datetime] | _Start) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
-        self.waiting.append(((claim, external_id, resent, self.core.clock.now()), future))
+        self.waiting.append((mark, future))
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._write(), name="outbox-sent-marks")
         return future
@@ -105,7 +125,10 @@ class SentMarks:
                 async with self.core.sessions() as session, session.begin():
                     await session.connection()  # begun: what was handed over meanwhile goes in too
                     batch, self.waiting = self.waiting, []
-                    await _write_sent(session, [mark for mark, _ in batch])
+                    if sent := [mark for mark, _ in batch if not isinstance(mark, _Start)]:
+                        await _write_sent(session, sent)
+                    for start in (mark for mark, _ in batch if isinstance(mark, _Start)):
+                        await outbox.start(self.core, start.holder, start.ids, session)
                 error = None
             except Exception as failure:  # every waiter hears of it; the next marks go on
                 error = failure

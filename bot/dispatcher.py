@@ -4,9 +4,9 @@ senders, several messages at once (``outbox.concurrency``).
 Each process's dispatcher is a worker with a name that stays the same across restarts
 (``outbox.worker_name``, by default the host and the web port) and an incarnation that
 does not, and it keeps a heartbeat in the store. It claims messages for its incarnation;
-right before handing a few to their senders it marks them as being sent; each one's
-outcome is written as soon as its own send returns (sends that return together are marked
-sent in one write: ``delivery.SentMarks``). A restarted process takes back its
+right before handing a few to their senders it marks them as being sent (with the last
+few's "sent" marks); each one's outcome is written as soon as its own send returns (sends
+that return together are marked sent in one write: ``delivery.SentMarks``). A restarted process takes back its
 earlier incarnation's unfinished claims at once; other processes take over a process's
 claims when its heartbeat stops (``outbox.takeover_seconds``). Claimed messages never
 handed to a sender are queued again as they were; those being sent are queued marked
@@ -216,27 +216,30 @@ class Dispatcher:
 
         The rows on a channel that can be asked were marked as being sent when claimed
         (``claim``), and a recipient's next message goes as soon as the last one's send
-        returns; the round ends when every "sent" mark is written. Each group of the others
-        is marked in a transaction of its own before it goes, and its sends wait for their
-        marks. Under load on SQLite each transaction waits for an intake batch (20-75 ms): in
-        groups of four, acknowledgements went out at a tenth of the rate complaints came in
-        (bench/README.md, 2026-12-06, seventh and eighth sessions)."""
+        returns. Each group of the others is marked as being sent in the write of the last
+        group's "sent" marks (``SentMarks.start``), so at most one group is in flight
+        unrecorded. The round ends when every "sent" mark is written. Under load on SQLite
+        each transaction waits for an intake batch (20-75 ms): in groups of four marked in
+        transactions of their own, acknowledgements went out at a tenth of the rate
+        complaints came in (bench/README.md, 2026-12-06, seventh and eighth sessions)."""
         size = self.core.config.outbox.concurrency
         asked: list[Claim] = []
         others: list[Claim] = []
         for claim in claims:
             (asked if hasattr(self.senders[claim.channel], "lookup") else others).append(claim)
+        marks: list[asyncio.Future] = []
         if asked:  # marked as being sent when claimed: they go even when stopping
-            marks: list[asyncio.Future] = []
             await asyncio.gather(*(self._send_in_turn(turn, marks) for turn in in_turns(asked)))
-            for error in await asyncio.gather(*marks):
-                if error is not None:
-                    raise error  # the rows stay being sent: the heartbeat takes them back, unsure
         for group in (others[start:start + size] for start in range(0, len(others), size)):
             if self._stopping.is_set():
-                return  # what is left is given back by leave()
-            await outbox.start(self.core, self.holder, [claim.id for claim in group])
-            await asyncio.gather(*(self._send_in_turn(turn) for turn in in_turns(group)))
+                break  # what is left is given back by leave()
+            # Written with (or after) the last group's "sent" marks: at most one group is
+            # being sent, unrecorded, at any moment, and one wait for the store per group.
+            await self._marks.start(self.holder, [claim.id for claim in group])
+            await asyncio.gather(*(self._send_in_turn(turn, marks) for turn in in_turns(group)))
+        for error in await asyncio.gather(*marks):
+            if error is not None:
+                raise error  # the rows stay being sent: the heartbeat takes them back, unsure
 
     async def _send_in_turn(self, claims: list[Claim], marks: list[asyncio.Future] | None = None) -> None:
         for claim in claims:

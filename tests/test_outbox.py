@@ -268,10 +268,11 @@ async def test_where_a_send_can_be_asked_about_the_next_to_its_recipient_does_no
     """One recipient's messages go one after another. On a channel whose sender can be asked
     what became of a send, the next goes as soon as the last one's send returns: a crash
     before its "sent" mark is written leaves it unsure, and it is looked up, not sent twice.
-    Elsewhere the next waits until the mark is written (at most ``outbox.concurrency``
-    sends unrecorded at a crash). The gateway holds every connection the store gives (as an
-    intake batch does under load) from the moment it has answered the first message."""
-    core = await open_core(make_config({"storage": {"pool_size": 1}}), clock=clock)
+    Elsewhere a group of ``outbox.concurrency`` (here 1) is marked as being sent only with
+    or after the last group's "sent" marks (at most one group unrecorded at a crash), so
+    the next waits until the mark is written. The gateway holds every connection the store
+    gives (as an intake batch does under load) from the moment it has answered the first."""
+    core = await open_core(make_config({"storage": {"pool_size": 1}, "outbox": {"concurrency": 1}}), clock=clock)
     held: list = []
     arrived_while_held: list[bool] = []
 
@@ -311,6 +312,60 @@ async def test_where_a_send_can_be_asked_about_the_next_to_its_recipient_does_no
         assert [row.status for row in await stored(core)] == ["sent"] * 4
     finally:
         release()
+        await core.close()
+
+
+async def test_a_group_is_marked_being_sent_in_the_write_of_the_last_groups_sent_marks(make_config, clock):
+    """On a channel that cannot be asked, each group of ``outbox.concurrency`` waits for the
+    store once, not twice: its "being sent" mark goes in the same transaction as the "sent"
+    marks of the group before (here the store is held while the first group's sends return,
+    so all of them and the next group's start are waiting for the same write)."""
+    core = await open_core(make_config({"storage": {"pool_size": 1}, "outbox": {"concurrency": 2}}), clock=clock)
+    held: list = []
+    writes: list[tuple[int, str]] = []
+    commits = [0]
+
+    class HoldingGateway(FakeGateway):
+        holding = False
+
+        async def handle(self, request: web.Request) -> web.Response:
+            if not self.holding:  # the first request holds the store; the others go by
+                self.holding = True
+                for _ in range(1 if core.engine.dialect.name == "sqlite" else 2):
+                    connection = await core.engine.connect()
+                    await connection.begin()
+                    held.append(connection)
+                asyncio.get_running_loop().call_later(0.5, release)
+            return await super().handle(request)
+
+    def release() -> None:
+        while held:
+            asyncio.ensure_future(held.pop().close())
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("UPDATE OUTBOX") and ("sent_at" in statement or "attempts" in statement):
+            writes.append((commits[0], "sent" if "sent_at" in statement else "start"))
+
+    def committed(conn):
+        commits[0] += 1
+
+    gateway = await HoldingGateway().start()
+    event.listen(core.engine.sync_engine, "before_cursor_execute", record)
+    event.listen(core.engine.sync_engine, "commit", committed)
+    try:
+        await queue(core, 4, channel="telegram")
+        assert await asyncio.wait_for(Dispatcher(core, {"telegram": HttpSender(gateway.url)}).run_once(), 20) == 4
+        by_transaction: dict[int, set[str]] = {}
+        for transaction, kind in writes:
+            by_transaction.setdefault(transaction, set()).add(kind)
+        assert [kind for _, kind in writes].count("start") == 2
+        assert {"sent", "start"} in by_transaction.values(), writes
+        assert [row.status for row in await stored(core)] == ["sent"] * 4
+    finally:
+        event.remove(core.engine.sync_engine, "before_cursor_execute", record)
+        event.remove(core.engine.sync_engine, "commit", committed)
+        release()
+        await gateway.stop()
         await core.close()
 
 
