@@ -92,6 +92,21 @@ class HttpSender:
             raise TransientDeliveryError(f"cannot reach gateway: {error}") from error
 
 
+async def hold_the_store(core: Core, held: list) -> None:
+    """Take every connection the pool gives (SQLite: one; PostgreSQL: pool_size and as many
+    more, storage.db), each in a transaction, as a long intake batch holds the store."""
+    for _ in range(1 if core.engine.dialect.name == "sqlite" else 2):
+        connection = await core.engine.connect()
+        await connection.begin()
+        held.append(connection)
+
+
+def let_go(held: list) -> None:
+    """Give back what ``hold_the_store`` took."""
+    while held:
+        asyncio.ensure_future(held.pop().close())
+
+
 async def queue(core: Core, count: int = 1, channel: str = "sms") -> None:
     async with core.sessions() as session, session.begin():
         for i in range(count):
@@ -193,12 +208,7 @@ async def test_marks_handed_over_while_the_store_is_busy_go_in_one_write(make_co
             return statement.lstrip().upper().startswith("UPDATE OUTBOX") and "sent_at" in statement
 
         with statements(core, wanted) as writes:
-            # Every connection the pool gives (SQLite: one; PostgreSQL: pool_size and as many
-            # more, storage.db), each in a transaction.
-            for _ in range(1 if core.engine.dialect.name == "sqlite" else 2):
-                connection = await core.engine.connect()
-                await connection.begin()
-                held.append(connection)
+            await hold_the_store(core, held)
             first = asyncio.create_task(marks.mark(claims[0], "gw-1", False))
             await asyncio.sleep(0.05)  # its write waits for the store
             rest = [asyncio.create_task(marks.mark(claim, f"gw-{n}", False)) for n, claim in enumerate(claims[1:], 2)]
@@ -282,16 +292,12 @@ async def test_where_a_send_can_be_asked_about_the_next_to_its_recipient_does_no
             if held:
                 release()
             else:
-                for _ in range(1 if core.engine.dialect.name == "sqlite" else 2):
-                    connection = await core.engine.connect()
-                    await connection.begin()
-                    held.append(connection)
+                await hold_the_store(core, held)
                 asyncio.get_running_loop().call_later(1.5, release)
             return await super().handle(request)
 
     def release() -> None:
-        while held:
-            asyncio.ensure_future(held.pop().close())
+        let_go(held)
 
     try:
         for channel, sender in (("sms", AskedHttpSender), ("telegram", HttpSender)):
@@ -331,16 +337,12 @@ async def test_a_group_is_marked_being_sent_in_the_write_of_the_last_groups_sent
         async def handle(self, request: web.Request) -> web.Response:
             if not self.holding:  # the first request holds the store; the others go by
                 self.holding = True
-                for _ in range(1 if core.engine.dialect.name == "sqlite" else 2):
-                    connection = await core.engine.connect()
-                    await connection.begin()
-                    held.append(connection)
+                await hold_the_store(core, held)
                 asyncio.get_running_loop().call_later(0.5, release)
             return await super().handle(request)
 
     def release() -> None:
-        while held:
-            asyncio.ensure_future(held.pop().close())
+        let_go(held)
 
     def record(conn, cursor, statement, parameters, context, executemany):
         if statement.lstrip().upper().startswith("UPDATE OUTBOX") and ("sent_at" in statement or "attempts" in statement):
