@@ -65,6 +65,8 @@ class Dispatcher:
     def __init__(self, core: Core, senders: Mapping[str, Sender], name: str | None = None):
         self.core = core
         self.senders = dict(senders)
+        # Channels whose senders can be asked what became of a send: their batch goes at once.
+        self.asked = frozenset(channel for channel, sender in self.senders.items() if hasattr(sender, "lookup"))
         self.name = name or worker_name("", 0)
         self.incarnation = str(uuid.uuid4())
         self.holder = f"{self.name}/{self.incarnation}"
@@ -147,9 +149,8 @@ class Dispatcher:
             return []
         if self._beat is None:
             await self.register()
-        asked = [channel for channel, sender in self.senders.items() if hasattr(sender, "lookup")]
         return await outbox.claim(self.core, self.holder, self.senders, limit or self.core.config.outbox.batch_size,
-                                  start_now=asked)
+                                  start_now=self.asked)
 
     async def send_one(self, claim: Claim, marks: list[asyncio.Future] | None = None) -> str:
         """Send one message that is marked as being sent; record how it went.
@@ -226,7 +227,7 @@ class Dispatcher:
         asked: list[Claim] = []
         others: list[Claim] = []
         for claim in claims:
-            (asked if hasattr(self.senders[claim.channel], "lookup") else others).append(claim)
+            (asked if claim.channel in self.asked else others).append(claim)
         marks: list[asyncio.Future] = []
         if asked:  # marked as being sent when claimed: they go even when stopping
             await asyncio.gather(*(self._send_in_turn(turn, marks) for turn in in_turns(asked)))
