@@ -91,7 +91,20 @@ class SentMarks:
     def __init__(self, core: Core):
         self.core = core
         self.waiting: list[tuple[tuple[Claim, str | None, bool, datetime] | _Start, asyncio.Future]] = []
+        self.writing: list = []  # what the write under way took, until it commits
         self.task: asyncio.Task | None = None
+
+    async def taken(self, claim: Claim, external_ids: list[str]) -> set[str]:
+        """Which of these provider ids another row on the claim's channel is recorded with:
+        in the store, or in a mark handed over and not yet committed (a look-up's answer that
+        is one of them is another message's, not this one's)."""
+        taken = {mark[1] for mark, _ in (*self.writing, *self.waiting)
+                 if not isinstance(mark, _Start) and mark[0].channel == claim.channel and mark[0].id != claim.id}
+        async with self.core.sessions() as session:
+            taken.update(await session.scalars(select(OutboxMessage.external_id).where(
+                OutboxMessage.channel == claim.channel, OutboxMessage.external_id.in_(external_ids),
+                OutboxMessage.id != claim.id)))
+        return taken
 
     async def start(self, holder: str, ids: list[int]) -> None:
         """Mark claimed rows as being sent once every mark handed over before is written, in
@@ -125,6 +138,7 @@ class SentMarks:
                 async with self.core.sessions() as session, session.begin():
                     await session.connection()  # begun: what was handed over meanwhile goes in too
                     batch, self.waiting = self.waiting, []
+                    self.writing = batch
                     if sent := [mark for mark, _ in batch if not isinstance(mark, _Start)]:
                         await _write_sent(session, sent)
                     for start in (mark for mark, _ in batch if isinstance(mark, _Start)):
@@ -134,6 +148,7 @@ class SentMarks:
                 error = failure
                 if not batch:  # the transaction never began: these marks were not taken
                     batch, self.waiting = self.waiting, []
+            self.writing = []
             for _, future in batch:
                 if not future.done():
                     future.set_result(error)

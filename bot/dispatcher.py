@@ -39,6 +39,10 @@ from storage.models import OutboxMessage, Worker
 
 log = logging.getLogger(__name__)
 
+# How far behind ours a provider's clock may be: a look-up takes what it sent from this long
+# before the row was queued (anything earlier cannot be this row's message).
+LOOKUP_SKEW = timedelta(minutes=5)
+
 
 def worker_name(configured: str, port: int) -> str:
     """A worker's name: the configured one, else host:port, else (port 0: tests) a random one."""
@@ -166,7 +170,7 @@ class Dispatcher:
         if claim.unsure and lookup is not None:
             # The last attempt may have left: ask the provider before sending again.
             try:
-                found = await asyncio.wait_for(lookup(claim.message), timeout=config.send_timeout_seconds)
+                found = await asyncio.wait_for(self._look_up(lookup, claim), timeout=config.send_timeout_seconds)
             except Exception as error:  # noqa: BLE001 - cannot tell: try again later, still unsure
                 return await self._retry(claim, attempt, f"looking the message up failed: {error}", None, True)
             if found is not None:
@@ -188,6 +192,17 @@ class Dispatcher:
             self.core.metrics.resends.labels(claim.channel).inc()
         await self._mark(claim, external_id, claim.unsure, marks)
         return self._done(claim, "sent", attempt, None)
+
+    async def _look_up(self, lookup, claim: Claim) -> str | None:
+        """The provider's id for an unsure row's message, if it went: the newest the sender
+        finds (same recipient and content, sent since a moment before the row was queued)
+        that no other row of ours is recorded with. The same reply sent to the same citizen
+        earlier, or another unsure row's copy already found, is so not taken for this one."""
+        candidates = list(await lookup(claim.message, claim.queued_at - LOOKUP_SKEW))
+        if not candidates:
+            return None
+        taken = await self._marks.taken(claim, candidates)
+        return next((candidate for candidate in candidates if candidate not in taken), None)
 
     async def _mark(self, claim: Claim, external_id: str | None, resent: bool,
                     marks: list[asyncio.Future] | None) -> None:

@@ -7,14 +7,13 @@ A row then moves through::
     queued --claim--> claimed --start--> sending --> sent      (or back to queued: retry later)
                                                  --> failed    (permanent, or out of attempts)
 
-``claimed`` rows belong to one worker incarnation and have not been handed to a sender:
-if that process dies they go back to ``queued`` and nothing can be doubled. ``sending``
-rows were handed to a sender: if the process dies mid-send, or the provider did not say
-whether it took the message, the outcome is unknown, and the row goes back to ``queued``
-marked ``unsure``: its next attempt looks the message up where the provider allows,
-else sends it again (``resent``). The window in which a message can go out twice is so
-kept to the sends in flight. Rows are claimed with ``FOR UPDATE SKIP LOCKED`` on
-PostgreSQL (SQLite has one writer at a time), so several processes share the queue.
+``claimed`` rows belong to one worker incarnation and have not been handed to a sender: if that
+process dies they go back to ``queued`` and nothing can be doubled. ``sending`` rows were handed to
+a sender: if the process dies mid-send, or the provider did not say whether it took the message, the
+outcome is unknown, and the row goes back to ``queued`` marked ``unsure``: its next attempt looks
+the message up where the provider allows, else sends it again (``resent``). The window in which a
+message can go out twice is so kept to the sends in flight. Rows are claimed with ``FOR UPDATE SKIP
+LOCKED`` on PostgreSQL (SQLite has one writer at a time), so several processes share the queue.
 
 What a provider reports after the send (delivered, undelivered) is recorded on the row by
 ``bot/delivery.py``, which also sends a message that cannot reach the citizen on their
@@ -65,6 +64,7 @@ class Claim:
     attempts: int
     unsure: bool  # the last attempt's outcome is unknown: look it up before sending again
     message: Outgoing
+    queued_at: datetime  # no send of it is older: a look-up's bound
 
     @property
     def channel(self) -> str:
@@ -224,7 +224,7 @@ async def _claims(session: AsyncSession, rows: Sequence[OutboxMessage]) -> list[
     if stored:
         files = {id_: data for id_, data in (await session.execute(
             select(Attachment.id, Attachment.data).where(Attachment.id.in_(stored)))).all() if data}
-    return [Claim(row.id, row.attempts, row.unsure, with_files(message, files)) for row, message in zip(rows, messages)]
+    return [Claim(row.id, row.attempts, row.unsure, with_files(m, files), row.created_at) for row, m in zip(rows, messages)]
 
 
 async def start(core: Core, holder: str, ids: Sequence[int], session: AsyncSession | None = None) -> None:

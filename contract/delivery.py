@@ -54,9 +54,13 @@ class Sender(Protocol):
     citizen only for a while after their last message) and ``kinds`` (a set of message
     kinds: the only ones it can carry, as a template message service has templates for
     some); the domain reads both when it chooses how to reach a citizen. And it may have
-    ``async lookup(message) -> str | None``: after an attempt whose outcome is unknown, the
-    provider's id for the message if the provider has it, else None (raise when it
-    cannot tell), so the message is not sent twice.
+    ``async lookup(message, since) -> Sequence[str]``: after an attempt whose outcome is
+    unknown, the provider's ids of the messages it sent to the recipient with this
+    message's content no earlier than ``since`` (a moment before the row was queued), newest
+    first, none when it has no such message (raise when it cannot tell). The outbox takes
+    the first that no other row of ours is recorded with, so the message is not sent twice,
+    and a message that only looks the same (the same reply to the same citizen earlier) is
+    not taken for it.
     """
 
     channel: str

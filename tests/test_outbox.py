@@ -8,6 +8,7 @@ the real gateway senders do: 5xx and connection errors are transient, 4xx perman
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from collections import Counter
 
 import aiohttp
@@ -18,7 +19,7 @@ from bot import outbox
 from service.config import Config
 from bot.core import Core
 from service.assembly import open_core
-from bot.dispatcher import Dispatcher
+from bot.dispatcher import LOOKUP_SKEW, Dispatcher
 from contract.delivery import PermanentDeliveryError, TransientDeliveryError
 from contract.messages import Outgoing
 from storage.db import read_aside
@@ -229,8 +230,8 @@ async def test_marks_handed_over_while_the_store_is_busy_go_in_one_write(make_co
 class AskedHttpSender(HttpSender):
     """The same, with a provider that can be asked what became of a send (as Twilio can)."""
 
-    async def lookup(self, message: Outgoing) -> str | None:
-        return None
+    async def lookup(self, message: Outgoing, since: datetime) -> list[str]:
+        return []
 
 
 async def test_a_channel_that_can_be_asked_sends_its_whole_batch_at_once_the_others_four_at_a_time(core):
@@ -478,12 +479,10 @@ class LookupSender(HttpSender):
         self.gateway = gateway
         self.lookups = 0
 
-    async def lookup(self, message: Outgoing) -> str | None:
+    async def lookup(self, message: Outgoing, since: datetime) -> list[str]:
         self.lookups += 1
-        for index, body in enumerate(self.gateway.received):
-            if body["key"] == message.key:
-                return f"gw-{index + 1}"
-        return None
+        return [f"gw-{index + 1}" for index, body in reversed(list(enumerate(self.gateway.received)))
+                if body["key"] == message.key]
 
 
 async def test_a_send_without_an_answer_in_time_is_looked_up_not_sent_twice(make_config, clock):
@@ -504,6 +503,59 @@ async def test_a_send_without_an_answer_in_time_is_looked_up_not_sent_twice(make
         [row] = await stored(core)
         assert (row.status, row.external_id, row.resent, sender.lookups) == ("sent", "gw-1", False, 1)
         assert len(gateway.received) == 1
+    finally:
+        await core.close()
+        await gateway.stop()
+
+
+class TextLookupSender(HttpSender):
+    """A provider asked by recipient and words, as Twilio's list and Zalo's conversation are:
+    it answers with every message it took with the same text, newest first."""
+
+    def __init__(self, url: str, gateway: FakeGateway):
+        super().__init__(url)
+        self.gateway = gateway
+        self.since: list[datetime] = []
+
+    async def lookup(self, message: Outgoing, since: datetime) -> list[str]:
+        self.since.append(since)
+        return [f"gw-{index + 1}" for index, body in reversed(list(enumerate(self.gateway.received)))
+                if (body["to"], body["text"]) == (message.recipient, message.text)]
+
+
+async def test_a_look_up_does_not_take_the_same_words_sent_earlier_for_the_unsure_message(make_config, clock):
+    """The same reply to the same citizen twice ("please write in words" for two stickers):
+    when the second's send gets no answer, the first is in the provider's list too. If the
+    second went, it is found (the newest not recorded for another row); if it did not, the
+    first is not taken for it, and it is sent, not lost. The look-up is bounded by when the
+    row was queued (a few minutes before, for the provider's clock)."""
+    gateway = await FakeGateway(script=[200, 200, 500, 200], slow={"reply:2": 0.6, "reply:3": 0.6}).start()
+    core = await open_core(make_config({"outbox": {"send_timeout_seconds": 0.3}}), clock=clock)
+    sender = TextLookupSender(gateway.url, gateway)
+    dispatcher = Dispatcher(core, {"sms": sender})
+
+    async def reply(number: int) -> OutboxMessage:
+        async with core.sessions() as session, session.begin():
+            await outbox.enqueue(session, core.clock.now(), Outgoing(
+                key=f"reply:{number}", channel="sms", recipient="+84912340000", text="Xin gửi phản ánh bằng chữ."))
+        assert await dispatcher.run_once() == 1  # no answer in time for 2 and 3: unsure
+        await asyncio.sleep(0.5)  # the gateway ends its answer: took 2, refused 3
+        gateway.slow.pop(f"reply:{number}", None)  # and answers in time from now on
+        clock.advance(seconds=60)
+        if (await stored(core))[-1].status == "queued":
+            assert await dispatcher.run_once() == 1
+        return (await stored(core))[-1]
+
+    try:
+        first = await reply(1)
+        assert (first.status, first.external_id, sender.since) == ("sent", "gw-1", [])
+        clock.advance(minutes=10)
+        second = await reply(2)
+        assert (second.status, second.external_id, second.resent) == ("sent", "gw-2", False)  # found, not resent
+        third = await reply(3)
+        assert (third.status, third.external_id, third.resent) == ("sent", "gw-3", True)  # not taken for gw-2
+        assert [body["key"] for body in gateway.received] == ["reply:1", "reply:2", "reply:3"]
+        assert sender.since == [row.created_at - LOOKUP_SKEW for row in (second, third)]
     finally:
         await core.close()
         await gateway.stop()

@@ -23,6 +23,8 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import format_datetime
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -33,6 +35,7 @@ from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
 from service.config import Config
+from bot.clock import FrozenClock
 from bot.core import Core
 from storage.models import Complaint, Message, OutboxMessage
 from tests.conftest import RunningService, merge, start_service
@@ -120,12 +123,14 @@ class Delivered:
     sender: str | None
     request_id: str | None
     callback: str | None = None  # Twilio: where it reports the message's fate (StatusCallback)
+    at: datetime | None = None  # Twilio: when it made the message (its list's date_created)
 
 
 class FakeOperator:
     """The operator's side of all three gateways, on a free port of 127.0.0.1."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: FrozenClock | None = None) -> None:
+        self.clock = clock  # whose time Twilio's list gives (date_created); else the real time
         self.delivered: list[Delivered] = []
         self.script: list[int | str] = []
         self.slow_seconds = 1.5  # "slow": longer than the sender waits with send_timeout_seconds = 1
@@ -179,7 +184,8 @@ class FakeOperator:
                                      status=status)
         sid = "SM" + secrets.token_hex(16)
         self.delivered.append(Delivered("twilio", form["To"], form["Body"], form["From"], sid,
-                                        form.get("StatusCallback")))
+                                        form.get("StatusCallback"),
+                                        self.clock.now() if self.clock else datetime.now(timezone.utc)))
         if late:  # Twilio made the message when it took the request; only the answer is late
             await asyncio.sleep(self.slow_seconds)
         return web.json_response({"sid": sid, "status": "queued", "to": form["To"], "from": form["From"],
@@ -187,13 +193,14 @@ class FakeOperator:
                                  status=201)
 
     async def twilio_list(self, request: web.Request) -> web.Response:
-        """Twilio's message list, filtered by To (DateSent> is taken as given: all are today's)."""
+        """Twilio's message list, newest first, filtered by To (DateSent> is taken as given:
+        all are today's), with when each was made as Twilio writes it (RFC 2822)."""
         if request.match_info["sid"] != ACCOUNT_SID or self._basic(request) != (ACCOUNT_SID, TWILIO_TOKEN):
             return web.json_response({"code": 20003, "message": "Authenticate", "status": 401}, status=401)
         self.lookups += 1
         to = request.query.get("To")
         found = [{"sid": d.request_id, "to": d.to, "from": d.sender, "body": d.text, "direction": "outbound-api",
-                  "status": "sent"} for d in self.delivered if d.api == "twilio" and (to is None or d.to == to)]
+                  "status": "sent", "date_created": format_datetime(d.at)} for d in self.delivered if d.api == "twilio" and (to is None or d.to == to)]
         return web.json_response({"messages": list(reversed(found)), "page": 0, "page_size": 50})
 
     async def android(self, request: web.Request) -> web.Response:
@@ -277,9 +284,9 @@ def gateways(operator_url: str, order: tuple[str, ...] = ("twilio", "android", "
 
 
 @pytest.fixture
-async def operator() -> AsyncIterator[FakeOperator]:
-    """The fake operator, started."""
-    fake = await FakeOperator().start()
+async def operator(clock) -> AsyncIterator[FakeOperator]:
+    """The fake operator, started, on the test's clock."""
+    fake = await FakeOperator(clock).start()
     yield fake
     await fake.stop()
 

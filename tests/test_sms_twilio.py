@@ -3,6 +3,7 @@ posted to the real service; the answers sent through a fake Twilio Messages API.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from urllib.parse import parse_qsl, urlencode
 
@@ -13,7 +14,9 @@ from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
 from channels.sms import twilio
-from storage.models import Attachment
+from contract.messages import Outgoing
+from service.app import DISPATCHER
+from storage.models import Attachment, OutboxMessage
 from tests.test_sms_support import (ACCOUNT_SID, CITIZEN, PUBLIC_URL, TWILIO_TOKEN, complaints, fixture, inbound,
                                     operator, outbox_rows, post, post_twilio, retrying, running, settled, sms_config,
                                     sms_service, twilio_signature, twilio_url)
@@ -146,6 +149,23 @@ async def test_a_gateway_that_does_not_answer_in_time_is_retried(sms_config, ope
         assert (await post_twilio(service, fixture("twilio/text.form")))[0] == 200
         row = await retrying(service.core, "ack:")
         assert "gave no answer in time" in row.last_error and row.unsure
+
+
+async def test_a_look_up_takes_only_what_twilio_made_since_the_message_was_queued(sms_service, operator, clock):
+    """Twilio keeps no id of ours: a look-up finds our message by recipient and words in its
+    list, and by when Twilio made it (``date_created``): the same words sent before the row
+    was queued are another message."""
+    assert (await post_twilio(sms_service, fixture("twilio/text.form")))[0] == 200
+    [ack] = await operator.wait(1)
+    async with sms_service.core.sessions() as session:
+        row = (await session.scalars(select(OutboxMessage).where(OutboxMessage.key.startswith("ack:")))).one()
+    message = Outgoing.from_payload(row.channel, row.recipient, row.key, row.payload)
+    sender = sms_service.app[DISPATCHER].senders["sms"]
+    assert await sender.lookup(message, row.created_at) == [ack.request_id]
+    assert operator.lookups == 1
+    clock.advance(timedelta(hours=1))
+    assert await sender.lookup(message, clock.now()) == []  # the same words, made an hour before
+    assert await sender.lookup(replace(message, text="Lời khác."), row.created_at) == []
 
 
 async def test_wrong_credentials_are_retried_not_given_up(sms_config, operator, clock, monkeypatch):

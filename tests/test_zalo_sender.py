@@ -225,11 +225,12 @@ async def test_a_send_whose_answer_was_lost_is_found_in_the_conversation(process
     citizen's), through the pages of the listing; a message never sent is not found."""
     process = await ready(processes, fake_zalo)
     lost = message("Phường đã tiếp nhận phản ánh PA-7KQ4-M9XS.")
+    queued = clock.now()
     fake_zalo.lose_answer("cs", 2.5)  # longer than the client waits (2 s)
     with pytest.raises(TransientDeliveryError, match="no answer in time"):
         await process.zalo.send(lost)
     [taken] = fake_zalo.sent
-    assert await process.zalo.lookup(lost) == taken.answer["data"]["message_id"]
+    assert await process.zalo.lookup(lost, queued) == [taken.answer["data"]["message_id"]]
 
     other = "5816257339045276999"
     fake_zalo.interacted(other)
@@ -237,33 +238,39 @@ async def test_a_send_whose_answer_was_lost_is_found_in_the_conversation(process
     for number in range(12):  # the citizen writes on: the OA's message is now on the second page
         fake_zalo.text(CITIZEN, f"Tin nhắn {number}")
     fake_zalo.text(CITIZEN, process.zalo.text_for(message("Chưa gửi.")))  # the citizen's own words
-    assert await process.zalo.lookup(lost) == taken.answer["data"]["message_id"]
-    assert await process.zalo.lookup(message("Chưa gửi.", key="answer:2")) is None
+    assert await process.zalo.lookup(lost, queued) == [taken.answer["data"]["message_id"]]
+    assert await process.zalo.lookup(message("Chưa gửi.", key="answer:2"), queued) == []
     asked = [c for c in fake_zalo.calls if c.endpoint == "conversation"]
     assert {c.body["count"] for c in asked} == {10} and {c.body["offset"] for c in asked} == {0, 10}
     assert all(c.body["user_id"] == CITIZEN for c in asked)
     assert len(fake_zalo.sent) == 2  # looking up sends nothing
 
+    clock.advance(timedelta(minutes=10))  # the same reply again, queued later: both are candidates
+    again = clock.now()
+    await process.zalo.send(message(lost.text, key="answer:again"))
+    newer = fake_zalo.sent[-1].answer["data"]["message_id"]
+    assert await process.zalo.lookup(lost, queued) == [newer, taken.answer["data"]["message_id"]]
+    assert await process.zalo.lookup(lost, again) == [newer]  # what went before it was queued is not it
     clock.advance(timedelta(days=3))  # older than the span asked about: not this send's
-    assert await process.zalo.lookup(lost) is None
+    assert await process.zalo.lookup(lost, queued) == []
 
 
-async def test_a_look_up_zalo_refuses_sends_again_and_one_the_network_loses_stays_unsure(processes, fake_zalo):
+async def test_a_look_up_zalo_refuses_sends_again_and_one_the_network_loses_stays_unsure(processes, fake_zalo, clock):
     process = await ready(processes, fake_zalo)
     fake_zalo.fail("conversation", -201)  # e.g. the app may not read conversations
-    assert await process.zalo.lookup(message()) is None
+    assert await process.zalo.lookup(message(), clock.now()) == []
     fake_zalo.fail_http("conversation", 502)
     with pytest.raises(TransientDeliveryError, match="HTTP 502"):
-        await process.zalo.lookup(message())
+        await process.zalo.lookup(message(), clock.now())
     fake_zalo.fail("conversation", RATE_LIMITED)
     with pytest.raises(TransientDeliveryError, match="rate limited"):
-        await process.zalo.lookup(message())
+        await process.zalo.lookup(message(), clock.now())
     fake_zalo.hang("conversation", 2.5)
     with pytest.raises(TransientDeliveryError, match="no answer in time"):
-        await process.zalo.lookup(message())
+        await process.zalo.lookup(message(), clock.now())
     photo = Attachment("anh.jpg", "image/jpeg", reference="https://phananh.example.vn/files/anh.jpg")
     calls = len(fake_zalo.calls)
-    assert await process.zalo.lookup(message(attachments=(photo,))) is None  # its photos could not be checked
+    assert await process.zalo.lookup(message(attachments=(photo,)), clock.now()) == []  # its photos could not be checked
     assert len(fake_zalo.calls) == calls
 
 

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import aiohttp
 
@@ -88,8 +88,10 @@ class SmsSender:
                                                "key": message.key, "chars": len(text)}})
         return external_id
 
-    async def lookup(self, message: Outgoing) -> str | None:
-        """After an attempt with no answer: the gateway's id for the message if it has it.
+    async def lookup(self, message: Outgoing, since: datetime) -> list[str]:
+        """After an attempt with no answer: the gateway's ids of the messages it sent to the
+        recipient with this text no earlier than ``since`` (nor ``LOOKUP_SPAN`` ago), newest
+        first; the outbox takes the newest no other row of ours is recorded with.
 
         Only Twilio can be asked; the other gateways recognise the message when it is sent
         again with the same reference, so "not found" (send again) is right for them.
@@ -97,8 +99,8 @@ class SmsSender:
         gateway = self.gateway_for(message)
         dialect = DIALECTS[gateway.kind]
         if self.http is None or not hasattr(dialect, "lookup"):
-            return None
-        since = self.port.clock.now() - LOOKUP_SPAN
+            return []
+        since = max(since, self.port.clock.now() - LOOKUP_SPAN)
         try:
             return await dialect.lookup(self.http, gateway, message.recipient, self.text_for(message), since)
         except (asyncio.TimeoutError, aiohttp.ClientError) as error:

@@ -21,6 +21,7 @@ import base64
 import hashlib
 import hmac
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from urllib.parse import parse_qsl, urlencode, urlparse
 
 import aiohttp
@@ -151,11 +152,13 @@ async def send(http: aiohttp.ClientSession, gateway: Gateway, recipient: str, te
 
 
 async def lookup(http: aiohttp.ClientSession, gateway: Gateway, recipient: str, text: str,
-                 since: datetime) -> str | None:
-    """The SID of a message we sent to recipient with this text since then, if Twilio has one.
+                 since: datetime) -> list[str]:
+    """The SIDs of the messages we sent to recipient with this text since then, newest first.
 
     After an attempt that got no answer, Twilio may have taken the message all the same:
     its message list, filtered by recipient and day, says so (Twilio keeps no id of ours).
+    A message made before ``since`` (``date_created``, RFC 2822) is not this one; one whose
+    time cannot be read is taken as a candidate.
     """
     config = gateway.config
     params = {"To": recipient, "DateSent>": since.strftime("%Y-%m-%d"), "PageSize": "50"}
@@ -164,8 +167,15 @@ async def lookup(http: aiohttp.ClientSession, gateway: Gateway, recipient: str, 
         if response.status != 200:
             fail(gateway.name, response.status, (await response.text())[:300])
         listing = await response.json(content_type=None)
-    for message in listing.get("messages") or []:
-        if message.get("to") == recipient and message.get("body") == text and message.get("direction", "").startswith(
-                "outbound"):
-            return str(message.get("sid")) or None
-    return None
+    return [str(message["sid"]) for message in listing.get("messages") or []
+            if isinstance(message, dict) and message.get("sid") and message.get("to") == recipient
+            and message.get("body") == text and str(message.get("direction", "")).startswith("outbound")
+            and not _before(message.get("date_created"), since)]
+
+
+def _before(value: object, since: datetime) -> bool:
+    """Whether a time in Twilio's list (RFC 2822) is readable and earlier than since."""
+    try:
+        return parsedate_to_datetime(str(value)) < since
+    except (TypeError, ValueError):
+        return False

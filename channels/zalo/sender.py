@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from bot.logs import mask_phone
 from bot.port import Port
@@ -113,14 +113,16 @@ class ZaloSender:
         found = data.get("message_id")
         return str(found) if found else None
 
-    async def lookup(self, message: Outgoing) -> str | None:
-        """After an attempt with no answer (or a crash while sending): Zalo's id for the
-        message if the OA's conversation with the citizen shows it, else None (send it).
+    async def lookup(self, message: Outgoing, since: datetime) -> list[str]:
+        """After an attempt with no answer (or a crash while sending): Zalo's ids of the
+        messages the OA's conversation with the citizen shows with this text, sent no earlier
+        than ``since``, newest first; none: send it.
 
         Zalo takes no key of ours to recognise a message sent twice, but it lists the
         conversation (``GET {api_base}/v2.0/oa/conversation``, newest first, ten a page): a
-        message the OA sent there (``src`` 0) with this text, no older than ``LOOKUP_SPAN``,
-        is this one. Because it can be asked, the dispatcher sends a whole batch of Zalo
+        message the OA sent there (``src`` 0) with this text, no older than ``since`` nor
+        ``LOOKUP_SPAN``, may be this one; the outbox takes the newest that no other row of ours
+        is recorded with. Because it can be asked, the dispatcher sends a whole batch of Zalo
         messages at once, as it does SMS.
 
         A message whose photos follow its text is not asked about: its text found would not
@@ -131,12 +133,13 @@ class ZaloSender:
         """
         if any(a.content_type.startswith("image/") and (a.reference or "").startswith(("https://", "http://"))
                for a in message.attachments):
-            return None
+            return []
         if not re.fullmatch(r"\d{1,40}", message.recipient):
-            return None  # never sent: send() refuses it for good
+            return []  # never sent: send() refuses it for good
         text = self.text_for(message)
-        since = (self.port.clock.now() - LOOKUP_SPAN).timestamp() * 1000
+        bound = max(since, self.port.clock.now() - LOOKUP_SPAN).timestamp() * 1000
         url = f"{self.config.api_base_url}/v2.0/oa/conversation"
+        found: list[str] = []
         for page in range(LOOKUP_PAGES):
             try:
                 items = await self.api.read(url, {"user_id": message.recipient, "offset": page * LOOKUP_PAGE,
@@ -144,18 +147,18 @@ class ZaloSender:
             except PermanentDeliveryError as error:
                 log.warning("zalo: cannot read the conversation to look a message up; sending it again",
                             extra={"fields": {"key": message.key, "error": str(_explained(error))}})
-                return None
+                return []
             for item in items:
                 if not isinstance(item, dict):
                     continue
                 at = _ms(item.get("time"))
-                if at is not None and at < since:
-                    return None
+                if at is not None and at < bound:
+                    return found
                 if item.get("src") in (0, "0") and item.get("message") == text and item.get("message_id"):
-                    return str(item["message_id"])
+                    found.append(str(item["message_id"]))
             if len(items) < LOOKUP_PAGE:
-                return None
-        return None
+                break
+        return found
 
 
 def _ms(value: object) -> float | None:
