@@ -124,6 +124,7 @@ class Delivered:
     request_id: str | None
     callback: str | None = None  # Twilio: where it reports the message's fate (StatusCallback)
     at: datetime | None = None  # Twilio: when it made the message (its list's date_created)
+    queued: bool = False  # Twilio: still in its queue, not sent (no date_sent)
 
 
 class FakeOperator:
@@ -141,6 +142,7 @@ class FakeOperator:
         self._generic_keys: dict[str, str] = {}
         self.requested_ids: list[str] = []  # every generic request's id, a repeat included
         self.lookups = 0
+        self.hold_in_queue = False  # Twilio keeps what it takes queued (as at one message a second)
 
     def fail_next(self, *answers: int | str) -> None:
         """The next requests get these answers (an HTTP status, or "slow": no answer in time)."""
@@ -185,7 +187,8 @@ class FakeOperator:
         sid = "SM" + secrets.token_hex(16)
         self.delivered.append(Delivered("twilio", form["To"], form["Body"], form["From"], sid,
                                         form.get("StatusCallback"),
-                                        self.clock.now() if self.clock else datetime.now(timezone.utc)))
+                                        self.clock.now() if self.clock else datetime.now(timezone.utc),
+                                        self.hold_in_queue))
         if late:  # Twilio made the message when it took the request; only the answer is late
             await asyncio.sleep(self.slow_seconds)
         return web.json_response({"sid": sid, "status": "queued", "to": form["To"], "from": form["From"],
@@ -193,14 +196,18 @@ class FakeOperator:
                                  status=201)
 
     async def twilio_list(self, request: web.Request) -> web.Response:
-        """Twilio's message list, newest first, filtered by To (DateSent> is taken as given:
-        all are today's), with when each was made as Twilio writes it (RFC 2822)."""
+        """Twilio's message list, newest first, filtered by To, and by DateSent> as the
+        documentation says: "messages sent on or after midnight" of that day, so none still
+        queued. Times as Twilio writes them (RFC 2822)."""
         if request.match_info["sid"] != ACCOUNT_SID or self._basic(request) != (ACCOUNT_SID, TWILIO_TOKEN):
             return web.json_response({"code": 20003, "message": "Authenticate", "status": 401}, status=401)
         self.lookups += 1
-        to = request.query.get("To")
+        to, day = request.query.get("To"), request.query.get("DateSent>")
         found = [{"sid": d.request_id, "to": d.to, "from": d.sender, "body": d.text, "direction": "outbound-api",
-                  "status": "sent", "date_created": format_datetime(d.at)} for d in self.delivered if d.api == "twilio" and (to is None or d.to == to)]
+                  "status": "queued" if d.queued else "sent", "date_created": format_datetime(d.at),
+                  "date_sent": None if d.queued else format_datetime(d.at)}
+                 for d in self.delivered if d.api == "twilio" and (to is None or d.to == to)
+                 and (day is None or (not d.queued and f"{d.at:%Y-%m-%d}" >= day))]
         return web.json_response({"messages": list(reversed(found)), "page": 0, "page_size": 50})
 
     async def android(self, request: web.Request) -> web.Response:

@@ -154,7 +154,9 @@ async def test_a_gateway_that_does_not_answer_in_time_is_retried(sms_config, ope
 async def test_a_look_up_takes_only_what_twilio_made_since_the_message_was_queued(sms_service, operator, clock):
     """Twilio keeps no id of ours: a look-up finds our message by recipient and words in its
     list, and by when Twilio made it (``date_created``): the same words sent before the row
-    was queued are another message."""
+    was queued are another message. A message still in Twilio's queue (no sent date yet,
+    so not listed under a ``DateSent`` filter) is found."""
+    operator.hold_in_queue = True
     assert (await post_twilio(sms_service, fixture("twilio/text.form")))[0] == 200
     [ack] = await operator.wait(1)
     async with sms_service.core.sessions() as session:

@@ -156,12 +156,14 @@ async def lookup(http: aiohttp.ClientSession, gateway: Gateway, recipient: str, 
     """The SIDs of the messages we sent to recipient with this text since then, newest first.
 
     After an attempt that got no answer, Twilio may have taken the message all the same:
-    its message list, filtered by recipient and day, says so (Twilio keeps no id of ours).
-    A message made before ``since`` (``date_created``, RFC 2822) is not this one; one whose
-    time cannot be read is taken as a candidate.
+    its message list, filtered by recipient, says so (Twilio keeps no id of ours). Not by
+    ``DateSent``: a message Twilio holds in its queue (one a second per number) has no
+    sent date yet, and would not be listed. A message made before ``since``
+    (``date_created``, RFC 2822) is not this one; one whose time cannot be read is taken
+    as a candidate. Only the latest 50 messages to the recipient are read.
     """
     config = gateway.config
-    params = {"To": recipient, "DateSent>": since.strftime("%Y-%m-%d"), "PageSize": "50"}
+    params = {"To": recipient, "PageSize": "50"}
     headers = {"Authorization": basic_auth(config.account_sid, gateway.secret)}
     async with http.get(_messages_url(gateway), params=params, headers=headers) as response:
         if response.status != 200:
