@@ -154,7 +154,25 @@ class Dispatcher:
         if self._beat is None:
             await self.register()
         return await outbox.claim(self.core, self.holder, self.senders, limit or self.core.config.outbox.batch_size,
-                                  start_now=self.asked)
+                                  start_now=self.at_once)
+
+    def at_once(self, claims: list[Claim]) -> set[int]:
+        """The claims that go at once (marked as being sent when claimed): those on a channel
+        whose sender can be asked what became of a send, unless it cannot be asked about that
+        message (``looks_up``: a Zalo message with photos) or about an earlier one to the same
+        recipient in the batch, which go in groups and the recipient's later ones after them."""
+        held: set[tuple[str, str]] = set()
+        chosen: set[int] = set()
+        for claim in sorted(claims, key=lambda claim: claim.id):
+            turn = (claim.channel, claim.message.recipient)
+            if claim.channel not in self.asked or turn in held:
+                continue
+            looks_up = getattr(self.senders[claim.channel], "looks_up", None)
+            if looks_up is not None and not looks_up(claim.message):
+                held.add(turn)
+            else:
+                chosen.add(claim.id)
+        return chosen
 
     async def send_one(self, claim: Claim, marks: list[asyncio.Future] | None = None) -> str:
         """Send one message that is marked as being sent; record how it went.
@@ -227,8 +245,9 @@ class Dispatcher:
 
     async def send(self, claims: list[Claim]) -> None:
         """Send claimed messages, one recipient's in turn: on channels whose sender can be
-        asked what became of a send (``lookup``), the whole batch at once; on the others
-        ``outbox.concurrency`` at a time, since a crash may send what is in flight there twice.
+        asked what became of a send (``lookup``), the whole batch at once (``at_once``); on the
+        others ``outbox.concurrency`` at a time, since a crash may send what is in flight there
+        twice.
 
         The rows on a channel that can be asked were marked as being sent when claimed
         (``claim``), and a recipient's next message goes as soon as the last one's send
@@ -241,8 +260,9 @@ class Dispatcher:
         size = self.core.config.outbox.concurrency
         asked: list[Claim] = []
         others: list[Claim] = []
+        at_once = self.at_once(claims)
         for claim in claims:
-            (asked if claim.channel in self.asked else others).append(claim)
+            (asked if claim.id in at_once else others).append(claim)
         marks: list[asyncio.Future] = []
         if asked:  # marked as being sent when claimed: they go even when stopping
             await asyncio.gather(*(self._send_in_turn(turn, marks) for turn in in_turns(asked)))

@@ -23,7 +23,7 @@ next contact point.
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from operator import itemgetter
@@ -181,9 +181,9 @@ def backoff(attempts: int, base: float, cap: float, retry_after: float | None = 
 
 
 async def claim(core: Core, holder: str, channels: Iterable[str], limit: int,
-                start_now: Collection[str] = ()) -> list[Claim]:
-    """Claim up to ``limit`` due messages on these channels for a worker incarnation; those on
-    ``start_now`` (whose batch goes at once) are marked being sent in this transaction."""
+                start_now: Callable[[list[Claim]], Collection[int]] | None = None) -> list[Claim]:
+    """Claim up to ``limit`` due messages on these channels for a worker incarnation; the ids
+    ``start_now`` picks of them (those that go at once) are marked being sent in this transaction."""
     now = core.clock.now()
     async with core.sessions() as session, session.begin():
         # The ids are read first and the UPDATE names them: PostgreSQL may plan
@@ -211,7 +211,7 @@ async def claim(core: Core, holder: str, channels: Iterable[str], limit: int,
             select(OutboxMessage).where(OutboxMessage.id.in_(due), OutboxMessage.claimed_by == holder,
                                         OutboxMessage.status == CLAIMED).order_by(OutboxMessage.id))).all()
         claims = await _claims(session, rows)  # their attempts as before this one, as for any claim
-        if started := [claim.id for claim in claims if claim.channel in start_now]:
+        if start_now is not None and (started := sorted(start_now(claims))):
             await start(core, holder, started, session)
         return claims
 

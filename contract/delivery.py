@@ -61,6 +61,9 @@ class Sender(Protocol):
     the first that no other row of ours is recorded with, so the message is not sent twice,
     and a message that only looks the same (the same reply to the same citizen earlier) is
     not taken for it.
+    With ``lookup`` it may have ``looks_up(message) -> bool``: False for a message the
+    provider cannot be asked about (a Zalo message with photos), which the outbox sends
+    with those of the channels that cannot be asked, a few at a time.
     """
 
     channel: str

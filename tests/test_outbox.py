@@ -274,6 +274,40 @@ async def test_rows_on_a_channel_that_can_be_asked_are_marked_being_sent_in_thei
     assert rows == {("sms", "sending", 1), ("telegram", "claimed", 0)}
 
 
+class PhotoSender(AskedHttpSender):
+    """A provider that can be asked about a text, but not whether the photos after it went
+    (as Zalo's conversation)."""
+
+    def looks_up(self, message: Outgoing) -> bool:
+        return not message.text.startswith("Ảnh")
+
+
+async def test_a_message_its_provider_cannot_be_asked_about_goes_in_a_group_and_its_recipients_later_ones_after_it(
+        core):
+    """On a channel that can be asked, a message the provider cannot be asked about (a Zalo
+    answer with photos) is not sent with the whole batch at once, or a crash could send a
+    batch of them twice: it goes in a group of ``outbox.concurrency``, marked as being sent
+    just before, and its recipient's later messages wait for it, in the order queued."""
+    gateway = await FakeGateway().start()
+    texts = [("+84911000001", "Ảnh hiện trường"), ("+84911000001", "Câu trả lời"), ("+84911000002", "Câu trả lời"),
+             *((f"+8491100001{n}", f"Ảnh {n}") for n in range(5))]
+    async with core.sessions() as session, session.begin():
+        for n, (recipient, words) in enumerate(texts):
+            await outbox.enqueue(session, core.clock.now(), Outgoing(
+                key=f"photo:{n}", channel="sms", recipient=recipient, text=words))
+    dispatcher = Dispatcher(core, {"sms": PhotoSender(gateway.url)})
+    try:
+        claims = await dispatcher.claim()
+        assert [row.status for row in await stored(core)] == ["claimed", "claimed", "sending"] + ["claimed"] * 5
+        await dispatcher.send(claims)
+        assert [row.status for row in await stored(core)] == ["sent"] * 8
+        first = [body["text"] for body in gateway.received if body["to"] == "+84911000001"]
+        assert first == ["Ảnh hiện trường", "Câu trả lời"]
+        assert gateway.received[0]["to"] == "+84911000002"  # the one that could go at once went first
+    finally:
+        await gateway.stop()
+
+
 async def test_where_a_send_can_be_asked_about_the_next_to_its_recipient_does_not_wait_for_its_mark(
         make_config, clock):
     """One recipient's messages go one after another. On a channel whose sender can be asked

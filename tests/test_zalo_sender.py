@@ -271,6 +271,7 @@ async def test_a_look_up_zalo_refuses_sends_again_and_one_the_network_loses_stay
     photo = Attachment("anh.jpg", "image/jpeg", reference="https://phananh.example.vn/files/anh.jpg")
     calls = len(fake_zalo.calls)
     assert await process.zalo.lookup(message(attachments=(photo,)), clock.now()) == []  # its photos could not be checked
+    assert not process.zalo.looks_up(message(attachments=(photo,))) and process.zalo.looks_up(message())
     assert len(fake_zalo.calls) == calls
 
 

@@ -113,6 +113,13 @@ class ZaloSender:
         found = data.get("message_id")
         return str(found) if found else None
 
+    def looks_up(self, message: Outgoing) -> bool:
+        """Whether a lost send of this message can be looked up: not one whose photos follow
+        its text (the dispatcher sends such messages a few at a time, as on channels that
+        cannot be asked, so a crash sends at most those again)."""
+        return not any(a.content_type.startswith("image/") and (a.reference or "").startswith(("https://", "http://"))
+                       for a in message.attachments)
+
     async def lookup(self, message: Outgoing, since: datetime) -> list[str]:
         """After an attempt with no answer (or a crash while sending): Zalo's ids of the
         messages the OA's conversation with the citizen shows with this text, sent no earlier
@@ -131,8 +138,7 @@ class ZaloSender:
         the message is sent again, as before there was a look-up; the network or Zalo's rate
         limit leaves it unsure for the next attempt.
         """
-        if any(a.content_type.startswith("image/") and (a.reference or "").startswith(("https://", "http://"))
-               for a in message.attachments):
+        if not self.looks_up(message):
             return []
         if not re.fullmatch(r"\d{1,40}", message.recipient):
             return []  # never sent: send() refuses it for good
