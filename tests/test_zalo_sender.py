@@ -255,6 +255,19 @@ async def test_a_send_whose_answer_was_lost_is_found_in_the_conversation(process
     assert await process.zalo.lookup(lost, queued) == []
 
 
+async def test_a_look_up_reads_past_listing_items_it_cannot_read(processes, fake_zalo, clock):
+    """Zalo's listing is outside input: an item that is not an object, or whose time cannot
+    be read, neither fails the look-up nor ends it; the message further down is found."""
+    process = await ready(processes, fake_zalo)
+    lost = message("Phường đã tiếp nhận phản ánh PA-7KQ4-M9XS.")
+    queued = clock.now()
+    await process.zalo.send(lost)
+    [taken] = fake_zalo.sent
+    fake_zalo.conversations[CITIZEN] += ["?", None, 7, {"src": 0, "time": "hôm qua", "message": "Lời khác."},
+                                         {"src": "1", "time": None, "message": lost.text, "message_id": "x"}]
+    assert await process.zalo.lookup(lost, queued) == [taken.answer["data"]["message_id"]]
+
+
 async def test_a_look_up_zalo_refuses_sends_again_and_one_the_network_loses_stays_unsure(processes, fake_zalo, clock):
     process = await ready(processes, fake_zalo)
     fake_zalo.fail("conversation", -201)  # e.g. the app may not read conversations
