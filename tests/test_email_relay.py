@@ -21,7 +21,8 @@ from contract.delivery import PermanentDeliveryError
 from contract.messages import Attachment, Outgoing
 from channels.email.relay import RelaySender
 from storage.models import OutboxMessage
-from tests.test_email_support import DOMAIN, OURS, SinkRelay, eventually, new_mail, rows, start_mail_service
+from tests.test_email_support import (DOMAIN, OURS, SinkRelay, email_config, eventually, new_mail, rows,
+                                      start_mail_service)
 
 COMPLAINT = "Nắp cống trước số nhà 88 đường Láng bị vỡ, xe máy đi qua rất dễ sụp bánh."
 CITIZEN = "an.nguyen@gmail.com"
@@ -193,10 +194,10 @@ async def test_one_relay_session_carries_many_mails_and_a_closed_one_is_reopened
     relay = await SinkRelay(idle_timeout=2.0).start()
     mail = await start_mail_service(make_config, clock, relay=relay)
     try:
-        for number in range(3):
+        for number in range(3):  # one after another: one session, open, carries each
             await mail.send(new_mail(f"c{number}@example.vn", "Nắp cống", COMPLAINT, f"<s{number}@x>"),
                             f"c{number}@example.vn")
-        await relay.wait_for(3)
+            await relay.wait_for(number + 1)
         assert relay.connections == 1
         await asyncio.sleep(2.5)  # the relay closes the quiet session
         await mail.send(new_mail("c9@example.vn", "Nắp cống", COMPLAINT, "<s9@x>"), "c9@example.vn")
@@ -207,6 +208,32 @@ async def test_one_relay_session_carries_many_mails_and_a_closed_one_is_reopened
         assert [row.attempts for row in await rows(mail.core, OutboxMessage)] == [1, 1, 1, 1]
     finally:
         await mail.stop()
+
+
+async def test_mails_that_go_together_go_on_sessions_of_their_own_up_to_the_outboxs_concurrency(make_config, clock):
+    """A mail takes four round trips with the relay, each waiting for a busy event loop
+    under load: the mails the outbox sends together (``outbox.concurrency``) go on as many
+    sessions, never more, and the sessions stay open for the next ones."""
+    relay = await SinkRelay(data_delay=0.2).start()
+    config = make_config(email_config(relay))
+    sender = RelaySender(config.email, clock, display_name="Tiếp nhận phản ánh", timeout=5, sessions=4)
+    alone = RelaySender(config.email, clock, display_name="Tiếp nhận phản ánh", timeout=5)
+
+    def mail(number: int) -> Outgoing:
+        return Outgoing(channel="email", recipient=f"c{number}@example.vn", text="Đã nhận.", key=f"ack:{number}")
+
+    try:
+        await asyncio.gather(*(sender.send(mail(number)) for number in range(6)))
+        assert (relay.most_at_once, relay.connections, len(relay.mails)) == (4, 4, 6)
+        await asyncio.gather(*(sender.send(mail(number)) for number in range(6, 10)))
+        assert (relay.connections, len(relay.mails)) == (4, 10)  # the open sessions carried them
+        relay.most_at_once = 0
+        await asyncio.gather(*(alone.send(mail(number)) for number in range(10, 13)))
+        assert (relay.most_at_once, relay.connections, len(relay.mails)) == (1, 5, 13)  # one session: in turn
+    finally:
+        await sender.close()
+        await alone.close()
+        await relay.stop()
 
 
 async def wait_until_all_sent(mail, count: int) -> None:

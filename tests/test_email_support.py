@@ -92,6 +92,9 @@ class SinkRelay:
     password: tuple[str, str] | None = None  # (user, password) the relay wants, if any
     idle_timeout: float = 300  # seconds before the relay closes a quiet session
     connections: int = 0
+    data_delay: float = 0.0  # seconds the relay takes to answer a mail's DATA
+    carrying: int = 0  # mails being answered now
+    most_at_once: int = 0  # the most mails it was answering at one moment
     mails: list[Relayed] = field(default_factory=list)
     on_mail: Callable[[Relayed], None] | None = None
     _server: asyncio.AbstractServer | None = None
@@ -104,6 +107,12 @@ class SinkRelay:
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.carrying += 1
+        self.most_at_once = max(self.most_at_once, self.carrying)
+        try:
+            await asyncio.sleep(self.data_delay)
+        finally:
+            self.carrying -= 1
         if self.data_answer.startswith("250"):
             login = session.auth_data
             relayed = Relayed(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content,

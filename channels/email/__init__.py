@@ -40,7 +40,8 @@ def setup(app: web.Application, port: Port, config: EmailConfig, *, send_timeout
     if smtp_log.level == logging.NOTSET:
         smtp_log.setLevel(logging.WARNING)
 
-    relay = RelaySender(config, port.clock, display_name=port.config.service.name, timeout=send_timeout)
+    relay = RelaySender(config, port.clock, display_name=port.config.service.name, timeout=send_timeout,
+                        sessions=port.config.outbox.concurrency)  # the most the outbox sends at once
 
     async def smtp_server(app: web.Application) -> AsyncIterator[None]:
         if listen:
