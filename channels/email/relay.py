@@ -129,13 +129,14 @@ class RelaySender:
                                     subtype=subtype or "octet-stream", filename=attachment.filename)
         return mail
 
-    async def _session(self) -> tuple[aiosmtplib.SMTP, bool]:
-        """An open session with the relay that carries no mail now, or a new one (STARTTLS
-        and login as configured); and whether it was open before."""
-        while self._idle:
+    async def _session(self, fresh: bool) -> tuple[aiosmtplib.SMTP, bool]:
+        """An open session with the relay that carries no mail now (unless ``fresh``), or a
+        new one (STARTTLS and login as configured); and whether it was open before."""
+        while self._idle and not fresh:
             client = self._idle.pop()
             if client.is_connected:
                 return client, True
+            self._drop(client)
         client = aiosmtplib.SMTP(
             hostname=self.config.relay_host, port=self.config.relay_port, local_hostname=self.domain,
             start_tls=self.config.relay_starttls, tls_context=self.tls_context, timeout=self.timeout,
@@ -157,7 +158,7 @@ class RelaySender:
             for attempt in (1, 2):
                 client, reused = None, False
                 try:
-                    client, reused = await self._session()
+                    client, reused = await self._session(fresh=attempt > 1)
                     if message.recipient.isascii():
                         # Written by wire(): the same mail without the email package's refolding.
                         await client.sendmail(self.config.from_address, [message.recipient], wire(mail, POLICY))
