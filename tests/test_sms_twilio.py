@@ -168,6 +168,12 @@ async def test_a_look_up_takes_only_what_twilio_made_since_the_message_was_queue
     clock.advance(timedelta(hours=1))
     assert await sender.lookup(message, clock.now()) == []  # the same words, made an hour before
     assert await sender.lookup(replace(message, text="Lời khác."), row.created_at) == []
+    # Items Twilio should not list are passed over; one whose time cannot be read may be ours.
+    operator.listed_too = ["?", None, {"sid": None, "to": row.recipient, "body": ack.text},
+                           {"sid": "SM-inbound", "to": row.recipient, "body": ack.text, "direction": "inbound"},
+                           {"sid": "SM-undated", "to": row.recipient, "body": ack.text, "direction": "outbound-api",
+                            "date_created": "hôm qua"}]
+    assert await sender.lookup(message, row.created_at) == [ack.request_id, "SM-undated"]
 
 
 async def test_wrong_credentials_are_retried_not_given_up(sms_config, operator, clock, monkeypatch):
