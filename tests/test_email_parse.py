@@ -34,6 +34,16 @@ def test_windows_1258_mail_reads_as_the_same_vietnamese_the_web_form_stores():
     assert mail.notes == ()
 
 
+def test_a_tone_mark_after_a_control_character_still_meets_its_letter():
+    # Found by test_email_property.py: "\xfd\x00\xcc" in Windows-1258 is "ư", NUL, a
+    # combining grave; the NUL went after the text was brought to NFC, leaving "ư" and its
+    # mark side by side, not "ừ".
+    raw = b"From: An <an@example.vn>\nSubject: \xd0\xfd\x00\xccng\nMessage-ID: <nul@x>\n\nng\xe2\xecp \xd0\xfd\x00\xccng\n"
+    mail = parse(raw)
+    assert (mail.subject, mail.text) == ("Đừng", "ngấp Đừng")
+    assert unicodedata.is_normalized("NFC", mail.subject + mail.text)
+
+
 def test_encoded_words_in_several_charsets_in_one_header():
     raw = (b"From: =?iso-8859-1?Q?Jos=E9?= =?utf-8?B?Tmd1eeG7hW4=?= <jose@example.vn>\n"
            b"Subject: =?windows-1258?Q?=D0i=EA=ECn?= =?utf-8?Q?_n=C6=B0=E1=BB=9Bc?= ok\n"

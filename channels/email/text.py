@@ -69,8 +69,10 @@ def decode_bytes(data: bytes, declared: str | None) -> tuple[str, str | None]:
 
 def clean(text: str) -> str:
     """Text as stored: NFC, Unix newlines, no control characters, no trailing spaces, no blank runs."""
-    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff"))
-    text = _CONTROL.sub("", text)
+    # Control characters out before NFC: a tone mark written after one (Windows-1258 writes
+    # tones as combining marks) meets its letter only once it is gone.
+    text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff"))
+    text = unicodedata.normalize("NFC", text)
     text = "\n".join(line.rstrip() for line in text.split("\n"))
     return _BLANK_RUNS.sub("\n\n", text).strip()
 
