@@ -490,3 +490,32 @@ async def test_a_reply_window_is_read_from_the_citizen_s_own_messages_by_index(m
     plan = await plan_of(core, statement, parameters)
     assert "ix_messages_channel_sender" in plan, plan
     assert not re.search(r"\bSCAN messages\b|Seq Scan on messages", plan), plan
+
+
+async def test_a_batch_reads_each_incident_it_joins_with_its_lead_in_one_statement(make_core):
+    """A batch joining reports to two incidents reads each incident and its lead together,
+    once: two statements, not four, and the joins take the lead's unit and deadline."""
+    from storage.models import Incident
+
+    core = await make_core({"incidents": {"enabled": True}})
+    power = "Mất điện toàn bộ phường Kim Liên, quận Đống Đa từ 9 giờ sáng, cả khu tập thể tối om."
+    water = "Mất nước cả khu tập thể Thành Công, quận Ba Đình từ tối qua, không ai thông báo."
+    for number, text in enumerate((power, power, water, water)):
+        await intake.receive(core, sms(core, text=text, sender=f"+8491200002{number}", external_id=f"J{number}"))
+    incidents = await rows(core, Incident)
+    assert len(incidents) == 2
+    looks = "FROM incidents", "FROM complaints WHERE complaints.id ="
+    with statements(core, lambda statement: any(look in " ".join(statement.split()) for look in looks)) as read:
+        results = await intake.receive_batch(core, [
+            sms(core, text=text, sender=f"+8491200003{number}", external_id=f"K{number}")
+            for number, text in enumerate((power, water, power, water))])
+    assert [r.outcome for r in results] == ["created"] * 4
+    assert len(read) == 2 and all("FROM incidents JOIN complaints" in " ".join(s.split()) for s, _ in read)
+    stored = {c.id: c for c in await rows(core, Complaint)}
+    lead_of = {incident.id: stored[incident.lead_complaint_id] for incident in incidents}
+    for result in results:
+        complaint = stored[result.complaint_id]
+        lead = lead_of[complaint.incident_id]
+        assert (complaint.incident_role, complaint.unit_id, complaint.resolution_due) == \
+            ("member", lead.unit_id, lead.resolution_due)
+    assert sorted(i.reports for i in await rows(core, Incident)) == [4, 4]
