@@ -108,10 +108,14 @@ def remove_personal_data(text: str) -> str:
     return _PERSONAL_DATA_RE.sub("***", text)
 
 
+# What makes a field value need quotes: whitespace (``\\s`` is ``str.isspace``), a quote, "=".
+_NEEDS_QUOTES = re.compile(r'[\s"=]')
+
+
 def _render_value(value: object) -> str:
     """A field value for ``key=value``, quoted when it would not read as one token."""
     text = str(value)
-    if text and not any(char.isspace() or char in '"=' for char in text):
+    if text and _NEEDS_QUOTES.search(text) is None:
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -127,11 +131,17 @@ class MaskingFormatter(logging.Formatter):
                       key=len, reverse=True)
         # Longest first, so a secret that contains another is replaced whole.
         self._secrets_re = re.compile("|".join(map(re.escape, kept))) if kept else None
+        self._second: tuple[int, str] = (-1, "")  # the last whole second written out, and how
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         """The record's time in UTC as ``2026-11-25T10:00:00.123Z``."""
-        moment = datetime.fromtimestamp(record.created, tz=timezone.utc)
-        return f"{moment:%Y-%m-%dT%H:%M:%S}.{int(record.msecs):03d}Z"
+        # A busy process logs many lines a second: the date and time are written once each.
+        second = int(record.created)
+        last, text = self._second
+        if second != last:
+            text = f"{datetime.fromtimestamp(second, tz=timezone.utc):%Y-%m-%dT%H:%M:%S}"
+            self._second = (second, text)
+        return f"{text}.{int(record.msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as a single masked line."""

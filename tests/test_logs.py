@@ -141,8 +141,21 @@ def test_line_format_with_fields(output):
 def test_timestamp_is_utc_with_milliseconds():
     record = logging.makeLogRecord({"msg": "x", "levelname": "INFO", "name": "n",
                                     "created": 1795600800.123456, "msecs": 123.456})
-    line = MaskingFormatter().format(record)
-    assert line == "2026-11-25T10:00:00.123Z INFO n x"
+    formatter = MaskingFormatter()
+    assert formatter.format(record) == "2026-11-25T10:00:00.123Z INFO n x"
+    # The same formatter goes on to the next second, and back (a record from another thread).
+    for created, written in ((1795600801.5, "10:00:01.500"), (1795600799.25, "09:59:59.250"),
+                             (1795600801.125, "10:00:01.125")):
+        later = logging.makeLogRecord({"msg": "x", "levelname": "INFO", "name": "n", "created": created,
+                                       "msecs": (created - int(created)) * 1000})
+        assert formatter.format(later) == f"2026-11-25T{written}Z INFO n x"
+
+
+def test_a_value_with_any_kind_of_space_or_an_equals_sign_is_quoted(output):
+    logging.getLogger("bot.intake").info("x", extra={"fields": {
+        "nbsp": "Phường\u00a07", "tab": "a\tb", "ideographic": "a\u3000b", "eq": "a=b", "plain": "Phường_7"}})
+    [line] = lines(output)
+    assert line.split(" ", 4)[4] == 'nbsp="Phường\u00a07" tab="a\tb" ideographic="a\u3000b" eq="a=b" plain=Phường_7'
 
 
 def test_phone_in_args_is_masked(output):
