@@ -44,12 +44,11 @@ STATES = {"sent": "sent", "delivered": "delivered", "read": "delivered", "undeli
 
 def signature(token: str, url: str, params: list[tuple[str, str]], algorithm: str = "HMAC_SHA1") -> str:
     """The signature Twilio sends for a request to url with these POST parameters."""
-    data = url
-    names = sorted({name for name, _ in params})
-    for name in names:
-        # Twilio's validator takes each distinct value of a repeated parameter once, sorted.
-        for value in sorted({value for key, value in params if key == name}):
-            data += name + value
+    # Twilio's validator takes each distinct value of a repeated parameter once, sorted.
+    values: dict[str, set[str]] = {}
+    for name, value in params:
+        values.setdefault(name, set()).add(value)
+    data = url + "".join(name + value for name in sorted(values) for value in sorted(values[name]))
     digest = hmac.new(token.encode("utf-8"), data.encode("utf-8"), ALGORITHMS[algorithm]).digest()
     return base64.b64encode(digest).decode("ascii").strip()
 
