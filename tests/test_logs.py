@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from bot.logs import (MaskingFormatter, configure_logging, mask_email, mask_personal_data,
+from bot.logs import (MaskingFormatter, _render_value, configure_logging, mask_email, mask_personal_data,
                       mask_phone)
 
 PHONE = "+84912345678"
@@ -48,7 +48,7 @@ def lines(stream: io.StringIO) -> list[str]:
 # --- mask_phone, mask_email ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("number, masked", [
+MASK_PHONE = [
     ("+84912345678", "+84 91* *** 678"),
     ("0912345678", "091* *** 678"),
     ("+84 912 345 678", "+84 91* *** 678"),
@@ -64,7 +64,10 @@ def lines(stream: io.StringIO) -> list[str]:
     ("12345", "***45"),
     ("", "***"),
     ("không có", "***"),
-])
+]
+
+
+@pytest.mark.parametrize("number, masked", MASK_PHONE)
 def test_mask_phone(number, masked):
     assert mask_phone(number) == masked
 
@@ -82,7 +85,7 @@ def test_mask_email(address, masked):
 # --- mask_personal_data ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, masked", [
+MASK_PERSONAL_DATA = [
     ("SĐT: 0912 345 678, email nguyen.van.a@example.com",
      "SĐT: 091* *** 678, email n***@example.com"),
     ("gọi +84-912-345-678 hoặc 0912.345.678/0987654321",
@@ -97,9 +100,30 @@ def test_mask_email(address, masked):
     ("0912345678@gmail.com", "0***@gmail.com"),
     ("email=le.b@example.org;", "email=l***@example.org;"),
     ("Mailto:<Pham@Example.COM>", "Mailto:<P***@Example.COM>"),
-])
+]
+
+
+@pytest.mark.parametrize("text, masked", MASK_PERSONAL_DATA)
 def test_mask_personal_data(text, masked):
     assert mask_personal_data(text) == masked
+
+
+PERSONAL = [text for text, _ in (*MASK_PHONE, *MASK_PERSONAL_DATA) if sum(map(str.isdigit, text)) > 5]
+
+
+@pytest.mark.parametrize("text", PERSONAL)
+def test_a_line_masks_every_kind_of_number_and_address_wherever_it_stands(text):
+    """A line is searched for personal data only when it may hold some (an "@", seven
+    digits): each kind of number and address is masked in the message, in a field, and at
+    the start of the message, right after the time stamp."""
+    masked = mask_personal_data(text)
+    assert masked != text
+    formatter = MaskingFormatter()
+    for message, fields, written in ((text, None, masked), (f"from {text} ok", None, f"from {masked} ok"),
+                                     ("x", {"to": text}, f"x to={mask_personal_data(_render_value(text))}")):
+        record = logging.makeLogRecord({"msg": message, "levelname": "INFO", "name": "n", "created": 1795600800.5,
+                                        "msecs": 500.0, "fields": fields})
+        assert formatter.format(record) == f"2026-11-25T10:00:00.500Z INFO n {written}"
 
 
 @pytest.mark.parametrize("text", [
