@@ -1,5 +1,6 @@
 """The dispatcher: one per process, it sends what the outbox holds through the channels'
-senders, several messages at once (``outbox.concurrency``).
+senders, several messages at once (``outbox.concurrency``), each channel in a lane of its
+own: a slow provider holds back only its own channel's messages.
 
 Each process's dispatcher is a worker with a name that stays the same across restarts
 (``outbox.worker_name``, by default the host and the web port) and an incarnation that
@@ -14,7 +15,8 @@ unsure, and their next attempt asks the provider first where the sender can look
 message up (``lookup``), else sends again with our reference, which providers that
 dedupe recognise. What stays possible is a second copy of the messages that were in
 flight on a channel that can neither dedupe nor be asked: at most ``outbox.concurrency``
-per crash. On a channel that can be asked (its sender has ``lookup``: SMS, Zalo) the
+per such channel per crash (Telegram's and email's lanes may each have a group in flight).
+On a channel that can be asked (its sender has ``lookup``: SMS, Zalo) the
 whole claimed batch is in flight at once.
 """
 
@@ -281,14 +283,18 @@ class Dispatcher:
         for claim in claims:
             await self.send_one(claim, marks)
 
-    async def run_once(self) -> int:
-        """One round: beat if due, claim a batch, send it; return how many were claimed."""
+    async def beat(self) -> None:
+        """Register at first, then keep the heartbeat when it is due."""
         now = self.core.clock.now()
-        beat = timedelta(seconds=self.core.config.outbox.heartbeat_seconds)
         if self._beat is None:
             await self.register()
-        elif now - self._beat >= beat:
+        elif now - self._beat >= timedelta(seconds=self.core.config.outbox.heartbeat_seconds):
             await self.heartbeat()
+
+    async def run_once(self) -> int:
+        """One round on every channel together: beat if due, claim a batch, send it; return how
+        many were claimed."""
+        await self.beat()
         claims = await self.claim()
         self._in_flight.update(claim.id for claim in claims)
         try:
@@ -298,33 +304,63 @@ class Dispatcher:
         return len(claims)
 
     async def run(self) -> None:
-        """Dispatch until stopped; wake on the core's signal, each poll, or each heartbeat."""
+        """Dispatch until stopped, each channel in a lane of its own: a round of one channel's
+        messages does not wait for another's. A mail relay that takes its time, or Telegram's
+        flood control sat out in place, held back every SMS and Zalo acknowledgement of the
+        process until the round's slowest send returned (up to ``send_timeout_seconds`` a
+        group). A channel is claimed for again once its round ends; the loop wakes on the
+        core's signal, a round's end, each poll and each heartbeat."""
         config = self.core.config.outbox
         if not self.senders:
             # No channel to send on in this process: its messages wait in the outbox.
             await self._stopping.wait()
             return
+        lanes: dict[str, asyncio.Task] = {}
         try:
             while not self._stopping.is_set():
+                for channel in [channel for channel, task in lanes.items() if task.done()]:
+                    del lanes[channel]
+                idle = [channel for channel in self.senders if channel not in lanes]
+                # Cleared before the claim: a message queued while it runs wakes the wait below.
+                self.core.outbox_ready.clear()
+                claims: list[Claim] = []
                 try:
-                    claimed = await self.run_once()
+                    await self.beat()
+                    if idle:
+                        claims = await outbox.claim(self.core, self.holder, idle, config.batch_size,
+                                                    start_now=self.at_once)
                 except Exception:
                     log.exception("outbox dispatch failed; retrying")
-                    claimed = 0
-                if claimed:
-                    continue
-                self.core.outbox_ready.clear()
+                by_channel: dict[str, list[Claim]] = {}
+                for claim in claims:
+                    by_channel.setdefault(claim.channel, []).append(claim)
+                for channel, theirs in by_channel.items():
+                    self._in_flight.update(claim.id for claim in theirs)
+                    lanes[channel] = asyncio.create_task(self._round(theirs), name=f"outbox-{channel}")
+                if len(claims) >= config.batch_size:
+                    continue  # more may be due on the channels still idle
                 waiters = [asyncio.ensure_future(self.core.outbox_ready.wait()),
                            asyncio.ensure_future(self._stopping.wait())]
-                await asyncio.wait(waiters, timeout=min(config.poll_seconds, config.heartbeat_seconds),
+                await asyncio.wait([*waiters, *lanes.values()], timeout=min(config.poll_seconds, config.heartbeat_seconds),
                                    return_when=asyncio.FIRST_COMPLETED)
                 for waiter in waiters:
                     waiter.cancel()
         finally:
+            if lanes:  # rows handed to senders finish; the rest is given back below
+                await asyncio.gather(*lanes.values(), return_exceptions=True)
             try:
                 await self.leave()
             except Exception:  # the store may be what stopped us; the heartbeat will tell
                 log.warning("outbox: could not give back claims on stopping", exc_info=True)
+
+    async def _round(self, claims: list[Claim]) -> None:
+        """One channel's claimed messages sent (a lane's round)."""
+        try:
+            await self.send(claims)
+        except Exception:
+            log.exception("outbox dispatch failed; retrying")
+        finally:
+            self._in_flight.difference_update(claim.id for claim in claims)
 
     def stop(self) -> None:
         """Finish the messages being sent, then stop; the rest stays queued."""

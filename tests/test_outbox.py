@@ -274,6 +274,55 @@ async def test_rows_on_a_channel_that_can_be_asked_are_marked_being_sent_in_thei
     assert rows == {("sms", "sending", 1), ("telegram", "claimed", 0)}
 
 
+async def until(check, seconds: float = 10.0) -> None:
+    """Wait until ``check()`` (a coroutine function) is true, or fail after ``seconds``."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "not in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_channel_whose_provider_hangs_does_not_hold_back_another_channels_messages(core):
+    """Each channel is sent in a lane of its own: while a Telegram send hangs (a provider
+    that takes its time, a flood wait sat out in place; up to ``send_timeout_seconds``),
+    SMS acknowledgements queued meanwhile still go. In one round for every channel they
+    waited for the hanging send."""
+    hanging = FakeGateway(together=1_000)  # answers nothing until the test lets it
+    hanging, fast = await hanging.start(), await FakeGateway().start()
+    dispatcher = Dispatcher(core, {"telegram": HttpSender(hanging.url), "sms": AskedHttpSender(fast.url)})
+    running = asyncio.create_task(dispatcher.run())
+    try:
+        await queue(core, 1, channel="telegram")
+        core.outbox_ready.set()
+
+        async def telegram_in_flight() -> bool:
+            return hanging.arrived == 1
+
+        await until(telegram_in_flight)
+        await queue(core, 3, channel="sms")
+        core.outbox_ready.set()
+
+        async def sms_sent() -> bool:
+            return sum(row.status == outbox.SENT for row in await stored(core) if row.channel == "sms") == 3
+
+        await until(sms_sent, 5)
+        assert len(fast.received) == 3 and hanging.received == []
+        assert [row.status for row in await stored(core) if row.channel == "telegram"] == [outbox.SENDING]
+        hanging.gate.set()
+
+        async def all_sent() -> bool:
+            return all(row.status == outbox.SENT for row in await stored(core))
+
+        await until(all_sent, 5)
+        assert len(hanging.received) == 1
+    finally:
+        hanging.gate.set()
+        dispatcher.stop()
+        await asyncio.wait_for(running, 10)
+        await hanging.stop()
+        await fast.stop()
+
+
 class PhotoSender(AskedHttpSender):
     """A provider that can be asked about a text, but not whether the photos after it went
     (as Zalo's conversation)."""
