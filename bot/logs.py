@@ -117,7 +117,7 @@ def remove_personal_data(text: str) -> str:
     return _PERSONAL_DATA_RE.sub("***", text)
 
 
-# What makes a field value need quotes: whitespace (``\\s`` is ``str.isspace``), a quote, "=".
+# What makes a field value need quotes: whitespace (\s is what str.isspace calls one), a quote, "=".
 _NEEDS_QUOTES = re.compile(r'[\s"=]')
 
 
