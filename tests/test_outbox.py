@@ -25,6 +25,7 @@ from contract.messages import Outgoing
 from storage.db import read_aside
 from storage.models import OutboxMessage
 from tests.conftest import plan_of, statements
+from tests.telegram_fake import eventually
 
 
 class FakeGateway:
@@ -274,14 +275,6 @@ async def test_rows_on_a_channel_that_can_be_asked_are_marked_being_sent_in_thei
     assert rows == {("sms", "sending", 1), ("telegram", "claimed", 0)}
 
 
-async def until(check, seconds: float = 10.0) -> None:
-    """Wait until ``check()`` (a coroutine function) is true, or fail after ``seconds``."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "not in time"
-        await asyncio.sleep(0.02)
-
-
 async def test_a_channel_whose_provider_hangs_does_not_hold_back_another_channels_messages(core):
     """Each channel is sent in a lane of its own: while a Telegram send hangs (a provider
     that takes its time, a flood wait sat out in place; up to ``send_timeout_seconds``),
@@ -298,14 +291,14 @@ async def test_a_channel_whose_provider_hangs_does_not_hold_back_another_channel
         async def telegram_in_flight() -> bool:
             return hanging.arrived == 1
 
-        await until(telegram_in_flight)
+        await eventually(telegram_in_flight)
         await queue(core, 3, channel="sms")
         core.outbox_ready.set()
 
         async def sms_sent() -> bool:
             return sum(row.status == outbox.SENT for row in await stored(core) if row.channel == "sms") == 3
 
-        await until(sms_sent, 5)
+        await eventually(sms_sent, 5)
         assert len(fast.received) == 3 and hanging.received == []
         assert [row.status for row in await stored(core) if row.channel == "telegram"] == [outbox.SENDING]
         hanging.gate.set()
@@ -313,7 +306,7 @@ async def test_a_channel_whose_provider_hangs_does_not_hold_back_another_channel
         async def all_sent() -> bool:
             return all(row.status == outbox.SENT for row in await stored(core))
 
-        await until(all_sent, 5)
+        await eventually(all_sent, 5)
         assert len(hanging.received) == 1
     finally:
         hanging.gate.set()
