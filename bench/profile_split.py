@@ -140,14 +140,18 @@ STATEMENT_KINDS = [
     ("_connection_for_bind", "BEGIN / connection from the pool"),
     ("_load_on_pk_identity", "SELECT by primary key (Session.get)"),
     ("_AbstractORMCompileState", "SELECT (ORM; caller not on the greenlet's stack)"),
-    ("Connection._execute", "aiosqlite: handing a call to its thread"),
-    ("Connection.cursor", "aiosqlite: handing a call to its thread"),
+    # SQLAlchemy Core's own execution (cache key, parameters through the columns' types):
+    # named apart from aiosqlite's ``Connection._execute``, which it contains.
+    ("Connection._execute_clauseelement", "SQLAlchemy Core: cache key and parameters (caller not on the greenlet's stack)"),
+    ("Connection._execute", "aiosqlite: handing a call to its thread", "aiosqlite/"),
+    ("Connection.cursor", "aiosqlite: handing a call to its thread", "aiosqlite/"),
 ]
 
 
 def statement_kind(frames: list[tuple[str, str]]) -> str:
-    for marker, kind in STATEMENT_KINDS:
-        if any(marker in function for function, _ in frames):
+    for marker, kind, *within in STATEMENT_KINDS:
+        prefix = within[0] if within else ""  # where the function must be, for a name two libraries share
+        if any(marker in function and path.startswith(prefix) for function, path in frames):
             return kind
     return "other SQLAlchemy / driver work, caller not on the stack"
 

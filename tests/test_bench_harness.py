@@ -151,6 +151,14 @@ def test_profile_split_buckets():
         f"_connection_worker_thread (aiosqlite/core.py:{profile_split.AIOSQLITE_WAIT}) 7",
         "process 1:\"serve\";serve (service/app.py:10);BaseEventLoop._run_once (asyncio/base_events.py:1);"
         "EpollSelector.select (selectors.py:1) 50",
+        # A statement in SQLAlchemy's greenlet (no caller of ours on its stack): Core's own
+        # execution, whose name holds aiosqlite's ``Connection._execute``, and the hand-off.
+        "process 1:\"serve\";greenlet_spawn (sqlalchemy/util/concurrency.py:1);"
+        "Connection._execute_clauseelement (sqlalchemy/engine/base.py:1);"
+        "DefaultExecutionContext._init_compiled (sqlalchemy/engine/default.py:1) 9",
+        "process 1:\"serve\";greenlet_spawn (sqlalchemy/util/concurrency.py:1);"
+        "AsyncAdapt_aiosqlite_cursor.execute (sqlalchemy/dialects/sqlite/aiosqlite.py:1);"
+        "Connection._execute (aiosqlite/core.py:1) 2",
     ])
     result = profile_split.split(stacks, rate=100)
     buckets = result["buckets"]
@@ -158,7 +166,10 @@ def test_profile_split_buckets():
     assert result["idle"] == 57
     assert buckets["HTTP/SMTP server (aiohttp, aiosmtpd, asyncio)"] == 10
     assert buckets["parsing"] == 5 and buckets["validation"] == 4
-    assert buckets["database"] == 20 and result["details"]["database"]["bot/intake.py:_file_many"] == 20
+    database = result["details"]["database"]
+    assert buckets["database"] == 31 and database["bot/intake.py:_file_many"] == 20
+    assert database["aiosqlite: handing a call to its thread"] == 2
+    assert database["SQLAlchemy Core: cache key and parameters (caller not on the greenlet's stack)"] == 9
     assert buckets["outbox claim and update"] == 6 and buckets["outbound (HTTP, SMTP relay)"] == 3
     assert buckets["database: SQLite engine (aiosqlite thread)"] == 8 and buckets["logging"] == 2
     text = profile_split.render(result, requests=29, cpu_seconds=0.58)
