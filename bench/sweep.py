@@ -70,7 +70,7 @@ from sqlalchemy import String, bindparam, cast, delete, event, func, insert, lit
 from bot.clock import FrozenClock
 from bot.incidents import match
 from service.config import parse_config
-from bot.core import Core
+from bot.core import Core, SenderTerms
 from service.assembly import open_core
 from bot.sweep import BATCH, sweep
 from storage.models import Complaint, Contact, Event, OutboxMessage, Staff
@@ -672,6 +672,12 @@ async def run(args: argparse.Namespace) -> int:
         await db.create()
         clock = FrozenClock(NOW)
         core = await open_core(parse_config(bench_config(db.url), environ={}), clock=clock)
+        # What the service's wiring (service/app.py) tells the core and open_core alone does
+        # not: the channels this process sends on. The store's citizens write by SMS and its
+        # staff read Telegram, so a service answering them has both senders; neither has a
+        # reply window or carries only some kinds. Without them every apology's contact
+        # point was chosen the long way, for a process that could not send it.
+        core.senders = {"sms": SenderTerms(), "telegram": SenderTerms()}
         async with core.engine.connect() as conn:
             version = (await conn.execute(text(
                 "SELECT sqlite_version()" if db.kind == "sqlite" else "SHOW server_version"))).scalar()

@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from service import heap
 from tests.conftest import get_form
 
 COMPLAINT = "Rác thải đổ trộm ở đầu ngõ 34 phố Hoàng Quốc Việt đã một tuần chưa được thu gom."
@@ -127,10 +128,11 @@ def metric(exposition: str, name: str) -> float | None:
     return None
 
 
-async def test_serve_freezes_its_start_up_heap_and_reports_the_collectors_pauses(serve):
+async def test_serve_freezes_its_start_up_heap_spaces_young_collections_and_reports_the_pauses(serve):
     """Once started, the objects start-up made are frozen out of the collector's way (full
-    collections held the event loop about 100 ms each under load), and each collection's
-    pause is in /metrics, by generation."""
+    collections held the event loop about 100 ms each under load), young collections come
+    every ``heap.YOUNG`` objects, not every 700, and each collection's pause is in /metrics,
+    by generation (observing them: ``tests/test_heap.py``)."""
     url, process = serve()
     await wait_healthy(url, process)
     async with aiohttp.ClientSession(url, cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
@@ -140,12 +142,16 @@ async def test_serve_freezes_its_start_up_heap_and_reports_the_collectors_pauses
             assert response.status == 200
             exposition = await response.text()
     process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=30)
+    _, stderr = process.communicate(timeout=30)
     # Modules, the catalogue, phone metadata, SQLAlchemy's tables: well over ten thousand.
     assert (metric(exposition, "feedback_intake_gc_frozen_objects") or 0) > 10_000
-    # Three complaints allocate far more than one young generation's worth of objects.
-    assert (metric(exposition, 'feedback_intake_gc_pause_seconds_count{generation="0"}') or 0) >= 1
-    assert metric(exposition, 'feedback_intake_gc_pause_seconds_count{generation="2"}') is not None
+    # The thresholds in force, as the process read them back after setting them.
+    started = [line for line in stderr.splitlines() if "service.app started " in line]
+    assert len(started) == 1 and f"gc_thresholds={heap.YOUNG}/10/10" in started[0], started
+    # Three complaints may not fill one young generation now: the samples are there, each
+    # generation's count is whatever ran.
+    for generation in "012":
+        assert metric(exposition, f'feedback_intake_gc_pause_seconds_count{{generation="{generation}"}}') is not None
 
 
 async def test_db_upgrade_migrates_a_fresh_database(tmp_path, database_url):
