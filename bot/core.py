@@ -10,6 +10,7 @@ The wiring (``service/``) builds it and starts what it needs; every function of
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -21,6 +22,35 @@ from bot.metrics import Metrics
 from bot.settings import Settings
 from bot.texts import Catalogue
 from contract.delivery import ReplyWindow
+
+
+class OutboxSignal(asyncio.Event):
+    """Set after a commit that queued messages, so the dispatcher need not wait for its poll;
+    with the channels they were queued on where the setter knows them (intake does), so a
+    dispatcher whose lane on one channel is busy does not claim for its idle channels in
+    vain at every batch another channel queued."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._channels: set[str] | None = set()
+
+    def set(self, channels: Iterable[str] | None = None) -> None:
+        """Wake the dispatcher for these channels (None, the default: for any)."""
+        if channels is None:
+            self._channels = None
+        elif self._channels is not None:
+            self._channels.update(channels)
+        super().set()
+
+    def clear(self) -> None:
+        self._channels = set()
+        super().clear()
+
+    def take(self) -> set[str] | None:
+        """Clear; the channels named since the last clear (None: any)."""
+        channels = self._channels
+        self.clear()
+        return channels
 
 
 @dataclass(frozen=True)
@@ -46,7 +76,7 @@ class Core:
     directory: Directory
     public_url: str  # the address citizens and gateways see; links to status pages start with it
     # Set after a commit that queued messages, so the dispatcher need not wait for its poll.
-    outbox_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    outbox_ready: OutboxSignal = field(default_factory=OutboxSignal)
     # The channels this process sends on, filled by the wiring once the channels are set up.
     senders: dict[str, SenderTerms] = field(default_factory=dict)
 

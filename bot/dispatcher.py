@@ -309,26 +309,33 @@ class Dispatcher:
         flood control sat out in place, held back every SMS and Zalo acknowledgement of the
         process until the round's slowest send returned (up to ``send_timeout_seconds`` a
         group). A channel is claimed for again once its round ends; the loop wakes on the
-        core's signal, a round's end, each poll and each heartbeat."""
+        core's signal, a round's end, each poll and each heartbeat. A signal that names its
+        channels (intake's, ``OutboxSignal``) wakes the claim for those alone: while one
+        channel's round runs in a storm, each intake batch no longer claimed in vain for the
+        idle others (a write transaction on SQLite's one connection each time)."""
         config = self.core.config.outbox
         if not self.senders:
             # No channel to send on in this process: its messages wait in the outbox.
             await self._stopping.wait()
             return
         lanes: dict[str, asyncio.Task] = {}
+        due = set(self.senders)  # the channels to claim for once idle
         try:
             while not self._stopping.is_set():
                 for channel in [channel for channel, task in lanes.items() if task.done()]:
                     del lanes[channel]
-                idle = [channel for channel in self.senders if channel not in lanes]
-                # Cleared before the claim: a message queued while it runs wakes the wait below.
-                self.core.outbox_ready.clear()
+                    due.add(channel)  # its round is over: more may be due
+                # Taken before the claim: a message queued while it runs wakes the wait below.
+                signalled = self.core.outbox_ready.take()
+                due.update(self.senders if signalled is None else signalled & self.senders.keys())
+                idle = [channel for channel in self.senders if channel not in lanes and channel in due]
                 claims: list[Claim] = []
                 try:
                     await self.beat()
                     if idle:
                         claims = await outbox.claim(self.core, self.holder, idle, config.batch_size,
                                                     start_now=self.at_once)
+                        due.difference_update(idle)
                 except Exception:
                     log.exception("outbox dispatch failed; retrying")
                 by_channel: dict[str, list[Claim]] = {}
@@ -338,13 +345,17 @@ class Dispatcher:
                     self._in_flight.update(claim.id for claim in theirs)
                     lanes[channel] = asyncio.create_task(self._round(theirs), name=f"outbox-{channel}")
                 if len(claims) >= config.batch_size:
+                    due.update(idle)
                     continue  # more may be due on the channels still idle
                 waiters = [asyncio.ensure_future(self.core.outbox_ready.wait()),
                            asyncio.ensure_future(self._stopping.wait())]
-                await asyncio.wait([*waiters, *lanes.values()], timeout=min(config.poll_seconds, config.heartbeat_seconds),
-                                   return_when=asyncio.FIRST_COMPLETED)
+                woken, _ = await asyncio.wait([*waiters, *lanes.values()],
+                                              timeout=min(config.poll_seconds, config.heartbeat_seconds),
+                                              return_when=asyncio.FIRST_COMPLETED)
                 for waiter in waiters:
                     waiter.cancel()
+                if not woken:  # the poll: retries and held messages come due on any channel
+                    due.update(self.senders)
         finally:
             if lanes:  # rows handed to senders finish; the rest is given back below
                 await asyncio.gather(*lanes.values(), return_exceptions=True)

@@ -109,27 +109,32 @@ async def receive_batch(core: Core, inbounds: list[Inbound]) -> list[IntakeResul
     rolled back and each message is taken alone, with retries after a unique-constraint
     race, so one message's trouble never costs another its place.
     """
+    queued: set[str] = set()  # the channels the committed transactions queued messages on
     try:
         async with core.sessions() as session, session.begin():
             results: list[IntakeResult | Exception] = list(await _receive_many(core, session, inbounds))
+        queued |= outbox.queued_on(session)
     except Exception as error:  # noqa: BLE001 - whatever it was, it must not fail the others
         if len(inbounds) == 1 and not isinstance(error, IntegrityError):
             results = [error]
         else:
             log.info("intake batch taken one by one", extra={"fields": {"size": len(inbounds),
                                                                          "error": type(error).__name__}})
-            results = [await _receive_alone(core, inbound) for inbound in inbounds]
+            results = [await _receive_alone(core, inbound, queued) for inbound in inbounds]
+    if queued:
+        core.outbox_ready.set(queued)  # the dispatcher claims for these channels, not for every one
     for inbound, result in zip(inbounds, results):
         if isinstance(result, IntakeResult):
             _after_commit(core, inbound, result)
     return results
 
 
-async def _receive_alone(core: Core, inbound: Inbound) -> IntakeResult | Exception:
+async def _receive_alone(core: Core, inbound: Inbound, queued: set[str]) -> IntakeResult | Exception:
     for attempt in range(ATTEMPTS):
         try:
             async with core.sessions() as session, session.begin():
                 [result] = await _receive_many(core, session, [inbound])
+            queued |= outbox.queued_on(session)
             return result
         except IntegrityError as error:
             if attempt == ATTEMPTS - 1:
@@ -144,9 +149,6 @@ def _after_commit(core: Core, inbound: Inbound, result: IntakeResult) -> None:
     core.metrics.messages_received.labels(inbound.channel, result.outcome).inc()
     if result.outcome == "created":
         core.metrics.complaints_received.labels(inbound.channel).inc()
-    if result.outcome in ("created", "followup", "rated", "disputed") or (inbound.greeting is not None
-                                                                          and result.outcome != "duplicate"):
-        core.outbox_ready.set()
     log.info("message received", extra={"fields": {"channel": inbound.channel, "outcome": result.outcome,
                                                    "code": result.tracking_code or "-"}})
 

@@ -18,6 +18,9 @@ LOCKED`` on PostgreSQL (SQLite has one writer at a time), so several processes s
 What a provider reports after the send (delivered, undelivered) is recorded on the row by
 ``bot/delivery.py``, which also sends a message that cannot reach the citizen on their
 next contact point.
+
+The module is long (a little over 400 lines) on purpose: every change of a row's status is
+written here, so the queue's rules read in one place.
 """
 
 from __future__ import annotations
@@ -91,10 +94,17 @@ def stored_reference(channel: str, key: str) -> str | None:
     return reference_of(key) if channel in REPORTED_BY_REFERENCE else None
 
 
+def queued_on(session: AsyncSession) -> set[str]:
+    """The channels the session queued messages on (for ``core.outbox_ready.set`` after its
+    commit: the dispatcher claims for those)."""
+    return session.info.setdefault("outbox_queued_on", set())
+
+
 async def enqueue_many(session: AsyncSession, now: datetime, queued: Sequence[Queued]) -> None:
     """Queue many messages in one statement; keys already queued are left alone."""
     if not queued:
         return
+    queued_on(session).update(q.message.channel for q in queued)
     rows = [dict(key=q.message.key, reference=stored_reference(q.message.channel, q.message.key),
                  channel=q.message.channel,
                  recipient=q.message.recipient, complaint_id=q.complaint_id,
@@ -114,6 +124,7 @@ async def enqueue_rows(session: AsyncSession, rows: Sequence[dict]) -> None:
     """Queue many messages given as outbox rows (dicts of ``ROW_COLUMNS``; the payload as
     ``enqueue_many`` stores it), in one statement, in the order given; keys already queued
     are left alone. For a backlog's batch (the sweep writes thousands): see ``insert_rows``."""
+    queued_on(session).update(row["channel"] for row in rows)
     await insert_rows(session, OutboxMessage.__table__, ROW_COLUMNS, rows, ignore_conflicts=True)
 
 

@@ -15,13 +15,13 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy import event, func, select, text
 
-from bot import outbox
+from bot import intake, outbox
 from service.config import Config
-from bot.core import Core
+from bot.core import Core, OutboxSignal
 from service.assembly import open_core
 from bot.dispatcher import LOOKUP_SKEW, Dispatcher
 from contract.delivery import PermanentDeliveryError, TransientDeliveryError
-from contract.messages import Outgoing
+from contract.messages import Inbound, Outgoing
 from storage.db import read_aside
 from storage.models import OutboxMessage
 from tests.conftest import plan_of, statements
@@ -314,6 +314,69 @@ async def test_a_channel_whose_provider_hangs_does_not_hold_back_another_channel
         await asyncio.wait_for(running, 10)
         await hanging.stop()
         await fast.stop()
+
+
+def test_a_signal_wakes_the_channels_it_names_and_a_signal_naming_none_wakes_every_one():
+    signal = OutboxSignal()
+    assert signal.take() == set() and not signal.is_set()
+    signal.set({"sms"})
+    signal.set(["email"])
+    assert signal.is_set() and signal.take() == {"sms", "email"} and not signal.is_set()
+    signal.set({"sms"})
+    signal.set()  # a caller that does not say: every channel
+    signal.set({"zalo"})
+    assert signal.take() is None
+    signal.set({"sms"})
+    signal.clear()
+    assert signal.take() == set()
+
+
+async def test_intake_wakes_the_dispatcher_for_the_channels_it_queued_on_not_the_idle_others(make_core):
+    """Intake's signal names the channels its batch queued on (``OutboxSignal``): while a
+    Telegram round is under way, SMS complaints filed one after another make the dispatcher
+    claim for SMS, and no longer each time for Zalo too, which has nothing queued (on SQLite
+    a write transaction in vain on the one connection, per intake batch). A signal naming no
+    channel (the Telegram message here) and the poll still claim for every channel."""
+    core = await make_core({"outbox": {"poll_seconds": 30, "heartbeat_seconds": 30, "takeover_seconds": 60}})
+    hanging, fast, idle = (await FakeGateway(together=1_000).start(), await FakeGateway().start(),
+                           await FakeGateway().start())
+    dispatcher = Dispatcher(core, {"telegram": HttpSender(hanging.url), "sms": AskedHttpSender(fast.url),
+                                   "zalo": HttpSender(idle.url)})
+
+    def claim(sql: str) -> bool:
+        return sql.startswith("SELECT outbox.id") and "outbox.channel IN" in sql
+
+    with statements(core, claim) as claims:
+        running = asyncio.create_task(dispatcher.run())
+        try:
+            await queue(core, 1, channel="telegram")
+            core.outbox_ready.set()
+
+            async def telegram_in_flight() -> bool:
+                return hanging.arrived == 1
+
+            await eventually(telegram_in_flight)
+            assert any("zalo" in str(parameters) for _, parameters in claims)  # the first claims: every channel
+            before = len(claims)
+            for n in range(5):
+                await intake.receive(core, Inbound(channel="sms", external_id=f"SM{n}", sender=f"+8491200000{n}",
+                                                   text=f"Đèn đường hỏng ở ngõ {n} phố Trần Duy Hưng",
+                                                   received_at=core.clock.now()))
+
+                async def acknowledged() -> bool:
+                    return len(fast.received) == n + 1
+
+                await eventually(acknowledged, 5)
+            during = [parameters for _, parameters in claims[before:]]
+            assert any("sms" in str(parameters) for parameters in during), during
+            assert not any("zalo" in str(parameters) or "telegram" in str(parameters) for parameters in during), during
+            assert idle.received == [] and hanging.received == []
+        finally:
+            hanging.gate.set()
+            dispatcher.stop()
+            await asyncio.wait_for(running, 10)
+            for gateway in (hanging, fast, idle):
+                await gateway.stop()
 
 
 class PhotoSender(AskedHttpSender):
