@@ -132,7 +132,7 @@ async def test_serve_freezes_its_start_up_heap_spaces_young_collections_and_repo
     """Once started, the objects start-up made are frozen out of the collector's way (full
     collections held the event loop about 100 ms each under load), young collections come
     every ``heap.YOUNG`` objects, not every 700, and each collection's pause is in /metrics,
-    by generation (observing them: ``tests/test_heap.py``)."""
+    by generation."""
     url, process = serve()
     await wait_healthy(url, process)
     async with aiohttp.ClientSession(url, cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
@@ -148,10 +148,9 @@ async def test_serve_freezes_its_start_up_heap_spaces_young_collections_and_repo
     # The thresholds in force, as the process read them back after setting them.
     started = [line for line in stderr.splitlines() if "service.app started " in line]
     assert len(started) == 1 and f"gc_thresholds={heap.YOUNG}/10/10" in started[0], started
-    # Three complaints may not fill one young generation now: the samples are there, each
-    # generation's count is whatever ran.
-    for generation in "012":
-        assert metric(exposition, f'feedback_intake_gc_pause_seconds_count{{generation="{generation}"}}') is not None
+    # Three complaints still allocate more than one young generation's worth of objects.
+    assert (metric(exposition, 'feedback_intake_gc_pause_seconds_count{generation="0"}') or 0) >= 1
+    assert metric(exposition, 'feedback_intake_gc_pause_seconds_count{generation="2"}') is not None
 
 
 async def test_db_upgrade_migrates_a_fresh_database(tmp_path, database_url):
