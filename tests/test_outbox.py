@@ -275,6 +275,18 @@ async def test_rows_on_a_channel_that_can_be_asked_are_marked_being_sent_in_thei
     assert rows == {("sms", "sending", 1), ("telegram", "claimed", 0)}
 
 
+async def telegram_hangs(core: Core, hanging: FakeGateway) -> None:
+    """Queue a Telegram message and wake the dispatcher; return once its send hangs at the
+    gateway (a round of the Telegram lane under way until the test lets it go)."""
+    await queue(core, 1, channel="telegram")
+    core.outbox_ready.set()
+
+    async def telegram_in_flight() -> bool:
+        return hanging.arrived == 1
+
+    await eventually(telegram_in_flight)
+
+
 async def test_a_channel_whose_provider_hangs_does_not_hold_back_another_channels_messages(core):
     """Each channel is sent in a lane of its own: while a Telegram send hangs (a provider
     that takes its time, a flood wait sat out in place; up to ``send_timeout_seconds``),
@@ -285,13 +297,7 @@ async def test_a_channel_whose_provider_hangs_does_not_hold_back_another_channel
     dispatcher = Dispatcher(core, {"telegram": HttpSender(hanging.url), "sms": AskedHttpSender(fast.url)})
     running = asyncio.create_task(dispatcher.run())
     try:
-        await queue(core, 1, channel="telegram")
-        core.outbox_ready.set()
-
-        async def telegram_in_flight() -> bool:
-            return hanging.arrived == 1
-
-        await eventually(telegram_in_flight)
+        await telegram_hangs(core, hanging)
         await queue(core, 3, channel="sms")
         core.outbox_ready.set()
 
@@ -349,13 +355,7 @@ async def test_intake_wakes_the_dispatcher_for_the_channels_it_queued_on_not_the
     with statements(core, claim) as claims:
         running = asyncio.create_task(dispatcher.run())
         try:
-            await queue(core, 1, channel="telegram")
-            core.outbox_ready.set()
-
-            async def telegram_in_flight() -> bool:
-                return hanging.arrived == 1
-
-            await eventually(telegram_in_flight)
+            await telegram_hangs(core, hanging)  # a signal naming no channel
             assert any("zalo" in str(parameters) for _, parameters in claims)  # the first claims: every channel
             before = len(claims)
             for n in range(5):
