@@ -24,12 +24,12 @@ allocates (SQLAlchemy's statements and rows, aiohttp's request, a parsed mail, t
 record) is freed by its reference count within the request; at 700 a young collection
 came every few requests, walked the objects of the requests under way, and moved them on
 to the older generations, to be walked again there. At 3,000 the collector's time while
-serving halved (``bench/sms.py``: 232 → 111 ms a run; ``bench/smtp.py``: 319 → 209 ms)
-with the young runs still at most 5 ms and the peak RSS unchanged (134 MiB). At 10,000 it
-fell further on SMS (to about 40 ms), but a young run over parsed mails took up to 25 ms
-and the SMTP benchmark's peak RSS grew by 6 MiB (bench/README.md, eleventh session). The
-older generations keep their thresholds: a middle collection after ten young, a full one
-after ten middle.
+serving halved (``bench/sms.py``: 232-291 → 111-125 ms a run; ``bench/smtp.py``: 319-324 →
+209-216 ms) with the young runs still at most 5 ms and the peak RSS within 0-4 MiB of
+before (134-136 MiB). At 10,000 it fell further on SMS (to 32-44 ms), but a young run
+over parsed mails took up to 25 ms and the SMTP benchmark's peak RSS grew by 6 MiB
+(bench/README.md, eleventh session). The older generations keep their thresholds: a
+middle collection after ten young, a full one after ten middle.
 
 ``Pauses`` records each run's duration, by generation, in the service's metrics
 (``feedback_intake_gc_pause_seconds``), so an operator sees what the collector costs the
