@@ -36,6 +36,7 @@ anywhere, ``--placement random``, the worst case for locality).
     python bench/sweep.py --postgres                    # PostgreSQL on 127.0.0.1, made and dropped here
     python bench/sweep.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/fi_bench_x
     python bench/sweep.py --profile                     # + cProfile of one more processing run
+    python bench/sweep.py --floor                       # + the least work on SQLite, same rows (sweep_floor.py)
     python bench/sweep.py --probe --batch-size 2500     # + what a short transaction waits meanwhile
     python bench/sweep.py --contender                   # + what another process's transactions wait
     python bench/sweep.py --check                       # exit 1 if a target is missed
@@ -73,6 +74,8 @@ from service.config import parse_config
 from bot.core import Core, SenderTerms
 from service.assembly import open_core
 from bot.sweep import BATCH, sweep
+from bot.urgency import calendar
+from sweep_floor import timed as floor_timed
 from storage.models import Complaint, Contact, Event, OutboxMessage, Staff
 
 TARGET_IDLE_MS = 10.0
@@ -586,10 +589,38 @@ async def stop_contender(child: asyncio.subprocess.Process) -> dict:
     return json.loads(out.decode().strip().splitlines()[-1])
 
 
+async def floor_processing(core: Core, seeded: Seeded) -> tuple[float, float, bool]:
+    """The sweep's floor (``bench/sweep_floor.py``, SQLite) on the same due rows: its time, its
+    CPU, and whether it queued one apology and one escalation per overdue complaint; the
+    store is then put back as seeded."""
+    new_due = calendar(core, "normal").add_working_hours(NOW, core.config.deadlines.extension_hours)
+    elapsed, cpu, done = floor_timed(core.engine.sync_engine.sqlite_file, NOW, new_due)
+    async with core.sessions() as session:
+        rows = (await session.execute(select(OutboxMessage.key, OutboxMessage.complaint_id)
+                                      .where(OutboxMessage.id > seeded.max_outbox_id))).all()
+        apologised = await session.scalar(select(func.count()).select_from(Event)
+                                          .where(Event.id > seeded.max_event_id, Event.kind == "apologised"))
+    overdue = set(seeded.overdue)
+    apologies = sorted(c for k, c in rows if k.startswith("apology:"))
+    escalations = sorted(c for k, c in rows if k.startswith("escalation:"))
+    ok = (done == len(overdue) and len(rows) == 2 * len(overdue) and apologised == len(overdue)
+          and apologies == escalations == sorted(overdue))
+    await reset(core, seeded)
+    return elapsed, cpu, ok
+
+
 async def process(core: Core, clock: FrozenClock, seeded: Seeded, args: argparse.Namespace, rep: int,
-                  profiler: cProfile.Profile | None = None) -> tuple[float, float, bool, float, float | None]:
+                  profiler: cProfile.Profile | None = None) -> tuple[float, float, bool, float, float | None,
+                                                                     float | None]:
     clock.set(NOW)
     base, base_server_cpu = await baseline_processing(core, seeded, NOW, rep)
+    floor = None
+    if args.floor and not profiler:
+        floor, floor_cpu, floor_ok = await floor_processing(core, seeded)
+        log(f"  run {rep}: floor (bench/sweep_floor.py) {floor:.2f} s, its CPU {floor_cpu:.2f} s, "
+            f"checks {'ok' if floor_ok else 'FAILED'}")
+        if not floor_ok:
+            raise SystemExit("the floor did not queue one apology and one escalation per overdue complaint")
     timer = StatementTimer(core) if profiler else None
     if profiler:
         timer.__enter__()
@@ -623,7 +654,8 @@ async def process(core: Core, clock: FrozenClock, seeded: Seeded, args: argparse
     log(f"  run {rep}{' (under cProfile and statement timing: slower)' if profiler else ''}: sweep {elapsed:.2f} s "
         f"for {result.checked:,} due ({n / elapsed:,.0f}/s; {result.apologies:,} apologies, {result.escalations:,} "
         f"escalations) | baseline {base:.2f} s | ratio {elapsed / base:.2f} "
-        f"| target < {target:.1f} s: {verdict} | CPU of this process {cpu:.2f} s")
+        + (f"| floor {floor:.2f} s, sweep/floor {elapsed / floor:.2f} " if floor else "")
+        + f"| target < {target:.1f} s: {verdict} | CPU of this process {cpu:.2f} s")
     log(f"    read calls of this process {reads:,} ({read_bytes / 2**20:,.0f} MiB; on SQLite its pages read from the "
         f"file and its log, a count that does not move with the machine's load)")
     if server_cpu is not None:
@@ -644,7 +676,7 @@ async def process(core: Core, clock: FrozenClock, seeded: Seeded, args: argparse
     if timer:
         timer.report()
     ok = await verify(core, seeded, result)
-    return elapsed, base, ok, cpu, server_cpu
+    return elapsed, base, ok, cpu, server_cpu, floor
 
 
 async def short_transactions(core: Core, waits: list[float], done: asyncio.Event) -> None:
@@ -714,10 +746,12 @@ async def run(args: argparse.Namespace) -> int:
 
         # (b) process every overdue complaint.
         log(f"(b) sweeps processing {len(seeded.overdue):,} due complaints (apology + escalation each):")
-        times, bases, cpus, server_cpus = [], [], [], []
+        times, bases, cpus, server_cpus, floors = [], [], [], [], []
         await baseline_processing(core, seeded, NOW, 0)  # warm its statements, as the sweep's are by (a)
         for rep in range(1, args.repeat + 1):
-            elapsed, base, ok, cpu, server_cpu = await process(core, clock, seeded, args, rep)
+            elapsed, base, ok, cpu, server_cpu, floor = await process(core, clock, seeded, args, rep)
+            if floor is not None:
+                floors.append(floor)
             cpus.append(cpu)
             server_cpus.append(server_cpu)
             times.append(elapsed)
@@ -733,6 +767,10 @@ async def run(args: argparse.Namespace) -> int:
             f"(min {min(times):.2f}, max {max(times):.2f}) | baseline median {base_median:.2f} s "
             f"| ratio {median / base_median:.2f} | target < {target:.1f} s: {verdict} "
             f"| CPU of this process median {statistics.median(cpus):.2f} s")
+        if floors:
+            log(f"  floor (bench/sweep_floor.py): median {statistics.median(floors):.2f} s (min {min(floors):.2f}, "
+                f"max {max(floors):.2f}) | sweep/floor {median / statistics.median(floors):.2f} "
+                f"| floor/baseline {statistics.median(floors) / base_median:.2f}")
         if db.kind == "postgresql":
             both = statistics.median(c + s for c, s in zip(cpus, server_cpus))
             log(f"  PostgreSQL's CPU median {statistics.median(server_cpus):.2f} s; the two together median "
@@ -744,7 +782,7 @@ async def run(args: argparse.Namespace) -> int:
         if args.profile:
             log("profiling one more processing run with cProfile:")
             profiler = cProfile.Profile()
-            _, _, ok, _, _ = await process(core, clock, seeded, args, args.repeat + 1, profiler)
+            _, _, ok, _, _, _ = await process(core, clock, seeded, args, args.repeat + 1, profiler)
             if not ok:
                 failures.append("verification of the profiled run")
             for sort in ("tottime", "cumulative"):
@@ -807,6 +845,8 @@ def main() -> None:
     parser.add_argument("--probe", action="store_true",
                         help="during each processing run, time a short transaction every 5 ms (what intake "
                              "waits for while a backlog is swept; it slows the sweep a little)")
+    parser.add_argument("--floor", action="store_true",
+                        help="SQLite: before each processing run, the sweep's floor on the same rows (sweep_floor.py)")
     parser.add_argument("--profile", action="store_true", help="cProfile one more processing run")
     parser.add_argument("--profile-top", type=int, default=30)
     parser.add_argument("--seed", type=int, default=69, help="random seed of the data")
@@ -815,6 +855,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.rows < 1 or not 0 < args.overdue_fraction <= 1 or args.repeat < 1 or args.runs < 1:
         parser.error("need --rows >= 1, 0 < --overdue-fraction <= 1, --repeat >= 1, --runs >= 1")
+    if args.floor and (args.postgres or args.database_url):
+        parser.error("--floor is SQLite's (on PostgreSQL the baseline is already above the target)")
     try:
         sys.exit(asyncio.run(run(args)))
     except KeyboardInterrupt:
