@@ -140,7 +140,23 @@ class _Batch:
         # An incident lead's members: its missed deadline is theirs (one apology per reporter).
         self.riders: dict[int, list[_Due]] = {}
         self._extended: dict[str, datetime] = {}
+        self._stamps: dict[datetime, str] = {}
+        self._heads: dict[int, tuple[list[Staff], list[str]]] = {}
         self.time = composer.time  # a time as its reader reads it; most of a batch's are the same few
+
+    def stamp(self, moment: datetime) -> str:
+        """A time as an event's detail records it, once per batch for the times many complaints
+        share (the new deadline)."""
+        if (found := self._stamps.get(moment)) is None:
+            found = self._stamps[moment] = moment.isoformat()
+        return found
+
+    def heads(self, complaint: _Due) -> tuple[list[Staff], list[str]]:
+        """Who answers for the complaint's unit (``heads_of``) and their slugs, once per unit."""
+        if (found := self._heads.get(complaint.unit_id)) is None:
+            heads = self.directory.heads_of(complaint)
+            found = self._heads[complaint.unit_id] = (heads, [h.slug for h in heads])
+        return found
 
     def extended(self, urgency_name: str) -> datetime:
         """The new first-response deadline after a missed one: the same for every complaint of
@@ -187,15 +203,15 @@ def _act(batch: _Batch, complaint: _Due, result: SweepResult) -> None:
                 rider.apologised_for_due, rider.first_response_due = missed, new_due
                 batch.to_citizen(f"apology:{rider.id}:{stamp}", "citizen.apology", rider,
                                  due=batch.time(new_due, rider.language))
-                batch.event(rider, "apologised", missed_due=stamp, new_due=new_due.isoformat(),
+                batch.event(rider, "apologised", missed_due=stamp, new_due=batch.stamp(new_due),
                             incident=complaint.incident_id)
                 result.apologies += 1
-        heads = batch.directory.heads_of(complaint)
+        heads, slugs = batch.heads(complaint)
         told = batch.to_staff(heads, f"escalation:{complaint.id}:{stamp}", "staff.escalation", complaint,
                               due=staff_fmt(missed), new_due=staff_fmt(new_due), count=complaint.escalation_count)
-        batch.event(complaint, "apologised", missed_due=stamp, new_due=new_due.isoformat())
+        batch.event(complaint, "apologised", missed_due=stamp, new_due=batch.stamp(new_due))
         batch.event(complaint, "escalated", missed_due=stamp, count=complaint.escalation_count,
-                    heads=[h.slug for h in heads], notified=told)
+                    heads=slugs, notified=told)
         result.apologies += 1
         result.escalations += 1
     elif "remind" in pending and pending["remind"] <= now:
@@ -209,10 +225,10 @@ def _act(batch: _Batch, complaint: _Due, result: SweepResult) -> None:
     missed = pending.get("escalate_resolution")
     if missed is not None and missed <= now:
         complaint.resolution_escalated_for_due = complaint.resolution_reminded_for_due = missed
-        heads = batch.directory.heads_of(complaint)
+        heads, slugs = batch.heads(complaint)
         batch.to_staff(heads, f"resolution-overdue:{complaint.id}:{missed.isoformat()}", "staff.resolution_overdue",
                        complaint, due=staff_fmt(missed))
-        batch.event(complaint, "escalated", missed_resolution_due=missed.isoformat(), heads=[h.slug for h in heads])
+        batch.event(complaint, "escalated", missed_resolution_due=missed.isoformat(), heads=slugs)
         result.escalations += 1
     elif "remind_resolution" in pending and pending["remind_resolution"] <= now:
         due = complaint.resolution_due
