@@ -269,9 +269,9 @@ async def _riders(session, complaints: list[_Due]) -> list[_Due]:
 
 
 async def _batch(core: Core, session, now: datetime, batch_size: int, seen: set[int],
-                 result: SweepResult) -> tuple[int, bool] | None:
+                 result: SweepResult) -> tuple[int, set[str]] | None:
     """Claim, act on and write one batch in the session's transaction: (complaints claimed,
-    whether messages were queued); None when nothing new is due. Everything the batch built
+    the channels it queued messages on); None when nothing new is due. Everything the batch built
     is let go when this returns (before the collector runs again and before the commit)."""
     complaints = [_Due(row) for row in (await session.execute(_claim(now, batch_size))).all()]
     # A complaint still due after being handled (a reminder falling due at once
@@ -297,7 +297,7 @@ async def _batch(core: Core, session, now: datetime, batch_size: int, seen: set[
     await _write(session, everyone)
     await insert_rows(session, Event.__table__, _EVENT_COLUMNS, batch.events)
     await outbox.enqueue_rows(session, composer.rows)
-    return len(complaints), bool(composer.rows)
+    return len(complaints), set(outbox.queued_on(session))
 
 
 class _NoCollection:
@@ -337,7 +337,7 @@ async def _next_batch(core: Core, batch_size: int, seen: set[int], result: Sweep
     claimed, queued = done
     result.checked += claimed
     if queued:
-        core.outbox_ready.set()
+        core.outbox_ready.set(queued)  # the dispatcher claims for these channels, not for every idle one
     return claimed == batch_size
 
 

@@ -123,6 +123,20 @@ async def test_officers_are_told_of_a_new_complaint_and_of_what_the_citizen_adds
     assert followups[0].payload["text"].endswith(f"{code} thêm: cột số 7")
 
 
+async def test_the_sweep_wakes_the_dispatcher_for_the_channels_it_queued_on(staffed):
+    """A batch's signal names its messages' channels (as intake's does), so during a backlog the
+    dispatcher claims for SMS and Telegram, not at every batch for each idle channel too; a
+    sweep that queues nothing does not wake it at all."""
+    core, clock = staffed, staffed.clock
+    await file(core)
+    clock.set(local(2026, 11, 3, 9, 0))
+    core.outbox_ready.take()
+    assert (await sweep(core)).checked == 0 and not core.outbox_ready.is_set()
+    clock.set(local(2026, 11, 3, 17, 1))  # the deadline missed: an SMS apology, a Telegram escalation
+    assert (await sweep(core)).apologies == 1
+    assert core.outbox_ready.is_set() and core.outbox_ready.take() == {"sms", "telegram"}
+
+
 async def test_an_answer_in_time_means_no_apology(staffed):
     core, clock = staffed, staffed.clock
     code = await file(core)
