@@ -36,7 +36,7 @@ anywhere, ``--placement random``, the worst case for locality).
     python bench/sweep.py --postgres                    # PostgreSQL on 127.0.0.1, made and dropped here
     python bench/sweep.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/fi_bench_x
     python bench/sweep.py --profile                     # + cProfile of one more processing run
-    python bench/sweep.py --floor                       # + the least work on SQLite, same rows (sweep_floor.py)
+    python bench/sweep.py --floor                       # + the least work on the same rows (sweep_floor.py)
     python bench/sweep.py --probe --batch-size 2500     # + what a short transaction waits meanwhile
     python bench/sweep.py --contender                   # + what another process's transactions wait
     python bench/sweep.py --check                       # exit 1 if a target is missed
@@ -76,6 +76,7 @@ from service.assembly import open_core
 from bot.sweep import BATCH, sweep
 from bot.urgency import calendar
 from sweep_floor import timed as floor_timed
+from sweep_floor import timed_postgres as floor_timed_postgres
 from storage.models import Complaint, Contact, Event, OutboxMessage, Staff
 
 TARGET_IDLE_MS = 10.0
@@ -590,11 +591,15 @@ async def stop_contender(child: asyncio.subprocess.Process) -> dict:
 
 
 async def floor_processing(core: Core, seeded: Seeded) -> tuple[float, float, bool]:
-    """The sweep's floor (``bench/sweep_floor.py``, SQLite) on the same due rows: its time, its
-    CPU, and whether it queued one apology and one escalation per overdue complaint; the
-    store is then put back as seeded."""
+    """The sweep's floor (``bench/sweep_floor.py``) on the same due rows: its time, this
+    process's CPU, and whether it queued one apology and one escalation per overdue
+    complaint; the store is then put back as seeded."""
     new_due = calendar(core, "normal").add_working_hours(NOW, core.config.deadlines.extension_hours)
-    elapsed, cpu, done = floor_timed(core.engine.sync_engine.sqlite_file, NOW, new_due)
+    if core.engine.dialect.name == "postgresql":
+        url = plain_pg_url(core.engine.url.render_as_string(hide_password=False))
+        elapsed, cpu, done = await floor_timed_postgres(url, NOW, new_due)
+    else:
+        elapsed, cpu, done = floor_timed(core.engine.sync_engine.sqlite_file, NOW, new_due)
     async with core.sessions() as session:
         rows = (await session.execute(select(OutboxMessage.key, OutboxMessage.complaint_id)
                                       .where(OutboxMessage.id > seeded.max_outbox_id))).all()
@@ -846,7 +851,7 @@ def main() -> None:
                         help="during each processing run, time a short transaction every 5 ms (what intake "
                              "waits for while a backlog is swept; it slows the sweep a little)")
     parser.add_argument("--floor", action="store_true",
-                        help="SQLite: before each processing run, the sweep's floor on the same rows (sweep_floor.py)")
+                        help="before each processing run, the sweep's floor on the same rows (sweep_floor.py)")
     parser.add_argument("--profile", action="store_true", help="cProfile one more processing run")
     parser.add_argument("--profile-top", type=int, default=30)
     parser.add_argument("--seed", type=int, default=69, help="random seed of the data")
@@ -855,8 +860,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.rows < 1 or not 0 < args.overdue_fraction <= 1 or args.repeat < 1 or args.runs < 1:
         parser.error("need --rows >= 1, 0 < --overdue-fraction <= 1, --repeat >= 1, --runs >= 1")
-    if args.floor and (args.postgres or args.database_url):
-        parser.error("--floor is SQLite's (on PostgreSQL the baseline is already above the target)")
     try:
         sys.exit(asyncio.run(run(args)))
     except KeyboardInterrupt:
