@@ -8,8 +8,11 @@ shape (12 columns, three indexes, a 600-byte JSON payload), it times inserting 2
 * as one ``executemany`` (what ``outbox.insert_rows`` does on SQLite), and
 * as one ``INSERT ... SELECT ... FROM json_each(?)`` of the rows as one JSON array (one
   ``sqlite3_step``: SQLite does the whole loop without the GIL),
+* as ``INSERT ... VALUES (...), (...)`` lists of 500 rows (each list one ``sqlite3_step``
+  without the GIL, the parameters bound in C beforehand),
 
-each alone, then on a thread while the main thread runs pure Python. An ``executemany``
+each alone, then on a thread while the main thread runs pure Python; each form's data (a
+list of tuples, the JSON text, the flat parameter lists) is made before the clock starts. An ``executemany``
 binds each row holding the GIL and releases it for each step, so beside a busy main thread
 it gets the GIL back only at the interpreter's switch interval (5 ms) for every row.
 
@@ -48,25 +51,42 @@ def main() -> None:
             db.execute(f"CREATE INDEX ix_{index.split(',')[0]} ON o ({index})")
         bases = iter(range(0, 10**9, N))
 
-        def many() -> None:
+        def many(data: list[tuple]) -> None:
             db.execute("BEGIN IMMEDIATE")
-            db.executemany(f"INSERT INTO o ({COLUMNS}) VALUES ({', '.join('?' * 12)})", rows(next(bases)))
+            db.executemany(f"INSERT INTO o ({COLUMNS}) VALUES ({', '.join('?' * 12)})", data)
             db.execute("COMMIT")
 
-        def one_statement() -> None:
-            data = orjson.dumps(rows(next(bases))).decode()
+        def as_json(data: list[tuple]) -> str:
+            return orjson.dumps(data).decode()
+
+        def one_statement(data: str) -> None:
             picked = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(12))
             db.execute("BEGIN IMMEDIATE")
             db.execute(f"INSERT INTO o ({COLUMNS}) SELECT {picked} FROM json_each(?)", (data,))
             db.execute("COMMIT")
 
-        for name, write in (("executemany", many), ("INSERT ... FROM json_each", one_statement)):
+        one_row = "(" + ", ".join("?" * 12) + ")"
+
+        def as_values(data: list[tuple]) -> list[tuple]:
+            return [tuple(value for row in data[start:start + 500] for value in row) for start in range(0, N, 500)]
+
+        def values_lists(data: list[tuple]) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            for flat in data:
+                db.execute(f"INSERT INTO o ({COLUMNS}) VALUES " + ", ".join([one_row] * (len(flat) // 12)), flat)
+            db.execute("COMMIT")
+
+        # Each form's data is made ready on the main thread, before the clock starts.
+        for name, prepare, write in (("executemany", list, many),
+                                     ("INSERT ... FROM json_each", as_json, one_statement),
+                                     ("INSERT ... VALUES, 500 rows a statement", as_values, values_lists)):
             alone = []
             for _ in range(5):
+                data = prepare(rows(next(bases)))
                 started = time.perf_counter()
-                write()
+                write(data)
                 alone.append(time.perf_counter() - started)
-            thread = threading.Thread(target=write)
+            thread = threading.Thread(target=write, args=(prepare(rows(next(bases))),))
             started = time.perf_counter()
             thread.start()
             spins = 0
