@@ -53,3 +53,24 @@ async def test_the_floor_does_what_the_sweep_guarantees_and_leaves_the_store_as_
         assert await bench.verify(core, seeded, result)
     finally:
         await core.close()
+
+
+def test_the_sweep_split_names_each_step_within_the_sweeps_time():
+    """bench/sweep_split.py on a small store: every step of a batch is named, the named steps
+    take no more than the sweep did, and the Python of one batch is given step by step."""
+    import re
+    import subprocess
+
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "sweep_split.py"), "--rows", "400", "--repeat", "1"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = run.stdout
+    total = float(re.search(r"1\. a sweep of 100 due: ([\d.]+) s", out).group(1))
+    steps = {label: float(seconds) for label, seconds in re.findall(r"^   (\S.*?)\s+([\d.]+) s$", out, re.M)}
+    for label in ("acting on each complaint (_act)", "INSERT outbox (enqueue_rows)", "UPDATE complaints (_write)",
+                  "INSERT events", "contacts", "begin, commit, the session"):
+        assert label in steps, out
+    assert 0 < sum(steps.values()) <= total * 1.05, out
+    python = re.findall(r"^   (\S.*?)\s+([\d.]+) ms$", out, re.M)
+    assert [label for label, _ in python][:2] == ["the claim (statement and rows)", "the _Due objects"], out
+    assert [label for label, _ in python][-1] == "in all", out
