@@ -1,7 +1,11 @@
-"""bench/sweep_floor.py, the sweep's floor (``python bench/sweep.py --floor``): on a small
+"""The sweep's benchmark tools on small stores.
+
+bench/sweep_floor.py, the sweep's floor (``python bench/sweep.py --floor``): on a small
 store seeded as the benchmark seeds (a SQLite file, or PostgreSQL with FEEDBACK_TEST_POSTGRES), it queues one apology and one escalation per
 overdue complaint with its marks and events, in the service's own formats (the service
-reads back what it wrote), and the store is put back for the sweep measured after it."""
+reads back what it wrote), and the store is put back for the sweep measured after it.
+
+bench/sweep_split.py: each step named, within the sweep's own time."""
 
 from __future__ import annotations
 
