@@ -42,12 +42,8 @@ import bot.sweep as swept  # noqa: E402
 from bot import outbox, reach  # noqa: E402
 from bot.directory import StaffDirectory  # noqa: E402
 from bot.messages import Composer  # noqa: E402
+from bot.outbox import driver_values  # noqa: E402
 from storage.models import Event, OutboxMessage  # noqa: E402
-
-try:  # where the bulk writes' helpers live in this code
-    from bot.outbox import driver_values  # noqa: E402
-except ImportError:  # pragma: no cover - a later layout
-    from storage.bulk import driver_values  # type: ignore[no-redef]  # noqa: E402
 
 
 def wrap(owner: object, name: str, label: str, spent: Counter) -> object:
