@@ -18,9 +18,9 @@ UPDATE SKIP LOCKED``, each write one statement from arrays):
   reference where the channel's delivery reports need it (SMS), its text from the
   service's Vietnamese template and a JSON payload;
 - the marks that make it happen once (``apologised_for_due``, ``reminded_for_due``, the new
-  ``first_response_due``, ``escalation_count``, ``next_check_at``) by one ``executemany``
-  UPDATE, an 'apologised' and an 'escalated' audit event each by one INSERT, the two outbox
-  rows each by another; then COMMIT.
+  ``first_response_due``, ``escalation_count``, ``next_check_at``) by one UPDATE (on
+  SQLite an ``executemany``), an 'apologised' and an 'escalated' audit event each by one
+  INSERT, the two outbox rows each by another; then COMMIT.
 
 It leaves out, against the service: urgency and incidents (a lead's riders), the choice of
 contact point among several, reply threads, the staff directory's rules (assignees,
