@@ -26,9 +26,9 @@ from contract.delivery import ReplyWindow
 
 class OutboxSignal(asyncio.Event):
     """Set after a commit that queued messages, so the dispatcher need not wait for its poll;
-    with the channels they were queued on where the setter knows them (intake does), so a
-    dispatcher whose lane on one channel is busy does not claim for its idle channels in
-    vain at every batch another channel queued."""
+    with the channels they were queued on where the setter knows them (intake and the sweep
+    do), so a dispatcher whose lane on one channel is busy does not claim for its idle
+    channels in vain at every batch another channel queued."""
 
     def __init__(self) -> None:
         super().__init__()

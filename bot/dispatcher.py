@@ -310,9 +310,10 @@ class Dispatcher:
         process until the round's slowest send returned (up to ``send_timeout_seconds`` a
         group). A channel is claimed for again once its round ends; the loop wakes on the
         core's signal, a round's end, each poll and each heartbeat. A signal that names its
-        channels (intake's, ``OutboxSignal``) wakes the claim for those alone: while one
-        channel's round runs in a storm, each intake batch no longer claimed in vain for the
-        idle others (a write transaction on SQLite's one connection each time)."""
+        channels (intake's and the sweep's, ``OutboxSignal``) wakes the claim for those alone:
+        while one channel's round runs in a storm, each intake or backlog batch no longer
+        claims in vain for the idle others (a write transaction on SQLite's one connection
+        each time)."""
         config = self.core.config.outbox
         if not self.senders:
             # No channel to send on in this process: its messages wait in the outbox.
