@@ -41,7 +41,7 @@ from channels.email.config import EmailConfig
 from contract.delivery import PermanentDeliveryError, TransientDeliveryError, UnknownDeliveryError
 from contract.messages import Outgoing
 from channels.email.text import one_line
-from channels.email.wire import wire
+from channels.email.wire import plain, wire
 from contract.schema import secret
 
 # RFC 3834's Auto-Submitted by who wrote the message: an officer's answer is a human mail,
@@ -52,6 +52,9 @@ AUTO_SUBMITTED = {"person": None, "reply": "auto-replied", "system": "auto-gener
 # bodies kept 7-bit (quoted-printable or base64), which every relay carries.
 POLICY = email.policy.SMTP.clone(max_line_length=998, cte_type="7bit")
 _PRINTABLE_ID = re.compile(r"<[!-;=?-~]{1,250}>")  # printable ASCII, no spaces or angle brackets inside
+# An address the email package reads back as written: ASCII dot-atoms, no display name.
+# Any other recipient goes through the email package, which checks it.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 
 
 def _delivery_error(code: int, message: str) -> Exception:
@@ -74,6 +77,14 @@ class RelaySender:
                             if config.relay_starttls else None)
         self._idle: list[aiosmtplib.SMTP] = []  # open sessions, none carrying a mail now
         self._slots = asyncio.Semaphore(max(1, sessions))
+        # The From header as the email package writes it, made once for ``wire``; None if the
+        # name cannot be one (then ``build`` says why, mail by mail).
+        try:
+            probe = EmailMessage(policy=POLICY)
+            probe["From"] = self.sender
+            self._from: tuple[str, object] | None = (str(probe["From"]), probe["From"])
+        except (ValueError, TypeError, IndexError):
+            self._from = None
 
     def message_id(self, message: Outgoing) -> str:
         """The Message-ID for an outgoing message: the same for the same key and content."""
@@ -82,17 +93,10 @@ class RelaySender:
         prefix = "staff." if message.audience == "staff" else ""
         return f"<{prefix}{digest}@{self.domain}>"
 
-    def build(self, message: Outgoing) -> EmailMessage:
-        """The MIME message for an outgoing message; PermanentDeliveryError if it cannot be one."""
-        mail = EmailMessage(policy=POLICY)
-        try:
-            mail["From"] = self.sender
-            mail["To"] = message.recipient
-            mail["Subject"] = one_line(message.subject or "", 300)
-        except (ValueError, TypeError, IndexError) as error:
-            raise PermanentDeliveryError(f"cannot address a mail to this recipient: {error}") from None
-        mail["Date"] = format_datetime(self.clock.now())
-        mail["Message-ID"] = self.message_id(message)
+    def _head(self, message: Outgoing, message_id: str) -> list[tuple[str, str]]:
+        """The headers after From, in order, up to the content's."""
+        head = [("To", message.recipient), ("Subject", one_line(message.subject or "", 300)),
+                ("Date", format_datetime(self.clock.now())), ("Message-ID", message_id)]
         code = message.tracking_code or ""
         if message.audience == "staff":
             # One thread per complaint in officers' mail clients, rooted in an id no mail has.
@@ -100,13 +104,23 @@ class RelaySender:
         else:
             thread = [i for i in message.in_reply_to if _PRINTABLE_ID.fullmatch(i)]
         if thread:
-            mail["In-Reply-To"] = thread[-1]
-            mail["References"] = " ".join(thread)
+            head += [("In-Reply-To", thread[-1]), ("References", " ".join(thread))]
         auto = AUTO_SUBMITTED[message.origin]
         if auto is not None:
-            mail["Auto-Submitted"] = auto
-            mail["X-Auto-Response-Suppress"] = "All"  # Exchange and Outlook: no out-of-office answers to it
-        mail["X-Loop"] = self.config.from_address
+            # X-Auto-Response-Suppress: Exchange and Outlook send no out-of-office answers to it.
+            head += [("Auto-Submitted", auto), ("X-Auto-Response-Suppress", "All")]
+        head.append(("X-Loop", self.config.from_address))
+        return head
+
+    def build(self, message: Outgoing) -> EmailMessage:
+        """The MIME message for an outgoing message; PermanentDeliveryError if it cannot be one."""
+        mail = EmailMessage(policy=POLICY)
+        try:
+            mail["From"] = self.sender
+            for name, value in self._head(message, self.message_id(message)):
+                mail[name] = value
+        except (ValueError, TypeError, IndexError) as error:
+            raise PermanentDeliveryError(f"cannot address a mail to this recipient: {error}") from None
         mail.set_content(message.text)
         images = [a for a in message.attachments if a.data and a.content_type.startswith("image/")]
         if images:
@@ -128,6 +142,23 @@ class RelaySender:
                 mail.add_attachment(attachment.data, maintype=maintype or "application",
                                     subtype=subtype or "octet-stream", filename=attachment.filename)
         return mail
+
+    def wire(self, message: Outgoing) -> tuple[str, bytes | EmailMessage]:
+        """The Message-ID and the mail as it goes to the relay: bytes, or an ``EmailMessage``
+        for aiosmtplib to write (an internationalised address); PermanentDeliveryError if it
+        cannot be a mail. A plain-text mail to a plain address, with no encoded word in its
+        headers, is written without being built (``channels.email.wire.plain``)."""
+        message_id = self.message_id(message)
+        if not message.attachments and self._from is not None and _PLAIN_ADDRESS.fullmatch(message.recipient):
+            head = self._head(message, message_id)
+            # Unstructured headers are read back with their encoded words decoded; the others
+            # (To, Date, Message-ID) hold none by construction.
+            if not any("=?" in value for _, value in head[1:2] + head[4:]) and "=?" not in message.language:
+                written = plain(head, self._from, message.text, message.language, POLICY)
+                if written is not None:
+                    return message_id, written
+        mail = self.build(message)
+        return mail["Message-ID"], wire(mail, POLICY) if message.recipient.isascii() else mail
 
     async def _session(self, fresh: bool) -> tuple[aiosmtplib.SMTP, bool]:
         """An open session with the relay that carries no mail now (unless ``fresh``), or a
@@ -151,7 +182,7 @@ class RelaySender:
 
     async def send(self, message: Outgoing) -> str:
         """Send one message through the relay; return its Message-ID."""
-        mail = self.build(message)
+        message_id, mail = self.wire(message)
         async with self._slots:
             # A session carries message after message (no connect, EHLO and login each time);
             # a relay that closed it while idle gets one more try on a new session.
@@ -159,14 +190,14 @@ class RelaySender:
                 client, reused = None, False
                 try:
                     client, reused = await self._session(fresh=attempt > 1)
-                    if message.recipient.isascii():
+                    if isinstance(mail, bytes):
                         # Written by wire(): the same mail without the email package's refolding.
-                        await client.sendmail(self.config.from_address, [message.recipient], wire(mail, POLICY))
+                        await client.sendmail(self.config.from_address, [message.recipient], mail)
                     else:  # an internationalised address: aiosmtplib asks the relay for SMTPUTF8
                         await client.send_message(mail, sender=self.config.from_address,
                                                   recipients=[message.recipient])
                     self._idle.append(client)
-                    return mail["Message-ID"]
+                    return message_id
                 except aiosmtplib.SMTPServerDisconnected as error:
                     self._drop(client)
                     if not (reused and attempt == 1):
