@@ -357,9 +357,9 @@ def test_a_mail_written_without_being_built_is_the_built_mail_byte_for_byte(
         expected = (mail["Message-ID"], wire(mail, POLICY) if recipient.isascii() else None)
     except Exception as error:  # noqa: BLE001 - whatever building raises, writing must raise too
         with pytest.raises(type(error)):
-            sender.wire(message)
+            sender.compose(message)
         return
-    message_id, written = sender.wire(message)
+    message_id, written = sender.compose(message)
     assert (message_id, written if isinstance(written, bytes) else None) == expected
 
 
@@ -370,13 +370,13 @@ def test_an_acknowledgement_is_written_without_being_built_and_a_digest_with_its
                                text="Chúng tôi đã nhận phản ánh của bạn, mã PA-1.\nXem: https://example.vn/track/PA-1",
                                subject="Đã tiếp nhận phản ánh PA-1", tracking_code="PA-1", origin="reply",
                                in_reply_to=("<c1@client.test>",))
-    message_id, written = sender.wire(acknowledgement)
+    message_id, written = sender.compose(acknowledgement)
     assert sender.built == 0 and isinstance(written, bytes)
     assert message_id == sender.message_id(acknowledgement)
     head = written.split(b"\r\n\r\n")[0].decode("ascii")
     assert "Subject: =?utf-8?" in head and "In-Reply-To: <c1@client.test>" in head
     assert "Content-Transfer-Encoding: base64" in head and "Auto-Submitted: auto-replied" in head
     chart = Attachment("bao-cao.png", "image/png", b"\x89PNG\r\n\x1a\n" + bytes(50))
-    sender.wire(replace(acknowledgement, attachments=(chart,)))
-    sender.wire(replace(acknowledgement, recipient="Người Dân <nguoi.dan@example.com>"))
+    sender.compose(replace(acknowledgement, attachments=(chart,)))
+    sender.compose(replace(acknowledgement, recipient="Người Dân <nguoi.dan@example.com>"))
     assert sender.built == 2

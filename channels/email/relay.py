@@ -143,7 +143,7 @@ class RelaySender:
                                     subtype=subtype or "octet-stream", filename=attachment.filename)
         return mail
 
-    def wire(self, message: Outgoing) -> tuple[str, bytes | EmailMessage]:
+    def compose(self, message: Outgoing) -> tuple[str, bytes | EmailMessage]:
         """The Message-ID and the mail as it goes to the relay: bytes, or an ``EmailMessage``
         for aiosmtplib to write (an internationalised address); PermanentDeliveryError if it
         cannot be a mail. A plain-text mail to a plain address, with no encoded word in its
@@ -182,7 +182,7 @@ class RelaySender:
 
     async def send(self, message: Outgoing) -> str:
         """Send one message through the relay; return its Message-ID."""
-        message_id, mail = self.wire(message)
+        message_id, mail = self.compose(message)
         async with self._slots:
             # A session carries message after message (no connect, EHLO and login each time);
             # a relay that closed it while idle gets one more try on a new session.
