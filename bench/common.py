@@ -41,6 +41,19 @@ TEXTS = (
 )
 
 
+# The words of TEXTS, for texts that each citizen writes differently (``storm_text``).
+WORDS = tuple(" ".join(TEXTS).split())
+
+
+def storm_text(rng, number: int) -> str:
+    """A storm's report as one citizen writes it: one of TEXTS (the event) in words of their
+    own (eight more from the benchmarks' texts) and their house number, so that no two texts,
+    and no two complaints' matcher features, are the same (``--distinct-texts``). The
+    benchmarks' five texts alone keep the incident matcher's cache of decoded features
+    (``bot/incidents/candidates.py``) at a handful of entries; a real storm fills it."""
+    return f"{rng.choice(TEXTS)} {' '.join(rng.choice(WORDS) for _ in range(8))}, nhà số {number}"
+
+
 def sms_batch(clock, rng, first: int, size: int) -> list:
     """``size`` new SMS complaints as the SMS channel hands them to intake: distinct phones
     and message ids (numbered from ``first``), the benchmarks' texts (for benchmarks that

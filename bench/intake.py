@@ -32,7 +32,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from common import (Channel, FakeHttp, TEXTS, Tally, add_wrk_arguments, between, fake_twilio, mismatches, raw_request,
-                    run_main, service_config, store_query, toml_str)
+                    run_main, service_config, storm_text, store_query, toml_str)
 from desk import seed_store
 
 FORM_FIELDS = re.compile(r'name="(csrf_token|submission_id)" value="([^"]*)"')
@@ -49,8 +49,9 @@ class Intake(Channel):
     title = "web form intake benchmark"
     guess = 400.0
 
-    def __init__(self, phone_share: float, seed: int) -> None:
+    def __init__(self, phone_share: float, seed: int, distinct_texts: bool = False) -> None:
         self.phone_share = phone_share
+        self.distinct_texts = distinct_texts
         self.rng = random.Random(seed)
         self.numbers = itertools.count(5 * 10 ** 6 + self.rng.randrange(10 ** 6))  # clear of --seed-complaints' numbers
         self.cookie = ""
@@ -88,13 +89,12 @@ class Intake(Channel):
     def requests(self, n: int, port: int) -> list[bytes]:
         rng, out = self.rng, []
         for _ in range(n):
-            phone = ""
+            phone, number = "", next(self.numbers)
             if rng.random() < self.phone_share:
-                number = next(self.numbers)
                 phone = MOBILE_PREFIXES[number // 10 ** 7 % len(MOBILE_PREFIXES)] + f"{number % 10 ** 7:07d}"
             body = urlencode({
                 "csrf_token": self.token, "submission_id": secrets.token_hex(16), "lang": "vi",
-                "text": rng.choice(TEXTS), "name": rng.choice(NAMES), "phone": phone, "email": "",
+                "text": storm_text(rng, number) if self.distinct_texts else rng.choice(TEXTS), "name": rng.choice(NAMES), "phone": phone, "email": "",
                 "area": rng.choice(AREAS), "category": rng.choice(CATEGORIES),
             }).encode()
             out.append(raw_request("POST", "/", port, {"Content-Type": FORM_TYPE, "Cookie": self.cookie}, body))
@@ -128,9 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--phone-share", type=float, default=1.0,
                         help="share of forms with a phone number, acknowledged by SMS (default 1)")
+    parser.add_argument("--distinct-texts", action="store_true",
+                        help="every text its own (common.storm_text), as in a real storm, not five texts again")
     add_wrk_arguments(parser)
     args = parser.parse_args(argv)
-    return run_main(Intake(args.phone_share, args.seed), args, seed_store)
+    return run_main(Intake(args.phone_share, args.seed, args.distinct_texts), args, seed_store)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from common import (Channel, FakeHttp, Server, Tally, add_wrk_arguments, between, fake_twilio, free_port, mismatches,
-                    raw_request, run_main, service_config, store_query, toml_str)
+                    raw_request, run_main, service_config, storm_text, store_query, toml_str)
 from desk import seed_store
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -74,8 +74,9 @@ class Sms(Channel):
     prefix = "sms"
     guess = 400.0
 
-    def __init__(self, gateway: str, seed: int) -> None:
+    def __init__(self, gateway: str, seed: int, distinct_texts: bool = False) -> None:
         self.gateway = gateway
+        self.distinct_texts = distinct_texts
         self.title = f"SMS webhook benchmark ({gateway} gateway)"
         self.rng = random.Random(seed)
         # Every request a phone number not used before in this run: a new complaint each.
@@ -115,7 +116,7 @@ class Sms(Channel):
             number = next(self.numbers)
             sid = "SM" + secrets.token_hex(16)
             phone = "+" + MOBILE_PREFIXES[number // 10 ** 7 % len(MOBILE_PREFIXES)] + f"{number % 10 ** 7:07d}"
-            text = self.rng.choice(TEXTS)
+            text = storm_text(self.rng, number) if self.distinct_texts else self.rng.choice(TEXTS)
             if self.gateway == "twilio":
                 form = {"ToCountry": "VN", "SmsMessageSid": sid, "NumMedia": "0", "SmsSid": sid,
                         "SmsStatus": "received", "Body": text, "FromCountry": "VN", "To": GATEWAY_NUMBER,
@@ -204,6 +205,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gateway", choices=("twilio", "generic"), default="twilio")
     parser.add_argument("--floor", action="store_true",
                         help="a third target, bench/floor.py: the least work an intake must do (Twilio only)")
+    parser.add_argument("--distinct-texts", action="store_true",
+                        help="every text its own (common.storm_text), as in a real storm, not five texts again")
     add_wrk_arguments(parser)
     args = parser.parse_args(argv)
     if args.floor and args.gateway != "twilio":
@@ -213,7 +216,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    return run_main(Sms(args.gateway, args.seed), args, seed_store)
+    return run_main(Sms(args.gateway, args.seed, args.distinct_texts), args, seed_store)
 
 
 if __name__ == "__main__":
