@@ -21,6 +21,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from bot import intake
@@ -151,3 +153,35 @@ async def test_the_labelled_set_joins_precisely_and_suggests_what_it_should(make
     assert figures["precision"] >= PRECISION_BAR, figures
     assert figures["recall"] >= RECALL_BAR, figures
     assert figures["recall_placed"] >= RECALL_BAR, figures
+
+
+TERMS = st.sampled_from(["den", "duong", "hong", "dog", "noise", "water", "rac", "garbage", "ngap", "cong"])
+TOPICS = st.lists(st.sampled_from(sorted(match.TOPICS)), max_size=3, unique=True).map(tuple)
+
+
+@given(new_words=st.frozensets(TERMS), new_topics=TOPICS, old_words=st.frozensets(TERMS), old_topics=TOPICS)
+def test_the_text_similarity_of_two_complaints_is_the_jaccard_of_their_terms(new_words, new_topics, old_words,
+                                                                             old_topics):
+    """``text_similarity`` reckons without the old complaint's terms as a set (the cache of
+    decoded features keeps thousands): the same value as Jaccard over words and kinds of event
+    together, also where a kind of event is also a word ("dog", "noise", "garbage")."""
+    new = match.Features(new_topics, places.Place(), new_words)
+    old = match.Features(old_topics, places.Place(), old_words)
+    assert match.text_similarity(new, old) == match.similarity(new.terms, old.terms)
+
+
+def test_decoded_features_share_their_names_and_their_empty_sets():
+    """The candidate search keeps up to ``candidates.FEATURE_CACHE`` decoded features: two
+    complaints' words and names are one string each, and a place field that is empty is one
+    set (each empty set was 216 bytes of its own)."""
+    first = match.features("Đèn đường ngõ 12 phố Trần Duy Hưng hỏng ba hôm nay, rất tối.")
+    second = match.features("Ngõ 12 Trần Duy Hưng đèn đường hỏng, tối quá.")
+    a = match.Features.from_json(json.loads(json.dumps(first.to_json())))
+    b = match.Features.from_json(json.loads(json.dumps(second.to_json())))
+    assert a.words == first.words and a.place == first.place
+    shared = a.words & b.words
+    assert {"tran", "duy", "hung"} <= shared
+    assert all(next(w for w in a.words if w == word) is next(w for w in b.words if w == word) for word in shared)
+    assert next(iter(a.place.streets)) is next(iter(b.place.streets))
+    empty = [getattr(a.place, name) for name in places.FIELDS if not getattr(a.place, name)]
+    assert empty and all(field is empty[0] for field in empty + [b.place.spots])

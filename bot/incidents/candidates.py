@@ -48,9 +48,11 @@ PER_INCIDENT = 12
 # Features of open complaints read lately, by their stored form and coordinates: a
 # complaint's features never change once filed, and each is read again for every new
 # complaint in its window. A search reads the newest few hundred open complaints of its
-# kind; a few thousand cover a storm's searches. Each costs about 3.5 KiB: 20,000 took
-# 69 MiB, half the serving process's memory (bench/features_memory.py).
-FEATURE_CACHE = 4_096
+# kind. Each costs 2-4 KiB, its names interned and its empty sets shared (match.Features,
+# places.Place; bench/features_memory.py): a storm whose citizens each write their own text
+# fills it, and at 4,096 the serving process went past 150 MB with them where 2,048 kept it
+# under at the same rate (bench/README.md, 2026-12-07, thirteenth session).
+FEATURE_CACHE = 2_048
 # The partial indexes' condition, built from bot.statuses in the order the migration wrote it.
 OPEN_CONDITION = "status IN (" + ", ".join(f"'{status}'" for status in sorted(OPEN)) + ")"
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from importlib import resources
@@ -83,8 +84,10 @@ class Place:
     def from_json(cls, data: dict | None) -> Place:
         """A place stored by ``to_json``."""
         data = data or {}
-        return cls(**{name: frozenset(data.get(name, ())) for name in FIELDS},
-                   first_district=data.get("first_district"))
+        # Names interned and empty fields one shared set: the candidate search keeps thousands
+        # of decoded places (bot/incidents/candidates.py), each empty set 216 bytes of its own.
+        return cls(**{name: frozenset(map(sys.intern, values)) if (values := data.get(name)) else _NONE
+                      for name in FIELDS}, first_district=data.get("first_district"))
 
     def describe(self) -> str:
         """A short human description of the most specific names, for reasons and CLI output."""
@@ -93,6 +96,7 @@ class Place:
 
 
 FIELDS = ("old", "current", "via", "districts", "streets", "spots", "numbers")
+_NONE: frozenset[str] = frozenset()
 
 
 @dataclass
