@@ -94,7 +94,8 @@ class Intake(Channel):
                 phone = MOBILE_PREFIXES[number // 10 ** 7 % len(MOBILE_PREFIXES)] + f"{number % 10 ** 7:07d}"
             body = urlencode({
                 "csrf_token": self.token, "submission_id": secrets.token_hex(16), "lang": "vi",
-                "text": storm_text(rng, number) if self.distinct_texts else rng.choice(TEXTS), "name": rng.choice(NAMES), "phone": phone, "email": "",
+                "text": storm_text(rng, number) if self.distinct_texts else rng.choice(TEXTS),
+                "name": rng.choice(NAMES), "phone": phone, "email": "",
                 "area": rng.choice(AREAS), "category": rng.choice(CATEGORIES),
             }).encode()
             out.append(raw_request("POST", "/", port, {"Content-Type": FORM_TYPE, "Cookie": self.cookie}, body))

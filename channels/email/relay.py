@@ -77,7 +77,7 @@ class RelaySender:
                             if config.relay_starttls else None)
         self._idle: list[aiosmtplib.SMTP] = []  # open sessions, none carrying a mail now
         self._slots = asyncio.Semaphore(max(1, sessions))
-        # The From header as the email package writes it, made once for ``wire``; None if the
+        # The From header as the email package writes it, made once for ``compose``; None if the
         # name cannot be one (then ``build`` says why, mail by mail).
         try:
             probe = EmailMessage(policy=POLICY)
@@ -158,7 +158,7 @@ class RelaySender:
                 if written is not None:
                     return message_id, written
         mail = self.build(message)
-        return mail["Message-ID"], wire(mail, POLICY) if message.recipient.isascii() else mail
+        return message_id, wire(mail, POLICY) if message.recipient.isascii() else mail
 
     async def _session(self, fresh: bool) -> tuple[aiosmtplib.SMTP, bool]:
         """An open session with the relay that carries no mail now (unless ``fresh``), or a
