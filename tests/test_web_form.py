@@ -201,6 +201,32 @@ async def test_a_bad_field_is_refused_beside_that_field_keeping_the_rest(service
     assert await nothing_stored(service.core)
 
 
+async def test_a_filed_complaints_request_is_freed_when_it_is_answered(service):
+    """The redirect after filing is returned, not raised: a raised ``web.HTTPSeeOther`` tied
+    the request, its form and the handler's frames to its traceback in a cycle that only the
+    collector frees, and under a storm of posts the serving process held them by the
+    thousand (bench/README.md, 2026-12-07, thirteenth session). With the collector off, no
+    request outlives its answer."""
+    import gc
+
+    from aiohttp import web
+
+    async with service.client() as client:
+        collecting = gc.isenabled()
+        gc.collect()
+        gc.disable()
+        try:
+            for number in range(8):  # under the form's flood limit per browser session (10)
+                status, _, _ = await post_form(client, filled(await get_form(client), text=f"{COMPLAINT} ({number})"))
+                assert status == 303
+            kept = sum(isinstance(thing, web.Request) for thing in gc.get_objects())
+        finally:
+            if collecting:
+                gc.enable()
+    assert kept <= 1, f"{kept} requests kept after their answers"
+    assert await count(service.core, Complaint) == 8
+
+
 async def test_too_long_text_is_refused_and_kept(service):
     text = "x" * 4001
     async with service.client() as client:

@@ -33,6 +33,14 @@ RATINGS = ("1", "2", "3", "4", "5")
 COMMENT_MAX = 1000
 
 
+def redirect(status: int, location: str) -> web.Response:
+    """A redirect, returned rather than raised: a raised ``web.HTTPSeeOther`` ties its
+    traceback, its frames and the request in a cycle that only a full collection frees, and
+    under a storm of form posts those were kept by the thousand (bench/README.md, 2026-12-07,
+    thirteenth session)."""
+    return web.Response(status=status, headers={"Location": location})
+
+
 def _limits(request: web.Request) -> uploads.Limits:
     web_config = request.app[SITE].web
     return uploads.Limits(web_config.max_body_bytes, web_config.max_attachments, web_config.max_attachment_bytes,
@@ -176,7 +184,7 @@ async def submit_form(request: web.Request) -> web.Response:
         result = await site.port.receive(inbound)
     except IntakeError:
         return _form_page(request, language, values=kept, status_code=422)
-    raise web.HTTPSeeOther(f"/track/{result.tracking_code}?{urlencode({'filed': 1, 'lang': language})}")
+    return redirect(303, f"/track/{result.tracking_code}?{urlencode({'filed': 1, 'lang': language})}")
 
 
 async def lookup(request: web.Request) -> web.Response:
@@ -190,7 +198,7 @@ async def lookup(request: web.Request) -> web.Response:
     if found.malformed:
         return render(request, "lookup.html", language, 400, code=code[:40],
                       error=site.port.texts.get(language, "web.error_bad_code", reason=found.problem(language)))
-    raise web.HTTPSeeOther(f"/track/{found.code}?{urlencode({'lang': language})}")
+    return redirect(303, f"/track/{found.code}?{urlencode({'lang': language})}")
 
 
 def _status_page(request: web.Request, language: str, found: PublicStatus, *, status_code: int = 200,
@@ -236,7 +244,7 @@ async def track(request: web.Request) -> web.Response:
     found = await site.port.lookup(raw)
     if found.code is not None and found.code != raw:
         query = f"?{request.query_string}" if request.query_string else ""
-        raise web.HTTPMovedPermanently(f"/track/{found.code}{query}")
+        return redirect(301, f"/track/{found.code}{query}")
     found = _found(request, language, found)
     if isinstance(found, web.Response):
         return found
@@ -291,7 +299,7 @@ async def rate(request: web.Request) -> web.Response:
         return error_page(request, 409, site.port.texts.get(language, "web.error_rating_not_resolved"), language)
     except LifecycleError:
         return error_page(request, 404, site.port.texts.get(language, "web.error_not_found", code=found.code), language)
-    raise web.HTTPSeeOther(f"/track/{found.code}?{urlencode({'rated': 1, 'lang': language})}#rating-thanks")
+    return redirect(303, f"/track/{found.code}?{urlencode({'rated': 1, 'lang': language})}#rating-thanks")
 
 
 async def not_fixed(request: web.Request) -> web.Response:
@@ -313,7 +321,7 @@ async def not_fixed(request: web.Request) -> web.Response:
         await site.port.not_fixed(found.code, comment[:COMMENT_MAX] or None, via="web")
     except LifecycleError:
         return error_page(request, 409, site.port.texts.get(language, "web.error_not_fixed_late"), language)
-    raise web.HTTPSeeOther(f"/track/{found.code}?{urlencode({'disputed': 1, 'lang': language})}#disputed")
+    return redirect(303, f"/track/{found.code}?{urlencode({'disputed': 1, 'lang': language})}#disputed")
 
 
 # What a file of an answer may be shown as in the browser; anything else is downloaded.
