@@ -262,9 +262,8 @@ class Dispatcher:
         size = self.core.config.outbox.concurrency
         asked: list[Claim] = []
         others: list[Claim] = []
-        at_once = self.at_once(claims)
-        for claim in claims:
-            (asked if claim.id in at_once else others).append(claim)
+        for claim in claims:  # those ``at_once`` chose when they were claimed
+            (asked if claim.started else others).append(claim)
         marks: list[asyncio.Future] = []
         if asked:  # marked as being sent when claimed: they go even when stopping
             await asyncio.gather(*(self._send_in_turn(turn, marks) for turn in in_turns(asked)))

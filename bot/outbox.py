@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import Any
@@ -68,6 +68,7 @@ class Claim:
     unsure: bool  # the last attempt's outcome is unknown: look it up before sending again
     message: Outgoing
     queued_at: datetime  # no send of it is older: a look-up's bound
+    started: bool = False  # marked as being sent when claimed (``claim``'s ``start_now``)
 
     @property
     def channel(self) -> str:
@@ -224,6 +225,8 @@ async def claim(core: Core, holder: str, channels: Iterable[str], limit: int,
         claims = await _claims(session, rows)  # their attempts as before this one, as for any claim
         if start_now is not None and (started := sorted(start_now(claims))):
             await start(core, holder, started, session)
+            chosen = set(started)
+            claims = [replace(claim, started=True) if claim.id in chosen else claim for claim in claims]
         return claims
 
 

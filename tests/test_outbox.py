@@ -404,6 +404,8 @@ async def test_a_message_its_provider_cannot_be_asked_about_goes_in_a_group_and_
     try:
         claims = await dispatcher.claim()
         assert [row.status for row in await stored(core)] == ["claimed", "claimed", "sending"] + ["claimed"] * 5
+        # Each claim says whether it was marked as being sent when claimed: the send goes by that.
+        assert [claim.started for claim in claims] == [False, False, True] + [False] * 5
         await dispatcher.send(claims)
         assert [row.status for row in await stored(core)] == ["sent"] * 8
         first = [body["text"] for body in gateway.received if body["to"] == "+84911000001"]
