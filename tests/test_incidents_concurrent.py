@@ -16,7 +16,7 @@ import asyncio
 from itertools import count
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from bot import intake
 from contract.messages import Inbound
@@ -45,6 +45,18 @@ def sms(core, text: str) -> Inbound:
 async def file(core, text: str) -> str:
     [result] = await intake.receive_batch(core, [sms(core, text)])
     return result.tracking_code
+
+
+def complaint_updates(core) -> list[str]:
+    """The UPDATE statements on complaints from now on, as sent to the database."""
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("UPDATE COMPLAINTS"):
+            statements.append(statement)
+
+    event.listen(core.engine.sync_engine, "before_cursor_execute", seen)
+    return statements
 
 
 async def incident_of(core, code: str) -> Incident | None:
@@ -116,7 +128,10 @@ async def test_two_batches_beginning_one_storm_at_once_make_one_incident(core):
         other = asyncio.create_task(intake.receive_batch(core, [sms(core, POWER[2]), sms(core, POWER[3])]))
         await asyncio.sleep(0.5)
         assert not other.done()
+        written = complaint_updates(core)  # from here on the held batch writes nothing more
     second = await asyncio.wait_for(other, 10)
+    # The late report's join is written once, with its batch's other join (one statement).
+    assert len(written) == 1, written
     incident = await incident_of(core, first[0].tracking_code)
     assert incident is not None and incident.reports == 4
     for result in [*first, *second]:

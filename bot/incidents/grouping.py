@@ -170,6 +170,9 @@ async def _incident_around(core: Core, session: AsyncSession, now: datetime, can
     elif candidate_id in batch.filed and (found := await _made_meanwhile(core, session, now, candidate, batch)):
         incident, score = found
         lead = await session.get(Complaint, incident.lead_complaint_id)
+        # Its join is written with the batch's others (``finish_batch``): the copy read under
+        # the lock is let go first, or the session would write the same values a second time.
+        session.expunge(candidate)
         reports = _join(batch, now, candidate, incident, lead, {**score, "searched_again": True})
         batch.later[candidate_id] = ((incident.id, reports), batch.joined[candidate_id])
         return incident
