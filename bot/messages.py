@@ -43,14 +43,19 @@ SHARED_FILE = "stored:"
 DETAILED_KINDS = ("new_complaint", "reassigned_in", "followup", "urgent_page")
 
 
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def format_time(core: Core, moment: datetime | None, language: str) -> str:
     """A time as citizens read it, in the service's time zone."""
     if moment is None:
         return "-"
     local = moment.astimezone(core.config.tz)
+    # Written out, not by strftime (a sweep formats one a complaint; strftime took twice as long),
+    # and the month's name is English whatever the process's locale.
     if language == "en":
-        return local.strftime("%d %b %Y, %H:%M")
-    return local.strftime("%H:%M ngày %d/%m/%Y")
+        return f"{local.day:02d} {_MONTHS[local.month - 1]} {local.year}, {local.hour:02d}:{local.minute:02d}"
+    return f"{local.hour:02d}:{local.minute:02d} ngày {local.day:02d}/{local.month:02d}/{local.year}"
 
 
 def unit_name(core: Core, unit_id: int, language: str) -> str:

@@ -431,3 +431,23 @@ async def test_rows_queued_in_bulk_keep_their_order_and_leave_a_key_already_queu
     assert [m.key for m in rows] == ["bulk:b", "bulk:d", "bulk:c", "bulk:a", "bulk:e"]
     assert rows[0].payload["text"] == "first b" and rows[1].payload["render"] == {"params": {"due": "hạn"}}
     assert rows[1].next_attempt_at == now and rows[1].unsure is False and rows[1].status == "queued"
+
+
+async def test_times_are_written_out_as_strftime_wrote_them(core):
+    """``messages.format_time`` writes a time out field by field (the sweep formats one a
+    complaint): the same text strftime gave, in both languages, across two years of local
+    times (every 37 minutes and 13 seconds: every minute of the hour, both sides of midnight
+    and of every month's end), and "-" for no time."""
+    from bot import messages
+
+    zone = core.config.tz
+    moment = datetime(2025, 12, 31, 16, 59, 47, tzinfo=ZoneInfo("UTC"))
+    checked = 0
+    while moment.year < 2028:
+        local = moment.astimezone(zone)
+        assert messages.format_time(core, moment, "vi") == local.strftime("%H:%M ngày %d/%m/%Y"), moment
+        assert messages.format_time(core, moment, "en") == local.strftime("%d %b %Y, %H:%M"), moment
+        moment += timedelta(minutes=37, seconds=13)
+        checked += 1
+    assert checked > 28_000
+    assert messages.format_time(core, None, "vi") == "-"
