@@ -7,6 +7,10 @@ A citizen's message is the catalogue text in their language, in its short varian
 channel that has one (``sms.*`` texts: an SMS with Vietnamese diacritics holds only 70
 characters a segment). Messages are queued complete (``outbox.Queued``): what a sender
 needs to send one is in it, and no sender reads the store.
+
+It is long (over 400 lines) because the sweep's ``Composer`` builds the same messages as
+``to_citizen`` and ``to_staff``, byte for byte, many at once: it sits beside them so that
+the two ways are read and changed together.
 """
 
 from __future__ import annotations
