@@ -208,6 +208,27 @@ async def test_serve_migrates_in_a_process_of_its_own_and_never_loads_alembic(tm
         process.communicate(timeout=30)
 
 
+async def test_the_serving_process_loads_pillow_only_with_a_photo(tmp_path):
+    """Pillow (2.3 MiB resident) is imported by the first photo checked or shown, not by
+    serving: a running service that has seen no photo has not mapped Pillow's C library."""
+    modules = subprocess.run([sys.executable, "-c", "import sys, service.cli, service.app, service.commands; "
+                              "print(sorted(m for m in sys.modules if m.split('.')[0] == 'PIL'))"],
+                             capture_output=True, text=True, timeout=60)
+    assert modules.returncode == 0 and modules.stdout.strip() == "[]", modules.stdout + modules.stderr
+    port = free_port()
+    config = write_config(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'feedback.db'}", port)
+    process = subprocess.Popen(command("serve", "--config", str(config)), cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        await wait_healthy(f"http://127.0.0.1:{port}", process)
+        libraries = Path(f"/proc/{process.pid}/maps").read_text()
+        assert "sqlite3" in libraries  # the check reads the right process's libraries
+        assert "PIL" not in libraries and "_imaging" not in libraries
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+
+
 def test_a_failed_migration_stops_serve_and_does_not_show_the_database_password(tmp_path):
     config = write_config(tmp_path, "postgresql+asyncpg://feedback:s3cr3t-pass@127.0.0.1:1/nowhere", free_port())
     result = subprocess.run(command("serve", "--config", str(config)), cwd=tmp_path, capture_output=True, text=True,

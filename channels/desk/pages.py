@@ -22,7 +22,6 @@ import secrets
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
-from PIL import Image, UnidentifiedImageError
 
 from channels.desk.site import DESK, PATH, check_csrf, current_session, error, language_of, redirect, render
 from contract.desk import DeskSession, Filters
@@ -197,6 +196,8 @@ async def act(request: web.Request) -> web.Response:
 
 def _safe_image(data: bytes, limit: int) -> tuple[bytes, str]:
     """The picture decoded and drawn again, at most ``limit`` pixels a side, as JPEG or PNG."""
+    from PIL import Image  # loaded with the first picture shown, not with the service
+
     with Image.open(io.BytesIO(data)) as image:
         if image.width * image.height > MAX_SOURCE_PIXELS:
             raise ValueError("too many pixels")
@@ -226,6 +227,8 @@ async def file(request: web.Request) -> web.StreamResponse:
     headers = {"Cache-Control": "private, no-store", "Content-Security-Policy": "default-src 'none'; sandbox",
                "X-Content-Type-Options": "nosniff"}
     if stored.content_type in IMAGE_TYPES:
+        from PIL import Image, UnidentifiedImageError  # loaded with the first picture, not with the service
+
         limit = THUMB_PIXELS if request.query.get("size") == "thumb" else FULL_PIXELS
         try:
             body, content_type = await asyncio.get_running_loop().run_in_executor(None, _safe_image, stored.data,

@@ -26,7 +26,6 @@ from urllib.parse import unquote
 
 from aiohttp import MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
-from PIL import Image
 
 from contract.messages import Attachment
 
@@ -190,6 +189,10 @@ def _check_name(name: str) -> Problem | None:
 
 def _check_image(data: bytes, kind: str, name: str, max_pixels: int) -> Problem | None:
     """Open a photo only as far as needed: its header first, then its pixels within limits."""
+    # Pillow is loaded with the first photo, not with the service: a process that never sees
+    # one does not carry it (bench/README.md, "Memory").
+    from PIL import Image
+
     damaged = Problem("error_attachment_damaged", {"name": _shown(name)})
     too_big = Problem("error_attachment_pixels", {"name": _shown(name), "max_mp": f"{max_pixels / 1e6:g}"})
     try:
