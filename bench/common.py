@@ -76,8 +76,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# The service as deployed, for its memory: a ``feedback-intake`` script of a virtualenv with the
+# project alone (``pip install -e .``, no test extras). The test extras bring cryptography (for
+# trustme), which python-telegram-bot imports whenever it is installed: 7.7 MiB of the serving
+# process's RSS that a deployment does not have (bench/README.md, "Memory").
+SERVICE_ENV = "FEEDBACK_BENCH_SERVICE"
+
+
 def service_command() -> list[str]:
-    """The venv's ``feedback-intake`` script, else the one on PATH."""
+    """``$FEEDBACK_BENCH_SERVICE`` when set, else the venv's ``feedback-intake`` script, else the
+    one on PATH."""
+    if chosen := os.environ.get(SERVICE_ENV):
+        if not Path(chosen).is_file():
+            raise SystemExit(f"{SERVICE_ENV}={chosen}: no such file")
+        return [chosen]
     beside = Path(sys.executable).with_name("feedback-intake")
     found = str(beside) if beside.exists() else shutil.which("feedback-intake")
     if not found:
@@ -862,7 +874,8 @@ async def wrk_main(channel: Channel, args: argparse.Namespace, seeder=None) -> i
             f"requests each sent once; per target {args.warmup:g} s warm-up + {args.seconds:g} s in {args.rounds} "
             f"alternating slice(s); {os.cpu_count()} CPUs; {db.kind}"
             + (f"; serve --workers {args.workers}" if args.workers else "")
-            + ("; and the floor (bench/floor.py, SQLite)" if floor else ""))
+            + ("; and the floor (bench/floor.py, SQLite)" if floor else "")
+            + (f"; the service from {os.environ[SERVICE_ENV]}" if os.environ.get(SERVICE_ENV) else ""))
         floors = await channel.floors(db.url)
         for server in servers:
             server.start(workdir)

@@ -190,3 +190,18 @@ def test_smtp_floor_option_parses():
     assert smtp.parse(["--floor"]).floor and not smtp.parse([]).floor
     with pytest.raises(SystemExit):
         smtp.parse(["--floor", "--no-relay"])  # the floor sends its acknowledgements to the sink
+
+
+def test_the_service_measured_can_be_another_install(tmp_path, monkeypatch):
+    """FEEDBACK_BENCH_SERVICE names the ``feedback-intake`` the benchmarks start (a virtualenv
+    with the project alone, as deployed, for its memory); a name that is no file stops the run."""
+    monkeypatch.delenv(common.SERVICE_ENV, raising=False)
+    assert Path(common.service_command()[0]).name == "feedback-intake"
+    script = tmp_path / "bin" / "feedback-intake"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\n")
+    monkeypatch.setenv(common.SERVICE_ENV, str(script))
+    assert common.service_command() == [str(script)]
+    monkeypatch.setenv(common.SERVICE_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(SystemExit, match="no such file"):
+        common.service_command()
