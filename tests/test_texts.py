@@ -57,3 +57,21 @@ def test_a_bad_tracking_code_is_explained_in_the_citizens_language(catalogue, te
     assert caught.value.reason == reason
     assert catalogue.get("vi", f"tracking.{reason}", **caught.value.params) == vietnamese
     assert catalogue.get("en", f"tracking.{reason}", **caught.value.params) != vietnamese
+
+
+def test_a_pages_table_holds_its_prefix_in_its_language_and_cannot_be_changed(tmp_path):
+    """``table`` (every page's texts): the keys under the prefix without it, the language's text
+    where it has one and Vietnamese where it does not; made once and shared, so read-only."""
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "vi.toml").write_text('[web]\ntitle = "Phản ánh"\nsend = "Gửi"\n[desk]\ntitle = "Bàn"\n',
+                                    encoding="utf-8")
+    (folder / "en.toml").write_text('[web]\ntitle = "Feedback"\n', encoding="utf-8")
+    catalogue = Catalogue(folder=folder)
+    assert dict(catalogue.table("en", "web.")) == {"title": "Feedback", "send": "Gửi"}
+    assert dict(catalogue.table("vi", "web.")) == {"title": "Phản ánh", "send": "Gửi"}
+    assert dict(catalogue.table("en-US", "desk.")) == {"title": "Bàn"}
+    assert catalogue.table("en", "web.") is catalogue.table("en-GB", "web.")
+    with pytest.raises(TypeError):
+        catalogue.table("en", "web.")["title"] = "changed"  # type: ignore[index]
+    assert catalogue.table("en", "web.")["title"] == "Feedback"

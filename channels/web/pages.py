@@ -74,32 +74,40 @@ async def _read_form(request: web.Request, language: str) -> uploads.PostedForm 
     """The posted form, or the error page that answers it (413, 415, 400)."""
     site = request.app[SITE]
     limits = _limits(request)
-    too_large = error_page(request, 413, site.port.texts.get(language, "web.error_too_large",
-                                                        max_kb=limits.max_field_bytes // 1024), language)
-    bad_request = error_page(request, 400, site.port.texts.get(language, "web.error_bad_request"), language)
+    texts = site.port.texts
     if request.content_type not in FORM_TYPES:
-        return error_page(request, 415, site.port.texts.get(language, "web.error_bad_request"), language)
+        return error_page(request, 415, texts.get(language, "web.error_bad_request"), language)
     multipart = request.content_type == "multipart/form-data"
-    if multipart and limits.max_files:
-        too_large = error_page(request, 413, site.port.texts.get(
-            language, "web.error_upload_too_large", count=limits.max_files,
-            max_mb=uploads.megabytes(limits.max_file_bytes)), language)
+
+    # The refusals are pages, rendered only when one is the answer (rendering both for every
+    # post cost a tenth of a form's CPU).
+    def too_large() -> web.Response:
+        if multipart and limits.max_files:
+            message = texts.get(language, "web.error_upload_too_large", count=limits.max_files,
+                                max_mb=uploads.megabytes(limits.max_file_bytes))
+        else:
+            message = texts.get(language, "web.error_too_large", max_kb=limits.max_field_bytes // 1024)
+        return error_page(request, 413, message, language)
+
+    def bad_request() -> web.Response:
+        return error_page(request, 400, texts.get(language, "web.error_bad_request"), language)
+
     most = limits.max_total_bytes if multipart else limits.max_field_bytes
     if request.content_length is not None and request.content_length > most:
-        return too_large
+        return too_large()
     if multipart:
         try:
             return await uploads.read_multipart(request, limits)
         except uploads.TooLarge:
-            return too_large
+            return too_large()
         except uploads.BadForm:
-            return bad_request
+            return bad_request()
     try:
         posted = await request.post()
     except web.HTTPRequestEntityTooLarge:
-        return too_large
+        return too_large()
     except (ValueError, LookupError):  # LookupError: a charset Python does not know
-        return bad_request
+        return bad_request()
     return uploads.PostedForm({k: v for k, v in posted.items() if isinstance(v, str)}, [])
 
 
