@@ -185,3 +185,20 @@ def test_decoded_features_share_their_names_and_their_empty_sets():
     assert next(iter(a.place.streets)) is next(iter(b.place.streets))
     empty = [getattr(a.place, name) for name in places.FIELDS if not getattr(a.place, name)]
     assert empty and all(field is empty[0] for field in empty + [b.place.spots])
+
+
+@given(values=st.lists(st.floats(min_value=-2.0, max_value=2.0) | st.sampled_from([0.0, -0.0, 0.8665, 0.0005, 1.0]),
+                       min_size=1, max_size=50))
+def test_a_score_is_rounded_as_round_does_it_the_first_time_and_every_time_after(values):
+    """``rounded`` remembers what it rounded (``round`` to three places costs as much as the
+    rest of scoring a candidate): every value, new or met before, comes out as ``round`` makes
+    it, and what it keeps stays bounded."""
+    for value in values + values:
+        assert match.rounded(value) == round(max(0.0, min(1.0, value)), 3), value
+        assert len(match._ROUNDED) <= match.ROUNDED_LIMIT
+
+
+def test_the_rounded_scores_kept_are_bounded():
+    for n in range(match.ROUNDED_LIMIT + 10):
+        assert match.rounded(n / 100_000) == round(n / 100_000, 3)
+    assert 0 < len(match._ROUNDED) <= match.ROUNDED_LIMIT

@@ -289,15 +289,39 @@ def text_similarity(new: Features, old: Features) -> float:
     keeps thousands of old complaints' features (``candidates.FEATURE_CACHE``), and each
     one's terms, a set of its own, was a sixth of what an entry took."""
     terms, words = new.terms, old.words
-    extra = {topic for topic in old.topics if topic not in words}
-    size = len(words) + len(extra)
-    if not terms or not size:
+    if not terms:
         return 0.0
-    shared = len(terms & words) + sum(1 for topic in extra if topic in terms)
+    size, shared = len(words), len(terms & words)
+    # Its kinds of event that are not also words, counted in a loop (no set, no generator:
+    # this runs for every candidate a search scores). ``topics_of`` names each kind once.
+    for topic in old.topics:
+        if topic not in words:
+            size += 1
+            if topic in terms:
+                shared += 1
+    if not size:
+        return 0.0
     return shared / (len(terms) + size - shared)
 
 
 Parts = tuple  # (value, the event's reason, the place's reason, the text similarity)
+
+# Scores as reported, by their sum before rounding. ``round`` to three places takes about a
+# microsecond (it goes through the decimal digits), as long as the rest of a candidate's
+# scoring; the sums repeat (the event's and the place's parts take a few values, the text's
+# is a ratio of small counts), so each is rounded once. Bounded: emptied when full.
+_ROUNDED: dict[float, float] = {}
+ROUNDED_LIMIT = 4096
+
+
+def rounded(value: float) -> float:
+    """``round(max(0.0, min(1.0, value)), 3)``, each distinct value worked out once."""
+    found = _ROUNDED.get(value)
+    if found is None:
+        if len(_ROUNDED) >= ROUNDED_LIMIT:
+            _ROUNDED.clear()
+        found = _ROUNDED[value] = round(max(0.0, min(1.0, value)), 3)
+    return found
 
 
 def parts(new: Features, old: Features, rule: Rule) -> Parts:
@@ -306,7 +330,7 @@ def parts(new: Features, old: Features, rule: Rule) -> Parts:
     topic, topic_reason = _topic_part(new, old)
     place, place_reason = _place_part(new, old, rule)
     text = text_similarity(new, old)
-    return round(max(0.0, min(1.0, 0.4 * topic + 0.4 * place + 0.2 * text)), 3), topic_reason, place_reason, text
+    return rounded(0.4 * topic + 0.4 * place + 0.2 * text), topic_reason, place_reason, text
 
 
 def explained(scored: Parts, minutes: float) -> Score:
