@@ -80,7 +80,7 @@ async def _read_form(request: web.Request, language: str) -> uploads.PostedForm 
     multipart = request.content_type == "multipart/form-data"
 
     # The refusals are pages, rendered only when one is the answer (rendering both for every
-    # post cost a tenth of a form's CPU).
+    # post was 7 % of a form's CPU in a storm: bench/README.md, fifteenth session).
     def too_large() -> web.Response:
         if multipart and limits.max_files:
             message = texts.get(language, "web.error_upload_too_large", count=limits.max_files,
