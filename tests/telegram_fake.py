@@ -445,6 +445,16 @@ class FakeBotApi:
                 raise AssertionError(f"no {method} to {chat_id} containing {contains!r}; calls: {seen}") from None
             return match()[0]
 
+    async def pressed(self, update: dict, timeout: float = 15) -> Call:
+        """Deliver a button press (``press``) and return the bot's answer to that press, found
+        by its callback query's id: another press's answer may come later than a test's mark
+        (the citizen's Send is answered once intake has committed, and under load that was
+        after the officer's notification)."""
+        await self.deliver(update)
+        query = update["callback_query"]["id"]
+        return await self.wait_for("answerCallbackQuery", where=lambda c: c.params.get("callback_query_id") == query,
+                                   timeout=timeout)
+
     def message_of(self, call: Call) -> dict:
         """The message a recorded send created (for replying to it or pressing its buttons)."""
         assert call.result is not None, f"{call.method} created no message"

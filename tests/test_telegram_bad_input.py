@@ -139,9 +139,7 @@ async def test_forged_or_stale_buttons_are_answered_and_change_nothing(bot, data
     api = bot.api
     await answer_to(bot, api.message(CITIZEN, "/lang"))
     prompt = api.message_of(api.find("sendMessage", CITIZEN)[-1])
-    mark = api.mark()
-    await api.deliver(api.press(CITIZEN, prompt, data, check=False))
-    answered = await api.wait_for("answerCallbackQuery", after=mark)
+    answered = await api.pressed(api.press(CITIZEN, prompt, data, check=False))
     assert answered.params.get("text")  # always an answer, so the button stops spinning
     assert await count(bot, Complaint) == 0
 
@@ -151,18 +149,10 @@ async def test_a_button_on_a_complaint_the_officer_may_not_touch(bot):
     code = await file_complaint(bot)
     note = await api.wait_for("sendMessage", OFFICER, contains=code, where=lambda c: bool(c.buttons()))
     for action in ("claim", "reply", "reassign", "resolve", "done"):
-        mark = api.mark()
-        press = api.press(OTHER_OFFICER, api.message_of(note), f"{action}:{code}", check=False)
-        await api.deliver(press)
-        # This press's answer: the citizen's press of Send (in file_complaint) may be answered
-        # after its acknowledgement, so after the mark (seen once under load in CI).
-        refused = await api.wait_for("answerCallbackQuery", after=mark, where=lambda c, press=press: c.params.get(
-            "callback_query_id") == press["callback_query"]["id"])
+        refused = await api.pressed(api.press(OTHER_OFFICER, api.message_of(note), f"{action}:{code}", check=False))
         assert refused.params["show_alert"] == "true" and "thuộc đơn vị khác" in refused.params["text"], \
             (action, refused.params)
-    mark = api.mark()
-    await api.deliver(api.press(OTHER_OFFICER, api.message_of(note), f"move:{code}:quan-ly-do-thi", check=False))
-    await api.wait_for("answerCallbackQuery", after=mark)
+    await api.pressed(api.press(OTHER_OFFICER, api.message_of(note), f"move:{code}:quan-ly-do-thi", check=False))
     complaint = await complaint_by_code(bot, code)
     assert (complaint.status, complaint.assignee_id) == ("new", None)
     assert bot.core.directory.unit_slug(complaint.unit_id) == "tiep-nhan"
@@ -223,7 +213,6 @@ async def test_a_survey_gets_rating_buttons_and_a_press_is_the_citizens_answer(b
 
     assert await eventually(ratings) == ["5"]
     # Only the citizen can rate, in their own chat: a press from anyone else is forged.
-    mark = api.mark()
-    await api.deliver(api.press(CITIZEN, message, f"rate:{code}:1", sender=OTHER_OFFICER + 9, check=False))
-    assert "text" not in (await api.wait_for("answerCallbackQuery", after=mark)).params
+    forged = await api.pressed(api.press(CITIZEN, message, f"rate:{code}:1", sender=OTHER_OFFICER + 9, check=False))
+    assert "text" not in forged.params
     assert await ratings() == ["5"]

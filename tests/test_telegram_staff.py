@@ -96,8 +96,7 @@ async def test_buttons_claim_reply_reassign_resolve(bot):
     note = api.message_of(await notification_for(bot, code))
 
     mark = api.mark()
-    await api.deliver(api.press(OFFICER, note, f"claim:{code}"))
-    claimed = await api.wait_for("answerCallbackQuery", after=mark)
+    claimed = await api.pressed(api.press(OFFICER, note, f"claim:{code}"))
     assert claimed.params["text"] == f"Đã nhận xử lý phản ánh {code}." and claimed.params.get("show_alert") != "true"
     await api.wait_for("sendMessage", CITIZEN, mark, contains="Đang xử lý")  # the citizen is told
     assert (await complaint_by_code(bot, code)).status == "assigned"
@@ -123,8 +122,7 @@ async def test_buttons_claim_reply_reassign_resolve(bot):
 
     # Pressed again (a second tap, or a stale message): refused, nothing changes.
     mark = api.mark()
-    await api.deliver(api.press(OFFICER, confirm_message, f"done:{code}", check=False))
-    again = await api.wait_for("answerCallbackQuery", after=mark)
+    again = await api.pressed(api.press(OFFICER, confirm_message, f"done:{code}", check=False))
     assert again.params["show_alert"] == "true" and "already resolved" in again.params["text"]
 
 
@@ -155,8 +153,7 @@ async def test_reassign_passes_the_complaint_and_its_new_unit_is_told(bot):
 
     # The first officer's old buttons no longer work on it: it is another unit's now.
     mark = api.mark()
-    await api.deliver(api.press(OFFICER, note, f"claim:{code}"))
-    refused = await api.wait_for("answerCallbackQuery", after=mark)
+    refused = await api.pressed(api.press(OFFICER, note, f"claim:{code}"))
     assert refused.params["show_alert"] == "true" and "thuộc đơn vị khác" in refused.params["text"]
     assert (await complaint_by_code(bot, code)).assignee_id is None
 
@@ -219,14 +216,12 @@ async def test_staff_actions_are_authorised(bot):
     assert await command(f"/reply {code} Tôi tự trả lời", CITIZEN) == \
         "Lệnh này chỉ dành cho cán bộ đã liên kết tài khoản."
     mark = api.mark()
-    await api.deliver(api.press(CITIZEN, note, f"resolve:{code}"))
-    refused = await api.wait_for("answerCallbackQuery", after=mark)
+    refused = await api.pressed(api.press(CITIZEN, note, f"resolve:{code}"))
     assert refused.params["show_alert"] == "true"
     # An officer of another unit acts only on that unit's complaints.
     assert "thuộc đơn vị khác" in await command(f"/reply {code} {ANSWER}", OTHER_OFFICER)
     mark = api.mark()
-    await api.deliver(api.press(OTHER_OFFICER, note, f"claim:{code}"))
-    assert "thuộc đơn vị khác" in (await api.wait_for("answerCallbackQuery", after=mark)).params["text"]
+    assert "thuộc đơn vị khác" in (await api.pressed(api.press(OTHER_OFFICER, note, f"claim:{code}"))).params["text"]
     # Replying to someone else's notification does not get round it.
     mark = api.mark()
     await api.deliver(api.message(OTHER_OFFICER, ANSWER, reply_to=note))

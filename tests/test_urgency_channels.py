@@ -125,15 +125,13 @@ async def test_the_not_fixed_button_under_the_survey_reopens_and_reaches_the_hea
     survey = await api.wait_for("sendMessage", CITIZEN, mark, contains="mức độ hài lòng")
     assert ("Chưa được khắc phục", f"notfixed:{code}") in survey.buttons()
     mark = api.mark()
-    await api.deliver(api.press(CITIZEN, api.message_of(survey), f"notfixed:{code}"))
-    pressed = await api.wait_for("answerCallbackQuery", after=mark)
+    pressed = await api.pressed(api.press(CITIZEN, api.message_of(survey), f"notfixed:{code}"))
     assert pressed.params["text"] == "Phản ánh đã được mở lại và chuyển lãnh đạo đơn vị xem xét."
     head = await api.wait_for("sendMessage", HEAD, mark, contains="CHƯA ĐƯỢC KHẮC PHỤC")
     assert code in head.text
     assert (await complaint(bot.core, code)).status == "reopened"
     mark = api.mark()
-    await api.deliver(api.press(CITIZEN, api.message_of(survey), f"notfixed:{code}", check=False))
-    again = await api.wait_for("answerCallbackQuery", after=mark)
+    again = await api.pressed(api.press(CITIZEN, api.message_of(survey), f"notfixed:{code}", check=False))
     assert again.params["text"] == "Nút này không còn hiệu lực."
 
 
@@ -142,9 +140,7 @@ async def test_a_citizen_cannot_press_not_fixed_on_someone_elses_complaint(bot):
     code = await file_complaint(bot)
     await lifecycle.resolve(bot.core, code, "nguyen-van-an", "Đã thu gom rác.")
     survey = await api.wait_for("sendMessage", CITIZEN, contains="mức độ hài lòng")
-    mark = api.mark()
-    await api.deliver(api.press(OFFICER, api.message_of(survey), f"notfixed:{code}", check=False))
-    await api.wait_for("answerCallbackQuery", after=mark)
+    await api.pressed(api.press(OFFICER, api.message_of(survey), f"notfixed:{code}", check=False))
     assert (await complaint(bot.core, code)).status == "resolved"
 
 
