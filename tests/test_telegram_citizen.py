@@ -45,6 +45,10 @@ async def file_complaint(world: BotWorld, chat_id: int = CITIZEN, body: str = CO
     mark = api.mark()
     await api.deliver(api.press(chat_id, api.message_of(summary), "draft:send"))
     ack = await api.wait_for("sendMessage", chat_id, mark, where=lambda c: "PA-" in c.text and "/track/" in c.text)
+    # The press is answered and its summary edited only after intake commits, so possibly
+    # after the acknowledgement: wait for the edit, the press's last step, so that no answer
+    # or edit of it comes after a caller's next mark (it did, under load in CI).
+    await api.wait_for("editMessageText", chat_id, mark, contains="PA-")
     return ack.text.split("/track/")[1].split()[0]
 
 
