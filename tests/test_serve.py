@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import os
 import signal
@@ -75,9 +76,9 @@ def serve(tmp_path: Path, database_url: str):
     """Start `feedback-intake serve` on a free port; yields (url, process)."""
     processes: list[subprocess.Popen] = []
 
-    def start(auto_upgrade: bool = True) -> tuple[str, subprocess.Popen]:
+    def start(auto_upgrade: bool = True, url: str | None = None) -> tuple[str, subprocess.Popen]:
         port = free_port()
-        config = write_config(tmp_path, database_url, port, auto_upgrade)
+        config = write_config(tmp_path, url or database_url, port, auto_upgrade)
         process = subprocess.Popen(command("serve", "--config", str(config)), cwd=tmp_path,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         processes.append(process)
@@ -187,46 +188,36 @@ def test_serve_refuses_a_bad_configuration(tmp_path):
     assert "web.port" in result.stderr
 
 
+def imported_by_serving(*packages: str) -> list[str]:
+    """The modules of these packages that importing what ``serve`` imports loads."""
+    names = ", ".join(repr(p) for p in packages)
+    found = subprocess.run([sys.executable, "-c", "import sys, service.cli, service.app, service.commands; "
+                            f"print(sorted(m for m in sys.modules if m.split('.')[0] in ({names},)))"],
+                           capture_output=True, text=True, timeout=60)
+    assert found.returncode == 0, found.stderr
+    return ast.literal_eval(found.stdout)
+
+
 async def test_serve_migrates_in_a_process_of_its_own_and_never_loads_alembic(tmp_path, serve):
     """Alembic (about 11 MiB) is imported only by the migration's own process: everything
     the serving process imports leaves it out, and serve still migrates a fresh store."""
-    modules = subprocess.run([sys.executable, "-c", "import sys, service.cli, service.app, service.commands; "
-                              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))"],
-                             capture_output=True, text=True, timeout=60)
-    assert modules.returncode == 0 and modules.stdout.strip() == "[]", modules.stdout + modules.stderr
+    assert imported_by_serving("alembic", "mako") == []
     fresh = tmp_path / "fresh" / "feedback.db"
-    port = free_port()
-    config = write_config(tmp_path, f"sqlite+aiosqlite:///{fresh}", port)
-    process = subprocess.Popen(command("serve", "--config", str(config)), cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        await wait_healthy(f"http://127.0.0.1:{port}", process)
-        tables = {row[0] for row in sqlite3.connect(fresh).execute("SELECT name FROM sqlite_master")}
-        assert {"complaints", "messages", "outbox", "alembic_version"} <= tables
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=30)
+    url, process = serve(url=f"sqlite+aiosqlite:///{fresh}")
+    await wait_healthy(url, process)
+    tables = {row[0] for row in sqlite3.connect(fresh).execute("SELECT name FROM sqlite_master")}
+    assert {"complaints", "messages", "outbox", "alembic_version"} <= tables
 
 
-async def test_the_serving_process_loads_pillow_only_with_a_photo(tmp_path):
+async def test_the_serving_process_loads_pillow_only_with_a_photo(tmp_path, serve):
     """Pillow (2.3 MiB resident) is imported by the first photo checked or shown, not by
     serving: a running service that has seen no photo has not mapped Pillow's C library."""
-    modules = subprocess.run([sys.executable, "-c", "import sys, service.cli, service.app, service.commands; "
-                              "print(sorted(m for m in sys.modules if m.split('.')[0] == 'PIL'))"],
-                             capture_output=True, text=True, timeout=60)
-    assert modules.returncode == 0 and modules.stdout.strip() == "[]", modules.stdout + modules.stderr
-    port = free_port()
-    config = write_config(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'feedback.db'}", port)
-    process = subprocess.Popen(command("serve", "--config", str(config)), cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        await wait_healthy(f"http://127.0.0.1:{port}", process)
-        libraries = Path(f"/proc/{process.pid}/maps").read_text()
-        assert "sqlite3" in libraries  # the check reads the right process's libraries
-        assert "PIL" not in libraries and "_imaging" not in libraries
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=30)
+    assert imported_by_serving("PIL") == []
+    url, process = serve(url=f"sqlite+aiosqlite:///{tmp_path / 'feedback.db'}")
+    await wait_healthy(url, process)
+    libraries = Path(f"/proc/{process.pid}/maps").read_text()
+    assert "sqlite3" in libraries  # the check reads the right process's libraries
+    assert "PIL" not in libraries and "_imaging" not in libraries
 
 
 def test_a_failed_migration_stops_serve_and_does_not_show_the_database_password(tmp_path):
