@@ -17,6 +17,7 @@ reasons), suggested one to the officer (``incident_suggested``), or nothing.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from bot import intake
+from bot.folding import fold
 from bot.incidents import candidates, match, places
 from contract.messages import Inbound, Location
 from storage.models import Complaint, Event
@@ -202,3 +204,62 @@ def test_the_rounded_scores_kept_are_bounded():
     for n in range(match.ROUNDED_LIMIT + 10):
         assert match.rounded(n / 100_000) == round(n / 100_000, 3)
     assert 0 < len(match._ROUNDED) <= match.ROUNDED_LIMIT
+
+
+# What ``topics_of`` did before it looked phrases up by their first word: one search a kind
+# of event, its phrases as alternatives, over the words joined by spaces.
+SEARCH_A_KIND = {topic: re.compile("(?:^| )(?:" + "|".join(f"(?:{p})" for p in phrases) + ")(?: |$)")
+                 for topic, (_, phrases) in match.TOPICS.items()}
+
+
+def topics_by_searching(words: list[str]) -> tuple[str, ...]:
+    text = " ".join(words)
+    found = [(hit.start(), order, topic) for order, (topic, pattern) in enumerate(SEARCH_A_KIND.items())
+             if (hit := pattern.search(text))]
+    return tuple(topic for _, _, topic in sorted(found))
+
+
+# The words of every phrase, some with the punctuation a text leaves on them, a few words
+# of no phrase, and the ones the two patterns skip over ("cay ... do", "cong ... tac").
+PHRASE_WORDS = sorted({word for _, phrases in match.TOPICS.values() for p in phrases for word in p.split()
+                       if word.isalnum()})
+SOME_WORDS = st.lists(st.sampled_from(PHRASE_WORDS + ["do,", "dien.", "tac!", "bi", "nha", "x", "12", "cay", "cong"])
+                      | st.from_regex(r"[a-z]{1,4}[.,]?", fullmatch=True), max_size=30)
+
+
+@given(words=SOME_WORDS)
+def test_the_kinds_of_event_are_those_one_search_a_kind_finds(words):
+    """``topics_of`` goes through the words once, not the text once a kind: the same kinds
+    in the same order (where each is first named, then the order of ``TOPICS``)."""
+    assert match.topics_of(words) == topics_by_searching(words)
+
+
+@pytest.mark.parametrize("words, kinds", [
+    ("cay bi do", ("tree",)),  # a pattern's phrase alone
+    ("nha bi mat dien va cay to bi do", ("power", "tree")),
+    ("cay o ga do", ("tree", "pothole")),  # a pattern's match starts before a plain phrase of another kind
+    ("cong nha tac ngap", ("sewage", "flood")),
+    ("cay to bi do mat dien cay nga", ("tree", "power")),  # a kind's pattern before its plain phrase
+    ("ngap cong tran", ("flood", "sewage")),
+    ("do xe rac", ("parking", "garbage")),  # named at the same word: TOPICS' order
+])
+def test_kinds_of_event_first_named_first(words, kinds):
+    assert match.topics_of(words.split()) == kinds == topics_by_searching(words.split())
+
+
+def expand_word_by_word(text: str) -> list[str]:
+    """``places.expand`` as it was: each word unstretched, then its abbreviation written out."""
+    out: list[str] = []
+    for word in fold(text).split():
+        word = word if any(ch.isdigit() for ch in word) else places._unstretch(word)
+        out.extend(places.ABBREVIATIONS.get(word, word).split())
+    return out
+
+
+@given(text=st.lists(st.sampled_from(sorted(places.ABBREVIATIONS) + ["diennn", "voiii", "hoooo", "xoong", "cứu",
+                                                                     "Đèn", "hh1", "ngõ", "3ttt", "kk", "mat", "  "])
+                     | st.text(alphabet="abcdhklnotuđèôư0123 ,.\n", max_size=8), max_size=20).map(" ".join))
+def test_a_text_is_expanded_as_word_by_word(text):
+    """``expand`` looks for stretched letters in the whole text first, and word by word only
+    when there is one: the same words."""
+    assert places.expand(text) == expand_word_by_word(text)

@@ -168,12 +168,25 @@ def _unstretch(word: str) -> str:
     return _STRETCH.sub(lambda m: m.group(1) or m.group(2), word)
 
 
+# What each abbreviation is written out as, as words.
+_EXPANDED = {short: tuple(long.split()) for short, long in ABBREVIATIONS.items()}
+
+
 def expand(text: str) -> list[str]:
     """Folded words with stretched letters undone and SMS abbreviations written out."""
+    folded = fold(text)
+    words = folded.split()
+    # A stretch never runs across a space: a text with none anywhere has none in a word
+    # (most texts), and its words are not looked at one by one for one.
+    if _STRETCH.search(folded) is not None:
+        words = [word if any(ch.isdigit() for ch in word) else _unstretch(word) for word in words]
     out: list[str] = []
-    for word in fold(text).split():
-        word = word if any(ch.isdigit() for ch in word) else _unstretch(word)
-        out.extend(ABBREVIATIONS.get(word, word).split())
+    for word in words:
+        long = _EXPANDED.get(word)
+        if long is None:
+            out.append(word)
+        else:
+            out.extend(long)
     return out
 
 
@@ -214,22 +227,26 @@ def parse_words(*texts: list[str]) -> Place:
     streets: set[str] = set()
     spots: set[str] = set()
     numbers: set[str] = set()
+    names = g.names
     for words in texts:
-        i = 0
-        while i < len(words):
+        i, count = 0, len(words)
+        while i < count:
+            word = words[i]
             match = None
-            for size in range(min(starts.get(words[i], 0), len(words) - i), 0, -1):
-                kinds = g.names.get(tuple(words[i:i + size]))
-                if kinds:
-                    match = (size, kinds)
-                    break
+            if longest := starts.get(word):
+                for size in range(min(longest, count - i), 0, -1):
+                    kinds = names.get(tuple(words[i:i + size]))
+                    if kinds:
+                        match = (size, kinds)
+                        break
             if match is None:
-                word = words[i]
-                if BUILDING.match(word):
-                    spots.add(word)
-                if NUMBER.match(word) and i > 0 and (words[i - 1] in NUMBER_MARKERS or " ".join(words[max(0, i - 2):i])
-                                                     in NUMBER_MARKERS):
-                    numbers.add(word)
+                # A building and a number each hold a digit: a word of letters alone is neither.
+                if not word.isalpha():
+                    if BUILDING.match(word):
+                        spots.add(word)
+                    if NUMBER.match(word) and i > 0 and (words[i - 1] in NUMBER_MARKERS
+                                                         or " ".join(words[max(0, i - 2):i]) in NUMBER_MARKERS):
+                        numbers.add(word)
                 i += 1
                 continue
             size, kinds = match
