@@ -36,6 +36,9 @@ _BODY_LENGTH = 7
 _CODE_LENGTH = _BODY_LENGTH + 1
 _MODULUS = 31
 _WEIGHTS = tuple(range(_CODE_LENGTH, 1, -1))  # 8..2 for the body; the check character weighs 1
+# Every body is equally likely: one draw below their number, not a draw a character (seven
+# reads of the system's random source took 7.7 µs a code, about 1 % of intake's work).
+_BODIES = len(ALPHABET) ** _BODY_LENGTH
 _VALUES = MappingProxyType({char: value for value, char in enumerate(ALPHABET)})
 _DIGITS = frozenset("23456789")
 _PREFIX_RE = re.compile(r"[A-Z]{1,4}")
@@ -77,11 +80,20 @@ def _format(prefix: str, chars: str) -> str:
     return f"{prefix}-{chars[:4]}-{chars[4:]}"
 
 
+def _body(number: int) -> str:
+    """The body whose characters are the digits of ``number`` in base 30 (``ALPHABET``)."""
+    chars = []
+    for _ in range(_BODY_LENGTH):
+        number, digit = divmod(number, len(ALPHABET))
+        chars.append(ALPHABET[digit])
+    return "".join(chars)
+
+
 def new_code(prefix: str) -> str:
     """A fresh random tracking code such as ``PA-7KQ4-M9XS``."""
     _check_prefix(prefix)
     while True:
-        body = "".join(secrets.choice(ALPHABET) for _ in range(_BODY_LENGTH))
+        body = _body(secrets.randbelow(_BODIES))
         check = _check_value(body)
         if check >= len(ALPHABET):
             continue

@@ -6,7 +6,10 @@ import random
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from bot import tracking
 from bot.tracking import ALPHABET, TrackingCodeError, find_codes, is_valid, new_code, normalise
 
 PREFIX = "PA"
@@ -270,3 +273,12 @@ def test_find_codes_no_false_positives_on_random_phone_numbers():
                  f"{landline[:3]}.{landline[3:7]}.{landline[7:]}"]
         for form in forms:
             assert find_codes(f"SĐT: {form}.", PREFIX) == [], form
+
+
+@given(number=st.integers(min_value=0, max_value=len(ALPHABET) ** 7 - 1))
+def test_a_code_body_is_one_draw_written_in_base_30(number):
+    """A code's seven characters are one draw below 30 ** 7 written in base 30: each number
+    its own body, so every body is as likely as any other."""
+    body = tracking._body(number)
+    assert len(body) == 7 and set(body) <= set(ALPHABET)
+    assert sum(ALPHABET.index(char) * len(ALPHABET) ** place for place, char in enumerate(body)) == number
