@@ -205,3 +205,14 @@ def test_the_service_measured_can_be_another_install(tmp_path, monkeypatch):
     monkeypatch.setenv(common.SERVICE_ENV, str(tmp_path / "nowhere"))
     with pytest.raises(SystemExit, match="no such file"):
         common.service_command()
+
+
+def test_features_time_prints_a_cost_a_text_for_both_sets(capsys):
+    """``bench/features_time.py`` (the README's before and after of ``match.features``)."""
+    import features_time
+
+    assert features_time.main() == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["the benchmarks' six texts", "2,000 storm texts"]
+    for line in lines:
+        assert float(line.split(": ")[1].split(" µs")[0]) > 0, line
