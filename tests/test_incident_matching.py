@@ -263,3 +263,17 @@ def test_a_text_is_expanded_as_word_by_word(text):
     """``expand`` looks for stretched letters in the whole text first, and word by word only
     when there is one: the same words."""
     assert places.expand(text) == expand_word_by_word(text)
+
+
+@pytest.mark.parametrize("text, numbers, spots", [
+    ("Nắp cống trước số nhà 88 đường Láng bị vỡ", {"88"}, set()),
+    ("Mất điện tòa HH1 Linh Đàm, ngõ 12 Trần Duy Hưng", {"12"}, {"hh1", "linh dam"}),
+    ("chung cư 17T2 Trung Hòa, căn B3", set(), {"17t2", "b3"}),
+    ("ngõ một trăm, nhà số tám, tòa hh", set(), set()),  # in words, not digits: neither
+    ("Mất điện 3 hôm, nhà 88", set(), set()),  # a number with no marker before it is not a house's
+])
+def test_house_numbers_and_buildings_are_read_from_the_words_that_hold_digits(text, numbers, spots):
+    """``parse_words`` tries the building and house-number patterns only on a word that is not
+    letters alone (both need a digit): the numbers and buildings a text names are still found."""
+    place = places.parse(text)
+    assert set(place.numbers) == numbers and set(place.spots) == spots, place
