@@ -112,7 +112,7 @@ async def steps(store: Path, folder: Path) -> None:
             setattr(owner, name, real)
         await core.close()
     named = sum(seconds for label, seconds in spent.items() if label not in ("batch", "transaction"))
-    print(f"1. a sweep of {result.checked:,} due: {wall:.2f} s, this process's CPU {cpu:.2f} s")
+    print(f"1. a sweep of {result.checked:,} due: {wall:.3f} s, this process's CPU {cpu:.3f} s")
     for label, seconds in spent.most_common():
         if label not in ("batch", "transaction"):
             print(f"   {label:40} {seconds:6.3f} s")

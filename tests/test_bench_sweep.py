@@ -74,7 +74,10 @@ def test_the_sweep_split_names_each_step_within_the_sweeps_time():
     for label in ("acting on each complaint (_act)", "INSERT outbox (enqueue_rows)", "UPDATE complaints (_write)",
                   "INSERT events", "contacts", "begin, commit, the session"):
         assert label in steps, out
-    assert 0 < sum(steps.values()) <= total * 1.05, out
+    # Each figure is printed to the millisecond, so the named steps' sum may exceed the whole
+    # by half a millisecond a step. (The whole was printed to 10 ms: in CI its "0.02 s" stood
+    # against ten steps that summed to 0.022 s.)
+    assert 0 < sum(steps.values()) <= total * 1.05 + 0.0005 * len(steps), out
     python = re.findall(r"^   (\S.*?)\s+([\d.]+) ms$", out, re.M)
     assert [label for label, _ in python][:2] == ["the claim (statement and rows)", "the _Due objects"], out
     assert [label for label, _ in python][-1] == "in all", out
