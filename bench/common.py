@@ -382,6 +382,12 @@ def read_calls() -> tuple[int, int]:
     return int(fields["syscr"]), int(fields["rchar"])
 
 
+def rss_mib() -> float:
+    """This process's resident set now (``VmRSS`` of /proc/self/status), in MiB."""
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
 def peak_rss_mib(pid: int) -> float | None:
     """The largest VmHWM (peak resident set) among the process and its descendants, in MiB."""
     peaks = []

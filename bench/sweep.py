@@ -65,7 +65,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from common import TEXTS, Database, log, plain_pg_url, processes_cpu_seconds, read_calls
+from common import TEXTS, Database, log, plain_pg_url, processes_cpu_seconds, read_calls, rss_mib
 from sqlalchemy import String, bindparam, cast, delete, event, func, insert, literal, select, text, update
 
 from bot.clock import FrozenClock
@@ -637,6 +637,7 @@ async def process(core: Core, clock: FrozenClock, seeded: Seeded, args: argparse
     postgres = core.engine.dialect.name == "postgresql"
     server_started = processes_cpu_seconds("postgres") if postgres else 0.0
     reads_started, read_bytes_started = read_calls()
+    rss_started = rss_mib()
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
         result = await sweep(core, batch_size=args.batch_size)
@@ -663,6 +664,8 @@ async def process(core: Core, clock: FrozenClock, seeded: Seeded, args: argparse
         + f"| target < {target:.1f} s: {verdict} | CPU of this process {cpu:.2f} s")
     log(f"    read calls of this process {reads:,} ({read_bytes / 2**20:,.0f} MiB; on SQLite its pages read from the "
         f"file and its log, a count that does not move with the machine's load)")
+    log(f"    resident set of this process {rss_started:,.1f} MiB before the run, {rss_mib():,.1f} MiB after it "
+        f"(this benchmark's process: what the sweep leaves behind is the difference)")
     if server_cpu is not None:
         cores = os.cpu_count() or 1
         log(f"    PostgreSQL's CPU meanwhile (every postgres process) {server_cpu:.2f} s: with this process's, "
