@@ -55,9 +55,14 @@ def test_bad_prefix_is_a_configuration_error_not_a_typo(prefix):
         assert not isinstance(info.value, TrackingCodeError)
 
 
-def test_ten_thousand_codes_are_unique():
+def test_ten_thousand_codes_are_all_but_never_alike():
+    """Codes are drawn from about 1.9e10 bodies (30 ** 7, less those whose check value has no
+    character or that are all letters or all digits), so 10,000 of them hold two alike about
+    once in 390 runs (the birthday bound, n ** 2 / 2N): CI met one, 9,999 distinct of 10,000.
+    Two pairs alike happen about once in 300,000 runs; a generator with four random characters
+    instead of seven (30 ** 4 bodies) gives dozens of pairs (67 in a run I tried)."""
     codes = [new_code(PREFIX) for _ in range(10_000)]
-    assert len(set(codes)) == len(codes)
+    assert len(codes) - len(set(codes)) <= 1
 
 
 def test_codes_are_not_sequential():
