@@ -313,6 +313,12 @@ WRK_SCRIPT = Path(__file__).resolve().parent / "wrk" / "replay.lua"
 GENERATOR_BOUND = 0.90  # wrk at >= 90 % of the cores it has: the figure is wrk's, not the server's
 TARGET_RATIO = 0.15  # issue 16: service / bare at 32 connections
 TARGET_P99_MS = 100.0
+# Issue 16's revision when it was closed (bench/README.md, top): the floor (sms.py --floor, the
+# least work the guarantee takes with the same libraries) makes only 0.15-0.31 of the bare
+# server, so service/bare 0.15 is out of reach of anything that does more. With --floor the
+# verdict is the service's distance from the floor, which the code controls: a bar under the
+# level reached (SMS 0.127-0.175 when the issue was closed), not a goal.
+TARGET_FLOOR_RATIO = 0.10  # service / floor
 EXIT_GENERATOR_BOUND = 3
 
 
@@ -579,7 +585,8 @@ def add_wrk_arguments(parser: argparse.ArgumentParser, target_ratio: float = TAR
                              "more service slice; collapsed stacks to FILE, and the CPU split per complaint")
     parser.add_argument("--profile-seconds", type=float, default=10.0)
     parser.add_argument("--check", action="store_true",
-                        help=f"exit 1 below ratio {target_ratio} or p99 >= {TARGET_P99_MS:g} ms, or on problems")
+                        help=f"exit 1 below ratio {target_ratio} or p99 >= {TARGET_P99_MS:g} ms, or on problems "
+                             f"(with --floor: service/floor below {TARGET_FLOOR_RATIO})")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--seed-complaints", type=int, default=0, metavar="N",
                         help="store N complaints first (bench/desk.py's seeding: 1,000,000 for the issue's memory "
@@ -635,9 +642,11 @@ async def drive(targets: list[WrkTarget], args: argparse.Namespace, workdir: Pat
 
 def judge(bare: Tally, service: Tally, problems: list[str], args: argparse.Namespace,
           target_ratio: float = TARGET_RATIO, target_p99_ms: float | None = TARGET_P99_MS,
-          generator_cores: int | None = None, floor: Tally | None = None) -> int:
-    """Print the figures and the verdict; the exit code. With `floor` (bench/floor.py, sms.py --floor)
-    its line too, and the ratios floor/bare and service/floor; the verdict is still service/bare."""
+          generator_cores: int | None = None, floor: Tally | None = None,
+          target_floor_ratio: float = TARGET_FLOOR_RATIO) -> int:
+    """Print the figures and the verdicts; the exit code. With `floor` (bench/floor.py, sms.py --floor)
+    its line too, the ratios floor/bare and service/floor, and the revised target (service/floor at
+    least `target_floor_ratio`), which is then the one `--check` judges; without, service/bare and p99."""
     tallies = (bare, service) if floor is None else (bare, floor, service)
     log()
     for tally in tallies:
@@ -663,9 +672,12 @@ def judge(bare: Tally, service: Tally, problems: list[str], args: argparse.Names
         f"target ratio >= {target_ratio}" + (f", p99 < {target_p99_ms:g} ms" if target_p99_ms else "")
         + f": {'MET' if met else 'NOT MET'}")
     if floor is not None:
+        to_floor = service.rate / floor.rate if floor.rate else 0.0
         log(f"  ratio floor/bare: {floor.rate / bare.rate if bare.rate else 0.0:.3f}   ratio service/floor: "
-            f"{service.rate / floor.rate if floor.rate else 0.0:.3f}   floor p50 {floor.percentile_ms(0.5):.1f} ms, "
-            f"p99 {floor.percentile_ms(0.99):.1f} ms")
+            f"{to_floor:.3f}   floor p50 {floor.percentile_ms(0.5):.1f} ms, p99 {floor.percentile_ms(0.99):.1f} ms")
+        met = to_floor >= target_floor_ratio
+        log(f"  revised target (issue 16, closed): service/floor >= {target_floor_ratio}: "
+            f"{'MET' if met else 'NOT MET'} (what --check judges with --floor)")
     if problems:
         log("  RUN HAD PROBLEMS (figures not valid):")
         for problem in problems:

@@ -204,7 +204,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gateway", choices=("twilio", "generic"), default="twilio")
     parser.add_argument("--floor", action="store_true",
-                        help="a third target, bench/floor.py: the least work an intake must do (Twilio only)")
+                        help="a third target, bench/floor.py: the least work an intake must do (Twilio only); "
+                             "the verdict is then service/floor, issue 16's revised target")
     parser.add_argument("--distinct-texts", action="store_true",
                         help="every text its own (common.storm_text), as in a real storm, not five texts again")
     add_wrk_arguments(parser)

@@ -27,6 +27,7 @@ the run the store is read back: one complaint, one email message and one acknowl
     python bench/smtp.py                    # 2 s warm-up + 10 s measured each, 16 connections
     python bench/smtp.py --check            # exit 1 if the ratio is below the target (0.5)
     python bench/smtp.py --floor            # and the floor: what ratio is reachable at all
+    python bench/smtp.py --floor --check    # exit 1 if service/floor is below the revised target
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ from common import (TEXTS, Database, Server, Tally, WrkRun, collector_pauses, fr
                     peak_rss_mib, serve_command, store_query, tree_cpu_seconds, wait_drained)
 
 TARGET_RATIO = 0.5
+# Issue 16's revision when it was closed (bench/README.md, top): the floor makes 0.15-0.19 of
+# bare aiosmtpd, so 0.5 is out of reach; with --floor the verdict is service/floor, a bar under
+# the level reached (0.447-0.504 when the issue was closed), not a goal.
+TARGET_FLOOR_RATIO = 0.35
 SLOT_BYTES = b"citizen-slot"
 DOMAIN = "feedback.example.gov.vn"
 RECIPIENT = f"phananh@{DOMAIN}"
@@ -333,10 +338,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         help="no sink relay: acknowledgements stay queued (the outbox backs off), so the figure is "
                              "what taking mail alone costs")
     parser.add_argument("--drain", type=float, default=60.0, help="at most this long for acknowledgements to go out")
-    parser.add_argument("--check", action="store_true", help=f"exit 1 if the ratio is below {TARGET_RATIO}")
+    parser.add_argument("--check", action="store_true",
+                        help=f"exit 1 if the ratio is below {TARGET_RATIO} (with --floor: service/floor below "
+                             f"{TARGET_FLOOR_RATIO})")
     parser.add_argument("--floor", action="store_true",
                         help="a third target, bench/smtp_floor.py: the least work an email intake must do "
-                             "(the verdict stays service/bare)")
+                             "(then the verdict is service/floor, issue 16's revised target)")
     parser.add_argument("--profile", metavar="FILE",
                         help="after the run, py-spy the service through one more slice and the drain; collapsed "
                              "stacks to FILE and the CPU split per mail (bench/profile_split.py)")
@@ -466,7 +473,7 @@ async def run(args: argparse.Namespace) -> int:
             problems += await verify_floor(floor_db, tallies["floor"])
         return judge(tallies["bare"], tallies["service"], problems, args, target_ratio=TARGET_RATIO,
                      target_p99_ms=None, generator_cores=min(args.generators, os.cpu_count() or 1),
-                     floor=tallies.get("floor"))
+                     floor=tallies.get("floor"), target_floor_ratio=TARGET_FLOOR_RATIO)
     finally:
         for server in servers:
             await asyncio.to_thread(server.stop)

@@ -40,6 +40,7 @@ anywhere, ``--placement random``, the worst case for locality).
     python bench/sweep.py --probe --batch-size 2500     # + what a short transaction waits meanwhile
     python bench/sweep.py --contender                   # + what another process's transactions wait
     python bench/sweep.py --check                       # exit 1 if a target is missed
+    python bench/sweep.py --floor --check               # the same, with the revised target: sweep/floor
 
 A PostgreSQL database is created here (through the ``postgres`` admin database, on
 127.0.0.1 only) and always dropped at the end; one that exists already is refused, never
@@ -82,6 +83,12 @@ from storage.models import Complaint, Contact, Event, OutboxMessage, Staff
 TARGET_IDLE_MS = 10.0
 # 10,000 overdue complaints apologised to and escalated (issue 16): per database.
 TARGET_PROCESS_S = {"sqlite": 1.5, "postgresql": 1.0}
+# Issue 16's revision when it was closed (bench/README.md, top): a sweep is bound by its
+# database's writes, whose time moves with the machine (the SQLite floor 0.80-1.62 s, the
+# PostgreSQL floor 1.52-3.16 s, over 1.0 s by itself), so with --floor the verdict is the
+# sweep's time over its floor's on the same rows in the same run: a bar over the level reached
+# (SQLite 1.63-2.01, PostgreSQL 0.98-1.03 since the twelfth session), not a goal.
+TARGET_FLOOR_RATIO = {"sqlite": 2.2, "postgresql": 1.2}
 INDEX = "ix_complaints_next_check_at"
 HANOI = ZoneInfo("Asia/Ho_Chi_Minh")
 # Wednesday 4 November 2026, 10:00 in Hà Nội: a working morning, far from any holiday.
@@ -776,15 +783,21 @@ async def run(args: argparse.Namespace) -> int:
             f"| ratio {median / base_median:.2f} | target < {target:.1f} s: {verdict} "
             f"| CPU of this process median {statistics.median(cpus):.2f} s")
         if floors:
+            to_floor, revised = median / statistics.median(floors), TARGET_FLOOR_RATIO[db.kind]
             log(f"  floor (bench/sweep_floor.py): median {statistics.median(floors):.2f} s (min {min(floors):.2f}, "
-                f"max {max(floors):.2f}) | sweep/floor {median / statistics.median(floors):.2f} "
+                f"max {max(floors):.2f}) | sweep/floor {to_floor:.2f} "
                 f"| floor/baseline {statistics.median(floors) / base_median:.2f}")
+            log(f"  revised target (issue 16, closed): sweep/floor <= {revised:.1f}: "
+                f"{'MET' if to_floor <= revised else 'MISSED'} (judged instead of < {target:.1f} s with --floor)")
         if db.kind == "postgresql":
             both = statistics.median(c + s for c, s in zip(cpus, server_cpus))
             log(f"  PostgreSQL's CPU median {statistics.median(server_cpus):.2f} s; the two together median "
                 f"{both:.2f} s: on {os.cpu_count()} cores, at least {both / (os.cpu_count() or 1):.2f} s of wall time "
                 f"for this much CPU")
-        if median >= target:
+        if floors:
+            if to_floor > revised:
+                failures.append("processing target (sweep/floor)")
+        elif median >= target:
             failures.append("processing target")
 
         if args.profile:
@@ -854,7 +867,8 @@ def main() -> None:
                         help="during each processing run, time a short transaction every 5 ms (what intake "
                              "waits for while a backlog is swept; it slows the sweep a little)")
     parser.add_argument("--floor", action="store_true",
-                        help="before each processing run, the sweep's floor on the same rows (sweep_floor.py)")
+                        help="before each processing run, the sweep's floor on the same rows (sweep_floor.py); "
+                             "the processing verdict is then sweep/floor (issue 16's revised target)")
     parser.add_argument("--profile", action="store_true", help="cProfile one more processing run")
     parser.add_argument("--profile-top", type=int, default=30)
     parser.add_argument("--seed", type=int, default=69, help="random seed of the data")

@@ -131,6 +131,23 @@ def test_check_fails_below_the_targets():
     assert common.judge(bare, service, [], argparse.Namespace(check=False, threads=1)) == 0
 
 
+def test_with_a_floor_check_judges_the_service_against_the_floor(capsys):
+    # Issue 16's revision: with --floor, service/floor decides, not service/bare.
+    bare, floor, service = common.Tally("bare"), common.Tally("floor"), common.Tally("service")
+    bare.add(fake_run(cpu_seconds=1.0, requests=10_000), server_cpu=1.0, bench_cpu=0.0, measured=True, threads=1)
+    floor.add(fake_run(cpu_seconds=0.2, requests=2_000), server_cpu=1.0, bench_cpu=0.0, measured=True, threads=1)
+    service.add(fake_run(cpu_seconds=0.1, requests=400), server_cpu=1.0, bench_cpu=0.0, measured=True, threads=1)
+    check = argparse.Namespace(check=True, threads=1)
+    assert common.judge(bare, service, [], check) == 1  # service/bare 0.04
+    assert common.judge(bare, service, [], check, floor=floor) == 0  # service/floor 0.2 >= 0.1
+    out = capsys.readouterr().out
+    assert "ratio service/floor: 0.200" in out and "service/floor >= 0.1: MET" in out
+    assert common.judge(bare, service, [], check, floor=floor, target_floor_ratio=0.25) == 1
+    assert "service/floor >= 0.25: NOT MET" in capsys.readouterr().out
+    # A run with problems fails whatever the ratio.
+    assert common.judge(bare, service, ["service: status 500 x1"], check, floor=floor) == 1
+
+
 def test_profile_split_buckets():
     stacks = "\n".join([
         "process 1:\"serve\";serve (service/app.py:10);_handle_request (aiohttp/web_protocol.py:1) 10",

@@ -5,7 +5,9 @@ store seeded as the benchmark seeds (a SQLite file, or PostgreSQL with FEEDBACK_
 overdue complaint with its marks and events, in the service's own formats (the service
 reads back what it wrote), and the store is put back for the sweep measured after it.
 
-bench/sweep_split.py: each step named, within the sweep's own time."""
+bench/sweep_split.py: each step named, within the sweep's own time.
+
+bench/sweep.py --floor --check: the processing verdict is sweep/floor (issue 16's revision)."""
 
 from __future__ import annotations
 
@@ -81,3 +83,25 @@ def test_the_sweep_split_names_each_step_within_the_sweeps_time():
     python = re.findall(r"^   (\S.*?)\s+([\d.]+) ms$", out, re.M)
     assert [label for label, _ in python][:2] == ["the claim (statement and rows)", "the _Due objects"], out
     assert [label for label, _ in python][-1] == "in all", out
+
+
+def test_with_its_floor_the_sweeps_check_judges_sweep_over_floor():
+    """bench/sweep.py --floor --check (issue 16's revision): the processing verdict printed is
+    sweep/floor against its bar, and the exit code follows that verdict, not the 1.5 s target."""
+    import re
+    import subprocess
+
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "sweep.py"), "--rows", "2000", "--overdue-fraction",
+                          "0.1", "--repeat", "1", "--runs", "5", "--floor", "--check"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    out = run.stdout
+    ratio = float(re.search(r"\| sweep/floor ([\d.]+) \|", out).group(1))
+    bar = bench.TARGET_FLOOR_RATIO["sqlite"]
+    verdict = re.search(r"revised target \(issue 16, closed\): sweep/floor <= ([\d.]+): (MET|MISSED)", out)
+    assert verdict and float(verdict.group(1)) == bar, out
+    if abs(ratio - bar) > 0.005:  # the ratio is printed rounded
+        assert (verdict.group(2) == "MET") == (ratio <= bar), out
+    failed = re.search(r"result: (.*)$", out, re.M).group(1)
+    assert ("processing target (sweep/floor)" in failed) == (verdict.group(2) == "MISSED"), out
+    assert "processing target" not in failed.replace("processing target (sweep/floor)", ""), out  # 1.5 s not judged
+    assert run.returncode == (0 if failed == "all targets met" else 1), run.stderr[-2000:]
