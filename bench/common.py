@@ -586,7 +586,7 @@ def add_wrk_arguments(parser: argparse.ArgumentParser, target_ratio: float = TAR
     parser.add_argument("--profile-seconds", type=float, default=10.0)
     parser.add_argument("--check", action="store_true",
                         help=f"exit 1 below ratio {target_ratio} or p99 >= {TARGET_P99_MS:g} ms, or on problems "
-                             f"(with --floor: service/floor below {TARGET_FLOOR_RATIO})")
+                             f"(sms.py --floor: service/floor below {TARGET_FLOOR_RATIO})")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--seed-complaints", type=int, default=0, metavar="N",
                         help="store N complaints first (bench/desk.py's seeding: 1,000,000 for the issue's memory "
